@@ -1,0 +1,293 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+Every group of ``conf/`` is validated against one of these frozen-by-struct dataclasses, so a
+misspelt key (``strategy.fsat=5``) or a wrong type (``bars.threshold=abc``) fails at compose time
+with a message that names the key. Units are in the field names or docstrings: fractions are plain
+fractions (0.001 = 0.1 %), times are UTC, timestamps int64 microseconds.
+
+Strategies have one schema per strategy (``<name>_schema`` in the ``strategy`` group); each
+``conf/strategy/NAME.yaml`` lists its schema first in its defaults.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Market(str, Enum):
+    spot = "spot"
+    um = "um"
+    cm = "cm"
+
+
+class Dataset(str, Enum):
+    trades = "trades"
+    aggTrades = "aggTrades"
+
+
+class Stage(str, Enum):
+    ingest = "ingest"
+    bars = "bars"
+    backtest = "backtest"
+    all = "all"
+
+
+class BarKind(str, Enum):
+    time = "time"
+    tick = "tick"
+    volume = "volume"
+    dollar = "dollar"
+    tick_imbalance = "tick_imbalance"
+    volume_imbalance = "volume_imbalance"
+    dollar_imbalance = "dollar_imbalance"
+    tick_run = "tick_run"
+    volume_run = "volume_run"
+    dollar_run = "dollar_run"
+
+
+class ThresholdMode(str, Enum):
+    fixed = "fixed"
+    dynamic = "dynamic"
+
+
+class Fill(str, Enum):
+    next_open = "next_open"
+    close = "close"
+
+
+class Direction(str, Enum):
+    long = "long"
+    short = "short"
+    both = "both"
+
+
+class SizeMode(str, Enum):
+    all = "all"            # all available cash (fees included)
+    qty = "qty"            # fixed base quantity
+    notional = "notional"  # fixed quote notional
+    percent = "percent"    # fraction of equity
+    vol_target = "vol_target"  # target annualised volatility
+
+
+class SweepMode(str, Enum):
+    hydra = "hydra"
+    kernel = "kernel"
+    spark = "spark"
+
+
+class StorageKind(str, Enum):
+    local = "local"
+    s3 = "s3"
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class SourceConfig:
+    base_url: str = "https://data.binance.vision"
+    timeout_s: float = 30.0
+    retries: int = 4           # attempts after the first, on timeouts and 5xx
+    backoff_s: float = 0.5     # first back-off; doubles each retry
+
+
+@dataclass
+class SyntheticConfig:
+    seed: int = 7
+    ticks_per_day: int = 20_000
+    markets: List[str] = field(default_factory=lambda: ["spot"])
+    annual_vol: float = 0.6
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"                       # synthetic | binance
+    source: SourceConfig = field(default_factory=SourceConfig)
+    market: Market = Market.spot
+    dataset: Dataset = Dataset.aggTrades
+    symbols: List[str] = field(default_factory=lambda: ["BTCUSDT"])
+    start: str = "2025-01-01"                     # inclusive, UTC date
+    end: str = "2025-01-03"                       # inclusive, UTC date
+    funding: bool = False                         # also ingest monthly fundingRate (futures)
+    require_complete: bool = False                # a 404 day is an error, not a recorded gap
+    contract_size: Dict[str, float] = field(default_factory=lambda: {"BTC": 100.0, "default": 10.0})
+    max_uncompressed_bytes: int = 8 * 1024**3     # per zip member
+    max_compression_ratio: float = 250.0
+    archive_raw: bool = False                     # keep verified zips under storage raw/
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+# --------------------------------------------------------------------------- bars
+@dataclass
+class BarsConfig:
+    kind: BarKind = BarKind.dollar
+    threshold: float = 1e6              # ticks, base qty or quote notional per bar
+    threshold_mode: ThresholdMode = ThresholdMode.fixed
+    bars_per_day: float = 50.0          # dynamic: target bars per day
+    lookback_days: int = 7              # dynamic: trailing days averaged (strictly before the day)
+    warmup: str = "first_day"           # dynamic, no history: first_day | fixed
+    interval: str = "1h"                # time bars: pandas-style offset
+    keep_partial: bool = False          # keep the trailing unfinished bar
+    # imbalance / run bars (AFML 2.3.2)
+    expected_ticks_init: float = 1000.0  # E0[T]
+    ewma_span: int = 20                  # bars, for E[T] and E[b]
+    min_ticks: int = 10
+    max_ticks: int = 1_000_000
+
+
+# --------------------------------------------------------------------------- features
+@dataclass
+class FeatureSpec:
+    name: str = MISSING                 # column name, e.g. rsi_14
+    fn: str = MISSING                   # feature function, e.g. rsi
+    window: int = 14
+    params: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FeaturesConfig:
+    specs: List[FeatureSpec] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- strategies
+@dataclass
+class StrategyConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MaCrossConfig(StrategyConfig):
+    name: str = "ma_cross"
+    fast: int = 10
+    slow: int = 50
+
+
+# --------------------------------------------------------------------------- backtest
+@dataclass
+class FeesConfig:
+    maker: float = 0.0002      # fraction of notional
+    taker: float = 0.0005      # fraction of notional; market orders pay taker
+    fixed: float = 0.0         # quote currency per order
+    min_fee: float = 0.0       # quote currency per order
+
+
+@dataclass
+class SlippageConfig:
+    bps: float = 1.0           # fixed, basis points of price, against the order
+    impact: float = 0.0        # participation impact: coef * (order qty / bar volume) ** exponent
+    impact_exponent: float = 0.5
+
+
+@dataclass
+class SizeConfig:
+    mode: SizeMode = SizeMode.all
+    value: float = 1.0         # qty / notional / fraction / annual vol target, by mode
+    min_qty: float = 0.0
+    step: float = 0.0          # quantity step; 0 = no rounding
+
+
+@dataclass
+class RiskConfig:
+    stop_loss: float = 0.0          # fraction from entry; 0 = off
+    take_profit: float = 0.0
+    trailing_stop: float = 0.0
+    time_stop_bars: int = 0
+    cooldown_bars: int = 0
+    max_position: float = math.inf  # notional, quote currency
+    max_leverage: float = math.inf
+    max_drawdown: float = 0.0       # kill switch; 0 = off
+
+
+@dataclass
+class SplitConfig:
+    enabled: bool = False
+    scheme: str = "rolling"    # rolling | expanding
+    train_bars: int = 0
+    test_bars: int = 0
+
+
+@dataclass
+class BacktestConfig:
+    init_cash: float = 10_000.0
+    fill: Fill = Fill.next_open
+    direction: Direction = Direction.long
+    fees: FeesConfig = field(default_factory=FeesConfig)
+    slippage: SlippageConfig = field(default_factory=SlippageConfig)
+    size: SizeConfig = field(default_factory=SizeConfig)
+    leverage: float = 1.0
+    maintenance_margin: float = 0.005
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    funding: bool = False           # charge funding from the ingested funding rates
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+# --------------------------------------------------------------------------- infra
+@dataclass
+class SweepConfig:
+    mode: SweepMode = SweepMode.hydra
+    grid: Dict[str, Any] = field(default_factory=dict)   # kernel/spark: key -> list of values
+    top_k: int = 5
+    chunk_size: int = 10_000
+    objective: str = "sharpe"
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "btsys"
+    conf: Dict[str, str] = field(default_factory=dict)
+    ship_package: bool = False     # zip btsys + conf and addPyFile it (cluster)
+
+
+@dataclass
+class StorageConfig:
+    kind: StorageKind = StorageKind.local
+    root: str = "data"              # local path or s3://bucket/prefix
+    endpoint_url: Optional[str] = None
+    region: str = "us-east-1"
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment_name: str = "btsys"
+    enabled: bool = True
+    charts: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    bars: BarsConfig = MISSING
+    features: FeaturesConfig = MISSING
+    strategy: Any = MISSING
+    backtest: BacktestConfig = MISSING
+    spark: SparkConfig = MISSING
+    storage: StorageConfig = MISSING
+    mlflow: MlflowConfig = MISSING
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    name: str = "default"         # experiment name, used as a tag
+    stage: Stage = Stage.all
+    force: bool = False           # recompute cached stages
+    seed: int = 0
+
+
+STRATEGY_SCHEMAS: Dict[str, type] = {"ma_cross": MaCrossConfig}
+
+
+def register_configs() -> None:
+    """Register the schemas; idempotent (Hydra's ConfigStore is a singleton)."""
+    cs = ConfigStore.instance()
+    cs.store(name="btsys_schema", node=Config)
+    for group, node in [("data", DataConfig), ("bars", BarsConfig), ("features", FeaturesConfig),
+                        ("backtest", BacktestConfig), ("spark", SparkConfig),
+                        ("storage", StorageConfig), ("mlflow", MlflowConfig)]:
+        cs.store(group=group, name=f"{group}_schema", node=node)
+    for name, node in STRATEGY_SCHEMAS.items():
+        cs.store(group="strategy", name=f"{name}_schema", node=node)
+
+
+register_configs()

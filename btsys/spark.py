@@ -1,0 +1,67 @@
+"""SparkSession from the ``spark`` config group.
+
+``local[*]`` by default; ``spark.master`` points at any cluster. Workers run the driver's Python
+(``PYSPARK_PYTHON``), the session time zone is UTC, logs are quiet. With ``ship_package=true`` the
+``btsys`` package and ``conf/`` are zipped and added with ``addPyFile`` so executors need only
+Python with the dependencies.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import zipfile
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.python.worker.reuse": "true",
+}
+
+
+def package_zip(dest_dir: str | None = None) -> str:
+    """Zip the ``btsys`` package (and ``conf/`` inside it as ``btsys/_conf``) for executors."""
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    conf = os.path.join(os.path.dirname(pkg), "conf")
+    dest_dir = dest_dir or tempfile.mkdtemp(prefix="btsys-pkg-")
+    out = os.path.join(dest_dir, "btsys.zip")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for base, arc_root in [(pkg, "btsys"), (conf, "btsys/_conf")]:
+            if not os.path.isdir(base):
+                continue
+            for dirpath, dirnames, files in os.walk(base):
+                dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+                for fn in files:
+                    if fn.endswith((".pyc",)):
+                        continue
+                    full = os.path.join(dirpath, fn)
+                    zf.write(full, os.path.join(arc_root, os.path.relpath(full, base)))
+    return out
+
+
+def get_spark(cfg: Mapping[str, Any] | None = None):
+    """Get or create the SparkSession described by a ``spark`` config node (or dict)."""
+    from pyspark.sql import SparkSession
+
+    cfg = dict(cfg or {})
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(str(cfg.get("master") or "local[*]")).appName(
+        str(cfg.get("app_name") or "btsys"))
+    conf = dict(_DEFAULT_CONF)
+    conf.update({str(k): str(v) for k, v in (cfg.get("conf") or {}).items()})
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    if cfg.get("ship_package") and not getattr(spark, "_btsys_shipped", False):
+        path = package_zip()
+        spark.sparkContext.addPyFile(path)
+        spark._btsys_shipped = True
+        log.info("shipped %s to executors", path)
+    return spark
