@@ -1,0 +1,114 @@
+"""Content-addressed cache: keys, hits, force, killed runs and concurrent writers."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from btsys import pipeline as P
+from btsys.storage import LocalStorage
+from conftest import CONF_DIR
+
+
+def _cfg(overrides=()):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=["+experiment=demo", *overrides])
+
+
+def test_same_config_same_key_and_relevant_change_new_key():
+    a, b = _cfg(), _cfg()
+    assert P.stage_key("bars", a.bars, "in1") == P.stage_key("bars", b.bars, "in1")
+    base = P.stage_key("bars", a.bars, "in1")
+    assert P.stage_key("bars", a.bars, "in2") != base                     # input changed
+    assert P.stage_key("bars", _cfg(["bars.threshold=123"]).bars, "in1") != base
+    assert P.stage_key("bars", _cfg(["bars=volume"]).bars, "in1") != base
+    # keys of other groups do not move the bars key
+    assert P.stage_key("bars", _cfg(["strategy.fast=3"]).bars, "in1") == base
+    # non-determining settings do not either
+    assert P.stage_key("bars", _cfg(["bars.keep_partial=true"]).bars, "in1") == base
+    assert P.stage_key("ingest", _cfg(["data.source.retries=9"]).data) == P.stage_key("ingest", a.data)
+    assert P.stage_key("ingest", _cfg(["data.symbols=[BTCUSDT]"]).data) != P.stage_key("ingest", a.data)
+
+
+def test_pipeline_keys_chain(tmp_path):
+    """The bars key depends on the ingest key: another data range means other bars."""
+    cfg = _cfg()
+    k1 = P.stage_key("bars", cfg.bars, P.stage_key("ingest", cfg.data))
+    cfg2 = _cfg(["data.end=2025-01-02"])
+    k2 = P.stage_key("bars", cfg2.bars, P.stage_key("ingest", cfg2.data))
+    assert k1 != k2
+
+
+def _build_writer(value):
+    def build(prefix, store):
+        store.write_text(f"{prefix}/out.txt", value)
+        return {"value": value}
+    return build
+
+
+def test_cached_hit_and_force(tmp_path, caplog):
+    store = LocalStorage(str(tmp_path))
+    calls = []
+
+    def build(prefix):
+        calls.append(prefix)
+        store.write_text(f"{prefix}/out.txt", f"run{len(calls)}")
+        return {"n": len(calls)}
+
+    e1 = P.cached(store, "bars", "k1", build)
+    assert not e1.hit and e1.meta == {"n": 1}
+    with caplog.at_level("INFO", logger="btsys.pipeline"):
+        e2 = P.cached(store, "bars", "k1", build)
+    assert e2.hit and e2.prefix == e1.prefix and len(calls) == 1
+    assert "cache hit" in caplog.text
+    e3 = P.cached(store, "bars", "k1", build, force=True)
+    assert not e3.hit and len(calls) == 2 and e3.prefix != e1.prefix
+    assert store.read_text(f"{e3.prefix}/out.txt") == "run2"
+    assert P.lookup(store, "bars", "k1").prefix == e3.prefix
+
+
+def test_killed_run_is_never_trusted(tmp_path):
+    store = LocalStorage(str(tmp_path))
+
+    def dies(prefix):
+        store.write_text(f"{prefix}/half.txt", "half")
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        P.cached(store, "bars", "k", dies)
+    assert P.lookup(store, "bars", "k") is None          # half-written attempt is not an entry
+    e = P.cached(store, "bars", "k", lambda p: store.write_text(f"{p}/ok.txt", "ok") or {"ok": 1})
+    assert not e.hit and store.read_text(f"{e.prefix}/ok.txt") == "ok"
+
+
+def _race(root, i, q):
+    store = LocalStorage(root)
+
+    def build(prefix):
+        for j in range(50):
+            store.write_text(f"{prefix}/part-{j}.txt", "x" * 1000)
+        return {"writer": i}
+    e = P.cached(store, "bars", "same", build)
+    q.put(e.prefix)
+
+
+def test_concurrent_writers_leave_one_intact_entry(tmp_path):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(str(tmp_path), i, q)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = LocalStorage(str(tmp_path))
+    entry = P.lookup(store, "bars", "same")
+    assert entry is not None
+    files = store.list(entry.prefix)
+    assert len(files) == 50 and all(store.read_text(f) == "x" * 1000 for f in files)
+    marker = json.loads(store.read_text("cache/bars/same/_COMMITTED"))
+    assert marker["prefix"] == entry.prefix
+    assert not [f for f in os.listdir(tmp_path / "cache/bars/same") if ".tmp-" in f]
