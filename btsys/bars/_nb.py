@@ -1,0 +1,384 @@
+"""Numba kernels for bars: resumable single-pass scans over an ordered tick stream.
+
+Every kernel processes ticks ``start:end`` of the given column arrays and carries its complete
+state in two small arrays (``ist`` int64, ``fst`` float64) so that a stream can be fed in any
+number of pieces (files, days, partitions) and still produce exactly the bars of one pass over the
+whole stream: the kernels never look at anything but the state and the current tick.
+
+A kernel stops early, returning ``(next_row, n_out, err)``, when
+
+* the output buffer is full (``n_out == out_i.shape[0]``): the caller drains it and calls again
+  from ``next_row``;
+* a tick is invalid (``err != 0``, ``next_row`` is the offending row, not consumed): see ``ERR_*``.
+
+Output rows: ``out_i[k] = (ts_open, ts_close, n_ticks)``,
+``out_f[k] = (open, high, low, close, volume, quote_volume, buy_volume, vwap, threshold)``.
+
+Tick side: ``side[i]`` is 0 for a taker buy (``is_buyer_maker == False``), 1 for a taker sell and
+2 for unknown; unknown ticks take the tick rule's sign (last non-zero price change, carried
+across calls; +1 before the first price change).
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+# ---------------------------------------------------------------- state layout (int64)
+I_HAS = 0        # 1 while a bar is open
+I_TS_OPEN = 1
+I_TS_CLOSE = 2
+I_N = 3          # ticks in the open bar
+I_LAST_TS = 4    # last consumed tick (ordering check)
+I_LAST_TID = 5
+I_SEEN = 6       # 1 once a tick has been consumed
+I_TR_SIGN = 7    # tick-rule sign (+1 / -1)
+I_BIN = 8        # time bars: bin of the open bar
+I_WARM = 9       # imbalance/run bars: 1 once the expectations are initialised
+N_ISTATE = 10
+
+# ---------------------------------------------------------------- state layout (float64)
+F_OPEN = 0
+F_HIGH = 1
+F_LOW = 2
+F_CLOSE = 3
+F_VOL = 4
+F_QVOL = 5
+F_BUY = 6
+F_PV = 7         # sum(price * qty), for vwap
+F_ACC = 8        # threshold bars: accumulated measure of the open bar
+F_THR = 9        # threshold of the open bar (fixed when it opens)
+F_LAST_PRICE = 10
+F_DAY_TOTAL = 11  # threshold bars: measure accumulated since the caller last reset it
+F_E_T = 12       # imbalance/run: E[T], expected ticks per bar
+F_E_A = 13       # imbalance: E[b*v] per tick; run: E[v * 1{b=+1}] per tick
+F_E_B = 14       # run: E[v * 1{b=-1}] per tick
+F_THETA = 15     # imbalance: signed flow of the open bar; run: buy flow of the open bar
+F_SELL = 16      # run: sell flow of the open bar
+N_FSTATE = 17
+
+N_OUT_I = 3
+N_OUT_F = 9
+
+# ---------------------------------------------------------------- measures and errors
+M_TICK = 0
+M_VOLUME = 1
+M_DOLLAR = 2
+
+ERR_PRICE = 1     # price not finite and > 0
+ERR_QTY = 2       # qty not finite and > 0
+ERR_QUOTE = 3     # quote_qty not finite and > 0
+ERR_ORDER = 4     # (ts, trade_id) not strictly increasing
+ERR_SIDE = 5      # side code not in {0, 1, 2}
+ERR_BIN = 6       # time bars: bin id decreased
+
+ERR_TEXT = {
+    ERR_PRICE: "price must be finite and > 0",
+    ERR_QTY: "qty must be finite and > 0 (zero-volume rows are rejected)",
+    ERR_QUOTE: "quote_qty must be finite and > 0 (zero-volume rows are rejected)",
+    ERR_ORDER: "ticks must be sorted by (ts, trade_id) with no duplicates",
+    ERR_SIDE: "side code must be 0 (taker buy), 1 (taker sell) or 2 (unknown)",
+    ERR_BIN: "time-bar bin ids must not decrease",
+}
+
+_INF = np.inf
+
+
+def new_state() -> tuple[np.ndarray, np.ndarray]:
+    """Fresh kernel state: no open bar, nothing seen, tick-rule sign +1."""
+    ist = np.zeros(N_ISTATE, dtype=np.int64)
+    fst = np.zeros(N_FSTATE, dtype=np.float64)
+    ist[I_TR_SIGN] = 1
+    return ist, fst
+
+
+@nb.njit(cache=True, inline="always")
+def _check_tick_nb(p, q, d, sd):
+    if not (p > 0.0 and p < _INF):
+        return ERR_PRICE
+    if not (q > 0.0 and q < _INF):
+        return ERR_QTY
+    if not (d > 0.0 and d < _INF):
+        return ERR_QUOTE
+    if sd > 2:
+        return ERR_SIDE
+    return 0
+
+
+@nb.njit(cache=True, nogil=True)
+def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
+                      start, end, ist, fst, out_i, out_f, n_out):
+    """Tick / volume / dollar bars (``measure`` = M_TICK / M_VOLUME / M_DOLLAR).
+
+    A bar opens on a tick with the accumulator at zero and takes ``threshold`` as its threshold
+    (a dynamic caller passes each day's threshold, so a bar keeps the threshold of the day it
+    opened in); it closes on the first tick at which the accumulated measure is ``>=`` its
+    threshold, that tick included; overflow is discarded.
+    """
+    cap = out_i.shape[0]
+    has = ist[I_HAS]; ts_open = ist[I_TS_OPEN]; ts_close = ist[I_TS_CLOSE]; n = ist[I_N]
+    last_ts = ist[I_LAST_TS]; last_tid = ist[I_LAST_TID]; seen = ist[I_SEEN]; trs = ist[I_TR_SIGN]
+    o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
+    vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
+    acc = fst[F_ACC]; thr = fst[F_THR]; lastp = fst[F_LAST_PRICE]; day_total = fst[F_DAY_TOTAL]
+    err = 0
+    i = start
+    while i < end:
+        if n_out >= cap:
+            break
+        t = ts[i]; tt = tid[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        err = _check_tick_nb(p, q, d, sd)
+        if err == 0 and seen != 0 and (t < last_ts or (t == last_ts and tt <= last_tid)):
+            err = ERR_ORDER
+        if err != 0:
+            break
+        if seen != 0:
+            if p > lastp:
+                trs = 1
+            elif p < lastp:
+                trs = -1
+        seen = 1
+        last_ts = t; last_tid = tt; lastp = p
+        if has == 0:
+            has = 1; ts_open = t; o = p; h = p; lo = p
+            vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; acc = 0.0; thr = threshold
+        else:
+            if p > h:
+                h = p
+            if p < lo:
+                lo = p
+        c = p; ts_close = t; n += 1
+        vol += q; qvol += d; pv += p * q
+        if sd == 0 or (sd == 2 and trs > 0):
+            buy += q
+        if measure == M_DOLLAR:
+            m = d
+        elif measure == M_VOLUME:
+            m = q
+        else:
+            m = 1.0
+        acc += m
+        day_total += m
+        if acc >= thr:
+            out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
+            out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
+            out_f[n_out, 4] = vol; out_f[n_out, 5] = qvol; out_f[n_out, 6] = buy
+            out_f[n_out, 7] = pv / vol; out_f[n_out, 8] = thr
+            n_out += 1
+            has = 0
+        i += 1
+    ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
+    fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
+    fst[F_VOL] = vol; fst[F_QVOL] = qvol; fst[F_BUY] = buy; fst[F_PV] = pv
+    fst[F_ACC] = acc; fst[F_THR] = thr; fst[F_LAST_PRICE] = lastp; fst[F_DAY_TOTAL] = day_total
+    return i, n_out, err
+
+
+@nb.njit(cache=True, nogil=True)
+def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
+                 start, end, ist, fst, out_i, out_f, n_out):
+    """Time bars: all ticks whose bin is equal form one bar.
+
+    The bin of tick ``i`` is ``ts[i] // bin_us`` when ``bin_us > 0`` (fixed intervals, epoch
+    aligned), else ``bins[i]`` (calendar intervals, computed by the caller). A bar is emitted when
+    the first tick of a later bin arrives, so the open bar is always the trailing partial one.
+    ``label`` is written as the bar's threshold (the interval in microseconds, or NaN).
+    """
+    cap = out_i.shape[0]
+    has = ist[I_HAS]; ts_open = ist[I_TS_OPEN]; ts_close = ist[I_TS_CLOSE]; n = ist[I_N]
+    last_ts = ist[I_LAST_TS]; last_tid = ist[I_LAST_TID]; seen = ist[I_SEEN]; trs = ist[I_TR_SIGN]
+    cur = ist[I_BIN]
+    o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
+    vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
+    lastp = fst[F_LAST_PRICE]
+    err = 0
+    i = start
+    while i < end:
+        if n_out >= cap:
+            break
+        t = ts[i]; tt = tid[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        err = _check_tick_nb(p, q, d, sd)
+        if err == 0 and seen != 0 and (t < last_ts or (t == last_ts and tt <= last_tid)):
+            err = ERR_ORDER
+        if bin_us > 0:
+            b = t // bin_us
+        else:
+            b = bins[i]
+        if err == 0 and has != 0 and b < cur:
+            err = ERR_BIN
+        if err != 0:
+            break
+        if seen != 0:
+            if p > lastp:
+                trs = 1
+            elif p < lastp:
+                trs = -1
+        seen = 1
+        last_ts = t; last_tid = tt; lastp = p
+        if has != 0 and b != cur:
+            out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
+            out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
+            out_f[n_out, 4] = vol; out_f[n_out, 5] = qvol; out_f[n_out, 6] = buy
+            out_f[n_out, 7] = pv / vol; out_f[n_out, 8] = label
+            n_out += 1
+            has = 0
+        if has == 0:
+            has = 1; cur = b; ts_open = t; o = p; h = p; lo = p
+            vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0
+        else:
+            if p > h:
+                h = p
+            if p < lo:
+                lo = p
+        c = p; ts_close = t; n += 1
+        vol += q; qvol += d; pv += p * q
+        if sd == 0 or (sd == 2 and trs > 0):
+            buy += q
+        i += 1
+    ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
+    ist[I_BIN] = cur
+    fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
+    fst[F_VOL] = vol; fst[F_QVOL] = qvol; fst[F_BUY] = buy; fst[F_PV] = pv
+    fst[F_LAST_PRICE] = lastp; fst[F_THR] = label
+    return i, n_out, err
+
+
+@nb.njit(cache=True, nogil=True)
+def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t, alpha_a,
+                 min_ticks, max_ticks, start, end, ist, fst, out_i, out_f, n_out):
+    """Imbalance (``run=False``) and run (``run=True``) bars, AFML 2.3.2.
+
+    Per tick, ``v`` is 1, ``qty`` or ``quote_qty`` (``measure``) and ``b`` the tick's sign.
+
+    * Imbalance: ``theta = sum(b * v)`` over the open bar; it closes when
+      ``|theta| >= E[T] * |E[b v]|``.
+    * Run: ``theta = max(sum over buys of v, sum over sells of v)``; it closes when
+      ``theta >= E[T] * max(E[v 1{b=+1}], E[v 1{b=-1}])``.
+
+    The threshold is fixed when a bar opens, from expectations updated only when a bar closes
+    (EWMA with ``alpha_t`` for E[T], ``alpha_a`` for the per-tick flows, each bar contributing its
+    own mean), so it never uses the bar's own ticks. ``E[T]`` enters the threshold clipped to
+    ``[min_ticks, max_ticks]``; a bar never closes before ``min_ticks`` ticks and always closes at
+    ``max_ticks``. Until the flow expectations are initialised (``I_WARM == 0``), bars are
+    warm-up bars of ``round(t_init)`` ticks (clipped likewise), threshold NaN; the first one
+    initialises E[T] and the flow expectations from its own (completed) ticks.
+    """
+    cap = out_i.shape[0]
+    has = ist[I_HAS]; ts_open = ist[I_TS_OPEN]; ts_close = ist[I_TS_CLOSE]; n = ist[I_N]
+    last_ts = ist[I_LAST_TS]; last_tid = ist[I_LAST_TID]; seen = ist[I_SEEN]; trs = ist[I_TR_SIGN]
+    warm = ist[I_WARM]
+    o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
+    vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
+    thr = fst[F_THR]; lastp = fst[F_LAST_PRICE]
+    e_t = fst[F_E_T]; e_a = fst[F_E_A]; e_b = fst[F_E_B]; theta = fst[F_THETA]; sell = fst[F_SELL]
+    fmin = float(min_ticks); fmax = float(max_ticks)
+    warm_len = min(max(np.int64(t_init + 0.5), min_ticks), max_ticks)
+    err = 0
+    i = start
+    while i < end:
+        if n_out >= cap:
+            break
+        t = ts[i]; tt = tid[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        err = _check_tick_nb(p, q, d, sd)
+        if err == 0 and seen != 0 and (t < last_ts or (t == last_ts and tt <= last_tid)):
+            err = ERR_ORDER
+        if err != 0:
+            break
+        if seen != 0:
+            if p > lastp:
+                trs = 1
+            elif p < lastp:
+                trs = -1
+        seen = 1
+        last_ts = t; last_tid = tt; lastp = p
+        if has == 0:
+            has = 1; ts_open = t; o = p; h = p; lo = p
+            vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; theta = 0.0; sell = 0.0
+            if warm != 0:
+                et = min(max(e_t, fmin), fmax)
+                if run:
+                    thr = et * max(e_a, e_b)
+                else:
+                    thr = et * abs(e_a)
+            else:
+                thr = np.nan
+        else:
+            if p > h:
+                h = p
+            if p < lo:
+                lo = p
+        c = p; ts_close = t; n += 1
+        vol += q; qvol += d; pv += p * q
+        is_buy = sd == 0 or (sd == 2 and trs > 0)
+        if is_buy:
+            buy += q
+        if measure == M_DOLLAR:
+            v = d
+        elif measure == M_VOLUME:
+            v = q
+        else:
+            v = 1.0
+        if run:
+            if is_buy:
+                theta += v
+            else:
+                sell += v
+        else:
+            if is_buy:
+                theta += v
+            else:
+                theta -= v
+        close = False
+        if n >= max_ticks:
+            close = True
+        elif n >= min_ticks:
+            if warm == 0:
+                close = n >= warm_len
+            elif run:
+                close = max(theta, sell) >= thr
+            else:
+                close = abs(theta) >= thr
+        if close:
+            out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
+            out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
+            out_f[n_out, 4] = vol; out_f[n_out, 5] = qvol; out_f[n_out, 6] = buy
+            out_f[n_out, 7] = pv / vol; out_f[n_out, 8] = thr
+            n_out += 1
+            has = 0
+            fn = float(n)
+            if warm == 0:
+                warm = 1
+                e_t = fn
+                e_a = theta / fn
+                e_b = sell / fn
+            else:
+                e_t += alpha_t * (fn - e_t)
+                e_a += alpha_a * (theta / fn - e_a)
+                e_b += alpha_a * (sell / fn - e_b)
+        i += 1
+    ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
+    ist[I_WARM] = warm
+    fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
+    fst[F_VOL] = vol; fst[F_QVOL] = qvol; fst[F_BUY] = buy; fst[F_PV] = pv
+    fst[F_THR] = thr; fst[F_LAST_PRICE] = lastp
+    fst[F_E_T] = e_t; fst[F_E_A] = e_a; fst[F_E_B] = e_b; fst[F_THETA] = theta; fst[F_SELL] = sell
+    return i, n_out, err
+
+
+@nb.njit(cache=True, nogil=True)
+def day_runs_nb(ts, day_us):
+    """Start offsets of the runs of equal ``ts // day_us`` (plus ``len(ts)`` at the end)."""
+    n = ts.shape[0]
+    out = np.empty(n + 1, dtype=np.int64)
+    k = 0
+    prev = np.int64(0)
+    for i in range(n):
+        dd = ts[i] // day_us
+        if i == 0 or dd != prev:
+            out[k] = i
+            k += 1
+            prev = dd
+    out[k] = n
+    return out[:k + 1]

@@ -1,0 +1,176 @@
+"""The bars stage as a Spark job: tick lake (Parquet) -> one bar table per symbol.
+
+Design (exact by construction): a bar may cross day, file and partition boundaries, and where a
+threshold bar closes depends on where the previous one closed (``>=`` with overflow discarded), so
+per-piece partial sums cannot be merged exactly without the carried state. Each symbol is one Spark
+task that streams its lake files in order through one :class:`~btsys.bars.api.BarStream`, carrying
+the kernel state from file to file; symbols run in parallel. Files are read with pyarrow inside the
+Python worker (the Parquet decode dominates the cost; Spark's own reader is several times slower
+here) while the next file is prefetched on a thread, and the symbol's bar table is written by the
+task itself through the :class:`~btsys.storage.Storage`, so no tick ever reaches the driver.
+
+Each written table holds the completed bars plus, if the stream ended inside a bar, that trailing
+bar flagged ``is_partial=True``; :func:`load_bars` drops it unless ``keep_partial=True``. So the
+output does not depend on ``bars.keep_partial`` (which is why the pipeline leaves it out of the key).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Mapping, Optional
+
+import pandas as pd
+import pyarrow as pa
+
+from btsys.bars.api import DAY_US, TICK_COLUMNS, BarSpec, BarStream, BarsInputError
+from btsys.storage import Storage, storage_from_dict
+
+log = logging.getLogger(__name__)
+
+
+def bars_key(out_prefix: str, symbol: str) -> str:
+    """Storage key of a symbol's bar table under a bars entry prefix."""
+    return f"{out_prefix}/symbol={symbol}/bars.parquet"
+
+
+def plan_symbols(partitions: list[Mapping[str, Any]]) -> dict[str, list[dict]]:
+    """Group lake partitions by symbol, each list in stream order (by date, listing order within a date).
+
+    Raises :class:`BarsInputError` on a partition without ``symbol``/``path`` or a symbol listed
+    under two markets (two different streams would be merged).
+    """
+    groups: dict[str, list[dict]] = {}
+    markets: dict[str, str] = {}
+    for k, p in enumerate(partitions):
+        if "symbol" not in p or "path" not in p:
+            raise BarsInputError(f"ingest partition #{k} lacks 'symbol' or 'path': {dict(p)!r}")
+        sym = str(p["symbol"])
+        m = str(p.get("market", ""))
+        if markets.setdefault(sym, m) != m:
+            raise BarsInputError(f"symbol {sym!r} appears in markets {markets[sym]!r} and {m!r}; "
+                                 "bars need one stream per symbol")
+        groups.setdefault(sym, []).append(dict(p))
+    for sym in groups:
+        groups[sym].sort(key=lambda p: str(p.get("date", "")))  # stable: listing order within a date
+    return groups
+
+
+def _read(store: Storage, part: Mapping[str, Any]) -> pa.Table:
+    path = part["path"]
+    try:
+        tbl = store.read_parquet(path, columns=TICK_COLUMNS)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise BarsInputError(f"{store.uri(path)}: cannot read tick columns {TICK_COLUMNS}: {e}") from e
+    rows = part.get("rows")
+    if rows is not None and int(rows) != tbl.num_rows:
+        raise BarsInputError(f"{store.uri(path)}: has {tbl.num_rows} rows, the ingest listing says {rows}")
+    return tbl
+
+
+def stream_symbol(store: Storage, spec: BarSpec, parts: list[Mapping[str, Any]],
+                  prefetch: bool = True) -> BarStream:
+    """Stream one symbol's lake files, in order, through one BarStream (next file read ahead)."""
+    stream = BarStream(spec)
+    if not parts:
+        return stream
+    if not prefetch or len(parts) == 1:
+        for p in parts:
+            stream.feed(_read(store, p), source=store.uri(p["path"]))
+        return stream
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-prefetch") as pool:
+        fut = pool.submit(_read, store, parts[0])
+        for k, p in enumerate(parts):
+            tbl = fut.result()
+            if k + 1 < len(parts):
+                fut = pool.submit(_read, store, parts[k + 1])
+            stream.feed(tbl, source=store.uri(p["path"]))
+            del tbl
+    return stream
+
+
+def _day_str(day: int) -> str:
+    return pd.Timestamp(day * DAY_US, unit="us").strftime("%Y-%m-%d")
+
+
+def _symbol_task(item: tuple[str, list[dict]], spec_dict: dict, store_dict: dict, out_prefix: str) -> dict:
+    """Spark task: bars of one symbol, written to the store; returns that symbol's small meta."""
+    symbol, parts = item
+    t0 = time.perf_counter()
+    store = storage_from_dict(store_dict)
+    spec = BarSpec(**spec_dict)
+    stream = stream_symbol(store, spec, parts)
+    key = bars_key(out_prefix, symbol)
+    tbl = stream.table(keep_partial=True)
+    store.write_parquet(tbl, key)
+    meta = {"symbol": symbol, "path": key, "n_bars": stream.n_bars, "partial": stream.has_partial,
+            "n_ticks": stream.n_ticks, "n_files": len(parts),
+            "seconds": round(time.perf_counter() - t0, 3)}
+    if spec.dynamic:
+        meta["thresholds"] = {_day_str(d): v for d, v in sorted(stream.day_thresholds.items())}
+    return meta
+
+
+def run_bars(spark, bars_cfg: Any, store: Storage, ingest_entry: Any, out_prefix: str) -> dict:
+    """Bars stage: one Spark task per symbol over the lake files listed by the ingest entry.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    bars_cfg : the ``bars`` config node (or mapping / :class:`BarSpec`)
+    store : Storage holding the lake; bars are written to it too
+    ingest_entry : CacheEntry (or its ``meta`` dict) whose ``meta["partitions"]`` lists
+        ``{"market", "symbol", "date", "path", "rows"}``
+    out_prefix : storage prefix to write under (``{out_prefix}/symbol={SYM}/bars.parquet``)
+
+    Returns
+    -------
+    dict
+        ``{"kind": ..., "symbols": {SYM: {"path", "n_bars", "partial", "n_ticks", "n_files", ...}}}``
+    """
+    spec = bars_cfg if isinstance(bars_cfg, BarSpec) else BarSpec.from_config(bars_cfg)
+    meta_in = ingest_entry if isinstance(ingest_entry, Mapping) else getattr(ingest_entry, "meta", None)
+    if not isinstance(meta_in, Mapping) or "partitions" not in meta_in:
+        raise BarsInputError("ingest entry has no meta['partitions'] listing the tick lake files")
+    groups = plan_symbols(list(meta_in["partitions"]))
+    # biggest symbols first, so they do not start last
+    items = sorted(groups.items(), key=lambda kv: -sum(int(p.get("rows") or 0) for p in kv[1]))
+    out = {"kind": spec.kind, "symbols": {}}
+    if not items:
+        return out
+    fn = functools.partial(_symbol_task, spec_dict=spec.to_dict(), store_dict=store.to_dict(),
+                           out_prefix=out_prefix)
+    t0 = time.perf_counter()
+    results = spark.sparkContext.parallelize(items, len(items)).map(fn).collect()
+    for r in sorted(results, key=lambda r: r["symbol"]):
+        out["symbols"][r.pop("symbol")] = r
+    log.info("bars: %d symbols, %d ticks in %.2fs", len(results),
+             sum(r["n_ticks"] for r in results), time.perf_counter() - t0)
+    return out
+
+
+def load_bars(store: Storage, entry: Any, symbol: str, keep_partial: bool = False) -> pd.DataFrame:
+    """Read a symbol's bars back.
+
+    ``entry`` is the bars CacheEntry, its ``meta`` dict (``{"symbols": {...}}``) or the entry's
+    storage prefix. The trailing partial bar (``is_partial``) is dropped unless ``keep_partial``.
+    """
+    path: Optional[str] = None
+    meta = getattr(entry, "meta", None) if not isinstance(entry, (str, Mapping)) else (
+        entry if isinstance(entry, Mapping) else None)
+    if isinstance(meta, Mapping) and "symbols" in meta:
+        syms = meta["symbols"]
+        if symbol not in syms:
+            raise KeyError(f"no bars for symbol {symbol!r}; this entry has {sorted(syms)}")
+        path = syms[symbol]["path"]
+    elif isinstance(entry, str):
+        path = bars_key(entry.rstrip("/"), symbol)
+    elif hasattr(entry, "prefix"):
+        path = bars_key(entry.prefix, symbol)
+    else:
+        raise TypeError(f"entry must be a CacheEntry, a bars meta dict or a prefix, got {type(entry).__name__}")
+    df = store.read_parquet(path).to_pandas()
+    if not keep_partial and "is_partial" in df.columns and len(df) and df["is_partial"].iloc[-1]:
+        df = df.iloc[:-1].reset_index(drop=True)
+    return df
