@@ -134,6 +134,8 @@ class BarsConfig:
     # imbalance / run bars (AFML 2.3.2)
     expected_ticks_init: float = 1000.0  # E0[T]
     ewma_span: int = 20                  # bars, for E[T] and E[b]
+    imbalance_init: Optional[float] = None  # E0 of the per-tick signed flow; null: a warm-up bar
+    imbalance_span: Optional[int] = None    # bars, EWMA span of the flow; null: ewma_span
     min_ticks: int = 10
     max_ticks: int = 1_000_000
 
