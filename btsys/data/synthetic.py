@@ -1,0 +1,344 @@
+"""A seeded, Binance-layout mirror of synthetic ticks on local disk.
+
+The mirror has the exact folder and file names of data.binance.vision (``data/spot/daily/
+aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-01-01.zip`` + ``.CHECKSUM``), one CSV member per zip and
+each market's real column layout, so the offline demo and the tests go through the *real* ingest
+code path with a ``file://`` (or loopback HTTP) base URL.
+
+The ticks are meant to look like a market, not like white noise (all vectorised numpy):
+
+* **intraday volume seasonality**: trade intensity peaks around 14-16 UTC and troughs around
+  02-04 UTC (a cosine profile per 5-minute block);
+* **volatility regimes**: a two-state Markov chain over 5-minute blocks (calm / turbulent, the
+  turbulent state has 2.5x the volatility and 1.8x the trading intensity), i.e. clustered vol;
+* **heavy tails**: Student-t(3) tick returns; Pareto(1.3) trade sizes (whole contracts on COIN-M);
+* **order flow**: ``is_buyer_maker`` (the taker sold) leans with the sign of the tick's return;
+* **ids**: contiguous trade ids, and aggregate trades that span 1+ contiguous trade ids.
+
+Timestamps follow Binance: spot in µs from 2025-01-01 (ms before), futures in ms; futures files
+have a header, spot files do not. Monthly futures files can be written slightly out of order
+(as Binance's sometimes are). Futures markets can also get monthly ``fundingRate`` files.
+"""
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import uuid
+import zipfile
+import zlib
+from typing import Any, Iterable, Mapping, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from btsys.data import binance as bn
+from btsys.data.validate import US_PER_DAY, day_number
+
+MIRROR_VERSION = 1
+SPOT_US_FROM = "2025-01-01"
+BLOCKS_PER_DAY = 288              # 5-minute blocks
+_ZIP_TIME = (2025, 1, 1, 0, 0, 0)  # fixed member time: identical bytes for identical settings
+
+_PRICE0 = {"BTC": 90_000.0, "ETH": 3_300.0, "BNB": 650.0, "SOL": 190.0, "XRP": 2.2}
+
+
+def _base_asset(symbol: str) -> str:
+    s = symbol.split("_")[0]
+    for q in ("USDT", "USDC", "FDUSD", "BUSD", "USD", "BTC"):
+        if s.endswith(q) and len(s) > len(q):
+            return s[: -len(q)]
+    return s
+
+
+def _price0(symbol: str) -> float:
+    base = _base_asset(symbol)
+    if base in _PRICE0:
+        return _PRICE0[base]
+    h = zlib.crc32(base.encode()) / 2**32
+    return float(round(10 ** (h * 4 - 1), 4))          # 0.1 .. 1000
+
+
+def _rng(seed: int, *parts: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(zlib.crc32(p.encode()) for p in parts)])
+
+
+def simulate_ticks(symbol: str, market: str, first_day: int, n_days: int, ticks_per_day: int,
+                   seed: int = 7, annual_vol: float = 0.6, contract_size: float = 100.0) -> dict:
+    """Ticks of one (market, symbol) over ``n_days`` days from epoch day ``first_day``.
+
+    Returns numpy arrays: ``ts`` (int64 µs, sorted), ``price``, ``qty`` (contracts on cm),
+    ``is_buyer_maker``, ``n_trades`` (trades per aggregate trade), ``agg_id``, ``first_id``.
+    Exactly ``ticks_per_day`` ticks per day. The same arguments give the same arrays.
+    """
+    if ticks_per_day < 1 or n_days < 1:
+        raise ValueError(f"ticks_per_day ({ticks_per_day}) and n_days ({n_days}) must be >= 1")
+    rng = _rng(seed, market, symbol)
+    nb = n_days * BLOCKS_PER_DAY
+    # regimes: 2-state Markov chain over 5-minute blocks (expected stays ~8 h calm, ~2 h turbulent)
+    p_stay = np.array([1 - 1 / 96, 1 - 1 / 24])
+    u = rng.random(nb)
+    regime = np.empty(nb, dtype=np.int8)
+    state = 0
+    for i in range(nb):                      # nb is small (288 per day): a plain loop is fine
+        if u[i] > p_stay[state]:
+            state = 1 - state
+        regime[i] = state
+    vol_mult = np.where(regime == 1, 2.5, 0.75)
+    hours = (np.arange(nb) % BLOCKS_PER_DAY + 0.5) * 24 / BLOCKS_PER_DAY
+    intensity = (1 + 0.55 * np.cos(2 * np.pi * (hours - 15) / 24)) * np.where(regime == 1, 1.8, 1.0)
+    intensity = intensity.reshape(n_days, BLOCKS_PER_DAY)
+
+    n = n_days * ticks_per_day
+    ts = np.empty(n, dtype=np.int64)
+    block_of_tick = np.empty(n, dtype=np.int64)
+    grid = np.arange(BLOCKS_PER_DAY + 1, dtype=np.float64)
+    for d in range(n_days):
+        cdf = np.concatenate([[0.0], np.cumsum(intensity[d])])
+        cdf /= cdf[-1]
+        x = np.interp(np.sort(rng.random(ticks_per_day)), cdf, grid)   # in blocks, 0..288
+        sl = slice(d * ticks_per_day, (d + 1) * ticks_per_day)
+        ts[sl] = (first_day + d) * US_PER_DAY + np.minimum(
+            (x * (US_PER_DAY / BLOCKS_PER_DAY)).astype(np.int64), US_PER_DAY - 1)
+        block_of_tick[sl] = d * BLOCKS_PER_DAY + np.minimum(x.astype(np.int64), BLOCKS_PER_DAY - 1)
+
+    sigma = annual_vol / np.sqrt(365.0 * ticks_per_day)
+    df = 3.0
+    shocks = rng.standard_t(df, n) / np.sqrt(df / (df - 2))
+    r = sigma * vol_mult[block_of_tick] * shocks
+    p0 = _price0(symbol)
+    tick = 10.0 ** (np.floor(np.log10(p0)) - 6)
+    price = np.round(p0 * np.exp(np.cumsum(r)) / tick) * tick
+    price = np.maximum(price, tick)
+    price = np.round(price, 8)
+    # sides lean with the move: a down-tick is more often a taker sell (buyer is maker)
+    ibm = rng.random(n) < (0.5 - 0.25 * np.sign(r))
+    if market == "cm":
+        qty = np.minimum(np.ceil(rng.pareto(1.3, n) * 3 + 1e-9), 50_000).astype(np.float64)
+    else:
+        lot = 10.0 ** min(-2, -int(np.floor(np.log10(p0))) - 1)
+        qmin = max(200.0 / p0, lot)            # about 200 USD minimum-ish trade
+        qty = np.round(np.minimum(qmin * (1 + rng.pareto(1.3, n)), qmin * 1e4) / lot) * lot
+        qty = np.round(np.maximum(qty, lot), 8)
+    n_trades = rng.geometric(0.55, n).astype(np.int64)
+    agg0 = int(1_000_000 + (zlib.crc32(f"{market}:{symbol}".encode()) % 1_000_000_000))
+    agg_id = agg0 + first_day * ticks_per_day + np.arange(n, dtype=np.int64)
+    first_id = 3 * agg0 + first_day * ticks_per_day * 3 + np.concatenate([[0], np.cumsum(n_trades)[:-1]])
+    return {"ts": ts, "price": price, "qty": qty, "is_buyer_maker": ibm, "n_trades": n_trades,
+            "agg_id": agg_id, "first_id": first_id}
+
+
+def _bool_col(flags: np.ndarray, title: bool) -> pa.Array:
+    if not title:
+        return pa.array(flags, pa.bool_())
+    return pa.DictionaryArray.from_arrays(pa.array(flags.astype(np.int8)), pa.array(["False", "True"])
+                                          ).cast(pa.string())
+
+
+def to_csv(ticks: Mapping[str, np.ndarray], market: str, dataset: str, symbol: str, time_unit: str,
+           header: bool, contract_size: float = 100.0) -> bytes:
+    """Render ticks in a market's real CSV layout (bytes)."""
+    ts = ticks["ts"] if time_unit == "us" else ticks["ts"] // 1000
+    title = market == "spot"                  # spot writes True/False, futures true/false
+    price, qty, ibm = ticks["price"], ticks["qty"], ticks["is_buyer_maker"]
+    if dataset == "aggTrades":
+        cols = [ticks["agg_id"], price, qty, ticks["first_id"], ticks["first_id"] + ticks["n_trades"] - 1,
+                ts, _bool_col(ibm, title)]
+        if market == "spot":
+            cols.append(_bool_col(np.ones(ts.size, bool), True))
+    else:
+        if market == "cm":
+            third = np.round(qty * contract_size / price, 8)   # base_qty: coins
+        else:
+            third = np.round(price * qty, 8)
+        cols = [ticks["agg_id"], price, qty, third, ts, _bool_col(ibm, title)]
+        if market == "spot":
+            cols.append(_bool_col(np.ones(ts.size, bool), True))
+    layout = bn.LAYOUTS[(market, dataset)]
+    table = pa.table({name: c for (name, _), c in zip(layout, cols)})
+    buf = io.BytesIO()
+    if header:
+        buf.write((",".join(table.column_names) + "\n").encode())
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    return buf.getvalue()
+
+
+def write_zip(path: str, member: str, payload: bytes, compresslevel: int = 6) -> str:
+    """Write ``path`` (zip with one member) and ``path.CHECKSUM``; returns the SHA-256."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    info = zipfile.ZipInfo(member, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(info, payload, compress_type=zipfile.ZIP_DEFLATED, compresslevel=compresslevel)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 22), b""):
+            h.update(b)
+    sha = h.hexdigest()
+    with open(path + ".CHECKSUM", "w") as f:
+        f.write(f"{sha}  {os.path.basename(path)}\n")
+    return sha
+
+
+def funding_csv(market: str, symbol: str, year: int, month: int, seed: int) -> bytes:
+    """A month of 8-hourly funding rates in Binance's ``fundingRate`` layout (header, ms)."""
+    rng = _rng(seed, "funding", market, symbol, f"{year}-{month}")
+    days = calendar.monthrange(year, month)[1]
+    d0 = day_number(f"{year:04d}-{month:02d}-01")
+    n = days * 3
+    t_ms = (d0 * US_PER_DAY // 1000) + np.arange(n, dtype=np.int64) * 8 * 3_600_000 + rng.integers(0, 5, n)
+    rate = np.round(np.clip(1e-4 + 1.5e-4 * rng.standard_normal(n), -0.003, 0.003), 8)
+    lines = ["calc_time,funding_interval_hours,last_funding_rate"]
+    lines += [f"{t},8,{r:.8f}" for t, r in zip(t_ms.tolist(), rate.tolist())]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def generate_mirror(root: str, markets: Iterable[str] = ("spot",), datasets: Iterable[str] = ("aggTrades",),
+                    symbols: Iterable[str] = ("BTCUSDT",), start: str = "2025-01-01", end: str = "2025-01-03",
+                    seed: int = 7, ticks_per_day: int = 20_000, annual_vol: float = 0.6,
+                    monthly: bool = True, daily: str = "needed", funding: bool = False,
+                    contract_sizes: Optional[Mapping[str, float]] = None, futures_header: bool = True,
+                    unsorted_monthly_futures: bool = True, spot_us_from: str = SPOT_US_FROM,
+                    compresslevel: int = 6) -> dict:
+    """Write a Binance-layout mirror under ``root`` (``root/data/...``); returns an inventory.
+
+    Parameters
+    ----------
+    markets, datasets, symbols : what to generate (``spot``/``um``/``cm``; ``trades``/``aggTrades``);
+        every symbol is written for every market (give COIN-M names like ``BTCUSD_PERP`` yourself).
+    start, end : inclusive UTC dates.
+    monthly : write monthly files for complete calendar months.
+    daily : ``"needed"`` writes daily files only where no monthly file covers the day (what the
+        ingest lists), ``"all"`` writes every day too (as Binance does), ``"none"`` none.
+    funding : monthly ``fundingRate`` files for futures markets, every month touching the range.
+    futures_header : futures CSVs have a header (Binance's since 2022).
+    unsorted_monthly_futures : shuffle ~1% of neighbouring rows in monthly futures files.
+    spot_us_from : spot timestamps are µs from this date on, ms before.
+    compresslevel : deflate level (benchmarks use 1 to generate faster).
+    """
+    s, e = bn.parse_date(start, "start"), bn.parse_date(end, "end")
+    if e < s:
+        raise ValueError(f"end {e} is before start {s}")
+    if daily not in ("needed", "all", "none"):
+        raise ValueError(f"daily must be needed|all|none, got {daily!r}")
+    cs_table = dict(contract_sizes or {"BTC": 100.0, "default": 10.0})
+    first_day, n_days = day_number(s.isoformat()), (e - s).days + 1
+    us_from = day_number(spot_us_from)
+    files = []
+    for market in markets:
+        market = bn.check_market(market)
+        for symbol in symbols:
+            bn.check_symbol(symbol)
+            cs = bn.contract_size(symbol, cs_table) if market == "cm" else 1.0
+            for dataset in datasets:
+                dataset = bn.check_dataset(dataset)
+                ticks = simulate_ticks(symbol, market, first_day, n_days, ticks_per_day, seed, annual_vol, cs)
+                planned = bn.plan_files(market, dataset, [symbol], s, e) if monthly else []
+                wanted = [f for f in planned if f.period == "monthly"]
+                covered = {d for f in wanted for d in _dates(f)}
+                for i in range(n_days):
+                    day = (s + dt.timedelta(days=i)).isoformat()
+                    if daily == "all" or (daily == "needed" and day not in covered):
+                        wanted.append(bn.source_file(market, dataset, symbol, "daily", day))
+                for sf in wanted:
+                    lo = day_number(sf.first) - first_day
+                    hi = day_number(sf.last) - first_day + 1
+                    sl = slice(lo * ticks_per_day, hi * ticks_per_day)
+                    part = {k: v[sl] for k, v in ticks.items()}
+                    if market == "spot":
+                        unit, header = ("us" if day_number(sf.first) >= us_from else "ms"), False
+                        if day_number(sf.first) < us_from <= day_number(sf.last):
+                            unit = "ms"               # a month straddling the switch: ms, as before
+                    else:
+                        unit, header = "ms", futures_header
+                    if sf.period == "monthly" and market != "spot" and unsorted_monthly_futures:
+                        part = _jumble(part, _rng(seed, "jumble", sf.name))
+                    payload = to_csv(part, market, dataset, symbol, unit, header, cs)
+                    path = os.path.join(root, *sf.rel.split("/"))
+                    sha = write_zip(path, sf.stem + ".csv", payload, compresslevel)
+                    files.append({"rel": sf.rel, "rows": int(part["ts"].size), "csv_bytes": len(payload),
+                                  "sha256": sha, "time_unit": unit, "header": header})
+            if funding and market != "spot":
+                for sf in bn.plan_funding(market, [symbol], s, e):
+                    y, m = (int(x) for x in sf.label.split("-"))
+                    payload = funding_csv(market, symbol, y, m, seed)
+                    path = os.path.join(root, *sf.rel.split("/"))
+                    sha = write_zip(path, sf.stem + ".csv", payload, compresslevel)
+                    files.append({"rel": sf.rel, "rows": payload.count(b"\n") - 1, "csv_bytes": len(payload),
+                                  "sha256": sha, "time_unit": "ms", "header": True})
+    return {"root": os.path.abspath(root), "files": files,
+            "rows": sum(f["rows"] for f in files if "fundingRate" not in f["rel"]),
+            "csv_bytes": sum(f["csv_bytes"] for f in files)}
+
+
+def _dates(sf: bn.SourceFile) -> list[str]:
+    d0, d1 = day_number(sf.first), day_number(sf.last)
+    return [(dt.date(1970, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(d0, d1 + 1)]
+
+
+def _jumble(part: dict, rng: np.random.Generator) -> dict:
+    """Swap ~1% of rows with their neighbour (the disorder seen in some monthly futures files)."""
+    n = part["ts"].size
+    if n < 3:
+        return part
+    idx = np.arange(n)
+    k = rng.choice(n - 1, size=max(1, n // 100), replace=False)
+    idx[k], idx[k + 1] = idx[k + 1].copy(), idx[k].copy()
+    return {key: v[idx] for key, v in part.items()}
+
+
+# --------------------------------------------------------------------------- pipeline entry
+def mirror_key(data_cfg: Any) -> str:
+    """Hash of everything that determines the mirror's bytes."""
+    from btsys.data.ingest import _plain
+    d = _plain(data_cfg)
+    syn = d.get("synthetic") or {}
+    payload = {"v": MIRROR_VERSION, "synthetic": syn, "market": d.get("market"), "dataset": d.get("dataset"),
+               "symbols": d.get("symbols"), "start": str(d.get("start")), "end": str(d.get("end")),
+               "funding": bool(d.get("funding")), "contract_size": d.get("contract_size")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_mirror(data_cfg: Any, base_dir: str = os.path.join("data", "mirror")) -> str:
+    """Build (once) the synthetic mirror for a ``data`` config; return its ``file://`` base URL.
+
+    The mirror lives in ``<base_dir>/<key>/`` (relative to the working directory), where ``key``
+    hashes the synthetic settings and market/dataset/symbols/dates. It is generated in a temporary
+    directory and renamed into place, so a killed run never leaves a half mirror behind and two
+    concurrent runs both end with the same complete one.
+    """
+    from btsys.data.ingest import _plain
+    d = _plain(data_cfg)
+    key = mirror_key(d)
+    root = os.path.abspath(os.path.join(base_dir, key))
+    if not os.path.isfile(os.path.join(root, "_MIRROR.json")):
+        syn = d.get("synthetic") or {}
+        market = bn.check_market(d.get("market", "spot"))
+        markets = list(dict.fromkeys([market] + [bn.check_market(m) for m in (syn.get("markets") or [])]))
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+        tmp = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            inv = generate_mirror(tmp, markets=markets, datasets=[d.get("dataset", "aggTrades")],
+                                  symbols=list(d.get("symbols") or []), start=str(d.get("start")),
+                                  end=str(d.get("end")), seed=int(syn.get("seed", 7)),
+                                  ticks_per_day=int(syn.get("ticks_per_day", 20_000)),
+                                  annual_vol=float(syn.get("annual_vol", 0.6)),
+                                  funding=bool(d.get("funding")), contract_sizes=d.get("contract_size"))
+            with open(os.path.join(tmp, "_MIRROR.json"), "w") as f:
+                json.dump({"key": key, "config": d, "files": len(inv["files"]), "rows": inv["rows"]}, f,
+                          default=str)
+            try:
+                os.rename(tmp, root)
+            except OSError:
+                if not os.path.isfile(os.path.join(root, "_MIRROR.json")):
+                    raise
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+    return pathlib.Path(root).as_uri()
