@@ -319,8 +319,8 @@ class BarStream:
 
     def _enter_day(self, day: int) -> None:
         if self._day is not None:
-            if day < self._day:
-                return  # out-of-order ticks: the kernel reports them
+            if day <= self._day:
+                return  # same day continues (or out-of-order ticks: the kernel reports them)
             self.day_totals[self._day] = float(self.fst[_nb.F_DAY_TOTAL])
         self.fst[_nb.F_DAY_TOTAL] = 0.0
         self._day = day
@@ -395,7 +395,7 @@ class BarStream:
             self._n_out = 0
 
     def _raise(self, a, i: int, err: int, source: str, row0: int):
-        vals = ", ".join(f"{c}={a[c][i]!r}" for c in ("ts", "trade_id", "price", "qty", "quote_qty"))
+        vals = ", ".join(f"{c}={a[c][i].item()!r}" for c in ("ts", "trade_id", "price", "qty", "quote_qty"))
         extra = ""
         if err == _nb.ERR_ORDER:
             extra = (f"; previous tick ts={int(self.ist[_nb.I_LAST_TS])}, "
