@@ -167,6 +167,96 @@ class MaCrossConfig(StrategyConfig):
     slow: int = 50
 
 
+@dataclass
+class EmaCrossConfig(StrategyConfig):
+    name: str = "ema_cross"
+    fast: int = 12                 # EMA spans in bars
+    slow: int = 26
+
+
+@dataclass
+class RsiReversionConfig(StrategyConfig):
+    name: str = "rsi_reversion"
+    window: int = 14
+    lower: float = 30.0            # long when RSI falls below
+    upper: float = 70.0            # short when RSI rises above
+    exit: float = 50.0             # leave when RSI crosses back through
+
+
+@dataclass
+class BollingerBreakoutConfig(StrategyConfig):
+    name: str = "bollinger_breakout"
+    window: int = 20
+    k: float = 2.0                 # band half-width in population standard deviations
+
+
+@dataclass
+class MomentumConfig(StrategyConfig):
+    name: str = "momentum"
+    lookback: int = 50             # bars of the log return
+    threshold: float = 0.0         # long above +threshold, short below -threshold
+
+
+@dataclass
+class XsMomentumConfig(StrategyConfig):
+    name: str = "xs_momentum"
+    lookback: int = 100            # score: log return from t - lookback to t - skip
+    skip: int = 0
+    top_n: int = 1                 # long the top N scores
+    bottom_n: int = 0              # short the bottom N scores
+    rebalance_every: int = 50      # bars
+
+
+@dataclass
+class RuleConfig(StrategyConfig):
+    name: str = "rule"
+    entry: str = MISSING           # e.g. "rsi_14 < 30 and close > sma_200"
+    exit: str = MISSING
+    short_entry: str = ""          # empty: no short signals
+    short_exit: str = ""
+
+
+class MlModel(str, Enum):
+    logistic = "logistic"
+    random_forest = "random_forest"
+    hist_gb = "hist_gb"
+
+
+class BetSizing(str, Enum):
+    none = "none"                  # size = None (backtest.size decides)
+    prob = "prob"                  # AFML 10.1: 2 * Phi((p - 0.5) / sqrt(p (1 - p))) - 1
+
+
+@dataclass
+class TripleBarrierConfig:
+    pt: float = 1.0                # profit-taking barrier, multiple of the volatility target
+    sl: float = 1.0                # stop-loss barrier, multiple of the volatility target; 0 = off
+    vertical_bars: int = 20        # vertical barrier, bars after the event
+    vol_span: int = 50             # EWMA span (bars) of the volatility target
+    min_ret: float = 0.0           # skip events whose volatility target is below this
+    zero_vertical: bool = False    # label 0 (not sign of return) when the vertical barrier is hit
+
+
+@dataclass
+class MlClassifierConfig(StrategyConfig):
+    name: str = "ml_classifier"
+    model: MlModel = MlModel.random_forest
+    params: Dict[str, Any] = field(default_factory=dict)   # scikit-learn hyper-parameters
+    features: List[str] = field(default_factory=list)      # empty: every feature column
+    label: TripleBarrierConfig = field(default_factory=TripleBarrierConfig)
+    min_train: int = 200           # bars before the first walk-forward test block
+    retrain_every: int = 250       # bars per test block; a fresh model is fitted before each
+    train_bars: int = 0            # rolling training window in bars; 0 = expanding
+    embargo_bars: int = 5          # gap between the last training label and the test block
+    cv_folds: int = 3              # purged K-fold CV of the final model; 0 = off
+    threshold: float = 0.55        # long when P(up) > threshold, short when P(up) < 1 - threshold
+    exit_threshold: float = 0.5    # leave long when P(up) < this (short: > 1 - this)
+    bet_sizing: BetSizing = BetSizing.none
+    size_step: float = 0.0         # discretise the bet size to multiples of this; 0 = continuous
+    event_stride: int = 1          # sample every k-th bar as a training event
+    seed: int = 0
+
+
 # --------------------------------------------------------------------------- backtest
 @dataclass
 class FeesConfig:
@@ -189,6 +279,7 @@ class SizeConfig:
     value: float = 1.0         # qty / notional / fraction / annual vol target, by mode
     min_qty: float = 0.0
     step: float = 0.0          # quantity step; 0 = no rounding
+    vol_window: int = 50       # vol_target: bars of trailing realised volatility
 
 
 @dataclass
@@ -205,10 +296,13 @@ class RiskConfig:
 
 @dataclass
 class SplitConfig:
+    """Walk-forward windows in bars (see btsys.backtest.split)."""
     enabled: bool = False
     scheme: str = "rolling"    # rolling | expanding
     train_bars: int = 0
     test_bars: int = 0
+    gap_bars: int = 0          # embargo between a training window and its test window
+    step_bars: int = 0         # shift between windows; 0 = test_bars (test windows tile)
 
 
 @dataclass
@@ -234,6 +328,7 @@ class SweepConfig:
     top_k: int = 5
     chunk_size: int = 10_000
     objective: str = "sharpe"
+    direction: str = "maximize"    # maximize | minimize (the objective; best trial, failure value)
 
 
 @dataclass
@@ -257,7 +352,8 @@ class MlflowConfig:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment_name: str = "btsys"
     enabled: bool = True
-    charts: bool = True
+    charts: bool = True            # charts + HTML tearsheet per run
+    artifact_location: Optional[str] = None  # new experiments only; None: MLflow's default (./mlruns)
 
 
 @dataclass
@@ -277,7 +373,10 @@ class Config:
     seed: int = 0
 
 
-STRATEGY_SCHEMAS: Dict[str, type] = {"ma_cross": MaCrossConfig}
+STRATEGY_SCHEMAS: Dict[str, type] = {
+    "ma_cross": MaCrossConfig, "ema_cross": EmaCrossConfig, "rsi_reversion": RsiReversionConfig,
+    "bollinger_breakout": BollingerBreakoutConfig, "momentum": MomentumConfig,
+    "xs_momentum": XsMomentumConfig, "rule": RuleConfig, "ml_classifier": MlClassifierConfig}
 
 
 def register_configs() -> None:
