@@ -1,0 +1,690 @@
+"""Numba kernels of the backtest engine.
+
+One event loop, :func:`simulate_nb`, implements every fill, cost, sizing and risk rule and
+computes the metrics while it runs (streaming), so a sweep can call the very same function with
+``store=False`` and keep nothing per bar. :func:`portfolio_nb` runs the same rules (through the
+same small helpers) over several symbols with shared cash. Python wrappers in ``engine.py``,
+``portfolio.py`` and ``sweep.py`` validate inputs; nothing here checks its arguments.
+
+Bar order of events (bar ``i``)
+-------------------------------
+1. ``fill="next_open"``: the order decided at bar ``i-1``'s close fills at ``open[i]`` (exit first,
+   then entry: a reversal is two orders).
+2. Intra-bar: stop loss, trailing stop, take profit and liquidation from ``open/high/low``. A gap
+   through a level fills at the open; when a protective level and the target both lie inside the
+   bar, the protective one (the worse outcome) is assumed to come first.
+3. Funding due in the bar is charged on the position at the bar's close price.
+4. At the close: signals, time stop and the drawdown kill switch decide; ``fill="close"`` executes
+   at ``close[i]``, ``"next_open"`` keeps the order for bar ``i+1``.
+5. Equity is marked at the close.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from btsys.backtest.enums import (
+    DAY_US, M, N_METRICS, OrderKind, P_ALLOW_LONG, P_ALLOW_SHORT, P_COOLDOWN, P_FEE, P_FEE_FIXED,
+    P_FILL, P_IMPACT, P_IMPACT_EXP, P_INIT_CASH, P_LEVERAGE, P_MAX_DRAWDOWN, P_MAX_LEVERAGE,
+    P_MAX_POSITION, P_MIN_FEE, P_MIN_QTY, P_MMR, P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP,
+    P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP, P_TRAILING_STOP, SizeMode,
+)
+
+_ENTRY = OrderKind.ENTRY
+_EXIT = OrderKind.EXIT
+_SL = OrderKind.STOP_LOSS
+_TSL = OrderKind.TRAILING_STOP
+_TP = OrderKind.TAKE_PROFIT
+_LIQ = OrderKind.LIQUIDATION
+_TIME = OrderKind.TIME_STOP
+_KILL = OrderKind.KILL_SWITCH
+_S_ALL = SizeMode.ALL
+_S_QTY = SizeMode.QTY
+_S_NOTIONAL = SizeMode.NOTIONAL
+_S_PERCENT = SizeMode.PERCENT
+_DAY = DAY_US
+_SQRT365 = math.sqrt(365.0)
+_M_ANNUAL_RETURN = M["annual_return"]
+_M_CALMAR = M["calmar"]
+_M_EXPECTANCY = M["expectancy"]
+_M_EXPOSURE = M["exposure"]
+_M_FEES_PAID = M["fees_paid"]
+_M_FINAL_VALUE = M["final_value"]
+_M_FUNDING_PAID = M["funding_paid"]
+_M_MAX_DRAWDOWN = M["max_drawdown"]
+_M_MAX_DRAWDOWN_DURATION = M["max_drawdown_duration"]
+_M_N_TRADES = M["n_trades"]
+_M_OPEN_POSITION = M["open_position"]
+_M_PROFIT_FACTOR = M["profit_factor"]
+_M_SHARPE = M["sharpe"]
+_M_SORTINO = M["sortino"]
+_M_TOTAL_RETURN = M["total_return"]
+_M_TURNOVER = M["turnover"]
+_M_WIN_RATE = M["win_rate"]
+
+
+# --------------------------------------------------------------------------- small rules
+@njit(cache=True)
+def fee_nb(notional, fee, fee_fixed, min_fee):
+    """Fee of one order: ``notional * fee + fee_fixed``, at least ``min_fee``."""
+    f = notional * fee + fee_fixed
+    if f < min_fee:
+        f = min_fee
+    return f
+
+
+@njit(cache=True)
+def slip_price_nb(px_raw, side, slip, impact, impact_exp, qty, vol_ref):
+    """Fill price moved against the order by fixed slippage plus participation impact.
+
+    impact term: ``impact * (qty / vol_ref) ** impact_exp`` (a fraction of price), ``vol_ref`` the
+    volume of the last completed bar when the order was decided (no look-ahead).
+    """
+    s = slip
+    if impact > 0.0 and vol_ref > 0.0:
+        s += impact * (qty / vol_ref) ** impact_exp
+    return px_raw * (1.0 + side * s)
+
+
+@njit(cache=True)
+def liq_price_nb(side, pe, lev, mmr):
+    """Isolated-margin liquidation price (0 = none): position equity = maintenance margin.
+
+    long: ``pe * (1 - 1/L) / (1 - mmr)`` (never at L = 1); short: ``pe * (1 + 1/L) / (1 + mmr)``.
+    """
+    if side > 0:
+        return pe * (1.0 - 1.0 / lev) / (1.0 - mmr)
+    return pe * (1.0 + 1.0 / lev) / (1.0 + mmr)
+
+
+@njit(cache=True)
+def entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, min_fee, slip,
+                  impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos, max_lev):
+    """Quantity and fill price of an entry; quantity 0 when no order can be placed.
+
+    The margin (notional / leverage) plus the fee must fit in ``cash``. With a participation
+    impact the price depends on the quantity: the quantity is sized at the fixed-slippage price,
+    the impact price is computed from it, and the quantity is cut back to what that price allows.
+    """
+    px = px_raw * (1.0 + side * slip)
+    if not (px > 0.0) or not (cash > 0.0):
+        return 0.0, px
+    afford = (cash - fee_fixed) / (1.0 / lev + fee)
+    if afford * fee + fee_fixed < min_fee:
+        afford = (cash - min_fee) * lev
+    cap = afford
+    if max_pos < cap:
+        cap = max_pos
+    if max_lev * equity < cap:
+        cap = max_lev * equity
+    if size_mode == _S_ALL:
+        qty = cap / px
+    elif size_mode == _S_QTY:
+        qty = size
+        if qty * px > cap:
+            qty = cap / px
+    else:
+        if size_mode == _S_NOTIONAL:
+            notional = size
+        elif size_mode == _S_PERCENT:
+            notional = size * equity * lev
+        else:  # volatility target
+            notional = equity * size / vol_i if vol_i > 0.0 else 0.0
+        if notional > cap:
+            notional = cap
+        qty = notional / px
+    if not (qty > 0.0):
+        return 0.0, px
+    if impact > 0.0 and vol_ref > 0.0:
+        px = slip_price_nb(px_raw, side, slip, impact, impact_exp, qty, vol_ref)
+        if qty * px > cap:
+            qty = cap / px
+    if step > 0.0:
+        qty = math.floor(qty / step + 1e-9) * step
+        if qty * px > cap * (1.0 + 1e-12):
+            qty -= step
+    if qty <= 0.0 or qty < min_qty:
+        return 0.0, px
+    return qty, px
+
+
+@njit(cache=True)
+def intrabar_exit_nb(side, o, h, l, pe, extreme, sl, tp, tsl, liq):
+    """Exit triggered inside a bar: ``(kind, raw price)``, kind -1 when none.
+
+    ``extreme`` is the best price since entry *before* this bar (highest high for a long, lowest
+    low for a short), so a trailing stop never uses the bar's own high. Protective levels (stop,
+    trailing stop, liquidation) are taken before the target when both lie in the bar.
+    """
+    if side > 0:
+        prot = -np.inf
+        kp = -1
+        if sl > 0.0:
+            prot = pe * (1.0 - sl)
+            kp = _SL
+        if tsl > 0.0:
+            t = extreme * (1.0 - tsl)
+            if t > prot:
+                prot = t
+                kp = _TSL
+        if liq > 0.0 and liq >= prot:
+            prot = liq
+            kp = _LIQ
+        tpl = pe * (1.0 + tp) if tp > 0.0 else np.inf
+        if o >= tpl:
+            return _TP, o
+        if kp >= 0 and o <= prot:
+            if kp == _LIQ or (liq > 0.0 and o <= liq):
+                return _LIQ, liq
+            return kp, o
+        if kp >= 0 and l <= prot:
+            return kp, prot
+        if h >= tpl:
+            return _TP, tpl
+        return -1, 0.0
+    prot = np.inf
+    kp = -1
+    if sl > 0.0:
+        prot = pe * (1.0 + sl)
+        kp = _SL
+    if tsl > 0.0:
+        t = extreme * (1.0 + tsl)
+        if t < prot:
+            prot = t
+            kp = _TSL
+    if liq > 0.0 and liq <= prot:
+        prot = liq
+        kp = _LIQ
+    tpl = pe * (1.0 - tp) if tp > 0.0 else -np.inf
+    if o <= tpl:
+        return _TP, o
+    if kp >= 0 and o >= prot:
+        if kp == _LIQ or (liq > 0.0 and o >= liq):
+            return _LIQ, liq
+        return kp, o
+    if kp >= 0 and h >= prot:
+        return kp, prot
+    if l <= tpl:
+        return _TP, tpl
+    return -1, 0.0
+
+
+@njit(cache=True)
+def _push_nb(acc, r):
+    """Welford update of the daily-return accumulator ``acc = [n, mean, m2, downside_sq]``."""
+    acc[0] += 1.0
+    d = r - acc[1]
+    acc[1] += d / acc[0]
+    acc[2] += d * (r - acc[1])
+    if r < 0.0:
+        acc[3] += r * r
+
+
+@njit(cache=True)
+def finish_metrics_nb(out, init_cash, final, dacc, max_dd, max_dd_us, n_closed, n_win, gross_win,
+                      gross_loss, sum_pnl, is_open, exposure, fees_paid, funding_paid, traded,
+                      mean_eq):
+    """Fill the metric vector (slots in ``enums.METRIC_NAMES``) from the run's accumulators."""
+    out[_M_TOTAL_RETURN] = final / init_cash - 1.0
+    nd = dacc[0]
+    if final > 0.0 and nd > 0.0:
+        ann = (final / init_cash) ** (365.0 / nd) - 1.0
+    else:
+        ann = -1.0 if nd > 0.0 else np.nan
+    out[_M_ANNUAL_RETURN] = ann
+    if nd > 1.0 and dacc[2] > 0.0:
+        out[_M_SHARPE] = dacc[1] / math.sqrt(dacc[2] / (nd - 1.0)) * _SQRT365
+    else:
+        out[_M_SHARPE] = np.nan
+    if nd > 0.0 and dacc[3] > 0.0:
+        out[_M_SORTINO] = dacc[1] / math.sqrt(dacc[3] / nd) * _SQRT365
+    else:
+        out[_M_SORTINO] = np.nan
+    out[_M_MAX_DRAWDOWN] = max_dd
+    out[_M_CALMAR] = ann / max_dd if max_dd > 0.0 else np.nan
+    out[_M_WIN_RATE] = n_win / n_closed if n_closed > 0 else np.nan
+    if gross_loss > 0.0:
+        out[_M_PROFIT_FACTOR] = gross_win / gross_loss
+    else:
+        out[_M_PROFIT_FACTOR] = np.inf if gross_win > 0.0 else np.nan
+    out[_M_N_TRADES] = n_closed + (1.0 if is_open else 0.0)
+    out[_M_EXPOSURE] = exposure
+    out[_M_FEES_PAID] = fees_paid
+    out[_M_FUNDING_PAID] = funding_paid
+    out[_M_MAX_DRAWDOWN_DURATION] = max_dd_us / _DAY
+    out[_M_EXPECTANCY] = sum_pnl / n_closed if n_closed > 0 else np.nan
+    out[_M_TURNOVER] = traded / mean_eq if mean_eq > 0.0 else np.nan
+    out[_M_FINAL_VALUE] = final
+    out[_M_OPEN_POSITION] = 1.0 if is_open else 0.0
+
+
+@njit(cache=True)
+def _rec_order_nb(orders, k, idx, ts, col, side, kind, size, price, fees):
+    r = orders[k]
+    r["idx"] = idx
+    r["ts"] = ts
+    r["col"] = col
+    r["side"] = side
+    r["kind"] = kind
+    r["size"] = size
+    r["price"] = price
+    r["fees"] = fees
+
+
+@njit(cache=True)
+def _rec_trade_nb(trades, k, col, entry_idx, exit_idx, direction, is_open, exit_kind, size,
+                  entry_price, exit_price, pnl, ret, fees, funding):
+    r = trades[k]
+    r["col"] = col
+    r["entry_idx"] = entry_idx
+    r["exit_idx"] = exit_idx
+    r["direction"] = direction
+    r["is_open"] = is_open
+    r["exit_kind"] = exit_kind
+    r["size"] = size
+    r["entry_price"] = entry_price
+    r["exit_price"] = exit_price
+    r["pnl"] = pnl
+    r["return"] = ret
+    r["fees"] = fees
+    r["funding"] = funding
+
+
+# --------------------------------------------------------------------------- the event loop
+@njit(cache=True)
+def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, p, store,
+                eq_out, cash_out, pos_out, orders, trades, metrics):
+    """Single-asset backtest; returns ``(n_orders, n_trades)`` and fills ``metrics``.
+
+    Parameters
+    ----------
+    ts, open_, high, low, close : arrays of length n (int64 µs, float64)
+    volume : float64 array of length n, or length 0 (no participation impact)
+    le, lx, se, sx : bool arrays (long entry/exit, short entry/exit) of length n, or length 0
+    funding : float64 funding rate due in each bar (sum of the bar's events), or length 0
+    vol_est : float64 annualised volatility known at each bar's close (volatility target), or length 0
+    p : float64 parameter vector (``enums.P_*``)
+    store : write per-bar arrays and records (False in sweeps: only ``metrics``)
+    """
+    n = close.shape[0]
+    init_cash = p[P_INIT_CASH]
+    fee = p[P_FEE]
+    fee_fixed = p[P_FEE_FIXED]
+    min_fee = p[P_MIN_FEE]
+    slip = p[P_SLIPPAGE]
+    impact = p[P_IMPACT]
+    impact_exp = p[P_IMPACT_EXP]
+    fill_close = p[P_FILL] == 1.0
+    size_mode = int(p[P_SIZE_MODE])
+    size = p[P_SIZE]
+    min_qty = p[P_MIN_QTY]
+    step = p[P_STEP]
+    lev = p[P_LEVERAGE]
+    mmr = p[P_MMR]
+    sl = p[P_STOP_LOSS]
+    tp = p[P_TAKE_PROFIT]
+    tsl = p[P_TRAILING_STOP]
+    time_stop = int(p[P_TIME_STOP])
+    cooldown = int(p[P_COOLDOWN])
+    max_pos = p[P_MAX_POSITION]
+    max_lev = p[P_MAX_LEVERAGE]
+    max_dd_kill = p[P_MAX_DRAWDOWN]
+    allow_long = p[P_ALLOW_LONG] != 0.0
+    allow_short = p[P_ALLOW_SHORT] != 0.0
+    has_le = le.shape[0] > 0
+    has_lx = lx.shape[0] > 0
+    has_se = se.shape[0] > 0
+    has_sx = sx.shape[0] > 0
+    has_vol = volume.shape[0] > 0
+    has_fund = funding.shape[0] > 0
+    has_volest = vol_est.shape[0] > 0
+    stops_on = sl > 0.0 or tp > 0.0 or tsl > 0.0
+
+    cash = init_cash
+    pos = 0.0
+    margin = 0.0
+    pe = 0.0
+    liq = 0.0
+    extreme = 0.0
+    entry_idx = -1
+    entry_fee = 0.0
+    tr_fund = 0.0
+    last_exit = -(1 << 62)
+    halted = False
+    pend_exit = False
+    pend_kind = _EXIT
+    pend_dir = 0
+    kpeak = init_cash
+    n_ord = 0
+    n_tr = 0
+    fees_paid = 0.0
+    funding_paid = 0.0
+    traded = 0.0
+    n_closed = 0
+    n_win = 0
+    gross_win = 0.0
+    gross_loss = 0.0
+    sum_pnl = 0.0
+    peak = init_cash
+    peak_ts = ts[0]
+    in_dd = False
+    max_dd = 0.0
+    max_dd_us = 0
+    n_exposed = 0
+    sum_eq = 0.0
+    dacc = np.zeros(4)
+    cur_day = ts[0] // _DAY
+    day_prev_eq = init_cash
+    day_last_eq = init_cash
+    eq = init_cash
+
+    for i in range(n):
+        c = close[i]
+        for ph in range(3):
+            ex = False
+            ex_kind = _EXIT
+            ex_raw = 0.0
+            no_slip = False
+            en_dir = 0
+            en_raw = 0.0
+            vol_ref = 0.0
+            sig = i
+            if ph == 0:
+                if fill_close or i == 0 or not (pend_exit or pend_dir != 0):
+                    continue
+                ex = pend_exit and pos != 0.0
+                ex_kind = pend_kind
+                ex_raw = open_[i]
+                en_dir = pend_dir
+                en_raw = open_[i]
+                sig = i - 1
+                if has_vol:
+                    vol_ref = volume[i - 1]
+                pend_exit = False
+                pend_dir = 0
+            elif ph == 1:
+                if pos == 0.0 or not (stops_on or liq > 0.0):
+                    continue
+                side = 1 if pos > 0.0 else -1
+                k, px_raw = intrabar_exit_nb(side, open_[i], high[i], low[i], pe, extreme,
+                                             sl, tp, tsl, liq)
+                if k < 0:
+                    continue
+                ex = True
+                ex_kind = k
+                ex_raw = px_raw
+                no_slip = k == _LIQ
+                if has_vol and i > 0:
+                    vol_ref = volume[i - 1]
+            else:
+                if has_fund and pos != 0.0:
+                    fpay = pos * c * funding[i]
+                    cash -= fpay
+                    funding_paid += fpay
+                    tr_fund += fpay
+                b_le = has_le and le[i]
+                b_lx = has_lx and lx[i]
+                b_se = has_se and se[i]
+                b_sx = has_sx and sx[i]
+                if b_le and b_lx:
+                    b_le = False
+                    b_lx = False
+                if b_se and b_sx:
+                    b_se = False
+                    b_sx = False
+                dx = False
+                dk = _EXIT
+                dd = 0
+                if pos > 0.0:
+                    if b_lx or b_se:
+                        dx = True
+                    if b_se:
+                        dd = -1
+                elif pos < 0.0:
+                    if b_sx or b_le:
+                        dx = True
+                    if b_le:
+                        dd = 1
+                else:
+                    if b_le and not b_se:
+                        dd = 1
+                    elif b_se and not b_le:
+                        dd = -1
+                if pos != 0.0 and time_stop > 0 and not dx:
+                    held = i - entry_idx + (0 if fill_close else 1)
+                    if held >= time_stop:
+                        dx = True
+                        dk = _TIME
+                if max_dd_kill > 0.0 and not halted:
+                    e_now = cash + margin + pos * (c - pe)
+                    if e_now > kpeak:
+                        kpeak = e_now
+                    if kpeak - e_now >= max_dd_kill * kpeak:
+                        halted = True
+                        if pos != 0.0:
+                            dx = True
+                            dk = _KILL
+                if halted:
+                    dd = 0
+                if (dd > 0 and not allow_long) or (dd < 0 and not allow_short):
+                    dd = 0
+                if not fill_close:
+                    pend_exit = dx
+                    pend_kind = dk
+                    pend_dir = dd
+                    continue
+                ex = dx and pos != 0.0
+                ex_kind = dk
+                ex_raw = c
+                en_dir = dd
+                en_raw = c
+                if has_vol:
+                    vol_ref = volume[i]
+
+            if ex:
+                q = abs(pos)
+                side = -1 if pos > 0.0 else 1
+                if no_slip:
+                    px = ex_raw
+                else:
+                    px = slip_price_nb(ex_raw, side, slip, impact, impact_exp, q, vol_ref)
+                f = fee_nb(q * px, fee, fee_fixed, min_fee)
+                gross = pos * (px - pe)
+                cash += margin + gross - f
+                pnl = gross - entry_fee - f - tr_fund
+                ret = pnl / margin
+                fees_paid += f
+                traded += q * px
+                n_closed += 1
+                sum_pnl += pnl
+                if pnl > 0.0:
+                    n_win += 1
+                    gross_win += pnl
+                else:
+                    gross_loss -= pnl
+                if store:
+                    _rec_order_nb(orders, n_ord, i, ts[i], 0, side, ex_kind, q, px, f)
+                    _rec_trade_nb(trades, n_tr, 0, entry_idx, i, -side, 0, ex_kind, q, pe, px,
+                                  pnl, ret, entry_fee + f, tr_fund)
+                n_ord += 1
+                n_tr += 1
+                pos = 0.0
+                margin = 0.0
+                liq = 0.0
+                last_exit = i
+            if en_dir != 0 and pos == 0.0 and not halted and not (
+                    cooldown > 0 and i - last_exit <= cooldown):
+                vi = vol_est[sig] if has_volest else 0.0
+                q, px = entry_size_nb(en_dir, en_raw, cash, cash, vol_ref, vi, fee, fee_fixed,
+                                      min_fee, slip, impact, impact_exp, size_mode, size,
+                                      min_qty, step, lev, max_pos, max_lev)
+                if q > 0.0:
+                    notional = q * px
+                    f = fee_nb(notional, fee, fee_fixed, min_fee)
+                    margin = notional / lev
+                    cash -= margin + f
+                    pos = en_dir * q
+                    pe = px
+                    entry_idx = i
+                    entry_fee = f
+                    tr_fund = 0.0
+                    extreme = px
+                    liq = liq_price_nb(en_dir, px, lev, mmr)
+                    fees_paid += f
+                    traded += notional
+                    if store:
+                        _rec_order_nb(orders, n_ord, i, ts[i], 0, en_dir, _ENTRY, q, px, f)
+                    n_ord += 1
+
+        # ---- end of bar: trailing extreme, mark to market, streaming metrics
+        if pos != 0.0:
+            if not (fill_close and entry_idx == i):
+                if pos > 0.0:
+                    if high[i] > extreme:
+                        extreme = high[i]
+                elif low[i] < extreme:
+                    extreme = low[i]
+            n_exposed += 1
+            eq = cash + margin + pos * (c - pe)
+        else:
+            eq = cash
+        if store:
+            eq_out[i] = eq
+            cash_out[i] = cash
+            pos_out[i] = pos
+        sum_eq += eq
+        if eq >= peak:
+            if in_dd:
+                if ts[i] - peak_ts > max_dd_us:
+                    max_dd_us = ts[i] - peak_ts
+                in_dd = False
+            peak = eq
+            peak_ts = ts[i]
+        else:
+            in_dd = True
+            ddv = (peak - eq) / peak
+            if ddv > max_dd:
+                max_dd = ddv
+        d = ts[i] // _DAY
+        if d != cur_day:
+            _push_nb(dacc, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+            for _ in range(d - cur_day - 1):
+                _push_nb(dacc, 0.0)
+            day_prev_eq = day_last_eq
+            cur_day = d
+        day_last_eq = eq
+
+    _push_nb(dacc, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+    if in_dd and ts[n - 1] - peak_ts > max_dd_us:
+        max_dd_us = ts[n - 1] - peak_ts
+    is_open = pos != 0.0
+    if is_open:
+        c = close[n - 1]
+        gross = pos * (c - pe)
+        pnl = gross - entry_fee - tr_fund
+        if store:
+            _rec_trade_nb(trades, n_tr, 0, entry_idx, n - 1, 1 if pos > 0.0 else -1, 1, -1,
+                          abs(pos), pe, c, pnl, pnl / margin, entry_fee, tr_fund)
+        n_tr += 1
+    finish_metrics_nb(metrics, init_cash, eq, dacc, max_dd, max_dd_us, n_closed, n_win,
+                      gross_win, gross_loss, sum_pnl, is_open, n_exposed / n, fees_paid,
+                      funding_paid, traded, sum_eq / n)
+    return n_ord, n_tr
+
+
+# --------------------------------------------------------------------------- indicators
+@njit(cache=True)
+def sma_nb(x, w):
+    """Simple moving average over ``w`` bars (NaN for the first ``w - 1``), a running sum."""
+    n = x.shape[0]
+    out = np.empty(n)
+    s = 0.0
+    for i in range(n):
+        s += x[i]
+        if i >= w:
+            s -= x[i - w]
+        out[i] = s / w if i >= w - 1 else np.nan
+    return out
+
+
+@njit(cache=True)
+def ema_nb(x, w):
+    """EMA with ``alpha = 2 / (w + 1)`` seeded with the SMA of the first ``w`` bars (NaN before)."""
+    n = x.shape[0]
+    out = np.empty(n)
+    a = 2.0 / (w + 1.0)
+    s = 0.0
+    for i in range(n):
+        if i < w - 1:
+            s += x[i]
+            out[i] = np.nan
+        elif i == w - 1:
+            s += x[i]
+            s = s / w
+            out[i] = s
+        else:
+            s = a * x[i] + (1.0 - a) * s
+            out[i] = s
+    return out
+
+
+@njit(cache=True, parallel=True)
+def mas_nb(x, windows, kind):
+    """Moving averages for several windows at once (rows of the result); kind 0 SMA, 1 EMA."""
+    out = np.empty((windows.shape[0], x.shape[0]))
+    for j in prange(windows.shape[0]):
+        if kind == 0:
+            out[j] = sma_nb(x, windows[j])
+        else:
+            out[j] = ema_nb(x, windows[j])
+    return out
+
+
+@njit(cache=True)
+def cross_signals_nb(fast, slow, entries, exits):
+    """``entries = fast > slow``, ``exits = fast <= slow`` (both False while either is NaN)."""
+    for i in range(fast.shape[0]):
+        a = fast[i]
+        b = slow[i]
+        entries[i] = a > b
+        exits[i] = a <= b
+
+
+@njit(cache=True, parallel=True)
+def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, fast_row, slow_row,
+                   params, direction, orders0, trades0, out):
+    """All combinations of a moving-average-cross grid in one call.
+
+    Combination ``c`` trades ``mas[fast_row[c]]`` against ``mas[slow_row[c]]`` with parameter
+    vector ``params[c]`` and writes its metrics to ``out[c]``. Each thread owns two signal
+    buffers of n booleans; nothing of size combinations x bars exists.
+    direction: 0 long (entries/exits), 1 short, 2 both (exits open shorts, entries close them).
+    ``orders0``/``trades0`` are empty record arrays (nothing is stored).
+    """
+    n = close.shape[0]
+    n_comb = fast_row.shape[0]
+    nth = min(numba.get_num_threads(), n_comb)
+    empty_b = np.zeros(0, dtype=np.bool_)
+    empty_f = np.zeros(0)
+    for t in prange(nth):
+        en = np.empty(n, dtype=np.bool_)
+        ex = np.empty(n, dtype=np.bool_)
+        m = np.empty(N_METRICS)
+        for c in range(t, n_comb, nth):
+            cross_signals_nb(mas[fast_row[c]], mas[slow_row[c]], en, ex)
+            if direction == 0:
+                simulate_nb(ts, open_, high, low, close, volume, en, ex, empty_b, empty_b,
+                            funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
+                            orders0, trades0, m)
+            elif direction == 1:
+                simulate_nb(ts, open_, high, low, close, volume, empty_b, empty_b, en, ex,
+                            funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
+                            orders0, trades0, m)
+            else:
+                simulate_nb(ts, open_, high, low, close, volume, en, ex, ex, en,
+                            funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
+                            orders0, trades0, m)
+            out[c, :] = m

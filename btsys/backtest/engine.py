@@ -1,0 +1,463 @@
+"""Single-asset backtests: :func:`simulate` over arrays, :func:`simulate_from_config` over a bar table.
+
+All rules live in the numba event loop ``_nb.simulate_nb`` (see its module docstring for the order
+of events inside a bar); this module validates inputs, maps options to the kernel's parameter
+vector and packages the :class:`BacktestResult`.
+
+Accounting model (isolated margin, also used at leverage 1): an entry locks ``margin =
+notional / leverage`` and pays its fee from ``cash``; the position's value is ``margin +
+position * (close - entry_price)``; ``equity = cash + position value``. At leverage 1 a long's
+value is ``position * close`` as in a spot account.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+
+from btsys.backtest import _nb
+from btsys.backtest.enums import (
+    DAY_US, DIRECTION_NAMES, FILL_NAMES, METRIC_NAMES, N_METRICS, N_PARAMS, SIZE_MODE_NAMES,
+    Direction, P_ALLOW_LONG, P_ALLOW_SHORT, P_COOLDOWN, P_FEE, P_FEE_FIXED, P_FILL, P_IMPACT,
+    P_IMPACT_EXP, P_INIT_CASH, P_LEVERAGE, P_MAKER_FEE, P_MAX_DRAWDOWN, P_MAX_LEVERAGE,
+    P_MAX_POSITION, P_MIN_FEE, P_MIN_QTY, P_MMR, P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP,
+    P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP, P_TRAILING_STOP, SizeMode, order_dt, trade_dt,
+)
+
+TRADE_COLUMNS = ["entry_idx", "exit_idx", "entry_ts", "exit_ts", "direction", "size", "entry_price",
+                 "exit_price", "pnl", "return", "duration_bars", "fees", "funding", "is_open",
+                 "exit_kind"]
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Outcome of a backtest.
+
+    Attributes
+    ----------
+    ts : int64 µs per bar (the bar's ``ts_close``; ``simulate(ts=None)`` uses one bar per UTC day
+        from 0, i.e. ``ts = i * 86_400_000_000``, which is what the daily metrics then see).
+    equity, cash, position : float64 per bar, marked at the bar's close (position: signed base qty).
+    orders : structured array (``enums.order_dt``): idx, ts, col, side, kind, size, price, fees.
+    trades : DataFrame, one row per round trip (``TRADE_COLUMNS``, plus ``col``/``symbol`` for
+        portfolios); an open position is marked at the last close with ``is_open=True``.
+    metrics : dict of ``enums.METRIC_NAMES`` (floats).
+    final_value : equity after the last bar.
+    symbols : symbol per ``orders['col']`` (portfolios; ``[]`` for one asset).
+    """
+    ts: np.ndarray
+    equity: np.ndarray
+    cash: np.ndarray
+    position: np.ndarray
+    orders: np.ndarray
+    trades: pd.DataFrame
+    metrics: dict
+    final_value: float
+    init_cash: float = 10_000.0
+    symbols: list = field(default_factory=list)
+
+    @property
+    def returns(self) -> np.ndarray:
+        """Per-bar simple returns of equity (the first against the initial cash)."""
+        prev = np.concatenate([[self.init_cash], self.equity[:-1]])
+        return self.equity / prev - 1.0
+
+
+# --------------------------------------------------------------------------- validation helpers
+def _f64(name: str, x: Any, n: Optional[int], *, positive: bool = False) -> np.ndarray:
+    try:
+        a = np.ascontiguousarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"simulate: `{name}` must be numeric: {e}") from None
+    if a.ndim != 1:
+        raise ValueError(f"simulate: `{name}` must be 1-D, got shape {a.shape}")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"simulate: `{name}` has {a.shape[0]} rows, `close` has {n}")
+    if positive:
+        bad = ~(a > 0.0) | ~np.isfinite(a)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"simulate: `{name}` must be finite and > 0; row {i} is {a[i]!r}")
+    return a
+
+
+def _bool(name: str, x: Any, n: int) -> np.ndarray:
+    if x is None:
+        return np.zeros(0, dtype=np.bool_)
+    a = np.asarray(x)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"simulate: `{name}` must be 1-D of length {n}, got shape {a.shape}")
+    if a.dtype != np.bool_:
+        if a.dtype.kind == "f" and np.isnan(a).any():
+            i = int(np.flatnonzero(np.isnan(a))[0])
+            raise ValueError(f"simulate: `{name}` has NaN at row {i}; signals must be boolean")
+        a = a.astype(np.bool_)
+    return np.ascontiguousarray(a)
+
+
+def _num(name: str, v: Any, *, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False,
+         allow_inf: bool = False) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"simulate: `{name}` must be a number, got {v!r}") from None
+    if math.isnan(f) or (math.isinf(f) and not allow_inf):
+        raise ValueError(f"simulate: `{name}` must be finite, got {v!r}")
+    if f < lo or (lo_open and f == lo) or f > hi:
+        raise ValueError(f"simulate: `{name}` = {v!r} is out of range "
+                         f"{'(' if lo_open else '['}{lo}, {hi}]")
+    return f
+
+
+def _enum(name: str, v: Any, names: Mapping[str, int]) -> int:
+    v = getattr(v, "value", v)
+    if v not in names:
+        raise ValueError(f"simulate: `{name}` must be one of {sorted(names)}, got {v!r}")
+    return names[v]
+
+
+def build_params(*, init_cash=10_000.0, fees=0.0, slippage=0.0, fill="next_open", size=np.inf,
+                 direction="long", fee_fixed=0.0, min_fee=0.0, maker_fee=0.0, slippage_impact=0.0,
+                 impact_exponent=0.5, size_mode=None, min_qty=0.0, step=0.0, leverage=1.0,
+                 maintenance_margin=0.005, stop_loss=0.0, take_profit=0.0, trailing_stop=0.0,
+                 time_stop=0, cooldown=0, max_position=np.inf, max_leverage=np.inf,
+                 max_drawdown=0.0) -> np.ndarray:
+    """Validate scalar options and pack them into the kernel's parameter vector.
+
+    ``size_mode=None`` means ``"all"`` when ``size`` is infinite and ``"qty"`` otherwise.
+    """
+    p = np.zeros(N_PARAMS)
+    p[P_INIT_CASH] = _num("init_cash", init_cash, lo=0.0, lo_open=True)
+    p[P_FEE] = _num("fees", fees, hi=1.0)
+    p[P_MAKER_FEE] = _num("maker_fee", maker_fee, lo=-1.0, hi=1.0)
+    p[P_FEE_FIXED] = _num("fee_fixed", fee_fixed)
+    p[P_MIN_FEE] = _num("min_fee", min_fee)
+    p[P_SLIPPAGE] = _num("slippage", slippage, hi=1.0)
+    p[P_IMPACT] = _num("slippage_impact", slippage_impact)
+    p[P_IMPACT_EXP] = _num("impact_exponent", impact_exponent, lo=0.0, lo_open=True)
+    p[P_FILL] = _enum("fill", fill, FILL_NAMES)
+    d = _enum("direction", direction, DIRECTION_NAMES)
+    p[P_ALLOW_LONG] = float(d in (Direction.LONG, Direction.BOTH))
+    p[P_ALLOW_SHORT] = float(d in (Direction.SHORT, Direction.BOTH))
+    size_f = _num("size", size, lo=0.0, lo_open=True, allow_inf=True)
+    if size_mode is None:
+        size_mode = "all" if math.isinf(size_f) else "qty"
+    sm = _enum("size_mode", size_mode, SIZE_MODE_NAMES)
+    if sm != SizeMode.ALL and math.isinf(size_f):
+        raise ValueError(f"simulate: `size` must be finite with size_mode={size_mode!r}")
+    p[P_SIZE_MODE] = sm
+    p[P_SIZE] = size_f
+    p[P_MIN_QTY] = _num("min_qty", min_qty)
+    p[P_STEP] = _num("step", step)
+    p[P_LEVERAGE] = _num("leverage", leverage, lo=0.0, lo_open=True)
+    p[P_MMR] = _num("maintenance_margin", maintenance_margin, hi=0.999)
+    p[P_STOP_LOSS] = _num("stop_loss", stop_loss, hi=1.0)
+    p[P_TAKE_PROFIT] = _num("take_profit", take_profit)
+    p[P_TRAILING_STOP] = _num("trailing_stop", trailing_stop, hi=1.0)
+    for k, slot, v in (("time_stop", P_TIME_STOP, time_stop), ("cooldown", P_COOLDOWN, cooldown)):
+        f = _num(k, v)
+        if f != int(f):
+            raise ValueError(f"simulate: `{k}` must be a whole number of bars, got {v!r}")
+        p[slot] = f
+    p[P_MAX_POSITION] = _num("max_position", max_position, lo=0.0, lo_open=True, allow_inf=True)
+    p[P_MAX_LEVERAGE] = _num("max_leverage", max_leverage, lo=0.0, lo_open=True, allow_inf=True)
+    p[P_MAX_DRAWDOWN] = _num("max_drawdown", max_drawdown, hi=1.0)
+    return p
+
+
+def signal_arrays(direction: str, n: int, entries, exits, short_entries=None, short_exits=None):
+    """Map user signals to the kernel's (long entry, long exit, short entry, short exit).
+
+    * ``long``: entries/exits open and close longs.
+    * ``short``: short_entries/short_exits if given, else entries/exits, open and close shorts.
+    * ``both``: entries/exits are the long signals; short_entries/short_exits the short ones. When
+      no short signals are given, ``exits`` open shorts and ``entries`` close them (a reversal
+      system that is always in the market after the first signal, as vectorbt's ``direction='both'``).
+    """
+    d = getattr(direction, "value", direction)
+    e = _bool("entries", entries, n)
+    x = _bool("exits", exits, n)
+    se = _bool("short_entries", short_entries, n)
+    sx = _bool("short_exits", short_exits, n)
+    empty = np.zeros(0, dtype=np.bool_)
+    if d == "long":
+        return e, x, empty, empty
+    if d == "short":
+        if short_entries is None and short_exits is None:
+            return empty, empty, e, x
+        return empty, empty, se, sx
+    if short_entries is None and short_exits is None:
+        return e, x, x, e
+    return e, x, se, sx
+
+
+def bar_times(ts, n: int) -> np.ndarray:
+    """Bar times as int64 µs; ``None`` -> one bar per day from 0."""
+    if ts is None:
+        return np.arange(n, dtype=np.int64) * DAY_US
+    a = np.asarray(ts)
+    if np.issubdtype(a.dtype, np.datetime64):
+        a = a.astype("datetime64[us]").astype(np.int64)
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.shape != (n,):
+        raise ValueError(f"simulate: `ts` must have {n} rows, got shape {a.shape}")
+    if n > 1:
+        bad = np.flatnonzero(np.diff(a) < 0)
+        if bad.size:
+            raise ValueError(f"simulate: `ts` must be non-decreasing; row {int(bad[0]) + 1} "
+                             f"({a[bad[0] + 1]}) is before row {int(bad[0])} ({a[bad[0]]})")
+    return a
+
+
+def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
+    """Sum the funding rates due in each bar: an event at time t belongs to the first bar whose
+    close time is >= t; events after the last bar are dropped."""
+    if funding_ts is None and funding_rate is None:
+        return np.zeros(0)
+    if funding_ts is None or funding_rate is None:
+        raise ValueError("simulate: give both `funding_ts` and `funding_rate`, or neither")
+    ft = np.asarray(funding_ts)
+    if np.issubdtype(ft.dtype, np.datetime64):
+        ft = ft.astype("datetime64[us]").astype(np.int64)
+    ft = ft.astype(np.int64)
+    fr = np.asarray(funding_rate, dtype=np.float64)
+    if ft.shape != fr.shape or ft.ndim != 1:
+        raise ValueError(f"simulate: `funding_ts` {ft.shape} and `funding_rate` {fr.shape} must be "
+                         "1-D of equal length")
+    if not np.isfinite(fr).all():
+        i = int(np.flatnonzero(~np.isfinite(fr))[0])
+        raise ValueError(f"simulate: `funding_rate` row {i} is {fr[i]!r}")
+    out = np.zeros(ts.shape[0])
+    idx = np.searchsorted(ts, ft, side="left")
+    keep = idx < ts.shape[0]
+    np.add.at(out, idx[keep], fr[keep])
+    return out
+
+
+def realised_vol(close: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
+    """Annualised volatility of log returns over the trailing ``window`` bars, known at each
+    bar's close (uses closes up to and including that bar only; NaN during warm-up).
+
+    Bars per year = 365 days / median bar spacing."""
+    n = close.shape[0]
+    if window < 2:
+        raise ValueError(f"simulate: `vol_window` must be >= 2, got {window}")
+    r = np.empty(n)
+    r[0] = np.nan
+    r[1:] = np.diff(np.log(close))
+    s = pd.Series(r).rolling(window, min_periods=window).std(ddof=1).to_numpy()
+    dt = float(np.median(np.diff(ts))) if n > 1 else float(DAY_US)
+    per_year = 365.0 * DAY_US / dt if dt > 0 else 365.0
+    return np.ascontiguousarray(s * math.sqrt(per_year))
+
+
+# --------------------------------------------------------------------------- results
+def trades_frame(tr: np.ndarray, ts: np.ndarray, symbols: Optional[list] = None) -> pd.DataFrame:
+    """Trade records -> the contract's DataFrame (one row per round trip)."""
+    ts_col = ts if tr.shape[0] == 0 or ts.shape[0] else ts
+    df = pd.DataFrame({
+        "entry_idx": tr["entry_idx"],
+        "exit_idx": tr["exit_idx"],
+        "entry_ts": ts_col[tr["entry_idx"]] if tr.shape[0] else np.zeros(0, np.int64),
+        "exit_ts": ts_col[tr["exit_idx"]] if tr.shape[0] else np.zeros(0, np.int64),
+        "direction": tr["direction"].astype(np.int64),
+        "size": tr["size"],
+        "entry_price": tr["entry_price"],
+        "exit_price": tr["exit_price"],
+        "pnl": tr["pnl"],
+        "return": tr["return"],
+        "duration_bars": tr["exit_idx"] - tr["entry_idx"],
+        "fees": tr["fees"],
+        "funding": tr["funding"],
+        "is_open": tr["is_open"].astype(bool),
+        "exit_kind": tr["exit_kind"].astype(np.int64),
+    })
+    if symbols:
+        df.insert(0, "col", tr["col"])
+        df.insert(1, "symbol", np.asarray(symbols, dtype=object)[tr["col"]] if len(tr) else [])
+    return df
+
+
+def metrics_dict(m: np.ndarray) -> dict:
+    return {k: float(m[i]) for i, k in enumerate(METRIC_NAMES)}
+
+
+def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10_000.0, fees=0.0,
+             slippage=0.0, fill="next_open", size=np.inf, *, ts=None, volume=None,
+             direction="long", short_entries=None, short_exits=None, fee_fixed=0.0, min_fee=0.0,
+             maker_fee=0.0, slippage_impact=0.0, impact_exponent=0.5, size_mode=None,
+             vol_window=50, min_qty=0.0, step=0.0, leverage=1.0, maintenance_margin=0.005,
+             stop_loss=0.0, take_profit=0.0, trailing_stop=0.0, time_stop=0, cooldown=0,
+             max_position=np.inf, max_leverage=np.inf, max_drawdown=0.0, funding_ts=None,
+             funding_rate=None) -> BacktestResult:
+    """Backtest one asset from boolean signals.
+
+    Parameters
+    ----------
+    close : float64 prices, one per bar (positive, finite).
+    entries, exits : boolean signals decided at each bar's close (see ``signal_arrays`` for
+        ``direction="short"/"both"``). An entry and an exit on the same bar cancel each other.
+    open, high, low : default to ``close`` (then stops can only trigger at closes/opens).
+    init_cash : quote currency.
+    fees : taker fee fraction (all orders are market orders); ``fee_fixed`` quote per order;
+        ``min_fee`` per order; ``maker_fee`` is validated and reserved for limit orders.
+    slippage : fraction of price against the order; ``slippage_impact`` adds
+        ``impact * (qty / volume_of_last_completed_bar) ** impact_exponent`` (needs ``volume``).
+    fill : ``"next_open"`` (signal at bar i fills at open[i+1]; no next bar, no fill) or ``"close"``.
+    size, size_mode : ``size=inf`` -> all cash (notional = cash / (1/leverage + fee)); otherwise
+        ``size_mode`` ``qty`` (default for finite size), ``notional``, ``percent`` (margin as a
+        fraction of equity) or ``vol_target`` (annual vol target; realised vol over ``vol_window``
+        bars). ``min_qty``: smaller orders are skipped; ``step``: quantities round down to it.
+    leverage, maintenance_margin : isolated margin; liquidation at the liquidation price.
+    stop_loss, take_profit, trailing_stop : fractions from the entry (trailing: from the best
+        price since entry), resolved inside the bar from high/low, the worse first.
+    time_stop : exit after this many bars in a position; cooldown : bars after an exit during which
+        no entry fills; max_position : notional cap (quote); max_leverage : notional / equity cap;
+        max_drawdown : kill switch (fraction from the equity peak) that flattens and stops trading.
+    ts : int64 µs (or datetime64) bar close times; ``None`` -> one bar per day from 0.
+    funding_ts, funding_rate : funding events of a perpetual; charged at the bar that contains each
+        event on ``position * close`` (longs pay a positive rate, shorts receive it).
+    """
+    c = _f64("close", close, None, positive=True)
+    n = c.shape[0]
+    if n == 0:
+        raise ValueError("simulate: `close` is empty")
+    o = c if open is None else _f64("open", open, n, positive=True)
+    h = c if high is None else _f64("high", high, n, positive=True)
+    lo = c if low is None else _f64("low", low, n, positive=True)
+    p = build_params(init_cash=init_cash, fees=fees, slippage=slippage, fill=fill, size=size,
+                     direction=direction, fee_fixed=fee_fixed, min_fee=min_fee,
+                     maker_fee=maker_fee, slippage_impact=slippage_impact,
+                     impact_exponent=impact_exponent, size_mode=size_mode, min_qty=min_qty,
+                     step=step, leverage=leverage, maintenance_margin=maintenance_margin,
+                     stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
+                     time_stop=time_stop, cooldown=cooldown, max_position=max_position,
+                     max_leverage=max_leverage, max_drawdown=max_drawdown)
+    t = bar_times(ts, n)
+    if volume is None:
+        if p[P_IMPACT] > 0:
+            raise ValueError("simulate: `slippage_impact` > 0 needs `volume`")
+        v = np.zeros(0)
+    else:
+        v = _f64("volume", volume, n)
+        if (v < 0).any() or not np.isfinite(v).all():
+            i = int(np.flatnonzero(~(v >= 0) | ~np.isfinite(v))[0])
+            raise ValueError(f"simulate: `volume` row {i} is {v[i]!r}")
+    le, lx, se, sx = signal_arrays(direction, n, entries, exits, short_entries, short_exits)
+    fund = funding_per_bar(t, funding_ts, funding_rate)
+    vol_est = (realised_vol(c, t, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET
+               else np.zeros(0))
+    return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, p)
+
+
+def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, p) -> BacktestResult:
+    n = c.shape[0]
+    eq = np.empty(n)
+    cash = np.empty(n)
+    pos = np.empty(n)
+    orders = np.empty(3 * n + 2, dtype=order_dt)
+    trades = np.empty(n + 1, dtype=trade_dt)
+    m = np.empty(N_METRICS)
+    n_ord, n_tr = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, p, True,
+                                  eq, cash, pos, orders, trades, m)
+    orders = orders[:n_ord].copy()
+    tr = trades[:n_tr]
+    return BacktestResult(ts=t, equity=eq, cash=cash, position=pos, orders=orders,
+                          trades=trades_frame(tr, t), metrics=metrics_dict(m),
+                          final_value=float(m[METRIC_NAMES.index("final_value")]),
+                          init_cash=float(p[P_INIT_CASH]))
+
+
+# --------------------------------------------------------------------------- config mapping
+def _get(node: Any, dotted: str, default: Any = None) -> Any:
+    """``node.a.b`` for OmegaConf nodes, dataclasses and dicts alike (enums by value)."""
+    cur = node
+    for part in dotted.split("."):
+        if cur is None:
+            break
+        cur = cur.get(part) if isinstance(cur, Mapping) else getattr(cur, part, None)
+    v = default if cur is None else cur
+    return getattr(v, "value", v)
+
+
+def options_from_config(bt_cfg: Any) -> dict:
+    """Map every field of the ``backtest`` config group to :func:`simulate` keyword options.
+
+    Market orders pay ``fees.taker``; ``fees.maker`` is passed as ``maker_fee``;
+    ``slippage.bps`` becomes a fraction (bps / 1e4); size mode ``all`` means ``size=inf``.
+    ``funding`` (bool) is not a simulate option: the caller passes the funding table or not.
+    """
+    known = {"init_cash", "fill", "direction", "fees", "slippage", "size", "leverage",
+             "maintenance_margin", "risk", "funding", "split"}
+    if isinstance(bt_cfg, Mapping):
+        unknown = set(bt_cfg) - known
+        if unknown:
+            raise ValueError(f"backtest config: unknown key(s) {sorted(unknown)}")
+    mode = _get(bt_cfg, "size.mode", "all")
+    opts = dict(
+        init_cash=_get(bt_cfg, "init_cash", 10_000.0),
+        fill=_get(bt_cfg, "fill", "next_open"),
+        direction=_get(bt_cfg, "direction", "long"),
+        fees=_get(bt_cfg, "fees.taker", 0.0),
+        maker_fee=_get(bt_cfg, "fees.maker", 0.0),
+        fee_fixed=_get(bt_cfg, "fees.fixed", 0.0),
+        min_fee=_get(bt_cfg, "fees.min_fee", 0.0),
+        slippage=float(_get(bt_cfg, "slippage.bps", 0.0)) / 1e4,
+        slippage_impact=_get(bt_cfg, "slippage.impact", 0.0),
+        impact_exponent=_get(bt_cfg, "slippage.impact_exponent", 0.5),
+        size=np.inf if mode == "all" else _get(bt_cfg, "size.value", 1.0),
+        size_mode=mode,
+        vol_window=_get(bt_cfg, "size.vol_window", 50),
+        min_qty=_get(bt_cfg, "size.min_qty", 0.0),
+        step=_get(bt_cfg, "size.step", 0.0),
+        leverage=_get(bt_cfg, "leverage", 1.0),
+        maintenance_margin=_get(bt_cfg, "maintenance_margin", 0.005),
+        stop_loss=_get(bt_cfg, "risk.stop_loss", 0.0),
+        take_profit=_get(bt_cfg, "risk.take_profit", 0.0),
+        trailing_stop=_get(bt_cfg, "risk.trailing_stop", 0.0),
+        time_stop=_get(bt_cfg, "risk.time_stop_bars", 0),
+        cooldown=_get(bt_cfg, "risk.cooldown_bars", 0),
+        max_position=_get(bt_cfg, "risk.max_position", np.inf),
+        max_leverage=_get(bt_cfg, "risk.max_leverage", np.inf),
+        max_drawdown=_get(bt_cfg, "risk.max_drawdown", 0.0),
+    )
+    return opts
+
+
+BAR_COLUMNS = ("ts_close", "open", "high", "low", "close")
+
+
+def _bars_arrays(bars: pd.DataFrame, where: str = "bars") -> dict:
+    missing = [k for k in BAR_COLUMNS if k not in bars.columns]
+    if missing:
+        raise KeyError(f"{where}: missing bar column(s) {missing}; have {list(bars.columns)}")
+    out = {k: bars[k].to_numpy() for k in BAR_COLUMNS}
+    out["volume"] = bars["volume"].to_numpy() if "volume" in bars.columns else None
+    return out
+
+
+def _funding_arrays(funding: Optional[pd.DataFrame], where: str = "funding"):
+    if funding is None:
+        return None, None
+    missing = [k for k in ("ts", "rate") if k not in funding.columns]
+    if missing:
+        raise KeyError(f"{where}: missing column(s) {missing}; have {list(funding.columns)}")
+    return funding["ts"].to_numpy(), funding["rate"].to_numpy()
+
+
+def simulate_from_config(bars: pd.DataFrame, entries, exits, bt_cfg: Any,
+                         funding: Optional[pd.DataFrame] = None, short_entries=None,
+                         short_exits=None) -> BacktestResult:
+    """Backtest a bar table (``ts_close, open, high, low, close[, volume]``) with a ``backtest``
+    config node (OmegaConf or dict). ``funding`` (columns ``ts`` µs, ``rate``) is charged when
+    given and ``bt_cfg.funding`` is true."""
+    a = _bars_arrays(bars)
+    opts = options_from_config(bt_cfg)
+    fts, frate = (_funding_arrays(funding) if _get(bt_cfg, "funding", False) else (None, None))
+    vol = a["volume"] if (a["volume"] is not None) else None
+    return simulate(a["close"], entries, exits, open=a["open"], high=a["high"], low=a["low"],
+                    ts=a["ts_close"], volume=vol, short_entries=short_entries,
+                    short_exits=short_exits, funding_ts=fts, funding_rate=frate, **opts)
