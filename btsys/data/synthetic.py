@@ -288,7 +288,7 @@ def _jumble(part: dict, rng: np.random.Generator) -> dict:
     if n < 3:
         return part
     idx = np.arange(n)
-    k = rng.choice(n - 1, size=max(1, n // 100), replace=False)
+    k = 2 * rng.choice((n - 1) // 2, size=max(1, n // 100), replace=False)   # disjoint pairs
     idx[k], idx[k + 1] = idx[k + 1].copy(), idx[k].copy()
     return {key: v[idx] for key, v in part.items()}
 

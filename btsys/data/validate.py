@@ -88,10 +88,10 @@ def validate_ticks(table: pa.Table, name: str, first_date: str, last_date: str, 
     bad_price = ~(np.isfinite(price) & (price > 0))
     bad_qty = ~(np.isfinite(qty) & (qty > 0)) & ~bad_price
     out = ((ts < lo) | (ts >= hi)) & ~bad_price & ~bad_qty
-    _note(rep, "bad_price", bad_price, name, row_base, lambda i: f"price {price[i]!r}")
-    _note(rep, "bad_qty", bad_qty, name, row_base, lambda i: f"qty {qty[i]!r}")
+    _note(rep, "bad_price", bad_price, name, row_base, lambda i: f"price {float(price[i])!r}")
+    _note(rep, "bad_qty", bad_qty, name, row_base, lambda i: f"qty {float(qty[i])!r}")
     _note(rep, "out_of_period", out, name, row_base,
-          lambda i: f"ts {ts[i]} outside {first_date}..{last_date}")
+          lambda i: f"ts {int(ts[i])} outside {first_date}..{last_date}")
     keep = ~(bad_price | bad_qty | out)
 
     # ids: contiguity over every parsed row (a bad row still used its id), duplicates dropped.
@@ -111,7 +111,7 @@ def validate_ticks(table: pa.Table, name: str, first_date: str, last_date: str, 
         rep.min_id, rep.max_id = int(sorted_ids[0]), int(sorted_ids[-1])
     if dup is not None:
         dmask = dup & keep
-        _note(rep, "duplicate", dmask, name, row_base, lambda i: f"trade id {ids[i]}")
+        _note(rep, "duplicate", dmask, name, row_base, lambda i: f"trade id {int(ids[i])}")
         keep &= ~dup
 
     if not keep.all():
