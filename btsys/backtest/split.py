@@ -1,0 +1,174 @@
+"""Walk-forward evaluation: in-sample (IS) and out-of-sample (OOS) windows over the bars.
+
+``backtest.split`` (:class:`btsys.config.SplitConfig`) defines the windows in **bars**:
+
+* ``scheme: rolling`` — every training window has ``train_bars`` bars and slides forward;
+* ``scheme: expanding`` — every training window starts at bar 0 and grows;
+* each test window has ``test_bars`` bars and starts ``gap_bars`` after its training window ends
+  (an embargo against leakage through overlapping labels/indicators);
+* consecutive windows move by ``step_bars`` (0 means ``test_bars``: test windows tile without
+  overlap). Only complete test windows are produced.
+
+:func:`split_metrics` restricts one backtest's equity curve to those windows and reports the metrics
+of each (``is_sharpe_w000``, ``oos_sharpe_w000``, ...) and aggregated (``is_sharpe``, ``oos_sharpe``,
+...). The aggregated OOS figures chain the bar returns of the union of all test windows, i.e. the
+track record an investor following the walk-forward would have seen. Nothing looks ahead: a bar's
+return ``equity[t] / equity[t-1] - 1`` is attributed to the window holding bar ``t``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from btsys.report.stats import daily_returns, max_drawdown, sharpe, sortino, PERIODS_PER_YEAR
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice]]:
+    """IS/OOS bar windows ``[(train_slice, test_slice), ...]`` for a series of ``n_bars`` bars.
+
+    Raises
+    ------
+    ValueError
+        naming the ``backtest.split.*`` key that is invalid, or when not even one window fits.
+    """
+    scheme = str(getattr(_get(split_cfg, "scheme", "rolling"), "value", _get(split_cfg, "scheme", "rolling")))
+    train = int(_get(split_cfg, "train_bars", 0) or 0)
+    test = int(_get(split_cfg, "test_bars", 0) or 0)
+    gap = int(_get(split_cfg, "gap_bars", 0) or 0)
+    step = int(_get(split_cfg, "step_bars", 0) or 0) or test
+    if scheme not in ("rolling", "expanding"):
+        raise ValueError(f"backtest.split.scheme must be 'rolling' or 'expanding', got {scheme!r}")
+    if train <= 0:
+        raise ValueError(f"backtest.split.train_bars must be > 0, got {train}")
+    if test <= 0:
+        raise ValueError(f"backtest.split.test_bars must be > 0, got {test}")
+    if gap < 0:
+        raise ValueError(f"backtest.split.gap_bars must be >= 0, got {gap}")
+    if step <= 0:
+        raise ValueError(f"backtest.split.step_bars must be >= 0, got {step}")
+    if n_bars < 0:
+        raise ValueError(f"n_bars must be >= 0, got {n_bars}")
+    out = []
+    k = 0
+    while True:
+        train_end = train + k * step
+        test_start = train_end + gap
+        test_end = test_start + test
+        if test_end > n_bars:
+            break
+        train_start = 0 if scheme == "expanding" else train_end - train
+        out.append((slice(train_start, train_end), slice(test_start, test_end)))
+        k += 1
+    if not out:
+        raise ValueError(
+            f"backtest.split: no complete window fits in {n_bars} bars (train_bars={train}, "
+            f"gap_bars={gap}, test_bars={test} need {train + gap + test})")
+    return out
+
+
+def _bar_returns(equity: np.ndarray) -> np.ndarray:
+    """Return of each bar; bar 0 has none (0)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    r = np.zeros(len(eq))
+    if len(eq) > 1:
+        prev = eq[:-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r[1:] = np.where(prev != 0, eq[1:] / prev - 1.0, 0.0)
+    return r
+
+
+def _segment_metrics(ts: np.ndarray, bar_ret: np.ndarray, idx: np.ndarray) -> dict:
+    """Metrics of the curve compounded from the returns of bars ``idx`` (sorted, unique)."""
+    if len(idx) == 0:
+        nan = float("nan")
+        return {"sharpe": nan, "sortino": nan, "total_return": nan, "annual_return": nan,
+                "max_drawdown": nan, "n_bars": 0}
+    curve = np.cumprod(1.0 + bar_ret[idx])
+    # the curve starts at 1 just before the first bar of the segment
+    days, dr = daily_returns(np.r_[ts[idx][0], ts[idx]], np.r_[1.0, curve])
+    total = float(curve[-1] - 1.0)
+    span_days = float(max(len(days), 1))   # UTC calendar days touched (the daily-resampling basis)
+    ann = float((1.0 + total) ** (PERIODS_PER_YEAR / span_days) - 1.0) if total > -1 else -1.0
+    return {"sharpe": sharpe(dr), "sortino": sortino(dr), "total_return": total, "annual_return": ann,
+            "max_drawdown": max_drawdown(np.r_[1.0, curve]), "n_bars": int(len(idx))}
+
+
+def _ts_of(result: Any, n: int) -> np.ndarray:
+    ts = getattr(result, "ts", None)
+    if ts is None:
+        return np.arange(n, dtype=np.int64) * 86_400_000_000
+    ts = np.asarray(ts, dtype=np.int64)
+    if len(ts) != n:
+        raise ValueError(f"result.ts has {len(ts)} values but result.equity has {n}")
+    return ts
+
+
+def split_table(result: Any, split_cfg: Any) -> pd.DataFrame:
+    """One row per walk-forward window: bar ranges, times and IS/OOS metrics."""
+    eq = np.asarray(result.equity, dtype=np.float64)
+    ts = _ts_of(result, len(eq))
+    r = _bar_returns(eq)
+    rows = []
+    for i, (tr, te) in enumerate(walk_forward_windows(len(eq), split_cfg)):
+        m_is = _segment_metrics(ts, r, np.arange(tr.start, tr.stop))
+        m_oos = _segment_metrics(ts, r, np.arange(te.start, te.stop))
+        row = {"window": i, "train_start": tr.start, "train_stop": tr.stop, "test_start": te.start,
+               "test_stop": te.stop, "train_ts_start": int(ts[tr.start]), "test_ts_start": int(ts[te.start]),
+               "test_ts_end": int(ts[te.stop - 1])}
+        row.update({f"is_{k}": v for k, v in m_is.items() if k != "n_bars"})
+        row.update({f"oos_{k}": v for k, v in m_oos.items() if k != "n_bars"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def split_metrics(result: Any, split_cfg: Any) -> dict:
+    """IS and OOS metrics of ``result``'s equity per walk-forward window and aggregated.
+
+    Keys: ``is_<m>_w<iii>`` and ``oos_<m>_w<iii>`` for ``m`` in sharpe, sortino, total_return,
+    annual_return, max_drawdown; aggregated ``is_<m>`` / ``oos_<m>`` over the union of the IS /
+    OOS bars (returns chained), ``is_sharpe_mean`` / ``oos_sharpe_mean`` (mean over windows),
+    ``wf_n_windows`` and ``wf_efficiency`` (``oos_sharpe / is_sharpe``, NaN when undefined).
+    """
+    eq = np.asarray(result.equity, dtype=np.float64)
+    ts = _ts_of(result, len(eq))
+    r = _bar_returns(eq)
+    wins = walk_forward_windows(len(eq), split_cfg)
+    out: dict = {"wf_n_windows": len(wins)}
+    is_idx, oos_idx = [], []
+    per_is, per_oos = [], []
+    for i, (tr, te) in enumerate(wins):
+        a, b = np.arange(tr.start, tr.stop), np.arange(te.start, te.stop)
+        is_idx.append(a)
+        oos_idx.append(b)
+        m_is, m_oos = _segment_metrics(ts, r, a), _segment_metrics(ts, r, b)
+        per_is.append(m_is["sharpe"])
+        per_oos.append(m_oos["sharpe"])
+        for k in ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown"):
+            out[f"is_{k}_w{i:03d}"] = m_is[k]
+            out[f"oos_{k}_w{i:03d}"] = m_oos[k]
+    agg_is = _segment_metrics(ts, r, np.unique(np.concatenate(is_idx)))
+    agg_oos = _segment_metrics(ts, r, np.unique(np.concatenate(oos_idx)))
+    for k in ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown"):
+        out[f"is_{k}"] = agg_is[k]
+        out[f"oos_{k}"] = agg_oos[k]
+
+    def _nanmean(v):
+        v = np.asarray(v, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if len(v) else float("nan")
+
+    out["is_sharpe_mean"] = _nanmean(per_is)
+    out["oos_sharpe_mean"] = _nanmean(per_oos)
+    s_is, s_oos = out["is_sharpe"], out["oos_sharpe"]
+    out["wf_efficiency"] = float(s_oos / s_is) if (math.isfinite(s_is) and math.isfinite(s_oos)
+                                                   and s_is != 0) else float("nan")
+    return out

@@ -1,0 +1,331 @@
+"""Return series helpers and overfitting statistics across the trials of a sweep.
+
+* :func:`daily_returns` — last equity per UTC day -> simple daily returns (the convention of the
+  backtest metrics: crypto trades 24/7, so annualisation uses 365 days).
+* :func:`deflated_sharpe_ratio` — Bailey and López de Prado (2014), "The Deflated Sharpe Ratio:
+  Correcting for Selection Bias, Backtest Overfitting and Non-Normality", *Journal of Portfolio
+  Management* 40(5). The probability that the best trial's true Sharpe ratio is above the Sharpe
+  ratio one expects from the maximum of ``N`` unskilled trials.
+* :func:`pbo_cscv` — Bailey, Borwein, López de Prado and Zhu (2017), "The Probability of Backtest
+  Overfitting", *Journal of Computational Finance* 20(4): combinatorially symmetric
+  cross-validation (CSCV).
+
+All Sharpe ratios passed to the DSR functions are **per observation** (not annualised): divide an
+annualised daily Sharpe by ``sqrt(365)`` first (:func:`deannualise_sharpe`).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+DAY_US = 86_400_000_000
+PERIODS_PER_YEAR = 365
+EULER_GAMMA = 0.5772156649015329
+
+
+# --------------------------------------------------------------------------- return series
+def daily_equity(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Last equity value of each UTC day.
+
+    Parameters
+    ----------
+    ts : int64 array, microseconds since epoch UTC, non-decreasing (one per bar).
+    equity : float64 array, same length.
+
+    Returns
+    -------
+    day_start_us, last_equity : the start of each day present (int64 µs) and the equity at the
+    last bar of that day.
+    """
+    ts = np.asarray(ts)
+    eq = np.asarray(equity, dtype=np.float64)
+    if ts.ndim != 1 or eq.ndim != 1 or len(ts) != len(eq):
+        raise ValueError(f"ts and equity must be 1-d arrays of one length, got shapes {ts.shape} and {eq.shape}")
+    if len(ts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    ts = ts.astype(np.int64, copy=False)
+    if np.any(np.diff(ts) < 0):
+        bad = int(np.flatnonzero(np.diff(ts) < 0)[0]) + 1
+        raise ValueError(f"ts must be non-decreasing; ts[{bad}]={ts[bad]} < ts[{bad - 1}]={ts[bad - 1]}")
+    days = np.floor_divide(ts, DAY_US)
+    last = np.r_[np.flatnonzero(np.diff(days)), len(days) - 1]
+    return days[last] * DAY_US, eq[last]
+
+
+def daily_returns(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Simple returns of the last equity per UTC day.
+
+    The first day's return is measured from the first bar's equity (the start of the series), so a
+    series covering ``k`` calendar days gives ``k`` returns and no look-ahead.
+
+    Returns
+    -------
+    day_start_us, returns
+    """
+    days, last = daily_equity(ts, equity)
+    if len(days) == 0:
+        return days, last
+    prev = np.r_[float(np.asarray(equity, dtype=np.float64)[0]), last[:-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(prev != 0, last / prev - 1.0, 0.0)
+    return days, r
+
+
+def sharpe(returns: np.ndarray, periods: float = PERIODS_PER_YEAR) -> float:
+    """Annualised Sharpe ratio of simple returns (risk-free 0, sample std, ddof=1); NaN if undefined."""
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if len(r) < 2:
+        return float("nan")
+    sd = r.std(ddof=1)
+    if not sd > 0:
+        return float("nan")
+    return float(r.mean() / sd * math.sqrt(periods))
+
+
+def sortino(returns: np.ndarray, periods: float = PERIODS_PER_YEAR) -> float:
+    """Annualised Sortino ratio (downside deviation over all observations, target 0)."""
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if len(r) < 2:
+        return float("nan")
+    dd = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    if not dd > 0:
+        return float("nan")
+    return float(r.mean() / dd * math.sqrt(periods))
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Largest peak-to-trough fall as a positive fraction (0 for a non-falling curve)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    if len(eq) == 0:
+        return 0.0
+    peak = np.maximum.accumulate(eq)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(peak > 0, 1.0 - eq / peak, 0.0)
+    return float(np.max(dd))
+
+
+def drawdown_series(equity: np.ndarray) -> np.ndarray:
+    """Drawdown per bar as a non-positive fraction (``equity / running peak - 1``)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    peak = np.maximum.accumulate(eq) if len(eq) else eq
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(peak > 0, eq / peak - 1.0, 0.0)
+
+
+def deannualise_sharpe(sr_annual: Union[float, np.ndarray], periods: float = PERIODS_PER_YEAR):
+    """Per-observation Sharpe from an annualised one (``SR / sqrt(periods)``)."""
+    return np.asarray(sr_annual, dtype=np.float64) / math.sqrt(periods) if np.ndim(sr_annual) \
+        else float(sr_annual) / math.sqrt(periods)
+
+
+# --------------------------------------------------------------------------- deflated Sharpe
+def _norm_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _norm_ppf(p: float) -> float:
+    from scipy.stats import norm
+    return float(norm.ppf(p))
+
+
+def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew: float = 0.0,
+                               kurtosis: float = 3.0) -> float:
+    """PSR: probability that the true per-observation Sharpe exceeds ``sr_benchmark``.
+
+    ``PSR = Z[(SR - SR*) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2)]`` with ``g3`` the skewness
+    and ``g4`` the (non-excess) kurtosis of the returns (3 for a normal distribution).
+    """
+    if n_obs < 2:
+        raise ValueError(f"n_obs must be >= 2 for a PSR, got {n_obs}")
+    if not math.isfinite(sr) or not math.isfinite(sr_benchmark):
+        return float("nan")
+    var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
+    if not var > 0:
+        raise ValueError(f"non-positive variance term 1 - skew*SR + (kurtosis-1)/4*SR^2 = {var} "
+                         f"(skew={skew}, kurtosis={kurtosis}, sr={sr})")
+    return _norm_cdf((sr - sr_benchmark) * math.sqrt(n_obs - 1.0) / math.sqrt(var))
+
+
+def expected_max_sharpe(sr_variance: float, n_trials: int) -> float:
+    """Expected maximum per-observation Sharpe of ``n_trials`` unskilled trials (true SR = 0).
+
+    ``SR0 = sqrt(V[SR]) ((1 - g) Z^-1[1 - 1/N] + g Z^-1[1 - 1/(N e)])``, ``g`` = Euler-Mascheroni
+    (Bailey and López de Prado 2014, eq. 4 / the "False Strategy" theorem). 0 for a single trial.
+    """
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    if sr_variance < 0 or not math.isfinite(sr_variance):
+        raise ValueError(f"sr_variance must be a finite non-negative number, got {sr_variance}")
+    if n_trials == 1:
+        return 0.0
+    return math.sqrt(sr_variance) * ((1.0 - EULER_GAMMA) * _norm_ppf(1.0 - 1.0 / n_trials)
+                                      + EULER_GAMMA * _norm_ppf(1.0 - 1.0 / (n_trials * math.e)))
+
+
+def deflated_sharpe_ratio(sr: float, n_obs: int, n_trials: int, sr_variance: float,
+                          skew: float = 0.0, kurtosis: float = 3.0) -> tuple[float, float]:
+    """Deflated Sharpe ratio of the best of ``n_trials``.
+
+    Parameters
+    ----------
+    sr : the selected (best) trial's per-observation Sharpe ratio.
+    n_obs : number of return observations behind ``sr`` (T).
+    n_trials : number of independent trials tried (N).
+    sr_variance : variance of the per-observation Sharpe ratios across the trials.
+    skew, kurtosis : of the selected trial's returns (kurtosis non-excess; normal = 3).
+
+    Returns
+    -------
+    dsr, sr0 : the DSR (a probability) and the benchmark ``SR0`` it deflates against.
+    """
+    sr0 = expected_max_sharpe(sr_variance, n_trials)
+    return probabilistic_sharpe_ratio(sr, sr0, n_obs, skew, kurtosis), sr0
+
+
+def dsr_from_trials(best_returns: np.ndarray, trial_sharpes_annual: np.ndarray,
+                    periods: float = PERIODS_PER_YEAR, n_trials: Optional[int] = None) -> dict:
+    """DSR of a sweep from the best trial's daily returns and every trial's annualised Sharpe.
+
+    Non-finite Sharpe ratios (e.g. flat trials) are left out of the variance but still count as
+    trials. Returns a dict with ``dsr``, ``dsr_sr0`` (per observation), ``dsr_sr`` (best trial, per
+    observation), ``dsr_n_trials``, ``dsr_n_obs``, ``dsr_skew``, ``dsr_kurtosis``.
+    """
+    from scipy.stats import kurtosis as _kurt, skew as _skew
+
+    r = np.asarray(best_returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    srs = np.asarray(trial_sharpes_annual, dtype=np.float64)
+    n = int(n_trials if n_trials is not None else len(srs))
+    out = {"dsr": float("nan"), "dsr_sr0": float("nan"), "dsr_sr": float("nan"),
+           "dsr_n_trials": n, "dsr_n_obs": int(len(r)), "dsr_skew": float("nan"),
+           "dsr_kurtosis": float("nan")}
+    if len(r) < 3 or n < 1 or not r.std(ddof=1) > 0:
+        return out
+    sr = float(r.mean() / r.std(ddof=1))
+    fin = deannualise_sharpe(srs[np.isfinite(srs)], periods)
+    var = float(np.var(fin, ddof=1)) if len(fin) >= 2 else 0.0
+    g3, g4 = float(_skew(r, bias=False)), float(_kurt(r, fisher=False, bias=False))
+    dsr, sr0 = deflated_sharpe_ratio(sr, len(r), max(n, 1), var, g3, g4)
+    out.update(dsr=dsr, dsr_sr0=sr0, dsr_sr=sr, dsr_skew=g3, dsr_kurtosis=g4)
+    return out
+
+
+# --------------------------------------------------------------------------- PBO by CSCV
+@dataclass
+class PboResult:
+    """Outcome of CSCV: ``pbo`` is the share of splits whose in-sample best is at or below the
+    out-of-sample median (logit <= 0)."""
+    pbo: float
+    logits: np.ndarray
+    n_splits: int
+    n_combinations: int
+    is_best: np.ndarray = field(repr=False)       # index of the IS-best trial per combination
+    oos_rank: np.ndarray = field(repr=False)      # its OOS rank (1 = worst .. N = best)
+    perf_is: np.ndarray = field(repr=False)       # IS performance of the IS best
+    perf_oos: np.ndarray = field(repr=False)      # its OOS performance
+
+    @property
+    def degradation_slope(self) -> float:
+        """Slope of OOS on IS performance of the selected trials (negative: overfit)."""
+        ok = np.isfinite(self.perf_is) & np.isfinite(self.perf_oos)
+        if ok.sum() < 2 or np.ptp(self.perf_is[ok]) == 0:
+            return float("nan")
+        return float(np.polyfit(self.perf_is[ok], self.perf_oos[ok], 1)[0])
+
+
+def _sharpe_cols(m: np.ndarray) -> np.ndarray:
+    mu = m.mean(axis=0)
+    sd = m.std(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(sd > 0, mu / sd, np.where(mu > 0, np.inf, np.where(mu < 0, -np.inf, 0.0)))
+    return out
+
+
+def _mean_cols(m: np.ndarray) -> np.ndarray:
+    return m.mean(axis=0)
+
+
+_METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"sharpe": _sharpe_cols, "mean": _mean_cols}
+
+
+def pbo_cscv(returns: np.ndarray, n_splits: int = 16,
+             metric: Union[str, Callable[[np.ndarray], np.ndarray]] = "sharpe",
+             max_combinations: int = 20_000, seed: int = 0) -> PboResult:
+    """Probability of backtest overfitting by combinatorially symmetric cross-validation.
+
+    Parameters
+    ----------
+    returns : (T, N) array, one column of per-period returns per trial, rows aligned in time.
+    n_splits : S, an even number of contiguous row blocks (rows beyond ``S * (T // S)`` at the end
+        are dropped so blocks have equal size, as in the paper).
+    metric : ``"sharpe"`` (mean / std per block set), ``"mean"``, or a function mapping a
+        (rows, N) array to N performance values.
+    max_combinations : if ``C(S, S/2)`` exceeds it, a seeded random subset of the combinations is
+        used (the paper's S=16 gives 12,870, below the default).
+
+    Notes
+    -----
+    For every combination ``J`` of ``S/2`` blocks (training set) and its complement (testing set),
+    the trial ``n*`` with the best training performance is located in the testing ranking; its
+    relative rank ``w = rank / (N + 1)`` (rank 1 = worst) gives the logit ``log(w / (1 - w))``.
+    PBO is the share of logits ``<= 0``. Ties in the testing set take the average rank.
+    """
+    m = np.asarray(returns, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"returns must be a 2-d (T, N) array, got shape {m.shape}")
+    t, n = m.shape
+    if n < 2:
+        raise ValueError(f"PBO needs at least 2 trials (columns), got {n}")
+    if n_splits < 2 or n_splits % 2:
+        raise ValueError(f"n_splits must be an even number >= 2, got {n_splits}")
+    if t < n_splits:
+        raise ValueError(f"returns has {t} rows, fewer than n_splits={n_splits}")
+    if not np.all(np.isfinite(m)):
+        bad = np.argwhere(~np.isfinite(m))[0]
+        raise ValueError(f"returns must be finite; row {bad[0]}, column {bad[1]} is {m[bad[0], bad[1]]}")
+    if isinstance(metric, str) and metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)} or a function, got {metric!r}")
+    fn = _METRICS[metric] if isinstance(metric, str) else metric
+    size = t // n_splits
+    blocks = [np.arange(i * size, (i + 1) * size) for i in range(n_splits)]
+    combos = list(itertools.combinations(range(n_splits), n_splits // 2)) \
+        if math.comb(n_splits, n_splits // 2) <= max_combinations else None
+    if combos is None:
+        rng = np.random.default_rng(seed)
+        seen: set = set()
+        while len(seen) < max_combinations:
+            seen.add(tuple(sorted(rng.choice(n_splits, n_splits // 2, replace=False).tolist())))
+        combos = sorted(seen)
+    from scipy.stats import rankdata
+    logits, best, ranks, p_is, p_oos = [], [], [], [], []
+    all_blocks = set(range(n_splits))
+    for c in combos:
+        train = np.concatenate([blocks[i] for i in c])
+        test = np.concatenate([blocks[i] for i in sorted(all_blocks - set(c))])
+        perf_train = np.asarray(fn(m[train]), dtype=np.float64)
+        perf_test = np.asarray(fn(m[test]), dtype=np.float64)
+        k = int(np.argmax(perf_train))
+        rank = float(rankdata(perf_test)[k])  # 1 = worst, N = best, ties averaged
+        w = rank / (n + 1.0)
+        logits.append(math.log(w / (1.0 - w)))
+        best.append(k)
+        ranks.append(rank)
+        p_is.append(perf_train[k])
+        p_oos.append(perf_test[k])
+    lg = np.asarray(logits)
+    return PboResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=n_splits,
+                     n_combinations=len(combos), is_best=np.asarray(best), oos_rank=np.asarray(ranks),
+                     perf_is=np.asarray(p_is), perf_oos=np.asarray(p_oos))
+
+
+def choose_splits(n_rows: int, wanted: int = 16) -> int:
+    """The largest even S <= ``wanted`` with at least 2 rows per block (0 if none)."""
+    s = min(int(wanted), n_rows // 2)
+    s -= s % 2
+    return s if s >= 2 else 0
