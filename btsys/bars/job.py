@@ -36,7 +36,11 @@ def bars_key(out_prefix: str, symbol: str) -> str:
 
 
 def plan_symbols(partitions: list[Mapping[str, Any]]) -> dict[str, list[dict]]:
-    """Group lake partitions by symbol, each list in stream order (by date, listing order within a date).
+    """Group lake partitions by symbol, each list in stream order.
+
+    Order: by ``date``, then by ``first_ts`` and ``min_id`` when the ingest listing gives them
+    (it does), then in listing order. A wrong order is not silently accepted: the kernels check
+    (ts, trade_id) across file boundaries and the error names the file.
 
     Raises :class:`BarsInputError` on a partition without ``symbol``/``path`` or a symbol listed
     under two markets (two different streams would be merged).
@@ -53,8 +57,14 @@ def plan_symbols(partitions: list[Mapping[str, Any]]) -> dict[str, list[dict]]:
                                  "bars need one stream per symbol")
         groups.setdefault(sym, []).append(dict(p))
     for sym in groups:
-        groups[sym].sort(key=lambda p: str(p.get("date", "")))  # stable: listing order within a date
+        groups[sym].sort(key=_order_key)  # stable: listing order where the keys tie
     return groups
+
+
+def _order_key(p: Mapping[str, Any]) -> tuple:
+    """Stream order of a lake file: date, then (when the listing has them) first ts and first id."""
+    return (str(p.get("date", "")), int(p.get("first_ts", -1) if p.get("first_ts") is not None else -1),
+            int(p.get("min_id", -1) if p.get("min_id") is not None else -1))
 
 
 def _read(store: Storage, part: Mapping[str, Any]) -> pa.Table:
