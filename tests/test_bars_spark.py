@@ -151,3 +151,25 @@ def test_spark_job_on_s3_store_via_pipeline_cache(spark, s3_bucket):
     want, _ = ref(df, "dollar", {k: v for k, v in cfg.items() if k not in ("kind", "keep_partial")})
     assert_bars_equal(load_bars(store, e2, "S3SYM"), want, "s3")
     assert json.loads(json.dumps(e2.meta)) == e2.meta
+
+
+def test_jobs_bars_entry_point_runs_ingest_and_bars_cached(spark, tmp_path, capsys):
+    """`python jobs/bars.py +experiment=demo ...`: composes conf/, runs the (cached) ingest of a tiny
+    synthetic mirror and the bars stage; a rerun is a cache hit."""
+    import importlib.util
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("jobs_bars", os.path.join(repo, "jobs", "bars.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = ["+experiment=demo", f"storage.root={tmp_path}", "data.symbols=[BTCUSDT]",
+            "data.end=2025-01-02", "data.synthetic.ticks_per_day=1500", "bars.bars_per_day=20"]
+    out = mod.main(args)
+    assert not out["cache_hit"] and list(out["symbols"]) == ["BTCUSDT"]
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["bars_key"] == out["bars_key"]
+    m = out["symbols"]["BTCUSDT"]
+    assert m["n_ticks"] == 3000 and list(m["thresholds"]) == ["2025-01-01", "2025-01-02"]
+    store = LocalStorage(str(tmp_path))
+    bars = load_bars(store, out["bars_prefix"].split(str(tmp_path) + "/", 1)[1], "BTCUSDT")
+    assert len(bars) == m["n_bars"] > 0
+    assert mod.main(args)["cache_hit"]
