@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 MARKETS = {"spot": "spot", "um": "futures/um", "cm": "futures/cm"}
 TICK_DATASETS = ("trades", "aggTrades")
 FUNDING = "fundingRate"
+DEFAULT_CONTRACT_SIZE = {"BTC": 100.0, "default": 10.0}   # USD per COIN-M contract
 SYMBOL_RE = re.compile(r"^[A-Z0-9_]{2,32}$")
 
 #: Parser version: bump when parsing/validation changes what lands in the lake (re-ingests files).

@@ -93,7 +93,7 @@ def task_settings(data: Mapping[str, Any], base_url: str) -> dict:
         "timeout_s": float(src.get("timeout_s", 30.0)),
         "retries": int(src.get("retries", 4)),
         "backoff_s": float(src.get("backoff_s", 0.5)),
-        "contract_size": dict(data.get("contract_size") or {"BTC": 100.0, "default": 10.0}),
+        "contract_size": dict(data.get("contract_size") or bn.DEFAULT_CONTRACT_SIZE),
         "max_uncompressed_bytes": int(data.get("max_uncompressed_bytes", 8 * 1024**3)),
         "max_compression_ratio": float(data.get("max_compression_ratio", 250.0)),
         "archive_raw": bool(data.get("archive_raw", False)),
@@ -415,7 +415,7 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
         files += bn.plan_funding(market, symbols, data.get("start"), data.get("end"))
     if market == "cm":
         for s in symbols:
-            bn.contract_size(s, data.get("contract_size") or {})
+            bn.contract_size(s, data.get("contract_size") or bn.DEFAULT_CONTRACT_SIZE)
     settings = task_settings(data, base_url)
     tasks = [sf.to_dict() for sf in files]
     log.info("ingest: %d files (%s %s %s %s..%s) from %s", len(tasks), market, dataset, ",".join(symbols),
