@@ -302,26 +302,58 @@ def pbo_cscv(returns: np.ndarray, n_splits: int = 16,
         while len(seen) < max_combinations:
             seen.add(tuple(sorted(rng.choice(n_splits, n_splits // 2, replace=False).tolist())))
         combos = sorted(seen)
-    from scipy.stats import rankdata
-    logits, best, ranks, p_is, p_oos = [], [], [], [], []
-    all_blocks = set(range(n_splits))
-    for c in combos:
-        train = np.concatenate([blocks[i] for i in c])
-        test = np.concatenate([blocks[i] for i in sorted(all_blocks - set(c))])
-        perf_train = np.asarray(fn(m[train]), dtype=np.float64)
-        perf_test = np.asarray(fn(m[test]), dtype=np.float64)
-        k = int(np.argmax(perf_train))
-        rank = float(rankdata(perf_test)[k])  # 1 = worst, N = best, ties averaged
-        w = rank / (n + 1.0)
-        logits.append(math.log(w / (1.0 - w)))
-        best.append(k)
-        ranks.append(rank)
-        p_is.append(perf_train[k])
-        p_oos.append(perf_test[k])
-    lg = np.asarray(logits)
+    c_mask = np.zeros((len(combos), n_splits), dtype=bool)
+    for i, c in enumerate(combos):
+        c_mask[i, list(c)] = True
+    if isinstance(metric, str):
+        perf_tr, perf_te = _block_metric(m[: size * n_splits].reshape(n_splits, size, n), c_mask, metric)
+    else:
+        perf_tr = np.empty((len(combos), n))
+        perf_te = np.empty((len(combos), n))
+        for i in range(len(combos)):
+            train = np.concatenate([blocks[b] for b in np.flatnonzero(c_mask[i])])
+            test = np.concatenate([blocks[b] for b in np.flatnonzero(~c_mask[i])])
+            perf_tr[i] = np.asarray(fn(m[train]), dtype=np.float64)
+            perf_te[i] = np.asarray(fn(m[test]), dtype=np.float64)
+    best = np.argmax(perf_tr, axis=1)                     # first index on ties, like np.argmax
+    rows = np.arange(len(combos))
+    chosen = perf_te[rows, best][:, None]
+    less = (perf_te < chosen).sum(axis=1)
+    equal = (perf_te == chosen).sum(axis=1)               # includes the chosen trial itself
+    rank = less + (equal + 1) / 2.0                       # 1 = worst .. N = best, ties averaged
+    w = rank / (n + 1.0)
+    lg = np.log(w / (1.0 - w))
     return PboResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=n_splits,
-                     n_combinations=len(combos), is_best=np.asarray(best), oos_rank=np.asarray(ranks),
-                     perf_is=np.asarray(p_is), perf_oos=np.asarray(p_oos))
+                     n_combinations=len(combos), is_best=best, oos_rank=rank.astype(np.float64),
+                     perf_is=perf_tr[rows, best], perf_oos=perf_te[rows, best])
+
+
+def _block_metric(blocks: np.ndarray, c_mask: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Training/testing performance of every trial for every combination, from per-block sums.
+
+    ``blocks`` is (S, rows per block, N). Sums and sums of squares per block make each
+    combination's mean and sample standard deviation a matrix product instead of a pass over the rows.
+    """
+    size = blocks.shape[1]
+    s1 = blocks.sum(axis=1)                 # (S, N)
+    s2 = (blocks * blocks).sum(axis=1)
+    out = []
+    for mask in (c_mask, ~c_mask):
+        w = mask.astype(np.float64)
+        cnt = w.sum(axis=1, keepdims=True) * size
+        tot = w @ s1
+        mu = tot / cnt
+        if metric == "mean":
+            out.append(mu)
+            continue
+        var = np.maximum((w @ s2 - tot * mu) / (cnt - 1.0), 0.0)
+        sd = np.sqrt(var)
+        # exact zero variance (constant returns) within round-off: treat as undefined like _sharpe_cols
+        flat = sd <= 1e-12 * np.maximum(np.abs(mu), 1e-300)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sr = np.where(flat, np.where(mu > 0, np.inf, np.where(mu < 0, -np.inf, 0.0)), mu / sd)
+        out.append(sr)
+    return out[0], out[1]
 
 
 def choose_splits(n_rows: int, wanted: int = 16) -> int:
