@@ -202,7 +202,20 @@ def bet_size(p: np.ndarray, step: float = 0.0) -> np.ndarray:
 
 
 def walk_forward_proba(p: Mapping[str, Any], frame: pd.DataFrame) -> Tuple[np.ndarray, dict]:
-    """Out-of-sample ``P(up)`` per bar (NaN where no model or no features) and the model info."""
+    """Out-of-sample ``P(up)`` per bar (NaN where no model or no features) and the model info.
+
+    Model fits run single-threaded (OpenMP/BLAS limited to 1 thread): the many small fits of a
+    walk-forward spend more time spinning threads than computing (4-5x slower on 2 busy cores),
+    and sweeps parallelise across processes instead.
+    """
+    import sklearn.ensemble  # noqa: F401  (load the OpenMP runtime before limiting it)
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1):
+        return _walk_forward_proba(p, frame)
+
+
+def _walk_forward_proba(p: Mapping[str, Any], frame: pd.DataFrame) -> Tuple[np.ndarray, dict]:
     n = len(frame)
     lab = p["label"] if isinstance(p["label"], Mapping) else {}
     lab = {**{"pt": 1.0, "sl": 1.0, "vertical_bars": 20, "vol_span": 50, "min_ret": 0.0,
@@ -360,4 +373,10 @@ def log_model_info(model_info: Optional[dict], artifact_name: str = "model") -> 
         kw = {}
         if ex is not None:
             kw["signature"] = infer_signature(ex, model.predict_proba(ex.to_numpy()))
-        mlflow.sklearn.log_model(model, name=artifact_name, **kw)
+        # skops refuses tree node storage unless trusted; these are the types of the models this
+        # module fits itself (never of a file read from elsewhere)
+        mlflow.sklearn.log_model(model, name=artifact_name, skops_trusted_types=list(_TRUSTED_TYPES), **kw)
+
+
+_TRUSTED_TYPES = ("sklearn.tree._tree.Tree",
+                  "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
