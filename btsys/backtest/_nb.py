@@ -67,7 +67,7 @@ _M_WIN_RATE = M["win_rate"]
 
 
 # --------------------------------------------------------------------------- small rules
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fee_nb(notional, fee, fee_fixed, min_fee):
     """Fee of one order: ``notional * fee + fee_fixed``, at least ``min_fee``."""
     f = notional * fee + fee_fixed
@@ -76,7 +76,7 @@ def fee_nb(notional, fee, fee_fixed, min_fee):
     return f
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def slip_price_nb(px_raw, side, slip, impact, impact_exp, qty, vol_ref):
     """Fill price moved against the order by fixed slippage plus participation impact.
 
@@ -89,7 +89,7 @@ def slip_price_nb(px_raw, side, slip, impact, impact_exp, qty, vol_ref):
     return px_raw * (1.0 + side * s)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def liq_price_nb(side, pe, lev, mmr):
     """Isolated-margin liquidation price (0 = none): position equity = maintenance margin.
 
@@ -100,7 +100,7 @@ def liq_price_nb(side, pe, lev, mmr):
     return pe * (1.0 + 1.0 / lev) / (1.0 + mmr)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, min_fee, slip,
                   impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos, max_lev):
     """Quantity and fill price of an entry; quantity 0 when no order can be placed.
@@ -151,7 +151,7 @@ def entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, mi
     return qty, px
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def intrabar_exit_nb(side, o, h, l, pe, extreme, sl, tp, tsl, liq):
     """Exit triggered inside a bar: ``(kind, raw price)``, kind -1 when none.
 
@@ -212,7 +212,28 @@ def intrabar_exit_nb(side, o, h, l, pe, extreme, sl, tp, tsl, liq):
     return -1, 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
+def stop_levels_nb(side, pe, extreme, sl, tp, tsl, liq):
+    """``(protective, target)`` trigger levels of a position (+-inf when off).
+
+    Only used as a fast pre-check: a bar whose range stays strictly between the two levels cannot
+    trigger anything, otherwise :func:`intrabar_exit_nb` decides."""
+    if side > 0:
+        prot = liq if liq > 0.0 else -np.inf
+        if sl > 0.0 and pe * (1.0 - sl) > prot:
+            prot = pe * (1.0 - sl)
+        if tsl > 0.0 and extreme * (1.0 - tsl) > prot:
+            prot = extreme * (1.0 - tsl)
+        return prot, (pe * (1.0 + tp) if tp > 0.0 else np.inf)
+    prot = liq if liq > 0.0 else np.inf
+    if sl > 0.0 and pe * (1.0 + sl) < prot:
+        prot = pe * (1.0 + sl)
+    if tsl > 0.0 and extreme * (1.0 + tsl) < prot:
+        prot = extreme * (1.0 + tsl)
+    return prot, (pe * (1.0 - tp) if tp > 0.0 else -np.inf)
+
+
+@njit(cache=True, error_model="numpy")
 def _push_nb(acc, r):
     """Welford update of the daily-return accumulator ``acc = [n, mean, m2, downside_sq]``."""
     acc[0] += 1.0
@@ -223,7 +244,7 @@ def _push_nb(acc, r):
         acc[3] += r * r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def finish_metrics_nb(out, init_cash, final, dacc, max_dd, max_dd_us, n_closed, n_win, gross_win,
                       gross_loss, sum_pnl, is_open, exposure, fees_paid, funding_paid, traded,
                       mean_eq):
@@ -261,7 +282,7 @@ def finish_metrics_nb(out, init_cash, final, dacc, max_dd, max_dd_us, n_closed, 
     out[_M_OPEN_POSITION] = 1.0 if is_open else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rec_order_nb(orders, k, idx, ts, col, side, kind, size, price, fees):
     r = orders[k]
     r["idx"] = idx
@@ -274,7 +295,7 @@ def _rec_order_nb(orders, k, idx, ts, col, side, kind, size, price, fees):
     r["fees"] = fees
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rec_trade_nb(trades, k, col, entry_idx, exit_idx, direction, is_open, exit_kind, size,
                   entry_price, exit_price, pnl, ret, fees, funding):
     r = trades[k]
@@ -294,7 +315,63 @@ def _rec_trade_nb(trades, k, col, entry_idx, exit_idx, direction, is_open, exit_
 
 
 # --------------------------------------------------------------------------- the event loop
-@njit(cache=True)
+# accumulator slots of the per-run statistics array (exits and entries are rare: an array is fine)
+_A_FEES = 0
+_A_TRADED = 1
+_A_CLOSED = 2
+_A_WIN = 3
+_A_GROSS_WIN = 4
+_A_GROSS_LOSS = 5
+_A_SUM_PNL = 6
+_A_FUNDING = 7
+
+
+@njit(cache=True, error_model="numpy")
+def _exit_nb(acc, store, orders, trades, n_ord, n_tr, col, i, ts_i, kind, px, pos, margin, pe,
+             entry_idx, entry_fee, tr_fund, fee, fee_fixed, min_fee):
+    """Close the whole position at ``px``; returns the cash released. Records order and trade."""
+    q = abs(pos)
+    side = -1 if pos > 0.0 else 1
+    notional = q * px
+    f = fee_nb(notional, fee, fee_fixed, min_fee)
+    gross = pos * (px - pe)
+    pnl = gross - entry_fee - f - tr_fund
+    acc[_A_FEES] += f
+    acc[_A_TRADED] += notional
+    acc[_A_CLOSED] += 1.0
+    acc[_A_SUM_PNL] += pnl
+    if pnl > 0.0:
+        acc[_A_WIN] += 1.0
+        acc[_A_GROSS_WIN] += pnl
+    else:
+        acc[_A_GROSS_LOSS] -= pnl
+    if store:
+        _rec_order_nb(orders, n_ord, i, ts_i, col, side, kind, q, px, f)
+        _rec_trade_nb(trades, n_tr, col, entry_idx, i, -side, 0, kind, q, pe, px, pnl,
+                      pnl / margin, entry_fee + f, tr_fund)
+    return margin + gross - f
+
+
+@njit(cache=True, error_model="numpy")
+def _entry_nb(acc, store, orders, n_ord, col, i, ts_i, side, px_raw, cash, equity, vol_ref, vol_i,
+              fee, fee_fixed, min_fee, slip, impact, impact_exp, size_mode, size, min_qty, step,
+              lev, max_pos, max_lev):
+    """Open a position; returns ``(qty, price, fee, margin)`` (qty 0: no order)."""
+    q, px = entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, min_fee,
+                          slip, impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos,
+                          max_lev)
+    if q <= 0.0:
+        return 0.0, px, 0.0, 0.0
+    notional = q * px
+    f = fee_nb(notional, fee, fee_fixed, min_fee)
+    acc[_A_FEES] += f
+    acc[_A_TRADED] += notional
+    if store:
+        _rec_order_nb(orders, n_ord, i, ts_i, col, side, _ENTRY, q, px, f)
+    return q, px, f, notional / lev
+
+
+@njit(cache=True, error_model="numpy")
 def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, p, store,
                 eq_out, cash_out, pos_out, orders, trades, metrics):
     """Single-asset backtest; returns ``(n_orders, n_trades)`` and fills ``metrics``.
@@ -303,7 +380,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     ----------
     ts, open_, high, low, close : arrays of length n (int64 µs, float64)
     volume : float64 array of length n, or length 0 (no participation impact)
-    le, lx, se, sx : bool arrays (long entry/exit, short entry/exit) of length n, or length 0
+    le, lx, se, sx : bool arrays (long entry/exit, short entry/exit) of length n (all False: unused)
     funding : float64 funding rate due in each bar (sum of the bar's events), or length 0
     vol_est : float64 annualised volatility known at each bar's close (volatility target), or length 0
     p : float64 parameter vector (``enums.P_*``)
@@ -334,219 +411,209 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     max_dd_kill = p[P_MAX_DRAWDOWN]
     allow_long = p[P_ALLOW_LONG] != 0.0
     allow_short = p[P_ALLOW_SHORT] != 0.0
-    has_le = le.shape[0] > 0
-    has_lx = lx.shape[0] > 0
-    has_se = se.shape[0] > 0
-    has_sx = sx.shape[0] > 0
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
     has_volest = vol_est.shape[0] > 0
-    stops_on = sl > 0.0 or tp > 0.0 or tsl > 0.0
+    held_extra = 0 if fill_close else 1
 
+    acc = np.zeros(8)
+    dacc = np.zeros(4)
     cash = init_cash
     pos = 0.0
     margin = 0.0
     pe = 0.0
     liq = 0.0
     extreme = 0.0
+    prot_lvl = 0.0
+    tp_lvl = 0.0
     entry_idx = -1
     entry_fee = 0.0
     tr_fund = 0.0
     last_exit = -(1 << 62)
     halted = False
+    pend = False
     pend_exit = False
     pend_kind = _EXIT
     pend_dir = 0
     kpeak = init_cash
     n_ord = 0
     n_tr = 0
-    fees_paid = 0.0
-    funding_paid = 0.0
-    traded = 0.0
-    n_closed = 0
-    n_win = 0
-    gross_win = 0.0
-    gross_loss = 0.0
-    sum_pnl = 0.0
     peak = init_cash
     peak_ts = ts[0]
-    in_dd = False
+    trough = init_cash
     max_dd = 0.0
     max_dd_us = 0
     n_exposed = 0
     sum_eq = 0.0
-    dacc = np.zeros(4)
     cur_day = ts[0] // _DAY
+    next_day = (cur_day + 1) * _DAY
     day_prev_eq = init_cash
     day_last_eq = init_cash
     eq = init_cash
 
     for i in range(n):
         c = close[i]
-        for ph in range(3):
-            ex = False
-            ex_kind = _EXIT
-            ex_raw = 0.0
-            no_slip = False
-            en_dir = 0
-            en_raw = 0.0
-            vol_ref = 0.0
-            sig = i
-            if ph == 0:
-                if fill_close or i == 0 or not (pend_exit or pend_dir != 0):
-                    continue
-                ex = pend_exit and pos != 0.0
-                ex_kind = pend_kind
-                ex_raw = open_[i]
-                en_dir = pend_dir
-                en_raw = open_[i]
-                sig = i - 1
-                if has_vol:
-                    vol_ref = volume[i - 1]
-                pend_exit = False
-                pend_dir = 0
-            elif ph == 1:
-                if pos == 0.0 or not (stops_on or liq > 0.0):
-                    continue
-                side = 1 if pos > 0.0 else -1
-                k, px_raw = intrabar_exit_nb(side, open_[i], high[i], low[i], pe, extreme,
-                                             sl, tp, tsl, liq)
-                if k < 0:
-                    continue
-                ex = True
-                ex_kind = k
-                ex_raw = px_raw
-                no_slip = k == _LIQ
-                if has_vol and i > 0:
-                    vol_ref = volume[i - 1]
-            else:
-                if has_fund and pos != 0.0:
-                    fpay = pos * c * funding[i]
-                    cash -= fpay
-                    funding_paid += fpay
-                    tr_fund += fpay
-                b_le = has_le and le[i]
-                b_lx = has_lx and lx[i]
-                b_se = has_se and se[i]
-                b_sx = has_sx and sx[i]
-                if b_le and b_lx:
-                    b_le = False
-                    b_lx = False
-                if b_se and b_sx:
-                    b_se = False
-                    b_sx = False
-                dx = False
-                dk = _EXIT
-                dd = 0
-                if pos > 0.0:
-                    if b_lx or b_se:
-                        dx = True
-                    if b_se:
-                        dd = -1
-                elif pos < 0.0:
-                    if b_sx or b_le:
-                        dx = True
-                    if b_le:
-                        dd = 1
-                else:
-                    if b_le and not b_se:
-                        dd = 1
-                    elif b_se and not b_le:
-                        dd = -1
-                if pos != 0.0 and time_stop > 0 and not dx:
-                    held = i - entry_idx + (0 if fill_close else 1)
-                    if held >= time_stop:
-                        dx = True
-                        dk = _TIME
-                if max_dd_kill > 0.0 and not halted:
-                    e_now = cash + margin + pos * (c - pe)
-                    if e_now > kpeak:
-                        kpeak = e_now
-                    if kpeak - e_now >= max_dd_kill * kpeak:
-                        halted = True
-                        if pos != 0.0:
-                            dx = True
-                            dk = _KILL
-                if halted:
-                    dd = 0
-                if (dd > 0 and not allow_long) or (dd < 0 and not allow_short):
-                    dd = 0
-                if not fill_close:
-                    pend_exit = dx
-                    pend_kind = dk
-                    pend_dir = dd
-                    continue
-                ex = dx and pos != 0.0
-                ex_kind = dk
-                ex_raw = c
-                en_dir = dd
-                en_raw = c
-                if has_vol:
-                    vol_ref = volume[i]
-
-            if ex:
-                q = abs(pos)
+        # ---- 1. orders decided at the previous close fill at this open
+        if pend:
+            pend = False
+            vol_ref = volume[i - 1] if has_vol else 0.0
+            if pend_exit and pos != 0.0:
                 side = -1 if pos > 0.0 else 1
-                if no_slip:
-                    px = ex_raw
-                else:
-                    px = slip_price_nb(ex_raw, side, slip, impact, impact_exp, q, vol_ref)
-                f = fee_nb(q * px, fee, fee_fixed, min_fee)
-                gross = pos * (px - pe)
-                cash += margin + gross - f
-                pnl = gross - entry_fee - f - tr_fund
-                ret = pnl / margin
-                fees_paid += f
-                traded += q * px
-                n_closed += 1
-                sum_pnl += pnl
-                if pnl > 0.0:
-                    n_win += 1
-                    gross_win += pnl
-                else:
-                    gross_loss -= pnl
-                if store:
-                    _rec_order_nb(orders, n_ord, i, ts[i], 0, side, ex_kind, q, px, f)
-                    _rec_trade_nb(trades, n_tr, 0, entry_idx, i, -side, 0, ex_kind, q, pe, px,
-                                  pnl, ret, entry_fee + f, tr_fund)
+                px = slip_price_nb(open_[i], side, slip, impact, impact_exp, abs(pos), vol_ref)
+                cash += _exit_nb(acc, store, orders, trades, n_ord, n_tr, 0, i, ts[i], pend_kind,
+                                 px, pos, margin, pe, entry_idx, entry_fee, tr_fund, fee,
+                                 fee_fixed, min_fee)
                 n_ord += 1
                 n_tr += 1
                 pos = 0.0
                 margin = 0.0
-                liq = 0.0
                 last_exit = i
-            if en_dir != 0 and pos == 0.0 and not halted and not (
+            if pend_dir != 0 and pos == 0.0 and not halted and not (
                     cooldown > 0 and i - last_exit <= cooldown):
-                vi = vol_est[sig] if has_volest else 0.0
-                q, px = entry_size_nb(en_dir, en_raw, cash, cash, vol_ref, vi, fee, fee_fixed,
-                                      min_fee, slip, impact, impact_exp, size_mode, size,
-                                      min_qty, step, lev, max_pos, max_lev)
+                vi = vol_est[i - 1] if has_volest else 0.0
+                q, px, f, m = _entry_nb(acc, store, orders, n_ord, 0, i, ts[i], pend_dir,
+                                        open_[i], cash, cash, vol_ref, vi, fee, fee_fixed,
+                                        min_fee, slip, impact, impact_exp, size_mode, size,
+                                        min_qty, step, lev, max_pos, max_lev)
                 if q > 0.0:
-                    notional = q * px
-                    f = fee_nb(notional, fee, fee_fixed, min_fee)
-                    margin = notional / lev
-                    cash -= margin + f
-                    pos = en_dir * q
+                    n_ord += 1
+                    cash -= m + f
+                    margin = m
+                    pos = pend_dir * q
                     pe = px
                     entry_idx = i
                     entry_fee = f
                     tr_fund = 0.0
                     extreme = px
-                    liq = liq_price_nb(en_dir, px, lev, mmr)
-                    fees_paid += f
-                    traded += notional
-                    if store:
-                        _rec_order_nb(orders, n_ord, i, ts[i], 0, en_dir, _ENTRY, q, px, f)
-                    n_ord += 1
+                    liq = liq_price_nb(pend_dir, px, lev, mmr)
+                    prot_lvl, tp_lvl = stop_levels_nb(pend_dir, pe, extreme, sl, tp, tsl, liq)
+            pend_exit = False
+            pend_dir = 0
 
-        # ---- end of bar: trailing extreme, mark to market, streaming metrics
+        # ---- 2. stops, targets and liquidation inside the bar
         if pos != 0.0:
-            if not (fill_close and entry_idx == i):
+            if pos > 0.0:
+                hit = not (low[i] > prot_lvl and high[i] < tp_lvl)
+            else:
+                hit = not (high[i] < prot_lvl and low[i] > tp_lvl)
+            if hit:
+                side = 1 if pos > 0.0 else -1
+                k, px_raw = intrabar_exit_nb(side, open_[i], high[i], low[i], pe, extreme,
+                                             sl, tp, tsl, liq)
+                if k >= 0:
+                    if k == _LIQ:
+                        px = px_raw
+                    else:
+                        vol_ref = volume[i - 1] if (has_vol and i > 0) else 0.0
+                        px = slip_price_nb(px_raw, -side, slip, impact, impact_exp, abs(pos),
+                                           vol_ref)
+                    cash += _exit_nb(acc, store, orders, trades, n_ord, n_tr, 0, i, ts[i], k,
+                                     px, pos, margin, pe, entry_idx, entry_fee, tr_fund, fee,
+                                     fee_fixed, min_fee)
+                    n_ord += 1
+                    n_tr += 1
+                    pos = 0.0
+                    margin = 0.0
+                    last_exit = i
+
+        # ---- 3. funding due in this bar, on the position at the close price
+        if has_fund and pos != 0.0:
+            fpay = pos * c * funding[i]
+            cash -= fpay
+            acc[_A_FUNDING] += fpay
+            tr_fund += fpay
+
+        # ---- 4. decisions at the close
+        b_le = le[i]
+        b_lx = lx[i]
+        b_se = se[i]
+        b_sx = sx[i]
+        if b_le and b_lx:
+            b_le = False
+            b_lx = False
+        if b_se and b_sx:
+            b_se = False
+            b_sx = False
+        dx = False
+        dk = _EXIT
+        dd = 0
+        if pos > 0.0:
+            if b_lx or b_se:
+                dx = True
+                if b_se:
+                    dd = -1
+        elif pos < 0.0:
+            if b_sx or b_le:
+                dx = True
+                if b_le:
+                    dd = 1
+        elif b_le != b_se:
+            dd = 1 if b_le else -1
+        if time_stop > 0 and pos != 0.0 and not dx:
+            if i - entry_idx + held_extra >= time_stop:
+                dx = True
+                dk = _TIME
+        if max_dd_kill > 0.0 and not halted:
+            e_now = cash + margin + pos * (c - pe)
+            if e_now > kpeak:
+                kpeak = e_now
+            if kpeak - e_now >= max_dd_kill * kpeak:
+                halted = True
+                if pos != 0.0:
+                    dx = True
+                    dk = _KILL
+        if halted or (dd > 0 and not allow_long) or (dd < 0 and not allow_short):
+            dd = 0
+        if dx or dd != 0:
+            if not fill_close:
+                pend = True
+                pend_exit = dx
+                pend_kind = dk
+                pend_dir = dd
+            else:
+                vol_ref = volume[i] if has_vol else 0.0
+                if dx:
+                    side = -1 if pos > 0.0 else 1
+                    px = slip_price_nb(c, side, slip, impact, impact_exp, abs(pos), vol_ref)
+                    cash += _exit_nb(acc, store, orders, trades, n_ord, n_tr, 0, i, ts[i], dk,
+                                     px, pos, margin, pe, entry_idx, entry_fee, tr_fund, fee,
+                                     fee_fixed, min_fee)
+                    n_ord += 1
+                    n_tr += 1
+                    pos = 0.0
+                    margin = 0.0
+                    last_exit = i
+                if dd != 0 and pos == 0.0 and not (cooldown > 0 and i - last_exit <= cooldown):
+                    vi = vol_est[i] if has_volest else 0.0
+                    q, px, f, m = _entry_nb(acc, store, orders, n_ord, 0, i, ts[i], dd, c, cash,
+                                            cash, vol_ref, vi, fee, fee_fixed, min_fee, slip,
+                                            impact, impact_exp, size_mode, size, min_qty, step,
+                                            lev, max_pos, max_lev)
+                    if q > 0.0:
+                        n_ord += 1
+                        cash -= m + f
+                        margin = m
+                        pos = dd * q
+                        pe = px
+                        entry_idx = i
+                        entry_fee = f
+                        tr_fund = 0.0
+                        extreme = px
+                        liq = liq_price_nb(dd, px, lev, mmr)
+                        prot_lvl, tp_lvl = stop_levels_nb(dd, pe, extreme, sl, tp, tsl, liq)
+
+        # ---- 5. trailing extreme, mark to market, streaming metrics
+        if pos != 0.0:
+            if entry_idx != i or not fill_close:
                 if pos > 0.0:
                     if high[i] > extreme:
                         extreme = high[i]
+                        if tsl > 0.0:
+                            prot_lvl, tp_lvl = stop_levels_nb(1, pe, extreme, sl, tp, tsl, liq)
                 elif low[i] < extreme:
                     extreme = low[i]
+                    if tsl > 0.0:
+                        prot_lvl, tp_lvl = stop_levels_nb(-1, pe, extreme, sl, tp, tsl, liq)
             n_exposed += 1
             eq = cash + margin + pos * (c - pe)
         else:
@@ -557,46 +624,52 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
             pos_out[i] = pos
         sum_eq += eq
         if eq >= peak:
-            if in_dd:
+            # a drawdown episode ends: its depth is (peak - trough) / peak
+            if trough < peak:
                 if ts[i] - peak_ts > max_dd_us:
                     max_dd_us = ts[i] - peak_ts
-                in_dd = False
+                ddv = (peak - trough) / peak
+                if ddv > max_dd:
+                    max_dd = ddv
             peak = eq
             peak_ts = ts[i]
+            trough = eq
         else:
-            in_dd = True
-            ddv = (peak - eq) / peak
-            if ddv > max_dd:
-                max_dd = ddv
-        d = ts[i] // _DAY
-        if d != cur_day:
+            trough = min(trough, eq)
+        if ts[i] >= next_day:
+            d = ts[i] // _DAY
             _push_nb(dacc, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
             for _ in range(d - cur_day - 1):
                 _push_nb(dacc, 0.0)
             day_prev_eq = day_last_eq
             cur_day = d
+            next_day = (d + 1) * _DAY
         day_last_eq = eq
 
     _push_nb(dacc, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
-    if in_dd and ts[n - 1] - peak_ts > max_dd_us:
-        max_dd_us = ts[n - 1] - peak_ts
+    if trough < peak:
+        if ts[n - 1] - peak_ts > max_dd_us:
+            max_dd_us = ts[n - 1] - peak_ts
+        ddv = (peak - trough) / peak
+        if ddv > max_dd:
+            max_dd = ddv
     is_open = pos != 0.0
     if is_open:
         c = close[n - 1]
-        gross = pos * (c - pe)
-        pnl = gross - entry_fee - tr_fund
+        pnl = pos * (c - pe) - entry_fee - tr_fund
         if store:
             _rec_trade_nb(trades, n_tr, 0, entry_idx, n - 1, 1 if pos > 0.0 else -1, 1, -1,
                           abs(pos), pe, c, pnl, pnl / margin, entry_fee, tr_fund)
         n_tr += 1
-    finish_metrics_nb(metrics, init_cash, eq, dacc, max_dd, max_dd_us, n_closed, n_win,
-                      gross_win, gross_loss, sum_pnl, is_open, n_exposed / n, fees_paid,
-                      funding_paid, traded, sum_eq / n)
+    finish_metrics_nb(metrics, init_cash, eq, dacc, max_dd, max_dd_us, int(acc[_A_CLOSED]),
+                      int(acc[_A_WIN]), acc[_A_GROSS_WIN], acc[_A_GROSS_LOSS], acc[_A_SUM_PNL],
+                      is_open, n_exposed / n, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED],
+                      sum_eq / n)
     return n_ord, n_tr
 
 
 # --------------------------------------------------------------------------- indicators
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sma_nb(x, w):
     """Simple moving average over ``w`` bars (NaN for the first ``w - 1``), a running sum."""
     n = x.shape[0]
@@ -610,7 +683,7 @@ def sma_nb(x, w):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def ema_nb(x, w):
     """EMA with ``alpha = 2 / (w + 1)`` seeded with the SMA of the first ``w`` bars (NaN before)."""
     n = x.shape[0]
@@ -631,7 +704,7 @@ def ema_nb(x, w):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def mas_nb(x, windows, kind):
     """Moving averages for several windows at once (rows of the result); kind 0 SMA, 1 EMA."""
     out = np.empty((windows.shape[0], x.shape[0]))
@@ -643,7 +716,7 @@ def mas_nb(x, windows, kind):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cross_signals_nb(fast, slow, entries, exits):
     """``entries = fast > slow``, ``exits = fast <= slow`` (both False while either is NaN)."""
     for i in range(fast.shape[0]):
@@ -653,21 +726,21 @@ def cross_signals_nb(fast, slow, entries, exits):
         exits[i] = a <= b
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, fast_row, slow_row,
-                   params, direction, orders0, trades0, out):
+                   params, direction, n_threads, orders0, trades0, out):
     """All combinations of a moving-average-cross grid in one call.
 
     Combination ``c`` trades ``mas[fast_row[c]]`` against ``mas[slow_row[c]]`` with parameter
     vector ``params[c]`` and writes its metrics to ``out[c]``. Each thread owns two signal
     buffers of n booleans; nothing of size combinations x bars exists.
     direction: 0 long (entries/exits), 1 short, 2 both (exits open shorts, entries close them).
-    ``orders0``/``trades0`` are empty record arrays (nothing is stored).
+    ``n_threads``: ``numba.get_num_threads()``; ``orders0``/``trades0``: empty record arrays.
     """
     n = close.shape[0]
     n_comb = fast_row.shape[0]
-    nth = min(numba.get_num_threads(), n_comb)
-    empty_b = np.zeros(0, dtype=np.bool_)
+    nth = max(1, min(n_threads, n_comb))
+    nof = np.zeros(n, dtype=np.bool_)
     empty_f = np.zeros(0)
     for t in prange(nth):
         en = np.empty(n, dtype=np.bool_)
@@ -676,11 +749,11 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
         for c in range(t, n_comb, nth):
             cross_signals_nb(mas[fast_row[c]], mas[slow_row[c]], en, ex)
             if direction == 0:
-                simulate_nb(ts, open_, high, low, close, volume, en, ex, empty_b, empty_b,
+                simulate_nb(ts, open_, high, low, close, volume, en, ex, nof, nof,
                             funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
                             orders0, trades0, m)
             elif direction == 1:
-                simulate_nb(ts, open_, high, low, close, volume, empty_b, empty_b, en, ex,
+                simulate_nb(ts, open_, high, low, close, volume, nof, nof, en, ex,
                             funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
                             orders0, trades0, m)
             else:

@@ -86,7 +86,7 @@ def _f64(name: str, x: Any, n: Optional[int], *, positive: bool = False) -> np.n
 
 def _bool(name: str, x: Any, n: int) -> np.ndarray:
     if x is None:
-        return np.zeros(0, dtype=np.bool_)
+        return np.zeros(n, dtype=np.bool_)
     a = np.asarray(x)
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"simulate: `{name}` must be 1-D of length {n}, got shape {a.shape}")
@@ -182,7 +182,7 @@ def signal_arrays(direction: str, n: int, entries, exits, short_entries=None, sh
     x = _bool("exits", exits, n)
     se = _bool("short_entries", short_entries, n)
     sx = _bool("short_exits", short_exits, n)
-    empty = np.zeros(0, dtype=np.bool_)
+    empty = np.zeros(n, dtype=np.bool_)
     if d == "long":
         return e, x, empty, empty
     if d == "short":
