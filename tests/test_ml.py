@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -170,3 +171,21 @@ def test_log_model_info_to_mlflow(tmp_path):
     X = frame[["regime", "noise_a", "noise_b"]].to_numpy()[-50:]
     np.testing.assert_array_equal(loaded.predict_proba(X), sig.model_info["model"].predict_proba(X))
     mlflow.set_tracking_uri(previous)
+
+
+def test_demo_ml_experiment_composes_and_runs_on_a_feature_frame():
+    """+experiment=demo_ml: features=ml and strategy=ml_classifier fit together and produce OOS signals."""
+    from hydra import compose, initialize_config_dir
+    import btsys.config  # noqa: F401
+    from btsys.features import compute_features
+    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+    with initialize_config_dir(config_dir=conf, version_base=None):
+        cfg = compose(config_name="config", overrides=["+experiment=demo_ml"])
+    assert cfg.strategy.name == "ml_classifier" and len(cfg.features.specs) > 5
+    frame = compute_features(random_bars(340, seed=6), cfg.features.specs)
+    sig = generate_signals(cfg.strategy, frame)
+    mi = sig.model_info
+    assert mi["features"] == [s.name for s in cfg.features.specs]
+    assert len(mi["fold_scores"]) == 4 and mi["model"] is not None and mi["importances"]
+    assert not sig.entries[:cfg.strategy.min_train].any() and sig.entries.any()
+    assert sig.size is not None and np.allclose(sig.size * 10, np.round(sig.size * 10))   # size_step 0.1

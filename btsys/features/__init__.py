@@ -42,4 +42,6 @@ def compute_features_stage(features_cfg: Any, store, bars_entry, prefix: str) ->
         key = f"{prefix}/symbol={sym}/features.parquet"
         store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), key)
         out[sym] = {"path": key, "n_bars": int(len(frame))}
+        if isinstance(info, dict) and "partial" in info:   # the trailing bar is unfinished
+            out[sym]["partial"] = bool(info["partial"])
     return {"symbols": out, "columns": [s.name for s in specs]}
