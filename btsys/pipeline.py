@@ -178,10 +178,31 @@ def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
                   force=ctx.cfg.force)
 
 
+def _log_model(cfg: Any, run_id: str, model_info: dict) -> None:
+    """Add an ML strategy's fitted model and importances to its (already logged) run."""
+    import mlflow
+    from btsys.signals.ml import log_model_info
+    mlflow.set_tracking_uri(str(cfg.mlflow.tracking_uri))
+    with mlflow.start_run(run_id=run_id):
+        log_model_info(model_info)
+
+
 def run(cfg: Any) -> dict:
-    """Run the pipeline up to ``cfg.stage``; returns the metrics of the backtest (or {})."""
-    ctx = RunContext(cfg)
+    """Run the pipeline up to ``cfg.stage``; returns the run's metrics (and the stage keys).
+
+    A trial whose config hash is already logged as a finished MLflow run is skipped (its logged
+    metrics are returned) unless ``force=true``. ``sweep.mode=kernel|spark`` evaluates the whole
+    ``sweep.grid`` in this one run (see :mod:`btsys.backtest.grid`).
+    """
+    from btsys.report import mlflow_log
+
     stage = str(getattr(cfg.stage, "value", cfg.stage))
+    mode = str(getattr(cfg.sweep.mode, "value", cfg.sweep.mode))
+    if stage in ("backtest", "all") and mode == "hydra" and not cfg.force:
+        rid = mlflow_log.find_logged_run(cfg)
+        if rid is not None:
+            return {"skipped_run_id": rid, **mlflow_log.logged_metrics(cfg, rid)}
+    ctx = RunContext(cfg)
     out: dict = {}
     ingest = ingest_stage(ctx)
     out["ingest_key"] = ingest.key
@@ -193,9 +214,21 @@ def run(cfg: Any) -> dict:
         return out
     feats = features_stage(ctx, bars)
     out["features_key"] = feats.key
+    keys = {"ingest": ingest.key, "bars": bars.key, "features": feats.key}
+    if mode in ("kernel", "spark"):
+        from btsys.backtest.grid import run_grid
+        grid = run_grid(cfg, ctx.store, feats, ingest, spark=ctx.spark if mode == "spark" else None)
+        rid = mlflow_log.log_sweep_table(cfg, grid.table, grid.param_cols, grid.objective,
+                                         grid.top_results, keys=keys)
+        out.update(grid.best_metrics)
+        out["n_combinations"] = len(grid.table)
+        out["mlflow_run_id"] = rid
+        return out
     from btsys.backtest.run import run_backtest_stage
     result = run_backtest_stage(cfg, ctx.store, feats, ingest)
     out.update(result.metrics)
-    from btsys.report.mlflow_log import log_run
-    log_run(cfg, result, keys={"ingest": ingest.key, "bars": bars.key, "features": feats.key})
+    rid = mlflow_log.log_run(cfg, result, keys=keys)
+    if rid is not None and result.model_info is not None:
+        _log_model(cfg, rid, result.model_info)
+    out["mlflow_run_id"] = rid
     return out

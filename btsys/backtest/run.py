@@ -1,0 +1,87 @@
+"""The backtest stage of the pipeline: feature frames -> signals -> numba backtest.
+
+Chooses the engine entry point from the strategy and the data:
+
+* ``xs_momentum`` (cross-sectional): scores per symbol -> :func:`simulate_cross_sectional`;
+* one symbol: :func:`simulate_from_config`;
+* several symbols: one strategy per symbol on a shared-cash portfolio -> :func:`simulate_portfolio`.
+
+Funding (``backtest.funding=true``) comes from the ingested ``fundingRate`` files of the lake.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+import pandas as pd
+
+from btsys.backtest.engine import BacktestResult, simulate_from_config
+from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
+from btsys.signals import generate_scores, generate_signals, strategy_params
+
+log = logging.getLogger("btsys.backtest")
+
+
+@dataclass
+class StageResult:
+    """A backtest result plus what the reporter logs beside it."""
+
+    result: BacktestResult
+    symbols: list
+    model_info: Optional[dict] = None
+    extra_metrics: Dict[str, float] = field(default_factory=dict)
+
+    # the reporter reads these like a BacktestResult
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["result"], name)
+
+
+def load_frames(store, feats_entry, keep_partial: bool = False) -> Dict[str, pd.DataFrame]:
+    """Feature frames per symbol from a features cache entry (trailing partial bar dropped unless kept)."""
+    frames = {}
+    for sym, info in sorted((feats_entry.meta or {}).get("symbols", {}).items()):
+        df = store.read_parquet(info["path"]).to_pandas()
+        if "is_partial" in df.columns and not keep_partial:
+            df = df[~df["is_partial"].to_numpy(bool)].reset_index(drop=True)
+        if len(df) == 0:
+            log.warning("symbol %s has no bars: left out of the backtest", sym)
+            continue
+        frames[sym] = df
+    if not frames:
+        raise ValueError(f"features entry {feats_entry.key} holds no bars for any symbol")
+    return frames
+
+
+def load_funding(store, ingest_entry, symbols) -> Dict[str, pd.DataFrame]:
+    """Funding-rate frames per symbol from the ingest listing (empty frames when none were ingested)."""
+    from btsys.data.ingest import read_funding
+    parts = (ingest_entry.meta or {}).get("funding", []) or []
+    return {s: read_funding(store, [p["path"] for p in parts if p["symbol"] == s]) for s in symbols}
+
+
+def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResult:
+    bt = cfg.backtest
+    frames = load_frames(store, feats_entry, bool(cfg.bars.keep_partial))
+    funding = load_funding(store, ingest_entry, frames) if bool(bt.funding) else None
+    if bt.funding and not any(len(f) for f in funding.values()):
+        raise ValueError("backtest.funding=true but no funding rates were ingested: set data.funding=true "
+                         f"(futures markets only; data.market={cfg.data.market})")
+    p = strategy_params(cfg.strategy)
+    if p["name"] == "xs_momentum":
+        scores = generate_scores(cfg.strategy, frames)
+        res = simulate_cross_sectional(frames, scores, top_n=p["top_n"], bottom_n=p["bottom_n"],
+                                       rebalance_every=p["rebalance_every"], bt_cfg=bt)
+        return StageResult(res, sorted(frames))
+    sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
+    model_info = next((g.model_info for g in sigs.values() if g.model_info), None)
+    if len(frames) == 1:
+        (sym, frame), = frames.items()
+        g = sigs[sym]
+        res = simulate_from_config(frame, g.entries, g.exits, bt, funding=(funding or {}).get(sym),
+                                   short_entries=g.short_entries, short_exits=g.short_exits)
+    else:
+        res = simulate_portfolio(frames, {s: g.entries for s, g in sigs.items()},
+                                 {s: g.exits for s, g in sigs.items()}, bt, funding=funding)
+    return StageResult(res, sorted(frames), model_info=model_info)
