@@ -81,6 +81,7 @@ ERR_TEXT = {
 }
 
 _INF = np.inf
+_I64_MIN = np.iinfo(np.int64).min
 
 
 def new_state() -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +92,9 @@ def new_state() -> tuple[np.ndarray, np.ndarray]:
     return ist, fst
 
 
-@nb.njit(cache=True, inline="always")
-def _check_tick_nb(p, q, d, sd):
+@nb.njit(cache=True)
+def _err_code_nb(p, q, d, sd):
+    """Why a tick failed the (branch-free) validity test; the ordering check comes last."""
     if not (p > 0.0 and p < _INF):
         return ERR_PRICE
     if not (q > 0.0 and q < _INF):
@@ -101,7 +103,7 @@ def _check_tick_nb(p, q, d, sd):
         return ERR_QUOTE
     if sd > 2:
         return ERR_SIDE
-    return 0
+    return ERR_ORDER
 
 
 @nb.njit(cache=True, nogil=True)
@@ -120,24 +122,27 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
     o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
     vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
     acc = fst[F_ACC]; thr = fst[F_THR]; lastp = fst[F_LAST_PRICE]; day_total = fst[F_DAY_TOTAL]
+    if seen == 0:
+        last_ts = _I64_MIN; lastp = 0.0
     err = 0
     i = start
     while i < end:
         if n_out >= cap:
             break
-        t = ts[i]; tt = tid[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
-        err = _check_tick_nb(p, q, d, sd)
-        if err == 0 and seen != 0 and (t < last_ts or (t == last_ts and tt <= last_tid)):
-            err = ERR_ORDER
+        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        # branch-free validity test; trade ids are read only on equal timestamps
+        ok = (p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
+        if t <= last_ts:
+            if t < last_ts or tid[i] <= (tid[i - 1] if i > start else last_tid):
+                ok = False
+        if not ok:
+            err = _err_code_nb(p, q, d, sd)
         if err != 0:
             break
-        if seen != 0:
-            if p > lastp:
-                trs = 1
-            elif p < lastp:
-                trs = -1
-        seen = 1
-        last_ts = t; last_tid = tt; lastp = p
+        # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
+        trs = 1 if p > lastp else (-1 if p < lastp else trs)
+        last_ts = t; lastp = p
+        is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
         if has == 0:
             has = 1; ts_open = t; o = p; h = p; lo = p
             vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; acc = 0.0; thr = threshold
@@ -148,8 +153,7 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
                 lo = p
         c = p; ts_close = t; n += 1
         vol += q; qvol += d; pv += p * q
-        if sd == 0 or (sd == 2 and trs > 0):
-            buy += q
+        buy += q if is_buy else 0.0
         if measure == M_DOLLAR:
             m = d
         elif measure == M_VOLUME:
@@ -167,6 +171,10 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
             has = 0
         i += 1
     ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    if i > start:
+        seen = 1; last_tid = tid[i - 1]
+    else:
+        last_ts = ist[I_LAST_TS]
     ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
     fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
     fst[F_VOL] = vol; fst[F_QVOL] = qvol; fst[F_BUY] = buy; fst[F_PV] = pv
@@ -191,15 +199,21 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
     o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
     vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
     lastp = fst[F_LAST_PRICE]
+    if seen == 0:
+        last_ts = _I64_MIN; lastp = 0.0
     err = 0
     i = start
     while i < end:
         if n_out >= cap:
             break
-        t = ts[i]; tt = tid[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
-        err = _check_tick_nb(p, q, d, sd)
-        if err == 0 and seen != 0 and (t < last_ts or (t == last_ts and tt <= last_tid)):
-            err = ERR_ORDER
+        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        # branch-free validity test; trade ids are read only on equal timestamps
+        ok = (p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
+        if t <= last_ts:
+            if t < last_ts or tid[i] <= (tid[i - 1] if i > start else last_tid):
+                ok = False
+        if not ok:
+            err = _err_code_nb(p, q, d, sd)
         if bin_us > 0:
             b = t // bin_us
         else:
@@ -208,13 +222,10 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
             err = ERR_BIN
         if err != 0:
             break
-        if seen != 0:
-            if p > lastp:
-                trs = 1
-            elif p < lastp:
-                trs = -1
-        seen = 1
-        last_ts = t; last_tid = tt; lastp = p
+        # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
+        trs = 1 if p > lastp else (-1 if p < lastp else trs)
+        last_ts = t; lastp = p
+        is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
         if has != 0 and b != cur:
             out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
             out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
@@ -232,10 +243,13 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
                 lo = p
         c = p; ts_close = t; n += 1
         vol += q; qvol += d; pv += p * q
-        if sd == 0 or (sd == 2 and trs > 0):
-            buy += q
+        buy += q if is_buy else 0.0
         i += 1
     ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    if i > start:
+        seen = 1; last_tid = tid[i - 1]
+    else:
+        last_ts = ist[I_LAST_TS]
     ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
     ist[I_BIN] = cur
     fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
@@ -274,24 +288,27 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
     e_t = fst[F_E_T]; e_a = fst[F_E_A]; e_b = fst[F_E_B]; theta = fst[F_THETA]; sell = fst[F_SELL]
     fmin = float(min_ticks); fmax = float(max_ticks)
     warm_len = min(max(np.int64(t_init + 0.5), min_ticks), max_ticks)
+    if seen == 0:
+        last_ts = _I64_MIN; lastp = 0.0
     err = 0
     i = start
     while i < end:
         if n_out >= cap:
             break
-        t = ts[i]; tt = tid[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
-        err = _check_tick_nb(p, q, d, sd)
-        if err == 0 and seen != 0 and (t < last_ts or (t == last_ts and tt <= last_tid)):
-            err = ERR_ORDER
+        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        # branch-free validity test; trade ids are read only on equal timestamps
+        ok = (p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
+        if t <= last_ts:
+            if t < last_ts or tid[i] <= (tid[i - 1] if i > start else last_tid):
+                ok = False
+        if not ok:
+            err = _err_code_nb(p, q, d, sd)
         if err != 0:
             break
-        if seen != 0:
-            if p > lastp:
-                trs = 1
-            elif p < lastp:
-                trs = -1
-        seen = 1
-        last_ts = t; last_tid = tt; lastp = p
+        # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
+        trs = 1 if p > lastp else (-1 if p < lastp else trs)
+        last_ts = t; lastp = p
+        is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
         if has == 0:
             has = 1; ts_open = t; o = p; h = p; lo = p
             vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; theta = 0.0; sell = 0.0
@@ -310,9 +327,7 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
                 lo = p
         c = p; ts_close = t; n += 1
         vol += q; qvol += d; pv += p * q
-        is_buy = sd == 0 or (sd == 2 and trs > 0)
-        if is_buy:
-            buy += q
+        buy += q if is_buy else 0.0
         if measure == M_DOLLAR:
             v = d
         elif measure == M_VOLUME:
@@ -320,15 +335,10 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
         else:
             v = 1.0
         if run:
-            if is_buy:
-                theta += v
-            else:
-                sell += v
+            theta += v if is_buy else 0.0
+            sell += 0.0 if is_buy else v
         else:
-            if is_buy:
-                theta += v
-            else:
-                theta -= v
+            theta += v if is_buy else -v
         close = False
         if n >= max_ticks:
             close = True
@@ -358,6 +368,10 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
                 e_b += alpha_a * (sell / fn - e_b)
         i += 1
     ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    if i > start:
+        seen = 1; last_tid = tid[i - 1]
+    else:
+        last_ts = ist[I_LAST_TS]
     ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
     ist[I_WARM] = warm
     fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
