@@ -1,0 +1,188 @@
+"""Reporting overheads: logging one run, a Hydra job's whole overhead, a 10,000-combination sweep.
+
+    python bench/report.py
+
+Prints, each next to a reference measured in the same run:
+
+1. ``log_run`` of one backtest (params, metrics, tags, config.yaml, returns/trades Parquet, five
+   charts, HTML tearsheet) into a sqlite store — reference: a bare fluent MLflow run with the same
+   params and metrics and no artifacts;
+2. the whole per-job overhead of a Hydra multirun with the MLflow callback (basic launcher):
+   ``(wall(9 jobs) - wall(1 job)) / 8`` minus the backtest itself, measured on the test app of
+   tests/test_multirun.py (what ``btsys.pipeline.run`` does after the cached stages);
+3. ``log_sweep_table`` of a real 100 x 100 kernel sweep (``btsys.backtest.sweep``) with the top 5
+   as child runs — reference: the sweep's own compute time.
+Peak RSS of this process is printed at the end.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TESTS = os.path.join(ROOT, "tests")
+sys.path[:0] = [ROOT, TESTS]
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def compose(tmp, *overrides):
+    import btsys.config  # noqa: F401
+    from hydra import compose as _compose, initialize_config_dir
+    with initialize_config_dir(os.path.join(ROOT, "conf"), version_base="1.3"):
+        return _compose("config", overrides=["+experiment=demo", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
+                                             f"mlflow.artifact_location={tmp}/artifacts", *overrides])
+
+
+def bench_log_run(tmp: str, n: int = 10) -> None:
+    from test_report_helpers import make_result
+    from btsys.report import mlflow_log as ml
+    from btsys.report.charts import render_charts
+    from btsys.report.tearsheet import render_tearsheet
+    cfg = compose(tmp)
+    t0 = time.perf_counter()
+    r = make_result(10, 50, n=24 * 365, seed=1)           # one year of hourly bars
+    t_bt = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ml.log_run(cfg, r, {"ingest": "i", "bars": "b", "features": "f"})   # warm-up: import, db, experiment
+    t_first = time.perf_counter() - t0
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        ml.log_run(cfg, r, {"ingest": "i", "bars": "b", "features": "f"})
+        ts.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        pngs = render_charts(r)
+    t_charts = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    for _ in range(n):
+        render_tearsheet(r, pngs)
+    t_html = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    for _ in range(n):
+        ml.find_logged_run(cfg)
+    t_find = (time.perf_counter() - t0) / n
+    # reference: the bare fluent API, same params and metrics, no artifacts
+    import mlflow
+    mlflow.set_tracking_uri(str(cfg.mlflow.tracking_uri))
+    mlflow.set_experiment("bench_reference")
+    params = ml.param_items(cfg)
+    metrics = {k: float(v) for k, v in r.metrics.items()}
+    ref = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        with mlflow.start_run():
+            items = list(params.items())
+            for i in range(0, len(items), 100):
+                mlflow.log_params(dict(items[i:i + 100]))
+            mlflow.log_metrics(metrics)
+        ref.append(time.perf_counter() - t0)
+    print(f"[1] log_run, one run ({len(r.equity):,} bars, {len(r.trades)} trades, {len(params)} params): "
+          f"median {np.median(ts) * 1000:.0f} ms (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f}); "
+          f"first in process {t_first:.2f} s (mlflow import + db + experiment)")
+    print(f"    of which charts {t_charts * 1000:.0f} ms, tearsheet {t_html * 1000:.0f} ms; "
+          f"find_logged_run {t_find * 1000:.1f} ms")
+    print(f"    reference: bare fluent mlflow run, same params+metrics, no artifacts: "
+          f"median {np.median(ref) * 1000:.0f} ms;  backtest itself {t_bt * 1000:.0f} ms")
+
+
+APP = textwrap.dedent("""
+    import math, sys, time
+    import hydra
+    import btsys.config  # noqa: F401
+    from test_report_helpers import make_result
+    from btsys.report.mlflow_log import find_logged_run, log_run, logged_metrics
+
+    @hydra.main(config_path=CONF, config_name="config", version_base="1.3")
+    def main(cfg):
+        t0 = time.perf_counter()
+        r = make_result(int(cfg.strategy.fast), int(cfg.strategy.slow), n=24 * 365, seed=5)
+        with open(BT_LOG, "a") as f:
+            f.write(f"{time.perf_counter() - t0}\\n")
+        log_run(cfg, r, keys={"ingest": "ing", "bars": "bars", "features": "feat"})
+        return r.metrics["sharpe"] if math.isfinite(r.metrics["sharpe"]) else -1e9
+
+    if __name__ == "__main__":
+        main()
+""")
+
+
+def bench_hydra_job(tmp: str) -> None:
+    app = os.path.join(tmp, "app.py")
+    bt_log = os.path.join(tmp, "bt.txt")
+    with open(app, "w") as f:
+        f.write(f"CONF = {os.path.join(ROOT, 'conf')!r}\nBT_LOG = {bt_log!r}\n" + APP)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, ROOT]))
+
+    def run(name, fasts):
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, app, "-m", "+experiment=demo", f"strategy.fast={fasts}",
+                            "strategy.slow=50", f"mlflow.tracking_uri=sqlite:///{tmp}/hydra.db",
+                            f"mlflow.artifact_location={tmp}/hydra_artifacts",
+                            f"hydra.sweep.dir={tmp}/multirun/{name}"], cwd=tmp, env=env,
+                           capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(p.stderr[-3000:])
+        return time.perf_counter() - t0
+
+    run("warm", "5")                                   # creates the db
+    open(bt_log, "w").close()
+    t1 = run("one", "6")
+    t9 = run("nine", ",".join(str(f) for f in range(7, 16)))
+    bts = [float(x) for x in open(bt_log).read().split()]
+    bt = float(np.mean(bts))
+    per_job = (t9 - t1) / 8
+    print(f"[2] Hydra multirun with the MLflow callback: 1 job {t1:.2f} s, 9 jobs {t9:.2f} s -> "
+          f"{per_job:.3f} s per extra job, of which the backtest {bt:.3f} s -> overhead "
+          f"{per_job - bt:.3f} s per job (target <= 0.5 s); fixed cost per sweep (process start, "
+          f"imports, parent run, summary) {t1 - per_job:.2f} s")
+
+
+def bench_kernel_sweep(tmp: str) -> None:
+    from test_report_helpers import prices
+    from btsys.backtest import simulate
+    from btsys.backtest.sweep import ma_cross_signals, sweep
+    from btsys.report import mlflow_log as ml
+    ts, close = prices(24 * 365, 3)
+    grid = {"fast": list(range(2, 102)), "slow": list(range(20, 420, 4))}
+    t0 = time.perf_counter()
+    table = sweep(close, grid, ts=ts, fees=0.0005)
+    t_sweep = time.perf_counter() - t0
+    table = table.rename(columns={"fast": "strategy.fast", "slow": "strategy.slow"})
+    cfg = compose(tmp, "sweep.mode=kernel", "sweep.top_k=5")
+    ml.experiment_id(cfg)
+    top = []
+    for i in table["sharpe"].sort_values(ascending=False).index[:5]:
+        f, s = int(table.loc[i, "strategy.fast"]), int(table.loc[i, "strategy.slow"])
+        en, ex = ma_cross_signals(close, f, s)
+        top.append(({"strategy.fast": f, "strategy.slow": s}, simulate(close, en, ex, ts=ts, fees=0.0005)))
+    t0 = time.perf_counter()
+    rid = ml.log_sweep_table(cfg, table, ["strategy.fast", "strategy.slow"], "sharpe", top, keys={"bars": "b"})
+    t_log = time.perf_counter() - t0
+    m = ml.client_for(cfg).get_run(rid).data.metrics
+    print(f"[3] log_sweep_table of {len(table):,} combinations + top 5 child runs: {t_log:.2f} s "
+          f"(target <= 30 s); reference: the kernel sweep itself {t_sweep:.2f} s. "
+          f"best sharpe {m['best_sharpe']:.2f}, DSR {m['dsr']:.3f}, PBO(top 5) {m.get('pbo_top_k', float('nan')):.3f}")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="btsys-bench-report-") as tmp:
+        os.chdir(tmp)
+        bench_log_run(tmp)
+        bench_kernel_sweep(tmp)
+        bench_hydra_job(tmp)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the bench process: {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
