@@ -13,6 +13,8 @@ import threading
 
 import pytest
 
+import btsys.config  # noqa: F401  (registers the config schemas for compose())
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(TESTS, "data")
 BINANCE_SAMPLES = os.path.join(DATA, "binance")

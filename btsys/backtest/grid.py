@@ -185,9 +185,9 @@ def run_grid(cfg: Any, store, feats_entry, ingest_entry, spark=None) -> GridResu
     order = np.argsort(-score.to_numpy() if maximize else score.to_numpy(), kind="stable")
     top = []
     for i in order[: int(cfg.sweep.top_k)]:
-        row = table.iloc[int(i)]
-        params = {k: (row[k].item() if isinstance(row[k], np.generic) else row[k]) for k in keys}
-        sym = row["symbol"] if multi else next(iter(frames))
+        cell = {k: table[k].iloc[int(i)] for k in table.columns}   # per column: dtypes kept
+        params = {k: (cell[k].item() if isinstance(cell[k], np.generic) else cell[k]) for k in keys}
+        sym = cell["symbol"] if multi else next(iter(frames))
         trial = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         trial.pop("hydra", None)
         for k, v in params.items():

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from btsys.backtest.engine import BacktestResult, simulate_from_config
-from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
 from btsys.signals import generate_scores, generate_signals, strategy_params
 
 log = logging.getLogger("btsys.backtest")
@@ -68,6 +67,8 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
     if bt.funding and not any(len(f) for f in funding.values()):
         raise ValueError("backtest.funding=true but no funding rates were ingested: set data.funding=true "
                          f"(futures markets only; data.market={cfg.data.market})")
+    from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
+
     p = strategy_params(cfg.strategy)
     if p["name"] == "xs_momentum":
         scores = generate_scores(cfg.strategy, frames)
