@@ -42,6 +42,15 @@ def _files(root: str) -> list[str]:
 
 
 def _peak_mb() -> float:
+    """Peak RSS of this process (VmHWM: reset at exec, unlike ru_maxrss which a spawned child
+    inherits from the parent that generated the mirror)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -232,6 +232,21 @@ def test_bad_archives_fail_cleanly(mirror, kind, msg):
     assert lake_snapshot(store) == before
 
 
+def test_a_zip_that_understates_its_size_is_still_bounded(tmp_path):
+    """The directory claims 100 bytes; inflating stops at the ratio bound, not at 8 MB."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.csv", b"0" * (8 << 20))
+    raw = bytearray(buf.getvalue())
+    for sig, off in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):   # central + local header sizes
+        i = raw.find(sig)
+        raw[i + off:i + off + 4] = (100).to_bytes(4, "little")
+    p = tmp_path / "liar.zip"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(UnsafeArchive, match="liar.zip: member 'a.csv' inflates past"):
+        extract_single_csv(str(p), "liar.zip", max_ratio=250)
+
+
 def test_corrupt_member_data_is_reported(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

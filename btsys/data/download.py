@@ -25,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Optional
@@ -234,34 +235,56 @@ def extract_single_csv(path: str, label: str, max_bytes: int = 8 * 1024**3,
                        max_ratio: float = 250.0) -> bytes:
     """Inflate the one CSV member of the zip at ``path``, bounded by size and ratio.
 
-    The bounds apply to the bytes actually produced, so a zip whose directory understates the
-    member's size is caught too. Truncated or corrupt data raises :class:`UnsafeArchive`.
+    The member is inflated in one bounded ``zlib`` call (at most ``limit + 1`` output bytes, so a
+    zip whose directory understates the size is caught too), then checked against the size and
+    CRC-32 in the directory. Truncated or corrupt data raises :class:`UnsafeArchive`.
     """
     info = check_zip(path, label, max_bytes, max_ratio)
     limit = min(max_bytes, max(int(max_ratio * max(info.compress_size, 1)), 1 << 20))
-    chunks, total = [], 0
+    if info.flag_bits & 0x1:
+        raise UnsafeArchive(f"{label}: member {info.filename!r} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        raise UnsafeArchive(f"{label}: member {info.filename!r} uses compression method "
+                            f"{info.compress_type}; only deflate and stored are accepted")
     try:
-        with zipfile.ZipFile(path) as zf, zf.open(info) as f:
-            head = f.read(4)
-            if head[:2] == b"PK":
-                raise UnsafeArchive(f"{label}: member {info.filename!r} is itself a zip (nested archive)")
-            chunks.append(head)
-            total = len(head)
-            while True:
-                b = f.read(CHUNK * 16)
-                if not b:
-                    break
-                total += len(b)
-                if total > limit:
-                    raise UnsafeArchive(f"{label}: member {info.filename!r} inflates past {limit} bytes "
-                                        f"(data.max_uncompressed_bytes={max_bytes}, "
-                                        f"data.max_compression_ratio={max_ratio:g})")
-                chunks.append(b)
+        with open(path, "rb") as f:
+            # the member's data follows its local header (30 bytes + name + extra field)
+            f.seek(info.header_offset)
+            head = f.read(30)
+            if len(head) < 30 or head[:4] != b"PK\x03\x04":
+                raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
+                                    "bad local file header")
+            f.seek(info.header_offset + 30 + int.from_bytes(head[26:28], "little")
+                   + int.from_bytes(head[28:30], "little"))
+            comp = f.read(info.compress_size)
+        if len(comp) < info.compress_size:
+            raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
+                                f"{len(comp)} of {info.compress_size} compressed bytes")
+        if info.compress_type == zipfile.ZIP_STORED:
+            out = comp
+            if len(out) > limit:
+                raise UnsafeArchive(f"{label}: member {info.filename!r} is {len(out)} bytes, over "
+                                    f"data.max_uncompressed_bytes={max_bytes}")
+        else:
+            # one bounded inflate: never produces more than ``limit + 1`` bytes
+            d = zlib.decompressobj(-15)
+            out = d.decompress(comp, limit + 1)
+            del comp
+            if len(out) > limit or d.unconsumed_tail:
+                raise UnsafeArchive(f"{label}: member {info.filename!r} inflates past {limit} bytes "
+                                    f"(data.max_uncompressed_bytes={max_bytes}, "
+                                    f"data.max_compression_ratio={max_ratio:g})")
+            if not d.eof:
+                raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
+                                    "deflate stream ends early")
     except UnsafeArchive:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: {e}") from None
-    except Exception as e:  # zlib.error and friends
+    except (zlib.error, OSError, ValueError) as e:
         raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
                             f"{type(e).__name__}: {e}") from None
-    return b"".join(chunks)
+    if len(out) != info.file_size or (zlib.crc32(out) & 0xFFFFFFFF) != info.CRC:
+        raise UnsafeArchive(f"{label}: corrupt zip data in {info.filename!r}: size/CRC-32 do not match "
+                            f"the directory ({len(out)} bytes vs {info.file_size} declared)")
+    if out[:2] == b"PK":
+        raise UnsafeArchive(f"{label}: member {info.filename!r} is itself a zip (nested archive)")
+    return out

@@ -309,8 +309,9 @@ def dedupe_across_files(store: Storage, manifests: list[dict]) -> dict:
             keep = tab.filter(pa.array(~dup))
             if keep.num_rows:
                 store.write_parquet(keep, p["path"])
-                kid = keep["trade_id"].to_numpy()
-                p.update(rows=keep.num_rows, min_id=int(kid.min()), max_id=int(kid.max()))
+                kid, kts = keep["trade_id"].to_numpy(), keep["ts"].to_numpy()
+                p.update(rows=keep.num_rows, min_id=int(kid.min()), max_id=int(kid.max()),
+                         first_ts=int(kts[0]), last_ts=int(kts[-1]))
                 mins[i], maxs[i] = p["min_id"], p["max_id"]
             else:
                 store.delete_prefix(p["path"])
@@ -457,7 +458,9 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
             else:
                 partitions.append({"market": m["market"], "symbol": m["symbol"], "date": p["date"],
                                    "path": p["path"], "rows": p["rows"], "dataset": m["dataset"],
-                                   "source": m["file"]})
+                                   "source": m["file"], "first_ts": p.get("first_ts"),
+                                   "last_ts": p.get("last_ts"), "min_id": p.get("min_id"),
+                                   "max_id": p.get("max_id")})
     partitions.sort(key=lambda p: (p["symbol"], p["date"], p["path"]))
     funding.sort(key=lambda p: (p["symbol"], p["month"]))
     manifests.sort(key=lambda m: (m["symbol"], m["dataset"], m["first"], m["period"]))

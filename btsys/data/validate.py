@@ -130,7 +130,8 @@ def validate_ticks(table: pa.Table, name: str, first_date: str, last_date: str, 
         rep.first_ts, rep.last_ts = int(ts[0]), int(ts[-1])
         rep.truncated = bool(cut_last_line or ts[0] - lo > edge_tolerance_us
                              or hi - 1 - ts[-1] > edge_tolerance_us)
-        seen = set(np.unique(ts // US_PER_DAY).tolist())
+        days = ts // US_PER_DAY                            # ts is sorted here
+        seen = set(days[np.concatenate([[True], days[1:] != days[:-1]])].tolist())
         rep.empty_days = [day_string(x) for x in range(day_number(first_date), day_number(last_date) + 1)
                           if x not in seen]
     else:
