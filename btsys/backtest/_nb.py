@@ -761,3 +761,340 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
                             funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
                             orders0, trades0, m)
             out[c, :] = m
+
+
+# --------------------------------------------------------------------------- metrics from arrays
+@njit(cache=True, error_model="numpy")
+def equity_metrics_nb(ts, equity, init_cash, exposed, trade_pnl, trade_open, fees_paid,
+                      funding_paid, traded, out):
+    """The metric vector from per-bar equity and trade pnls (same definitions as the streaming
+    metrics of :func:`simulate_nb`): used for portfolios and to cross-check the event loop."""
+    n = equity.shape[0]
+    dacc = np.zeros(4)
+    peak = init_cash
+    peak_ts = ts[0]
+    trough = init_cash
+    max_dd = 0.0
+    max_dd_us = 0
+    cur_day = ts[0] // _DAY
+    day_prev = init_cash
+    day_last = init_cash
+    sum_eq = 0.0
+    n_exp = 0
+    for i in range(n):
+        eq = equity[i]
+        sum_eq += eq
+        if exposed[i]:
+            n_exp += 1
+        if eq >= peak:
+            if trough < peak:
+                if ts[i] - peak_ts > max_dd_us:
+                    max_dd_us = ts[i] - peak_ts
+                if (peak - trough) / peak > max_dd:
+                    max_dd = (peak - trough) / peak
+            peak = eq
+            peak_ts = ts[i]
+            trough = eq
+        else:
+            trough = min(trough, eq)
+        d = ts[i] // _DAY
+        if d != cur_day:
+            _push_nb(dacc, day_last / day_prev - 1.0 if day_prev > 0.0 else 0.0)
+            for _ in range(d - cur_day - 1):
+                _push_nb(dacc, 0.0)
+            day_prev = day_last
+            cur_day = d
+        day_last = eq
+    _push_nb(dacc, day_last / day_prev - 1.0 if day_prev > 0.0 else 0.0)
+    if trough < peak:
+        if ts[n - 1] - peak_ts > max_dd_us:
+            max_dd_us = ts[n - 1] - peak_ts
+        if (peak - trough) / peak > max_dd:
+            max_dd = (peak - trough) / peak
+    n_closed = 0
+    n_win = 0
+    gw = 0.0
+    gl = 0.0
+    sp = 0.0
+    any_open = False
+    for j in range(trade_pnl.shape[0]):
+        if trade_open[j]:
+            any_open = True
+            continue
+        n_closed += 1
+        sp += trade_pnl[j]
+        if trade_pnl[j] > 0.0:
+            n_win += 1
+            gw += trade_pnl[j]
+        else:
+            gl -= trade_pnl[j]
+    n_open = trade_pnl.shape[0] - n_closed
+    finish_metrics_nb(out, init_cash, equity[n - 1], dacc, max_dd, max_dd_us, n_closed, n_win, gw,
+                      gl, sp, any_open, n_exp / n, fees_paid, funding_paid, traded, sum_eq / n)
+    out[_M_N_TRADES] = n_closed + n_open
+
+
+# --------------------------------------------------------------------------- portfolios
+@njit(cache=True, error_model="numpy")
+def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, funding, p,
+                 eq_out, cash_out, pos_out, orders, trades):
+    """Several symbols (columns) with shared cash over one merged timeline (rows = time).
+
+    ``has[t, k]``: symbol k has a bar closing at ``ts[t]``; its other inputs at ``[t, k]`` are
+    only read then. Symbols with a bar at the same time are processed in column order. Each bar
+    of a symbol goes through the same phases as :func:`simulate_nb` (next-open fill, intra-bar
+    exits, funding, close decisions); ``next_open`` orders fill at the symbol's next bar.
+    Size mode ``all`` splits the free cash evenly over the flat symbols that may still enter.
+    The kill switch watches portfolio equity and flattens every symbol. Returns
+    ``(n_orders, n_trades, fees_paid, funding_paid, traded)``.
+    """
+    T, K = close.shape
+    init_cash = p[P_INIT_CASH]
+    fee = p[P_FEE]
+    fee_fixed = p[P_FEE_FIXED]
+    min_fee = p[P_MIN_FEE]
+    slip = p[P_SLIPPAGE]
+    impact = p[P_IMPACT]
+    impact_exp = p[P_IMPACT_EXP]
+    fill_close = p[P_FILL] == 1.0
+    size_mode = int(p[P_SIZE_MODE])
+    size = p[P_SIZE]
+    min_qty = p[P_MIN_QTY]
+    step = p[P_STEP]
+    lev = p[P_LEVERAGE]
+    mmr = p[P_MMR]
+    sl = p[P_STOP_LOSS]
+    tp = p[P_TAKE_PROFIT]
+    tsl = p[P_TRAILING_STOP]
+    time_stop = int(p[P_TIME_STOP])
+    cooldown = int(p[P_COOLDOWN])
+    max_pos = p[P_MAX_POSITION]
+    max_lev = p[P_MAX_LEVERAGE]
+    max_dd_kill = p[P_MAX_DRAWDOWN]
+    allow_long = p[P_ALLOW_LONG] != 0.0
+    allow_short = p[P_ALLOW_SHORT] != 0.0
+    has_vol = volume.shape[0] > 0
+    has_fund = funding.shape[0] > 0
+    held_extra = 0 if fill_close else 1
+
+    acc = np.zeros(8)
+    cash = init_cash
+    pos = np.zeros(K)
+    margin = np.zeros(K)
+    pe = np.zeros(K)
+    liq = np.zeros(K)
+    extreme = np.zeros(K)
+    prot = np.zeros(K)
+    tgt = np.zeros(K)
+    entry_idx = np.full(K, -1, dtype=np.int64)   # bar number of the symbol (its own bars)
+    entry_t = np.zeros(K, dtype=np.int64)        # timeline row of the entry
+    entry_fee = np.zeros(K)
+    tr_fund = np.zeros(K)
+    last_exit = np.full(K, -(1 << 62), dtype=np.int64)
+    nbar = np.full(K, -1, dtype=np.int64)        # bars seen per symbol
+    prev_t = np.full(K, -1, dtype=np.int64)      # timeline row of the symbol's previous bar
+    last_close = np.zeros(K)
+    pend = np.zeros(K, dtype=np.bool_)
+    pend_exit = np.zeros(K, dtype=np.bool_)
+    pend_kind = np.zeros(K, dtype=np.int64)
+    pend_dir = np.zeros(K, dtype=np.int64)
+    halted = False
+    kill_now = False
+    kpeak = init_cash
+    n_ord = 0
+    n_tr = 0
+    for t in range(T):
+        for k in range(K):
+            if not has[t, k]:
+                continue
+            nbar[k] += 1
+            b = nbar[k]
+            c = close[t, k]
+            o = open_[t, k]
+            # 1. next-open fills
+            if pend[k]:
+                pend[k] = False
+                vol_ref = volume[prev_t[k], k] if has_vol else 0.0
+                if pend_exit[k] and pos[k] != 0.0:
+                    side = -1 if pos[k] > 0.0 else 1
+                    px = slip_price_nb(o, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
+                    cash += _exit_nb(acc, True, orders, trades, n_ord, n_tr, k, t, ts[t],
+                                     pend_kind[k], px, pos[k], margin[k], pe[k], entry_t[k],
+                                     entry_fee[k], tr_fund[k], fee, fee_fixed, min_fee)
+                    n_ord += 1
+                    n_tr += 1
+                    pos[k] = 0.0
+                    margin[k] = 0.0
+                    last_exit[k] = b
+                d = pend_dir[k]
+                if d != 0 and pos[k] == 0.0 and not halted and not (
+                        cooldown > 0 and b - last_exit[k] <= cooldown):
+                    eq_now = cash
+                    n_flat = 0
+                    for j in range(K):
+                        eq_now += margin[j] + pos[j] * (last_close[j] - pe[j])
+                        if pos[j] == 0.0:
+                            n_flat += 1
+                    budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
+                    q, px, f, m = _entry_nb(acc, True, orders, n_ord, k, t, ts[t], d, o, budget,
+                                            eq_now, vol_ref, 0.0, fee, fee_fixed, min_fee, slip,
+                                            impact, impact_exp, size_mode, size, min_qty, step,
+                                            lev, max_pos, max_lev)
+                    if q > 0.0:
+                        n_ord += 1
+                        cash -= m + f
+                        margin[k] = m
+                        pos[k] = d * q
+                        pe[k] = px
+                        entry_idx[k] = b
+                        entry_t[k] = t
+                        entry_fee[k] = f
+                        tr_fund[k] = 0.0
+                        extreme[k] = px
+                        liq[k] = liq_price_nb(d, px, lev, mmr)
+                        prot[k], tgt[k] = stop_levels_nb(d, px, px, sl, tp, tsl, liq[k])
+                pend_exit[k] = False
+                pend_dir[k] = 0
+            # 2. intra-bar exits
+            if pos[k] != 0.0:
+                if pos[k] > 0.0:
+                    hit = not (low[t, k] > prot[k] and high[t, k] < tgt[k])
+                else:
+                    hit = not (high[t, k] < prot[k] and low[t, k] > tgt[k])
+                if hit:
+                    side = 1 if pos[k] > 0.0 else -1
+                    kk, px_raw = intrabar_exit_nb(side, o, high[t, k], low[t, k], pe[k],
+                                                  extreme[k], sl, tp, tsl, liq[k])
+                    if kk >= 0:
+                        if kk == _LIQ:
+                            px = px_raw
+                        else:
+                            vol_ref = volume[prev_t[k], k] if (has_vol and prev_t[k] >= 0) else 0.0
+                            px = slip_price_nb(px_raw, -side, slip, impact, impact_exp,
+                                               abs(pos[k]), vol_ref)
+                        cash += _exit_nb(acc, True, orders, trades, n_ord, n_tr, k, t, ts[t], kk,
+                                         px, pos[k], margin[k], pe[k], entry_t[k], entry_fee[k],
+                                         tr_fund[k], fee, fee_fixed, min_fee)
+                        n_ord += 1
+                        n_tr += 1
+                        pos[k] = 0.0
+                        margin[k] = 0.0
+                        last_exit[k] = b
+            # 3. funding
+            if has_fund and pos[k] != 0.0:
+                fpay = pos[k] * c * funding[t, k]
+                cash -= fpay
+                acc[_A_FUNDING] += fpay
+                tr_fund[k] += fpay
+            last_close[k] = c
+            # 4. decisions at the close
+            b_le = le[t, k]
+            b_lx = lx[t, k]
+            b_se = se[t, k]
+            b_sx = sx[t, k]
+            if b_le and b_lx:
+                b_le = False
+                b_lx = False
+            if b_se and b_sx:
+                b_se = False
+                b_sx = False
+            dx = False
+            dk = _EXIT
+            d = 0
+            if pos[k] > 0.0:
+                if b_lx or b_se:
+                    dx = True
+                    if b_se:
+                        d = -1
+            elif pos[k] < 0.0:
+                if b_sx or b_le:
+                    dx = True
+                    if b_le:
+                        d = 1
+            elif b_le != b_se:
+                d = 1 if b_le else -1
+            if time_stop > 0 and pos[k] != 0.0 and not dx:
+                if b - entry_idx[k] + held_extra >= time_stop:
+                    dx = True
+                    dk = _TIME
+            if kill_now and pos[k] != 0.0:
+                dx = True
+                dk = _KILL
+            if halted or (d > 0 and not allow_long) or (d < 0 and not allow_short):
+                d = 0
+            if dx or d != 0:
+                if not fill_close:
+                    pend[k] = True
+                    pend_exit[k] = dx
+                    pend_kind[k] = dk
+                    pend_dir[k] = d
+                else:
+                    vol_ref = volume[t, k] if has_vol else 0.0
+                    if dx:
+                        side = -1 if pos[k] > 0.0 else 1
+                        px = slip_price_nb(c, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
+                        cash += _exit_nb(acc, True, orders, trades, n_ord, n_tr, k, t, ts[t], dk,
+                                         px, pos[k], margin[k], pe[k], entry_t[k], entry_fee[k],
+                                         tr_fund[k], fee, fee_fixed, min_fee)
+                        n_ord += 1
+                        n_tr += 1
+                        pos[k] = 0.0
+                        margin[k] = 0.0
+                        last_exit[k] = b
+                    if d != 0 and pos[k] == 0.0 and not (
+                            cooldown > 0 and b - last_exit[k] <= cooldown):
+                        eq_now = cash
+                        n_flat = 0
+                        for j in range(K):
+                            eq_now += margin[j] + pos[j] * (last_close[j] - pe[j])
+                            if pos[j] == 0.0:
+                                n_flat += 1
+                        budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
+                        q, px, f, m = _entry_nb(acc, True, orders, n_ord, k, t, ts[t], d, c,
+                                                budget, eq_now, vol_ref, 0.0, fee, fee_fixed,
+                                                min_fee, slip, impact, impact_exp, size_mode,
+                                                size, min_qty, step, lev, max_pos, max_lev)
+                        if q > 0.0:
+                            n_ord += 1
+                            cash -= m + f
+                            margin[k] = m
+                            pos[k] = d * q
+                            pe[k] = px
+                            entry_idx[k] = b
+                            entry_t[k] = t
+                            entry_fee[k] = f
+                            tr_fund[k] = 0.0
+                            extreme[k] = px
+                            liq[k] = liq_price_nb(d, px, lev, mmr)
+                            prot[k], tgt[k] = stop_levels_nb(d, px, px, sl, tp, tsl, liq[k])
+            # 5. trailing extreme
+            if pos[k] != 0.0 and (entry_t[k] != t or not fill_close):
+                if pos[k] > 0.0 and high[t, k] > extreme[k]:
+                    extreme[k] = high[t, k]
+                elif pos[k] < 0.0 and low[t, k] < extreme[k]:
+                    extreme[k] = low[t, k]
+                if tsl > 0.0:
+                    prot[k], tgt[k] = stop_levels_nb(1 if pos[k] > 0.0 else -1, pe[k], extreme[k],
+                                                     sl, tp, tsl, liq[k])
+            prev_t[k] = t
+        # ---- mark the portfolio at this time
+        eq = cash
+        for j in range(K):
+            eq += margin[j] + pos[j] * (last_close[j] - pe[j])
+            pos_out[t, j] = pos[j]
+        eq_out[t] = eq
+        cash_out[t] = cash
+        if max_dd_kill > 0.0 and not halted:
+            if eq > kpeak:
+                kpeak = eq
+            if kpeak - eq >= max_dd_kill * kpeak:
+                halted = True
+                kill_now = True   # every symbol flattens at its next bar's decision
+    for k in range(K):
+        if pos[k] != 0.0:
+            c = last_close[k]
+            pnl = pos[k] * (c - pe[k]) - entry_fee[k] - tr_fund[k]
+            _rec_trade_nb(trades, n_tr, k, entry_t[k], T - 1, 1 if pos[k] > 0.0 else -1, 1, -1,
+                          abs(pos[k]), pe[k], c, pnl, pnl / margin[k], entry_fee[k], tr_fund[k])
+            n_tr += 1
+    return n_ord, n_tr, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED]
