@@ -178,6 +178,23 @@ def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
                   force=ctx.cfg.force)
 
 
+def save_results(store: Storage, config_hash: str, result: Any) -> str:
+    """Write a backtest's equity curve, orders, trades and metrics under ``results/<config hash>/``."""
+    import pandas as pd
+    import pyarrow as pa
+
+    prefix = f"results/{config_hash}"
+    equity = pd.DataFrame({"ts": result.ts, "equity": result.equity, "cash": result.cash,
+                           "position": result.position})
+    store.write_parquet(pa.Table.from_pandas(equity, preserve_index=False), f"{prefix}/equity.parquet")
+    store.write_parquet(pa.Table.from_pandas(pd.DataFrame(result.orders), preserve_index=False),
+                        f"{prefix}/orders.parquet")
+    store.write_parquet(pa.Table.from_pandas(result.trades, preserve_index=False), f"{prefix}/trades.parquet")
+    store.write_text(f"{prefix}/metrics.json", json.dumps(_plain(dict(result.metrics)), sort_keys=True,
+                                                          default=float, indent=1))
+    return store.uri(prefix)
+
+
 def _log_model(cfg: Any, run_id: str, model_info: dict) -> None:
     """Add an ML strategy's fitted model and importances to its (already logged) run."""
     import mlflow
@@ -227,6 +244,7 @@ def run(cfg: Any) -> dict:
     from btsys.backtest.run import run_backtest_stage
     result = run_backtest_stage(cfg, ctx.store, feats, ingest)
     out.update(result.metrics)
+    out["results"] = save_results(ctx.store, mlflow_log.config_hash(cfg), result)
     rid = mlflow_log.log_run(cfg, result, keys=keys)
     if rid is not None and result.model_info is not None:
         _log_model(cfg, rid, result.model_info)

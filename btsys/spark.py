@@ -1,6 +1,7 @@
 """SparkSession from the ``spark`` config group.
 
-``local[*]`` by default; ``spark.master`` points at any cluster. Workers run the driver's Python
+``local[*]`` by default; ``spark.master`` points at any cluster (under ``spark-submit``, its
+``--master`` wins). Workers run the driver's Python
 (``PYSPARK_PYTHON``), the session time zone is UTC, logs are quiet. With ``ship_package=true`` the
 ``btsys`` package and ``conf/`` are zipped and added with ``addPyFile`` so executors need only
 Python with the dependencies.
@@ -51,8 +52,10 @@ def get_spark(cfg: Mapping[str, Any] | None = None):
     cfg = dict(cfg or {})
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(str(cfg.get("master") or "local[*]")).appName(
-        str(cfg.get("app_name") or "btsys"))
+    builder = SparkSession.builder.appName(str(cfg.get("app_name") or "btsys"))
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        # under spark-submit the JVM already exists and its --master is the authority
+        builder = builder.master(str(cfg.get("master") or "local[*]"))
     conf = dict(_DEFAULT_CONF)
     conf.update({str(k): str(v) for k, v in (cfg.get("conf") or {}).items()})
     for k, v in conf.items():
