@@ -131,6 +131,29 @@ def test_long_series_matches_pandas_rolling():
                                c.rolling(50).mean() + 2 * c.rolling(50).std(ddof=0), rtol=1e-10)
     np.testing.assert_allclose(compute_feature(bars, "ema", 30),
                                _ema_reference(c.to_numpy(), 30), rtol=1e-10)
+    dp = c.diff()
+    sv = 2 * bars["buy_volume"] - bars["volume"]
+    np.testing.assert_allclose(compute_feature(bars, "kyle_lambda", 40),
+                               dp.rolling(40).cov(sv) / sv.rolling(40).var(), rtol=1e-8)
+    roll = 2 * np.sqrt((-dp.rolling(40).cov(dp.shift(1))).clip(lower=0))
+    np.testing.assert_allclose(compute_feature(bars, "roll_spread", 40), roll, rtol=1e-7, atol=1e-12)
+
+
+def test_rolling_std_at_large_price_offsets():
+    """BTC-like levels (1e5) with tiny moves: the one-pass updates must not cancel."""
+    rng = np.random.default_rng(1)
+    from btsys.features import _nb
+    x = 1e5 + np.cumsum(rng.normal(0, 0.01, 9000))
+    exact = np.lib.stride_tricks.sliding_window_view(x, 25).std(axis=1)   # two-pass per window
+    got = _nb.rolling_std_nb(x, 25, 0)
+    assert np.isnan(got[:24]).all()
+    np.testing.assert_allclose(got[24:], exact, rtol=1e-8)
+
+
+def test_kyle_lambda_is_nan_for_constant_signed_volume():
+    got = compute_feature(bars_from(np.linspace(1, 2, 30), volume=np.full(30, 2.0), buy_volume=np.full(30, 1.5)),
+                          "kyle_lambda", 5)
+    assert np.isnan(got).all()
 
 
 def _ema_reference(x, w):
