@@ -205,7 +205,7 @@ def generate_mirror(root: str, markets: Iterable[str] = ("spot",), datasets: Ite
                     monthly: bool = True, daily: str = "needed", funding: bool = False,
                     contract_sizes: Optional[Mapping[str, float]] = None, futures_header: bool = True,
                     unsorted_monthly_futures: bool = True, spot_us_from: str = SPOT_US_FROM,
-                    compresslevel: int = 6) -> dict:
+                    compresslevel: int = 1) -> dict:
     """Write a Binance-layout mirror under ``root`` (``root/data/...``); returns an inventory.
 
     Parameters
@@ -220,7 +220,7 @@ def generate_mirror(root: str, markets: Iterable[str] = ("spot",), datasets: Ite
     futures_header : futures CSVs have a header (Binance's since 2022).
     unsorted_monthly_futures : shuffle ~1% of neighbouring rows in monthly futures files.
     spot_us_from : spot timestamps are µs from this date on, ms before.
-    compresslevel : deflate level (benchmarks use 1 to generate faster).
+    compresslevel : deflate level; 1 (fast) by default: any level is a valid Binance-style zip.
     """
     s, e = bn.parse_date(start, "start"), bn.parse_date(end, "end")
     if e < s:
