@@ -159,8 +159,7 @@ def test_end_to_end_python_m_btsys_demo_multirun(tmp_path):
     cmd = [sys.executable, "-m", "btsys", "-m", "+experiment=demo", "strategy.fast=5,10", "strategy.slow=30,60",
            "data.end=2025-01-02", f"storage.root={tmp_path}/data",
            f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_location={tmp_path}/artifacts",
-           f"hydra.sweep.dir={tmp_path}/multirun/e2e", "spark.master=local[2]",
-           "+spark.conf={spark.sql.shuffle.partitions: '2', spark.ui.enabled: 'false'}"]
+           f"hydra.sweep.dir={tmp_path}/multirun/e2e", "spark.master='local[2]'"]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
     c, exp = client_and_exp(tmp_path)
