@@ -182,7 +182,10 @@ def test_demo_ml_experiment_composes_and_runs_on_a_feature_frame():
     with initialize_config_dir(config_dir=conf, version_base=None):
         cfg = compose(config_name="config", overrides=["+experiment=demo_ml"])
     assert cfg.strategy.name == "ml_classifier" and len(cfg.features.specs) > 5
-    frame = compute_features(random_bars(340, seed=6), cfg.features.specs)
+    bars = random_bars(340, seed=6)
+    bars["threshold"] = 1e6          # the bars stage's extra columns are not model inputs
+    bars["is_partial"] = np.arange(340) == 339
+    frame = compute_features(bars, cfg.features.specs)
     sig = generate_signals(cfg.strategy, frame)
     mi = sig.model_info
     assert mi["features"] == [s.name for s in cfg.features.specs]

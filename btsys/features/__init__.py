@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from btsys.features.library import (BAR_COLUMNS, FEATURES, FeatureError, compute_feature,
-                                    compute_features, normalize_specs, parse_feature_name)
+from btsys.features.library import (BAR_COLUMNS, FEATURES, NON_FEATURE_COLUMNS, FeatureError,
+                                    compute_feature, compute_features, normalize_specs,
+                                    parse_feature_name)
 
-__all__ = ["BAR_COLUMNS", "FEATURES", "FeatureError", "compute_feature", "compute_features",
+__all__ = ["BAR_COLUMNS", "FEATURES", "NON_FEATURE_COLUMNS", "FeatureError", "compute_feature", "compute_features",
            "compute_features_stage", "normalize_specs", "parse_feature_name"]
 
 

@@ -48,6 +48,8 @@ from btsys.features import _nb
 
 BAR_COLUMNS = ["ts_open", "ts_close", "open", "high", "low", "close", "volume", "quote_volume",
                "buy_volume", "n_ticks", "vwap"]
+#: Bar-table columns plus the extras the bars stage writes; never model inputs by default.
+NON_FEATURE_COLUMNS = BAR_COLUMNS + ["threshold", "is_partial"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -198,7 +200,7 @@ def normalize_spec(spec: Any, where: str = "spec") -> Spec:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise FeatureError(f"features.specs {where}: name must be an identifier, got {name!r}")
     where = f"{where} ({name})"
-    if name in BAR_COLUMNS:
+    if name in NON_FEATURE_COLUMNS:
         raise FeatureError(f"features.specs {where}: name {name!r} clashes with a bar-table column")
     if fn not in FEATURES:
         raise FeatureError(f"features.specs {where}: unknown fn {fn!r}; known: {sorted(FEATURES)}")

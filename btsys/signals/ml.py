@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from btsys.features import BAR_COLUMNS
+from btsys.features import NON_FEATURE_COLUMNS
 from btsys.signals import labels as L
 from btsys.signals.strategies import Signals, StrategyError, strategy_params
 
@@ -174,14 +174,14 @@ def _p_up(model, X) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the strategy
 def feature_columns(frame: pd.DataFrame, wanted: Sequence[str] = ()) -> List[str]:
-    """Model inputs: ``wanted`` (validated) or every numeric non-bar column of the frame."""
+    """Model inputs: ``wanted`` (validated) or every numeric column that is not a bars-stage column."""
     if wanted:
         missing = [c for c in wanted if c not in frame.columns]
         if missing:
             raise StrategyError(f"strategy ml_classifier: features {missing} are not columns of the frame "
                                 f"(add them to features.specs); columns: {list(frame.columns)}")
         return list(wanted)
-    cols = [c for c in frame.columns if c not in BAR_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
+    cols = [c for c in frame.columns if c not in NON_FEATURE_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
             and not pd.api.types.is_bool_dtype(frame[c])]
     if not cols:
         raise StrategyError("strategy ml_classifier: the frame has no feature columns; configure features.specs")
