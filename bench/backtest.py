@@ -50,8 +50,8 @@ def _bare_loop():
     from numba import njit
 
     @njit(cache=False)
-    def bare_nb(close, entries, exits, fee, init_cash):
-        """Long-only all-in loop at the close with a fee: the least any engine must do."""
+    def bare_nb(close, entries, exits, fee, init_cash, equity):
+        """Long-only all-in loop at the close with a fee, equity per bar: the floor."""
         cash = init_cash
         pos = 0.0
         eq_sum = 0.0
@@ -62,7 +62,8 @@ def _bare_loop():
             elif pos > 0.0 and exits[i]:
                 cash = pos * close[i] * (1.0 - fee)
                 pos = 0.0
-            eq_sum += cash + pos * close[i]
+            equity[i] = cash + pos * close[i]
+            eq_sum += equity[i]
         return cash + pos * close[-1], eq_sum
     return bare_nb
 
@@ -81,12 +82,13 @@ def case(name: str, n: int, q):
         simulate(c[:1000], e[:1000], x[:1000], **{**kw, "open": o[:1000], "high": h[:1000],
                                                   "low": l[:1000], "ts": ts[:1000]})
         sec, r = best_of(lambda: simulate(c, e, x, **kw), 7)
-        info = f"{len(r.orders)} orders, final {r.final_value:.2f}"
+        info = f"{len(r.orders)} orders, final {r.final_value:.6g}"
     elif name == "bare":
         nb = _bare_loop()
-        nb(c[:10], e[:10], x[:10], 0.001, 1e4)
-        sec, r = best_of(lambda: nb(c, e, x, 0.001, 1e4), 7)
-        info = f"final {r[0]:.2f}"
+        eq = np.empty(n)
+        nb(c[:10], e[:10], x[:10], 0.001, 1e4, eq[:10])
+        sec, r = best_of(lambda: nb(c, e, x, 0.001, 1e4, eq), 7)
+        info = f"final {r[0]:.6g}"
     elif name == "sweep":
         g = {"fast": FAST, "slow": SLOW}
         sweep(c[:2000], g, open=o[:2000], high=h[:2000], low=l[:2000], ts=ts[:2000], fees=0.001)
@@ -99,7 +101,7 @@ def case(name: str, n: int, q):
         sec, pf = best_of(lambda: vbt.Portfolio.from_signals(
             c, e, x, fees=0.001, sl_stop=0.02, tp_stop=0.04, open=o, high=h, low=l,
             init_cash=1e4, freq="1min"), 3)
-        info = f"{pf.orders.count()} orders, final {pf.final_value():.2f}"
+        info = f"{pf.orders.count()} orders, final {pf.final_value():.6g}"
     elif name == "vbt_sweep":
         import pandas as pd
         import vectorbt as vbt
@@ -113,7 +115,7 @@ def case(name: str, n: int, q):
             sl = slow.ma.values
             ent = np.repeat(fa, len(SLOW), axis=1) > np.tile(sl, (1, len(FAST)))
             ex = ~ent
-            pf = vbt.Portfolio.from_signals(close.values, ent, ex, fees=0.001, init_cash=1e4,
+            pf = vbt.Portfolio.from_signals(close.values[:, None], ent, ex, fees=0.001, init_cash=1e4,
                                             freq="1min")
             return pf.sharpe_ratio()
         t0 = time.perf_counter()
