@@ -180,12 +180,18 @@ def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
 
 def save_results(store: Storage, config_hash: str, result: Any) -> str:
     """Write a backtest's equity curve, orders, trades and metrics under ``results/<config hash>/``."""
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
 
     prefix = f"results/{config_hash}"
-    equity = pd.DataFrame({"ts": result.ts, "equity": result.equity, "cash": result.cash,
-                           "position": result.position})
+    equity = pd.DataFrame({"ts": result.ts, "equity": result.equity, "cash": result.cash})
+    pos = np.asarray(result.position)
+    if pos.ndim == 1:
+        equity["position"] = pos
+    else:                                   # portfolio: one position column per symbol
+        for j, sym in enumerate(result.symbols or range(pos.shape[1])):
+            equity[f"position.{sym}"] = pos[:, j]
     store.write_parquet(pa.Table.from_pandas(equity, preserve_index=False), f"{prefix}/equity.parquet")
     store.write_parquet(pa.Table.from_pandas(pd.DataFrame(result.orders), preserve_index=False),
                         f"{prefix}/orders.parquet")

@@ -22,6 +22,11 @@ CONF_DIR = os.path.join(os.path.dirname(TESTS), "conf")
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Dummy credentials for moto's server, set before any Spark worker starts so that Spark tasks find
+# them in the standard AWS chain too (tests never reach a real AWS endpoint).
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 @pytest.fixture(scope="session")
@@ -103,11 +108,8 @@ def binance_samples(tmp_path):
 
 @pytest.fixture(scope="session")
 def moto_server():
-    """moto's real S3 HTTP server on 127.0.0.1; dummy credentials in the standard AWS env chain."""
+    """moto's real S3 HTTP server on 127.0.0.1 (credentials: the dummy ones set above)."""
     from moto.server import ThreadedMotoServer
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
