@@ -413,3 +413,26 @@ def test_simulate_from_config_maps_every_group_field():
         simulate_from_config(bars.drop(columns="close"), sig(n), sig(n), cfg)
     with pytest.raises(ValueError, match="unknown"):
         simulate_from_config(bars, sig(n), sig(n), {"fess": {}})
+
+
+def test_bet_size_scales_the_entry_of_its_signal_bar():
+    """A per-bar bet size decided at the signal bar's close scales that entry's quantity."""
+    close = np.array([100.0, 100.0, 110.0, 110.0, 121.0, 121.0])
+    entries = np.array([True, False, False, True, False, False])
+    exits = np.array([False, True, False, False, True, False])
+    full = simulate(close, entries, exits, fill="close", size=10.0, size_mode="qty")
+    half = simulate(close, entries, exits, fill="close", size=10.0, size_mode="qty",
+                    size_scale=np.array([0.5, 1.0, 1.0, 0.25, 1.0, 1.0]))
+    buys_full = full.orders[full.orders["side"] == 1]["size"]
+    buys_half = half.orders[half.orders["side"] == 1]["size"]
+    np.testing.assert_allclose(buys_full, [10.0, 10.0])
+    np.testing.assert_allclose(buys_half, [5.0, 2.5])
+    # pnl: 5 units * +0 on the first trade, 2.5 units * +11 on the second
+    assert half.final_value == pytest.approx(10_000.0 + 2.5 * 11.0)
+    none = simulate(close, entries, exits, fill="close", size=10.0, size_mode="qty",
+                    size_scale=np.zeros(6))
+    assert len(none.orders) == 0 and none.final_value == 10_000.0
+    with pytest.raises(ValueError, match="size_scale"):
+        simulate(close, entries, exits, size_scale=np.array([1.0, -1, 1, 1, 1, 1]))
+    with pytest.raises(ValueError, match="size_scale"):
+        simulate(close, entries, exits, size_scale=np.ones(3))

@@ -98,3 +98,20 @@ def test_streaming_metrics_equal_metrics_from_arrays():
                         r.metrics["funding_paid"], float((r.orders["size"] * r.orders["price"]).sum()))
     for k, v in r.metrics.items():
         assert m[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k
+
+
+def test_portfolio_bet_sizes_scale_each_symbols_entries():
+    from btsys.backtest.portfolio import simulate_portfolio
+    ts = np.arange(4, dtype=np.int64) * 3_600_000_000
+    bars = {s: pd.DataFrame({"ts_close": ts, "open": px, "high": px, "low": px, "close": px})
+            for s, px in (("AAA", np.array([10.0, 10, 12, 12])), ("BBB", np.array([20.0, 20, 20, 25])))}
+    entries = {"AAA": np.array([True, False, False, False]), "BBB": np.array([True, False, False, False])}
+    exits = {"AAA": np.array([False, False, True, False]), "BBB": np.array([False, False, False, True])}
+    cfg = {"init_cash": 10_000.0, "fill": "close", "size": {"mode": "qty", "value": 10.0},
+           "fees": {"taker": 0.0, "maker": 0.0}, "slippage": {"bps": 0.0}}
+    res = simulate_portfolio(bars, entries, exits, cfg,
+                             size_scale={"AAA": np.array([0.5, 1, 1, 1]), "BBB": None})
+    buys = res.orders[res.orders["side"] == 1]
+    got = {res.symbols[c]: q for c, q in zip(buys["col"], buys["size"])}
+    assert got == {"AAA": pytest.approx(5.0), "BBB": pytest.approx(10.0)}
+    assert res.final_value == pytest.approx(10_000.0 + 5 * 2.0 + 10 * 5.0)

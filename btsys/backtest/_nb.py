@@ -102,7 +102,8 @@ def liq_price_nb(side, pe, lev, mmr):
 
 @njit(cache=True, error_model="numpy")
 def entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, min_fee, slip,
-                  impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos, max_lev):
+                  impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos, max_lev,
+                  scale):
     """Quantity and fill price of an entry; quantity 0 when no order can be placed.
 
     The margin (notional / leverage) plus the fee must fit in ``cash``. With a participation
@@ -136,6 +137,7 @@ def entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, mi
         if notional > cap:
             notional = cap
         qty = notional / px
+    qty *= scale          # bet size of the signal bar (1.0 without bet sizing)
     if not (qty > 0.0):
         return 0.0, px
     if impact > 0.0 and vol_ref > 0.0:
@@ -355,11 +357,11 @@ def _exit_nb(acc, store, orders, trades, n_ord, n_tr, col, i, ts_i, kind, px, po
 @njit(cache=True, error_model="numpy")
 def _entry_nb(acc, store, orders, n_ord, col, i, ts_i, side, px_raw, cash, equity, vol_ref, vol_i,
               fee, fee_fixed, min_fee, slip, impact, impact_exp, size_mode, size, min_qty, step,
-              lev, max_pos, max_lev):
+              lev, max_pos, max_lev, scale):
     """Open a position; returns ``(qty, price, fee, margin)`` (qty 0: no order)."""
     q, px = entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, min_fee,
                           slip, impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos,
-                          max_lev)
+                          max_lev, scale)
     if q <= 0.0:
         return 0.0, px, 0.0, 0.0
     notional = q * px
@@ -372,7 +374,7 @@ def _entry_nb(acc, store, orders, n_ord, col, i, ts_i, side, px_raw, cash, equit
 
 
 @njit(cache=True, error_model="numpy")
-def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, p, store,
+def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, p, store,
                 eq_out, cash_out, pos_out, orders, trades, metrics):
     """Single-asset backtest; returns ``(n_orders, n_trades)`` and fills ``metrics``.
 
@@ -383,6 +385,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     le, lx, se, sx : bool arrays (long entry/exit, short entry/exit) of length n (all False: unused)
     funding : float64 funding rate due in each bar (sum of the bar's events), or length 0
     vol_est : float64 annualised volatility known at each bar's close (volatility target), or length 0
+    scale : float64 bet size in [0, 1] decided at each bar's close (scales the entry), or length 0
     p : float64 parameter vector (``enums.P_*``)
     store : write per-bar arrays and records (False in sweeps: only ``metrics``)
     """
@@ -414,6 +417,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
     has_volest = vol_est.shape[0] > 0
+    has_scale = scale.shape[0] > 0
     held_extra = 0 if fill_close else 1
 
     acc = np.zeros(8)
@@ -474,7 +478,8 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                 q, px, f, m = _entry_nb(acc, store, orders, n_ord, 0, i, ts[i], pend_dir,
                                         open_[i], cash, cash, vol_ref, vi, fee, fee_fixed,
                                         min_fee, slip, impact, impact_exp, size_mode, size,
-                                        min_qty, step, lev, max_pos, max_lev)
+                                        min_qty, step, lev, max_pos, max_lev,
+                                        scale[i - 1] if has_scale else 1.0)
                 if q > 0.0:
                     n_ord += 1
                     cash -= m + f
@@ -588,7 +593,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                     q, px, f, m = _entry_nb(acc, store, orders, n_ord, 0, i, ts[i], dd, c, cash,
                                             cash, vol_ref, vi, fee, fee_fixed, min_fee, slip,
                                             impact, impact_exp, size_mode, size, min_qty, step,
-                                            lev, max_pos, max_lev)
+                                            lev, max_pos, max_lev, scale[i] if has_scale else 1.0)
                     if q > 0.0:
                         n_ord += 1
                         cash -= m + f
@@ -750,15 +755,15 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
             cross_signals_nb(mas[fast_row[c]], mas[slow_row[c]], en, ex)
             if direction == 0:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, nof, nof,
-                            funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
+                            funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
                             orders0, trades0, m)
             elif direction == 1:
                 simulate_nb(ts, open_, high, low, close, volume, nof, nof, en, ex,
-                            funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
+                            funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
                             orders0, trades0, m)
             else:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, ex, en,
-                            funding, vol_est, params[c], False, empty_f, empty_f, empty_f,
+                            funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
                             orders0, trades0, m)
             out[c, :] = m
 
@@ -836,7 +841,7 @@ def equity_metrics_nb(ts, equity, init_cash, exposed, trade_pnl, trade_open, fee
 
 # --------------------------------------------------------------------------- portfolios
 @njit(cache=True, error_model="numpy")
-def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, funding, p,
+def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, funding, scale, p,
                  eq_out, cash_out, pos_out, orders, trades):
     """Several symbols (columns) with shared cash over one merged timeline (rows = time).
 
@@ -898,6 +903,8 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
     pend_exit = np.zeros(K, dtype=np.bool_)
     pend_kind = np.zeros(K, dtype=np.int64)
     pend_dir = np.zeros(K, dtype=np.int64)
+    pend_scale = np.ones(K)
+    has_scale = scale.shape[0] > 0
     halted = False
     kill_now = False
     kpeak = init_cash
@@ -939,7 +946,7 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                     q, px, f, m = _entry_nb(acc, True, orders, n_ord, k, t, ts[t], d, o, budget,
                                             eq_now, vol_ref, 0.0, fee, fee_fixed, min_fee, slip,
                                             impact, impact_exp, size_mode, size, min_qty, step,
-                                            lev, max_pos, max_lev)
+                                            lev, max_pos, max_lev, pend_scale[k])
                     if q > 0.0:
                         n_ord += 1
                         cash -= m + f
@@ -1028,6 +1035,7 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                     pend_exit[k] = dx
                     pend_kind[k] = dk
                     pend_dir[k] = d
+                    pend_scale[k] = scale[t, k] if has_scale else 1.0
                 else:
                     vol_ref = volume[t, k] if has_vol else 0.0
                     if dx:
@@ -1053,7 +1061,8 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                         q, px, f, m = _entry_nb(acc, True, orders, n_ord, k, t, ts[t], d, c,
                                                 budget, eq_now, vol_ref, 0.0, fee, fee_fixed,
                                                 min_fee, slip, impact, impact_exp, size_mode,
-                                                size, min_qty, step, lev, max_pos, max_lev)
+                                                size, min_qty, step, lev, max_pos, max_lev,
+                                                scale[t, k] if has_scale else 1.0)
                         if q > 0.0:
                             n_ord += 1
                             cash -= m + f

@@ -292,7 +292,7 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
              vol_window=50, min_qty=0.0, step=0.0, leverage=1.0, maintenance_margin=0.005,
              stop_loss=0.0, take_profit=0.0, trailing_stop=0.0, time_stop=0, cooldown=0,
              max_position=np.inf, max_leverage=np.inf, max_drawdown=0.0, funding_ts=None,
-             funding_rate=None) -> BacktestResult:
+             funding_rate=None, size_scale=None) -> BacktestResult:
     """Backtest one asset from boolean signals.
 
     Parameters
@@ -320,6 +320,9 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
     ts : int64 µs (or datetime64) bar close times; ``None`` -> one bar per day from 0.
     funding_ts, funding_rate : funding events of a perpetual; charged at the bar that contains each
         event on ``position * close`` (longs pay a positive rate, shorts receive it).
+    size_scale : optional float64 per bar, >= 0 (NaN counts as 0): bet size decided at each bar's
+        close; it multiplies the quantity of an entry signalled on that bar (e.g. an ML
+        strategy's AFML bet size). ``None``: 1.0 everywhere.
     """
     c = _f64("close", close, None, positive=True)
     n = c.shape[0]
@@ -350,10 +353,25 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
     fund = funding_per_bar(t, funding_ts, funding_rate)
     vol_est = (realised_vol(c, t, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET
                else np.zeros(0))
-    return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, p)
+    return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, bet_sizes(size_scale, n), p)
 
 
-def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, p) -> BacktestResult:
+def bet_sizes(size_scale, n: Optional[int], where: str = "size_scale") -> np.ndarray:
+    """Validated per-bar bet sizes (NaN -> 0); an empty array when ``size_scale`` is None."""
+    if size_scale is None:
+        return np.zeros(0)
+    a = np.array(size_scale, dtype=np.float64)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        raise ValueError(f"simulate: `{where}` must have shape ({n},), got {a.shape}")
+    a[np.isnan(a)] = 0.0
+    bad = ~np.isfinite(a) | (a < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"simulate: `{where}` row {i} is {a[i]!r}; bet sizes must be finite and >= 0")
+    return a
+
+
+def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p) -> BacktestResult:
     n = c.shape[0]
     eq = np.empty(n)
     cash = np.empty(n)
@@ -361,7 +379,7 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, p) -> BacktestResult:
     orders = np.empty(3 * n + 2, dtype=order_dt)
     trades = np.empty(n + 1, dtype=trade_dt)
     m = np.empty(N_METRICS)
-    n_ord, n_tr = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, p, True,
+    n_ord, n_tr = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, True,
                                   eq, cash, pos, orders, trades, m)
     orders = orders[:n_ord].copy()
     tr = trades[:n_tr]
@@ -450,14 +468,15 @@ def _funding_arrays(funding: Optional[pd.DataFrame], where: str = "funding"):
 
 def simulate_from_config(bars: pd.DataFrame, entries, exits, bt_cfg: Any,
                          funding: Optional[pd.DataFrame] = None, short_entries=None,
-                         short_exits=None) -> BacktestResult:
+                         short_exits=None, size_scale=None) -> BacktestResult:
     """Backtest a bar table (``ts_close, open, high, low, close[, volume]``) with a ``backtest``
     config node (OmegaConf or dict). ``funding`` (columns ``ts`` µs, ``rate``) is charged when
-    given and ``bt_cfg.funding`` is true."""
+    given and ``bt_cfg.funding`` is true; ``size_scale`` is a per-bar bet size (see :func:`simulate`)."""
     a = _bars_arrays(bars)
     opts = options_from_config(bt_cfg)
     fts, frate = (_funding_arrays(funding) if _get(bt_cfg, "funding", False) else (None, None))
     vol = a["volume"] if (a["volume"] is not None) else None
     return simulate(a["close"], entries, exits, open=a["open"], high=a["high"], low=a["low"],
                     ts=a["ts_close"], volume=vol, short_entries=short_entries,
-                    short_exits=short_exits, funding_ts=fts, funding_rate=frate, **opts)
+                    short_exits=short_exits, funding_ts=fts, funding_rate=frate,
+                    size_scale=size_scale, **opts)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from btsys.backtest import _nb
 from btsys.backtest.engine import (
-    BacktestResult, _bars_arrays, _funding_arrays, _get, build_params, metrics_dict,
+    BacktestResult, _bars_arrays, _funding_arrays, _get, bet_sizes, build_params, metrics_dict,
     options_from_config, trades_frame,
 )
 from btsys.backtest.enums import N_METRICS, P_INIT_CASH, order_dt, trade_dt
@@ -82,7 +82,8 @@ def _signal_grid(name, sig: Optional[Mapping], symbols, arrs, rows, T):
 def simulate_portfolio(bars: Mapping[str, pd.DataFrame], entries: Mapping, exits: Mapping,
                        bt_cfg: Any, funding: Optional[Mapping[str, pd.DataFrame]] = None,
                        short_entries: Optional[Mapping] = None,
-                       short_exits: Optional[Mapping] = None, **overrides) -> BacktestResult:
+                       short_exits: Optional[Mapping] = None, size_scale: Optional[Mapping] = None,
+                       **overrides) -> BacktestResult:
     """Backtest several symbols with one cash balance.
 
     Parameters
@@ -92,6 +93,7 @@ def simulate_portfolio(bars: Mapping[str, pd.DataFrame], entries: Mapping, exits
         in :func:`btsys.backtest.engine.signal_arrays`, per symbol).
     bt_cfg : the ``backtest`` config node (or dict); ``overrides`` replace single simulate options.
     funding : symbol -> DataFrame (``ts`` µs, ``rate``), charged when ``bt_cfg.funding``.
+    size_scale : symbol -> per-bar bet size (>= 0, aligned to that symbol's bars) scaling its entries.
 
     Size mode ``all`` gives each entry the free cash divided by the number of flat symbols.
     """
@@ -133,13 +135,18 @@ def simulate_portfolio(bars: Mapping[str, pd.DataFrame], entries: Mapping, exits
             idx = np.searchsorted(sym_ts, np.asarray(fts, np.int64), side="left")
             keep = idx < sym_ts.shape[0]
             np.add.at(fund[:, k], rows[s][idx[keep]], np.asarray(fr, np.float64)[keep])
+    scale = np.zeros((0, 0))
+    if size_scale is not None:
+        scale = _grid(symbols, rows, T, {s: bet_sizes(size_scale.get(s), len(arrs[s]["close"]),
+                                                      f"size_scale[{s!r}]") if size_scale.get(s) is not None
+                                         else None for s in symbols}, np.float64, 1.0)
     eq = np.empty(T)
     cash = np.empty(T)
     pos = np.empty((T, K))
     orders = np.empty(3 * T * K + 2, dtype=order_dt)
     trades = np.empty(T * K + K, dtype=trade_dt)
     n_ord, n_tr, fees_paid, funding_paid, traded = _nb.portfolio_nb(
-        ts, has, g["open"], g["high"], g["low"], g["close"], vol, le, lx, se_, sx_, fund, p,
+        ts, has, g["open"], g["high"], g["low"], g["close"], vol, le, lx, se_, sx_, fund, scale, p,
         eq, cash, pos, orders, trades)
     tr = trades[:n_tr]
     m = np.empty(N_METRICS)

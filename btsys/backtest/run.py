@@ -60,6 +60,12 @@ def load_funding(store, ingest_entry, symbols) -> Dict[str, pd.DataFrame]:
     return {s: read_funding(store, [p["path"] for p in parts if p["symbol"] == s]) for s in symbols}
 
 
+def _per_symbol(sigs: dict, attr: str) -> Optional[dict]:
+    """``{symbol: array}`` of one optional Signals field, or None when no symbol has it."""
+    d = {s: getattr(g, attr) for s, g in sigs.items()}
+    return d if any(v is not None for v in d.values()) else None
+
+
 def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResult:
     bt = cfg.backtest
     frames = load_frames(store, feats_entry, bool(cfg.bars.keep_partial))
@@ -81,8 +87,12 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
         (sym, frame), = frames.items()
         g = sigs[sym]
         res = simulate_from_config(frame, g.entries, g.exits, bt, funding=(funding or {}).get(sym),
-                                   short_entries=g.short_entries, short_exits=g.short_exits)
+                                   short_entries=g.short_entries, short_exits=g.short_exits,
+                                   size_scale=g.size)
     else:
         res = simulate_portfolio(frames, {s: g.entries for s, g in sigs.items()},
-                                 {s: g.exits for s, g in sigs.items()}, bt, funding=funding)
+                                 {s: g.exits for s, g in sigs.items()}, bt, funding=funding,
+                                 short_entries=_per_symbol(sigs, "short_entries"),
+                                 short_exits=_per_symbol(sigs, "short_exits"),
+                                 size_scale=_per_symbol(sigs, "size"))
     return StageResult(res, sorted(frames), model_info=model_info)
