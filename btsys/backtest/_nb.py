@@ -1107,3 +1107,35 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                           abs(pos[k]), pe[k], c, pnl, pnl / margin[k], entry_fee[k], tr_fund[k])
             n_tr += 1
     return n_ord, n_tr, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED]
+
+
+# --------------------------------------------------------------------------- input checks
+@njit(cache=True)
+def first_not_positive_nb(a):
+    """Index of the first value that is not finite and > 0, or -1.
+
+    The fast path is branch-free (a minimum and a sum, which vectorise): any NaN or inf makes the
+    sum non-finite, any value <= 0 makes the minimum <= 0; only then is the row searched for.
+    """
+    mn = np.inf
+    total = 0.0
+    for i in range(a.shape[0]):
+        v = a[i]
+        mn = v if v < mn else mn
+        total += v
+    if mn > 0.0 and np.isfinite(total):
+        return -1
+    for i in range(a.shape[0]):
+        v = a[i]
+        if not (v > 0.0 and v < np.inf):
+            return i
+    return -1
+
+
+@njit(cache=True)
+def first_decrease_nb(t):
+    """Index of the first value smaller than its predecessor, or -1."""
+    for i in range(1, t.shape[0]):
+        if t[i] < t[i - 1]:
+            return i
+    return -1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -42,8 +43,10 @@ class BacktestResult:
         from 0, i.e. ``ts = i * 86_400_000_000``, which is what the daily metrics then see).
     equity, cash, position : float64 per bar, marked at the bar's close (position: signed base qty).
     orders : structured array (``enums.order_dt``): idx, ts, col, side, kind, size, price, fees.
-    trades : DataFrame, one row per round trip (``TRADE_COLUMNS``, plus ``col``/``symbol`` for
-        portfolios); an open position is marked at the last close with ``is_open=True``.
+    trade_records : structured array (``enums.trade_dt``), one record per round trip.
+    trades : DataFrame of the trade records (``TRADE_COLUMNS``, plus ``col``/``symbol`` for
+        portfolios), built on first access; an open position is marked at the last close with
+        ``is_open=True``.
     metrics : dict of ``enums.METRIC_NAMES`` (floats).
     final_value : equity after the last bar.
     symbols : symbol per ``orders['col']`` (portfolios; ``[]`` for one asset).
@@ -53,11 +56,15 @@ class BacktestResult:
     cash: np.ndarray
     position: np.ndarray
     orders: np.ndarray
-    trades: pd.DataFrame
+    trade_records: np.ndarray
     metrics: dict
     final_value: float
     init_cash: float = 10_000.0
     symbols: list = field(default_factory=list)
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        return trades_frame(self.trade_records, self.ts, self.symbols or None)
 
     @property
     def returns(self) -> np.ndarray:
@@ -77,9 +84,8 @@ def _f64(name: str, x: Any, n: Optional[int], *, positive: bool = False) -> np.n
     if n is not None and a.shape[0] != n:
         raise ValueError(f"simulate: `{name}` has {a.shape[0]} rows, `close` has {n}")
     if positive:
-        bad = ~(a > 0.0) | ~np.isfinite(a)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
+        i = _nb.first_not_positive_nb(a)
+        if i >= 0:
             raise ValueError(f"simulate: `{name}` must be finite and > 0; row {i} is {a[i]!r}")
     return a
 
@@ -204,11 +210,10 @@ def bar_times(ts, n: int) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.int64)
     if a.shape != (n,):
         raise ValueError(f"simulate: `ts` must have {n} rows, got shape {a.shape}")
-    if n > 1:
-        bad = np.flatnonzero(np.diff(a) < 0)
-        if bad.size:
-            raise ValueError(f"simulate: `ts` must be non-decreasing; row {int(bad[0]) + 1} "
-                             f"({a[bad[0] + 1]}) is before row {int(bad[0])} ({a[bad[0]]})")
+    i = _nb.first_decrease_nb(a)
+    if i > 0:
+        raise ValueError(f"simulate: `ts` must be non-decreasing; row {i} ({a[i]}) is before "
+                         f"row {i - 1} ({a[i - 1]})")
     return a
 
 
@@ -381,10 +386,8 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p) -> Backtest
     m = np.empty(N_METRICS)
     n_ord, n_tr = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, True,
                                   eq, cash, pos, orders, trades, m)
-    orders = orders[:n_ord].copy()
-    tr = trades[:n_tr]
-    return BacktestResult(ts=t, equity=eq, cash=cash, position=pos, orders=orders,
-                          trades=trades_frame(tr, t), metrics=metrics_dict(m),
+    return BacktestResult(ts=t, equity=eq, cash=cash, position=pos, orders=orders[:n_ord].copy(),
+                          trade_records=trades[:n_tr].copy(), metrics=metrics_dict(m),
                           final_value=float(m[METRIC_NAMES.index("final_value")]),
                           init_cash=float(p[P_INIT_CASH]))
 

@@ -16,7 +16,7 @@ import pandas as pd
 from btsys.backtest import _nb
 from btsys.backtest.engine import (
     BacktestResult, _bars_arrays, _funding_arrays, _get, bet_sizes, build_params, metrics_dict,
-    options_from_config, trades_frame,
+    options_from_config,
 )
 from btsys.backtest.enums import N_METRICS, P_INIT_CASH, order_dt, trade_dt
 
@@ -153,7 +153,7 @@ def simulate_portfolio(bars: Mapping[str, pd.DataFrame], entries: Mapping, exits
     _nb.equity_metrics_nb(ts, eq, p[P_INIT_CASH], (pos != 0).any(axis=1), tr["pnl"].copy(),
                           tr["is_open"].astype(np.bool_), fees_paid, funding_paid, traded, m)
     return BacktestResult(ts=ts, equity=eq, cash=cash, position=pos, orders=orders[:n_ord].copy(),
-                          trades=trades_frame(tr, ts, symbols), metrics=metrics_dict(m),
+                          trade_records=tr.copy(), metrics=metrics_dict(m),
                           final_value=float(eq[-1]), init_cash=float(p[P_INIT_CASH]),
                           symbols=symbols)
 
