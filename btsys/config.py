@@ -10,13 +10,16 @@ Strategies have one schema per strategy (``<name>_schema`` in the ``strategy`` g
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 class Market(str, Enum):
@@ -392,3 +395,34 @@ def register_configs() -> None:
 
 
 register_configs()
+
+
+def to_plain(obj: Any) -> Any:
+    """A plain, JSON-ready copy of a config node: OmegaConf nodes resolved, dataclasses as dicts,
+    enums by value, containers recursively. The one way btsys turns configs into data."""
+    if isinstance(obj, (DictConfig, ListConfig)):
+        obj = OmegaConf.to_container(obj, resolve=True, enum_to_str=True)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def conf_dir() -> str:
+    """The ``conf/`` tree: beside the package in a checkout, ``btsys/_conf`` in a shipped zip."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    d = os.path.join(os.path.dirname(here), "conf")
+    return d if os.path.isdir(d) else os.path.join(here, "_conf")
+
+
+def compose(overrides: list[str], job_name: str = "btsys") -> DictConfig:
+    """The run's config from ``conf/`` and command-line overrides (Hydra's compose API), as
+    ``python -m btsys`` would compose it; used by the Spark entry points in ``jobs/``."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3", job_name=job_name):
+        return hydra_compose(config_name="config", overrides=list(overrides))

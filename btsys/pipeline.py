@@ -19,9 +19,9 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Callable, Mapping, Optional
 
+from btsys.config import to_plain as _plain
 from btsys.storage import Storage
 
 log = logging.getLogger("btsys.pipeline")
@@ -36,25 +36,6 @@ NON_DETERMINING = {
 }
 
 MARKER = "_COMMITTED"
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-ready copy of a config node: enums by value, containers recursively."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-        if isinstance(obj, (DictConfig, ListConfig)):
-            obj = OmegaConf.to_container(obj, resolve=True, enum_to_str=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
-        return "nan"
-    return obj
 
 
 def _drop(d: dict, dotted: set[str], prefix: str = "") -> dict:

@@ -288,7 +288,5 @@ def storage_from_dict(cfg: Mapping[str, Any]) -> Storage:
 
 def make_storage(cfg: Any) -> Storage:
     """Storage from a Hydra ``storage`` node."""
-    from omegaconf import DictConfig, OmegaConf
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return storage_from_dict(cfg)
+    from btsys.config import to_plain
+    return storage_from_dict(to_plain(cfg))

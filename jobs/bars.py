@@ -20,29 +20,13 @@ if REPO not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, REPO)
 
 
-def conf_dir() -> str:
-    d = os.path.join(REPO, "conf")
-    if os.path.isdir(d):
-        return d
-    import btsys  # shipped zip / installed wheel: configs inside the package
-    return os.path.join(os.path.dirname(btsys.__file__), "_conf")
-
-
-def compose(overrides: list[str]):
-    """The run's config from ``conf/`` and command-line overrides (Hydra compose API)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    import btsys.config  # noqa: F401  (registers the schemas)
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3", job_name="bars"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def main(argv: list[str] | None = None) -> dict:
+    from btsys.config import compose
     from btsys.pipeline import RunContext, bars_stage, ingest_stage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    cfg = compose(list(sys.argv[1:] if argv is None else argv))
+    cfg = compose(list(sys.argv[1:] if argv is None else argv), job_name="bars")
     ctx = RunContext(cfg)
     ingest = ingest_stage(ctx)
     bars = bars_stage(ctx, ingest)

@@ -18,15 +18,16 @@ def _job():
 
 
 def test_compose_demo_and_real_experiment():
-    job = _job()
-    cfg = job.compose(["+experiment=demo", "data.symbols=[BTCUSDT]"])
+    from btsys.config import compose   # what the entry point composes with
+
+    cfg = compose(["+experiment=demo", "data.symbols=[BTCUSDT]"])
     assert cfg.data.name == "synthetic" and list(cfg.data.symbols) == ["BTCUSDT"]
-    real = job.compose(["+experiment=btc_dollar_ma"])
+    real = compose(["+experiment=btc_dollar_ma"])
     assert real.data.name == "binance" and real.data.source.base_url == "https://data.binance.vision"
     assert (str(real.data.market.value), real.data.start, real.data.end) == ("spot", "2025-01-01", "2025-01-31")
     assert real.bars.kind.value == "dollar" and real.strategy.name == "ma_cross"
     with pytest.raises(Exception, match="sybmols"):
-        job.compose(["+experiment=demo", "data.sybmols=[BTCUSDT]"])
+        compose(["+experiment=demo", "data.sybmols=[BTCUSDT]"])
 
 
 def test_job_runs_the_ingest_stage_and_caches(spark, tmp_path, monkeypatch, capsys):

@@ -42,6 +42,7 @@ from btsys.data import binance as bn
 from btsys.data.download import (ChecksumMismatch, DownloadError, MissingFile, UnsafeArchive,
                                  extract_single_csv, fetch_bytes, fetch_verified, parse_checksum)
 from btsys.data.validate import validate_ticks, split_by_date
+from btsys.config import to_plain
 from btsys.storage import Storage, storage_from_dict
 
 log = logging.getLogger("btsys.data.ingest")
@@ -73,16 +74,6 @@ def funding_key(market: str, symbol: str, month: str, stem: str) -> str:
 
 def manifest_key(sf: bn.SourceFile) -> str:
     return f"{MANIFEST}/{sf.market}/{sf.symbol}/{sf.dataset}/{sf.name}.json"
-
-
-def _plain(cfg: Any) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return json.loads(json.dumps(cfg, default=lambda o: getattr(o, "value", str(o))))
 
 
 def task_settings(data: Mapping[str, Any], base_url: str) -> dict:
@@ -401,7 +392,7 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
         some files failed or were quarantined, or (``data.require_complete``) were missing.
     """
     t0 = time.perf_counter()
-    data = _plain(data_cfg)
+    data = to_plain(data_cfg)
     market = bn.check_market(data.get("market", "spot"))
     dataset = bn.check_dataset(data.get("dataset", "aggTrades"))
     symbols = list(data.get("symbols") or [])

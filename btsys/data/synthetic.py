@@ -296,7 +296,7 @@ def _jumble(part: dict, rng: np.random.Generator) -> dict:
 # --------------------------------------------------------------------------- pipeline entry
 def mirror_key(data_cfg: Any) -> str:
     """Hash of everything that determines the mirror's bytes."""
-    from btsys.data.ingest import _plain
+    from btsys.config import to_plain as _plain
     d = _plain(data_cfg)
     syn = d.get("synthetic") or {}
     payload = {"v": MIRROR_VERSION, "synthetic": syn, "market": d.get("market"), "dataset": d.get("dataset"),
@@ -313,7 +313,7 @@ def ensure_mirror(data_cfg: Any, base_dir: str = os.path.join("data", "mirror"))
     directory and renamed into place, so a killed run never leaves a half mirror behind and two
     concurrent runs both end with the same complete one.
     """
-    from btsys.data.ingest import _plain
+    from btsys.config import to_plain as _plain
     d = _plain(data_cfg)
     key = mirror_key(d)
     root = os.path.abspath(os.path.join(base_dir, key))

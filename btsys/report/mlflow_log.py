@@ -90,16 +90,8 @@ def _section(cfg: Any, key: str) -> Any:
 
 def plain_config(cfg: Any) -> dict:
     """Resolved plain dict of a config (DictConfig / dataclass / dict), ``hydra`` node dropped."""
-    from omegaconf import DictConfig, OmegaConf
-    if isinstance(cfg, DictConfig):
-        d = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    elif isinstance(cfg, Mapping):
-        d = dict(cfg)
-    else:
-        d = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
-    d = {k: v for k, v in d.items() if k != "hydra"}
-    from btsys.pipeline import _plain
-    return _plain(d)
+    from btsys.config import to_plain
+    return {k: v for k, v in to_plain(cfg).items() if k != "hydra"}
 
 
 def config_yaml(cfg: Any) -> str:

@@ -57,16 +57,9 @@ def strategy_params(strategy_cfg: Any) -> Dict[str, Any]:
 
     Accepts a Hydra node, a schema dataclass or a plain dict with ``name``.
     """
-    from btsys.config import STRATEGY_SCHEMAS
+    from btsys.config import STRATEGY_SCHEMAS, to_plain
 
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(strategy_cfg, DictConfig):
-            strategy_cfg = OmegaConf.to_container(strategy_cfg, resolve=True, enum_to_str=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if dataclasses.is_dataclass(strategy_cfg):
-        strategy_cfg = dataclasses.asdict(strategy_cfg)
+    strategy_cfg = to_plain(strategy_cfg)
     if not isinstance(strategy_cfg, Mapping):
         raise StrategyError(f"strategy config must be a mapping with 'name', got {type(strategy_cfg).__name__}")
     name = strategy_cfg.get("name")
