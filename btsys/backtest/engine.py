@@ -90,6 +90,18 @@ def _f64(name: str, x: Any, n: Optional[int], *, positive: bool = False) -> np.n
     return a
 
 
+def ohlc_arrays(close, open, high, low, who: str):
+    """Validated float64 close/open/high/low (open/high/low default to close)."""
+    c = _f64("close", close, None, positive=True)
+    n = c.shape[0]
+    if n == 0:
+        raise ValueError(f"{who}: `close` is empty")
+    o = c if open is None else _f64("open", open, n, positive=True)
+    h = c if high is None else _f64("high", high, n, positive=True)
+    lo = c if low is None else _f64("low", low, n, positive=True)
+    return c, o, h, lo
+
+
 def _bool(name: str, x: Any, n: int) -> np.ndarray:
     if x is None:
         return np.zeros(n, dtype=np.bool_)
@@ -329,13 +341,8 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
         close; it multiplies the quantity of an entry signalled on that bar (e.g. an ML
         strategy's AFML bet size). ``None``: 1.0 everywhere.
     """
-    c = _f64("close", close, None, positive=True)
+    c, o, h, lo = ohlc_arrays(close, open, high, low, "simulate")
     n = c.shape[0]
-    if n == 0:
-        raise ValueError("simulate: `close` is empty")
-    o = c if open is None else _f64("open", open, n, positive=True)
-    h = c if high is None else _f64("high", high, n, positive=True)
-    lo = c if low is None else _f64("low", low, n, positive=True)
     p = build_params(init_cash=init_cash, fees=fees, slippage=slippage, fill=fill, size=size,
                      direction=direction, fee_fixed=fee_fixed, min_fee=min_fee,
                      maker_fee=maker_fee, slippage_impact=slippage_impact,

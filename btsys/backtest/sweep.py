@@ -18,7 +18,7 @@ import pandas as pd
 
 from btsys.backtest import _nb
 from btsys.backtest.engine import (
-    _bars_arrays, _f64, _funding_arrays, _get, bar_times, build_params, funding_per_bar,
+    _bars_arrays, _f64, _funding_arrays, _get, bar_times, build_params, funding_per_bar, ohlc_arrays,
     options_from_config, realised_vol,
 )
 from btsys.backtest.enums import (
@@ -74,13 +74,8 @@ def sweep(close, grid: Mapping[str, Sequence], open=None, high=None, low=None,
         raise ValueError(f"sweep: `strategy` must be one of {sorted(STRATEGIES)}, got {strategy!r}")
     if not isinstance(grid, Mapping) or not grid:
         raise ValueError("sweep: `grid` must be a non-empty mapping of name -> list of values")
-    c = _f64("close", close, None, positive=True)
+    c, o, h, lo = ohlc_arrays(close, open, high, low, "sweep")
     n = c.shape[0]
-    if n == 0:
-        raise ValueError("sweep: `close` is empty")
-    o = c if open is None else _f64("open", open, n, positive=True)
-    h = c if high is None else _f64("high", high, n, positive=True)
-    lo = c if low is None else _f64("low", low, n, positive=True)
     t = bar_times(ts, n)
     fixed = dict(fixed)
     fast0 = fixed.pop("fast", None)
