@@ -130,30 +130,28 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
         if n_out >= cap:
             break
         t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
-        # branch-free validity test; trade ids are read only on equal timestamps
-        ok = (p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
-        if t <= last_ts:
-            if t < last_ts or tid[i] <= (tid[i - 1] if i > start else last_tid):
-                ok = False
+        ti = tid[i]
+        # branch-free validity and ordering test (no data-dependent branches: ties in ts are
+        # common in real data and would be mispredicted)
+        ok = ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
+              & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
         if not ok:
             err = _err_code_nb(p, q, d, sd)
         if err != 0:
             break
         # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
-        trs = 1 if p > lastp else (-1 if p < lastp else trs)
-        last_ts = t; lastp = p
+        sg = np.int64(p > lastp) - np.int64(p < lastp)
+        trs = sg + np.int64(sg == 0) * trs
+        last_ts = t; last_tid = ti; lastp = p
         is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
+        fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
         if has == 0:
             has = 1; ts_open = t; o = p; h = p; lo = p
             vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; acc = 0.0; thr = threshold
-        else:
-            if p > h:
-                h = p
-            if p < lo:
-                lo = p
+        h = max(h, p); lo = min(lo, p)  # branch-free (p is finite here)
         c = p; ts_close = t; n += 1
         vol += q; qvol += d; pv += p * q
-        buy += q if is_buy else 0.0
+        buy += q * fb
         if measure == M_DOLLAR:
             m = d
         elif measure == M_VOLUME:
@@ -172,7 +170,7 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
         i += 1
     ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
     if i > start:
-        seen = 1; last_tid = tid[i - 1]
+        seen = 1
     else:
         last_ts = ist[I_LAST_TS]
     ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
@@ -207,11 +205,11 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
         if n_out >= cap:
             break
         t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
-        # branch-free validity test; trade ids are read only on equal timestamps
-        ok = (p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
-        if t <= last_ts:
-            if t < last_ts or tid[i] <= (tid[i - 1] if i > start else last_tid):
-                ok = False
+        ti = tid[i]
+        # branch-free validity and ordering test (no data-dependent branches: ties in ts are
+        # common in real data and would be mispredicted)
+        ok = ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
+              & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
         if not ok:
             err = _err_code_nb(p, q, d, sd)
         if bin_us > 0:
@@ -223,9 +221,11 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
         if err != 0:
             break
         # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
-        trs = 1 if p > lastp else (-1 if p < lastp else trs)
-        last_ts = t; lastp = p
+        sg = np.int64(p > lastp) - np.int64(p < lastp)
+        trs = sg + np.int64(sg == 0) * trs
+        last_ts = t; last_tid = ti; lastp = p
         is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
+        fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
         if has != 0 and b != cur:
             out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
             out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
@@ -236,18 +236,14 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
         if has == 0:
             has = 1; cur = b; ts_open = t; o = p; h = p; lo = p
             vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0
-        else:
-            if p > h:
-                h = p
-            if p < lo:
-                lo = p
+        h = max(h, p); lo = min(lo, p)  # branch-free (p is finite here)
         c = p; ts_close = t; n += 1
         vol += q; qvol += d; pv += p * q
-        buy += q if is_buy else 0.0
+        buy += q * fb
         i += 1
     ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
     if i > start:
-        seen = 1; last_tid = tid[i - 1]
+        seen = 1
     else:
         last_ts = ist[I_LAST_TS]
     ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
@@ -296,19 +292,21 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
         if n_out >= cap:
             break
         t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
-        # branch-free validity test; trade ids are read only on equal timestamps
-        ok = (p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
-        if t <= last_ts:
-            if t < last_ts or tid[i] <= (tid[i - 1] if i > start else last_tid):
-                ok = False
+        ti = tid[i]
+        # branch-free validity and ordering test (no data-dependent branches: ties in ts are
+        # common in real data and would be mispredicted)
+        ok = ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
+              & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
         if not ok:
             err = _err_code_nb(p, q, d, sd)
         if err != 0:
             break
         # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
-        trs = 1 if p > lastp else (-1 if p < lastp else trs)
-        last_ts = t; lastp = p
+        sg = np.int64(p > lastp) - np.int64(p < lastp)
+        trs = sg + np.int64(sg == 0) * trs
+        last_ts = t; last_tid = ti; lastp = p
         is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
+        fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
         if has == 0:
             has = 1; ts_open = t; o = p; h = p; lo = p
             vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; theta = 0.0; sell = 0.0
@@ -320,25 +318,21 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
                     thr = et * abs(e_a)
             else:
                 thr = np.nan
-        else:
-            if p > h:
-                h = p
-            if p < lo:
-                lo = p
+        h = max(h, p); lo = min(lo, p)  # branch-free (p is finite here)
         c = p; ts_close = t; n += 1
         vol += q; qvol += d; pv += p * q
-        buy += q if is_buy else 0.0
+        buy += q * fb
         if measure == M_DOLLAR:
             v = d
         elif measure == M_VOLUME:
             v = q
         else:
             v = 1.0
-        if run:
-            theta += v if is_buy else 0.0
-            sell += 0.0 if is_buy else v
+        if run:  # branch-free: v * 1.0 == v, v * 0.0 == +0.0, v * -1.0 == -v exactly
+            theta += v * fb
+            sell += v * (1.0 - fb)
         else:
-            theta += v if is_buy else -v
+            theta += v * (2.0 * fb - 1.0)
         close = False
         if n >= max_ticks:
             close = True
@@ -369,7 +363,7 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
         i += 1
     ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
     if i > start:
-        seen = 1; last_tid = tid[i - 1]
+        seen = 1
     else:
         last_ts = ist[I_LAST_TS]
     ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
