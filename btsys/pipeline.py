@@ -223,7 +223,7 @@ def run(cfg: Any) -> dict:
         from btsys.backtest.grid import run_grid
         grid = run_grid(cfg, ctx.store, feats, ingest, spark=ctx.spark if mode == "spark" else None)
         rid = mlflow_log.log_sweep_table(cfg, grid.table, grid.param_cols, grid.objective,
-                                         grid.top_results, keys=keys)
+                                         grid.top_results, returns=grid.returns, keys=keys)
         out.update(grid.best_metrics)
         out["n_combinations"] = len(grid.table)
         out["mlflow_run_id"] = rid

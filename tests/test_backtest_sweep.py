@@ -104,3 +104,21 @@ def test_orders_equal_vectorbt_from_signals():
     np.testing.assert_allclose(o["fees"], r.orders["fees"], rtol=1e-9)
     np.testing.assert_array_equal(np.where(o["side"] == 0, 1, -1), r.orders["side"])
     assert r.final_value == pytest.approx(float(pf.final_value()), rel=1e-9)
+
+
+def test_sweep_daily_returns_are_the_series_behind_each_rows_sharpe():
+    """With daily_returns, each column is that combination's daily returns: compounding them gives
+    the row's total return, and their mean/std give its Sharpe (365-day annualisation)."""
+    from btsys.backtest.sweep import sweep
+    rng = np.random.default_rng(5)
+    n = 20_000
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    ts = 1_735_689_600_000_000 + np.arange(n, dtype=np.int64) * 300_000_000   # 5-minute bars, ~69 days
+    table, daily = sweep(close, {"fast": [5, 20], "slow": [50, 100]}, ts=ts, fees=0.001,
+                         daily_returns=True)
+    assert daily.shape == (int(ts[-1] // 86_400_000_000 - ts[0] // 86_400_000_000 + 1), 4)
+    assert (np.diff(daily.index.to_numpy()) == 86_400_000_000).all()
+    for i in range(4):
+        r = daily[i].to_numpy()
+        assert np.prod(1 + r) - 1 == pytest.approx(table["total_return"][i], rel=1e-9, abs=1e-12)
+        assert r.mean() / r.std(ddof=1) * np.sqrt(365) == pytest.approx(table["sharpe"][i], rel=1e-6)

@@ -93,3 +93,5 @@ def test_spark_sweep_equals_kernel(tmp_path, spark):
     dist = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}), spark=spark)
     assert len(kernel.table) == 24 and list(kernel.table["symbol"][:12]) == ["BTCUSDT"] * 12
     pd.testing.assert_frame_equal(kernel.table, dist.table, check_exact=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(kernel.returns, dist.returns, check_exact=False, rtol=1e-12)
+    assert kernel.returns.shape[1] == 24 and kernel.returns.notna().all().all()

@@ -247,6 +247,15 @@ def _push_nb(acc, r):
 
 
 @njit(cache=True, error_model="numpy")
+def _push_day_nb(acc, daily_out, k, r):
+    """Push day ``k``'s return into the accumulator and, when ``daily_out`` has room, record it."""
+    _push_nb(acc, r)
+    if k < daily_out.shape[0]:
+        daily_out[k] = r
+    return k + 1
+
+
+@njit(cache=True, error_model="numpy")
 def finish_metrics_nb(out, init_cash, final, dacc, max_dd, max_dd_us, n_closed, n_win, gross_win,
                       gross_loss, sum_pnl, is_open, exposure, fees_paid, funding_paid, traded,
                       mean_eq):
@@ -375,7 +384,7 @@ def _entry_nb(acc, store, orders, n_ord, col, i, ts_i, side, px_raw, cash, equit
 
 @njit(cache=True, error_model="numpy")
 def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, p, store,
-                eq_out, cash_out, pos_out, orders, trades, metrics):
+                eq_out, cash_out, pos_out, orders, trades, metrics, daily_out):
     """Single-asset backtest; returns ``(n_orders, n_trades)`` and fills ``metrics``.
 
     Parameters
@@ -388,6 +397,8 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     scale : float64 bet size in [0, 1] decided at each bar's close (scales the entry), or length 0
     p : float64 parameter vector (``enums.P_*``)
     store : write per-bar arrays and records (False in sweeps: only ``metrics``)
+    daily_out : float64 array receiving the daily returns (one per UTC day from the first bar's
+        day to the last's), or length 0
     """
     n = close.shape[0]
     init_cash = p[P_INIT_CASH]
@@ -453,6 +464,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     next_day = (cur_day + 1) * _DAY
     day_prev_eq = init_cash
     day_last_eq = init_cash
+    n_day = 0
     eq = init_cash
 
     for i in range(n):
@@ -643,15 +655,16 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
             trough = min(trough, eq)
         if ts[i] >= next_day:
             d = ts[i] // _DAY
-            _push_nb(dacc, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+            n_day = _push_day_nb(dacc, daily_out, n_day,
+                                 day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
             for _ in range(d - cur_day - 1):
-                _push_nb(dacc, 0.0)
+                n_day = _push_day_nb(dacc, daily_out, n_day, 0.0)
             day_prev_eq = day_last_eq
             cur_day = d
             next_day = (d + 1) * _DAY
         day_last_eq = eq
 
-    _push_nb(dacc, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+    _push_day_nb(dacc, daily_out, n_day, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
     if trough < peak:
         if ts[n - 1] - peak_ts > max_dd_us:
             max_dd_us = ts[n - 1] - peak_ts
@@ -733,7 +746,7 @@ def cross_signals_nb(fast, slow, entries, exits):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, fast_row, slow_row,
-                   params, direction, n_threads, orders0, trades0, out):
+                   params, direction, n_threads, orders0, trades0, out, daily):
     """All combinations of a moving-average-cross grid in one call.
 
     Combination ``c`` trades ``mas[fast_row[c]]`` against ``mas[slow_row[c]]`` with parameter
@@ -741,6 +754,8 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
     buffers of n booleans; nothing of size combinations x bars exists.
     direction: 0 long (entries/exits), 1 short, 2 both (exits open shorts, entries close them).
     ``n_threads``: ``numba.get_num_threads()``; ``orders0``/``trades0``: empty record arrays.
+    ``daily``: (combinations x days) daily returns out, or (combinations x 0) for none — days are
+    far fewer than bars, which is what makes PBO over the whole grid affordable.
     """
     n = close.shape[0]
     n_comb = fast_row.shape[0]
@@ -756,15 +771,15 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
             if direction == 0:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, nof, nof,
                             funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
-                            orders0, trades0, m)
+                            orders0, trades0, m, daily[c])
             elif direction == 1:
                 simulate_nb(ts, open_, high, low, close, volume, nof, nof, en, ex,
                             funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
-                            orders0, trades0, m)
+                            orders0, trades0, m, daily[c])
             else:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, ex, en,
                             funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
-                            orders0, trades0, m)
+                            orders0, trades0, m, daily[c])
             out[c, :] = m
 
 

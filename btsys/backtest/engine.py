@@ -392,7 +392,7 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p) -> Backtest
     trades = np.empty(n + 1, dtype=trade_dt)
     m = np.empty(N_METRICS)
     n_ord, n_tr = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, True,
-                                  eq, cash, pos, orders, trades, m)
+                                  eq, cash, pos, orders, trades, m, np.zeros(0))
     return BacktestResult(ts=t, equity=eq, cash=cash, position=pos, orders=orders[:n_ord].copy(),
                           trade_records=trades[:n_tr].copy(), metrics=metrics_dict(m),
                           final_value=float(m[METRIC_NAMES.index("final_value")]),

@@ -34,6 +34,7 @@ class GridResult:
     objective: str
     top_results: List[Tuple[Dict[str, Any], BacktestResult]]
     best_metrics: Dict[str, float]
+    returns: pd.DataFrame                    # daily returns: index UTC day (µs), one column per table row
 
 
 def grid_axes(grid: Mapping[str, Any]) -> Tuple[List[str], List[list]]:
@@ -117,18 +118,23 @@ def _chunk_task(ids, store_dict, paths, cfg_dict, keys, values, plan, keep_parti
         sym_i, chunk = divmod(task_id, n_chunks)
         sym, path = paths[sym_i]
         frame = _executor_frame(store_dict, path, keep_partial)
-        table = sweep_from_config(frame, cfg, chunk_grid(keys, values, plan, chunk),
-                                  funding=None if funding is None else funding.get(sym))
+        table, daily = sweep_from_config(frame, cfg, chunk_grid(keys, values, plan, chunk),
+                                         funding=None if funding is None else funding.get(sym),
+                                         daily_returns=True)
         table.insert(0, "_task", task_id)
-        buf = io.BytesIO()
-        table.to_parquet(buf, index=False)
-        yield buf.getvalue()
+        daily.columns = [str(c) for c in daily.columns]
+        tbuf, dbuf = io.BytesIO(), io.BytesIO()
+        table.to_parquet(tbuf, index=False)
+        daily.to_parquet(dbuf)
+        yield task_id, tbuf.getvalue(), dbuf.getvalue()
 
 
 def spark_sweep(spark, store, paths: List[Tuple[str, str]], cfg: Any, keys: List[str],
                 values: List[list], keep_partial: bool = False,
-                funding: Optional[Dict[str, pd.DataFrame]] = None) -> pd.DataFrame:
-    """Evaluate the grid for every ``(symbol, storage path)`` in Spark tasks; rows in kernel order."""
+                funding: Optional[Dict[str, pd.DataFrame]] = None) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate the grid for every ``(symbol, storage path)`` in Spark tasks; rows in kernel order.
+
+    Returns the metrics table and the daily returns (one column per table row)."""
     from omegaconf import OmegaConf
     plan = chunk_plan([len(v) for v in values], int(cfg.sweep.chunk_size))
     n_tasks = plan[2] * len(paths)
@@ -139,13 +145,14 @@ def spark_sweep(spark, store, paths: List[Tuple[str, str]], cfg: Any, keys: List
     parts = min(n_tasks, max(1, sc.defaultParallelism * 4))
     log.info("spark sweep: %d combinations x %d symbol(s) in %d chunks on %d partitions",
              int(np.prod([len(v) for v in values])), len(paths), n_tasks, parts)
-    blobs = (sc.parallelize(range(n_tasks), parts)
-             .mapPartitions(lambda it: _chunk_task(it, store_dict, paths, cfg_dict, keys, values, plan,
-                                                   keep_partial, funding))
-             .collect())
-    tables = [pd.read_parquet(io.BytesIO(b)) for b in blobs]
-    table = pd.concat(tables, ignore_index=True).sort_values("_task", kind="stable")
-    return table.drop(columns="_task").reset_index(drop=True)
+    blobs = sorted(sc.parallelize(range(n_tasks), parts)
+                   .mapPartitions(lambda it: _chunk_task(it, store_dict, paths, cfg_dict, keys, values, plan,
+                                                         keep_partial, funding))
+                   .collect(), key=lambda b: b[0])
+    table = pd.concat([pd.read_parquet(io.BytesIO(t)) for _, t, _ in blobs], ignore_index=True)
+    daily = pd.concat([pd.read_parquet(io.BytesIO(d)) for _, _, d in blobs], axis=1)
+    daily.columns = range(daily.shape[1])
+    return table.drop(columns="_task"), daily
 
 
 # --------------------------------------------------------------------------- driver
@@ -163,17 +170,23 @@ def run_grid(cfg: Any, store, feats_entry, ingest_entry, spark=None) -> GridResu
     multi = len(frames) > 1
     if spark is not None:
         paths = [(s, feats_entry.meta["symbols"][s]["path"]) for s in frames]
-        table = spark_sweep(spark, store, paths, cfg, keys, values, keep_partial, funding)
+        table, daily = spark_sweep(spark, store, paths, cfg, keys, values, keep_partial, funding)
         n_per = len(table) // len(frames)
         table.insert(0, "symbol", np.repeat(list(frames), n_per))
     else:
-        parts = []
+        parts, dailies = [], []
         for sym, frame in frames.items():
-            t = sweep_from_config(frame, cfg, dict(zip(keys, values)),
-                                  funding=None if funding is None else funding.get(sym))
+            t, d = sweep_from_config(frame, cfg, dict(zip(keys, values)),
+                                     funding=None if funding is None else funding.get(sym),
+                                     daily_returns=True)
             t.insert(0, "symbol", sym)
             parts.append(t)
+            dailies.append(d)
         table = pd.concat(parts, ignore_index=True)
+        daily = pd.concat(dailies, axis=1)
+    # symbols cover different days: a day outside a symbol's data is a zero return
+    daily = daily.fillna(0.0)
+    daily.columns = table.index
     if not multi:
         table = table.drop(columns="symbol")
     if objective not in table.columns:
@@ -201,4 +214,4 @@ def run_grid(cfg: Any, store, feats_entry, ingest_entry, spark=None) -> GridResu
                                    short_entries=sig.short_entries, short_exits=sig.short_exits)
         top.append((params, res))
     best = dict(top[0][1].metrics) if top else {}
-    return GridResult(table, param_cols, objective, top, best)
+    return GridResult(table, param_cols, objective, top, best, daily)

@@ -22,7 +22,7 @@ from btsys.backtest.engine import (
     options_from_config, realised_vol,
 )
 from btsys.backtest.enums import (
-    METRIC_NAMES, N_METRICS, P_IMPACT, P_SIZE_MODE, SWEEPABLE, SizeMode, order_dt, trade_dt,
+    DAY_US, METRIC_NAMES, N_METRICS, P_IMPACT, P_SIZE_MODE, SWEEPABLE, SizeMode, order_dt, trade_dt,
 )
 
 STRATEGIES = {"ma_cross": 0, "ema_cross": 1}
@@ -53,7 +53,7 @@ def ma_cross_signals(close, fast: int, slow: int, kind: str = "ma_cross"):
 
 def sweep(close, grid: Mapping[str, Sequence], open=None, high=None, low=None,
           strategy: str = "ma_cross", *, ts=None, volume=None, funding_ts=None, funding_rate=None,
-          **fixed: Any) -> pd.DataFrame:
+          daily_returns: bool = False, **fixed: Any):
     """Evaluate every combination of ``grid`` (cartesian product, keys in the given order).
 
     Parameters
@@ -66,9 +66,13 @@ def sweep(close, grid: Mapping[str, Sequence], open=None, high=None, low=None,
     fixed : any other :func:`simulate` keyword option, applied to all combinations
         (``direction``, ``fill``, ``size_mode``, ...).
 
+    daily_returns : also return each combination's daily returns (the series its Sharpe is
+        computed from; for PBO over the whole grid).
+
     Returns
     -------
-    DataFrame with one row per combination: the grid's columns then ``enums.METRIC_NAMES``.
+    DataFrame with one row per combination: the grid's columns then ``enums.METRIC_NAMES``; with
+    ``daily_returns``, also a DataFrame (index: UTC day start in µs, one column per table row).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"sweep: `strategy` must be one of {sorted(STRATEGIES)}, got {strategy!r}")
@@ -139,12 +143,19 @@ def sweep(close, grid: Mapping[str, Sequence], open=None, high=None, low=None,
                else np.zeros(0))
     mas = _nb.mas_nb(c, np.asarray(windows, dtype=np.int64), STRATEGIES[strategy])
     out = np.empty((n_comb, N_METRICS))
+    first_day = int(t[0] // DAY_US)
+    n_days = int(t[-1] // DAY_US) - first_day + 1 if daily_returns else 0
+    daily = np.zeros((n_comb, n_days))
     _nb.sweep_cross_nb(t, o, h, lo, c, volume_a, fund, vol_est, mas, fast_row, slow_row, params,
-                       dir_code, numba.get_num_threads(), np.zeros(0, dtype=order_dt), np.zeros(0, dtype=trade_dt), out)
+                       dir_code, numba.get_num_threads(), np.zeros(0, dtype=order_dt),
+                       np.zeros(0, dtype=trade_dt), out, daily)
     df = pd.DataFrame(table)
     for j, name in enumerate(METRIC_NAMES):
         df[name] = out[:, j]
-    return df
+    if not daily_returns:
+        return df
+    days = (first_day + np.arange(n_days, dtype=np.int64)) * DAY_US
+    return df, pd.DataFrame(daily.T, index=pd.Index(days, name="ts"))
 
 
 # --------------------------------------------------------------------------- config-driven sweeps
@@ -174,12 +185,12 @@ CONFIG_KEYS = {
 
 
 def sweep_from_config(bars: pd.DataFrame, cfg: Any, grid: Mapping[str, Sequence],
-                      funding: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+                      funding: Optional[pd.DataFrame] = None, daily_returns: bool = False):
     """Sweep a bar table with the composed run config ``cfg`` (``cfg.strategy``, ``cfg.backtest``)
     over ``grid`` given with dotted config keys, e.g. ``{"strategy.fast": [5, 10],
     "strategy.slow": [50, 100], "backtest.risk.stop_loss": [0, 0.02]}`` (as ``sweep.grid`` holds
     them). Keys not in the grid keep their config values. Returns the metrics table with the
-    dotted keys as parameter columns."""
+    dotted keys as parameter columns (and, with ``daily_returns``, the daily returns as in :func:`sweep`)."""
     strategy = _get(cfg, "strategy.name", None)
     if strategy not in STRATEGIES:
         raise ValueError(f"sweep_from_config: strategy.name must be one of {sorted(STRATEGIES)} "
@@ -208,10 +219,12 @@ def sweep_from_config(bars: pd.DataFrame, cfg: Any, grid: Mapping[str, Sequence]
         scale[key] = list(vals)
     a = _bars_arrays(bars, "sweep_from_config bars")
     fts, frate = _funding_arrays(funding) if _get(bt, "funding", False) else (None, None)
-    df = sweep(a["close"], inner, open=a["open"], high=a["high"], low=a["low"], strategy=strategy,
-               ts=a["ts_close"], volume=a["volume"], funding_ts=fts, funding_rate=frate, **fixed)
+    res = sweep(a["close"], inner, open=a["open"], high=a["high"], low=a["low"], strategy=strategy,
+                ts=a["ts_close"], volume=a["volume"], funding_ts=fts, funding_rate=frate,
+                daily_returns=daily_returns, **fixed)
+    df, daily = res if daily_returns else (res, None)
     df = df.rename(columns=rename)
     for key, vals in scale.items():   # report the config's own units (e.g. bps, not a fraction)
         combos = itertools.product(*[grid[k] for k in grid])
         df[key] = [combo[list(grid).index(key)] for combo in combos]
-    return df
+    return (df, daily) if daily_returns else df
