@@ -47,4 +47,4 @@ ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 clean:
-	rm -rf data outputs multirun mlflow.db mlartifacts
+	rm -rf data outputs multirun mlflow.db mlruns

@@ -216,4 +216,4 @@ def test_bars_config_files_validate():
             spec = BarSpec.from_config(compose("config", overrides=[f"bars={n}"]).bars)
             assert spec.kind in n
         demo = BarSpec.from_config(compose("config", overrides=["+experiment=demo"]).bars)
-        assert demo.dynamic and demo.bars_per_day == 200 and demo.lookback_days == 2
+        assert demo.dynamic and demo.bars_per_day == 100 and demo.lookback_days == 3
