@@ -390,3 +390,137 @@ def day_runs_nb(ts, day_us):
             prev = dd
     out[k] = n
     return out[:k + 1]
+
+
+# ---------------------------------------------------------------- threshold bars, two passes
+@nb.njit(cache=True, nogil=True)
+def _segment_nb(ts, tid, price, qty, quote, side, s, e, start, fresh, ist, fst, seg_i, seg_f, g):
+    """Reduce ticks ``s:e`` as one bar (or the continuation of the carried open bar).
+
+    Same arithmetic, in the same order, as :func:`threshold_bars_nb` over those ticks. The
+    ordering check and the tick rule start from tick ``s - 1`` (or the carried state when
+    ``s == start``); the tick-rule sign at ``s`` is found by looking back for the last price
+    change (or taken from the carried state). Returns False if any tick is invalid.
+    """
+    seen = ist[I_SEEN]
+    if s == start:
+        last_ts = ist[I_LAST_TS] if seen != 0 else _I64_MIN
+        last_tid = ist[I_LAST_TID]
+        lastp = fst[F_LAST_PRICE] if seen != 0 else 0.0
+        trs = ist[I_TR_SIGN]
+    else:
+        last_ts = ts[s - 1]; last_tid = tid[s - 1]; lastp = price[s - 1]
+        trs = ist[I_TR_SIGN]
+        j = s - 1
+        while j > start:
+            if price[j] != price[j - 1]:
+                trs = 1 if price[j] > price[j - 1] else -1
+                break
+            j -= 1
+        if j == start:
+            p0 = fst[F_LAST_PRICE] if seen != 0 else 0.0
+            if price[start] != p0:
+                trs = 1 if price[start] > p0 else -1
+    if fresh:
+        p = price[s]
+        ts_open = ts[s]; o = p; h = p; lo = p
+        vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0
+    else:
+        ts_open = ist[I_TS_OPEN]; n = ist[I_N]
+        o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]
+        vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
+    ok = True
+    for i in range(s, e):
+        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]; ti = tid[i]
+        ok &= ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
+               & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
+        sg = np.int64(p > lastp) - np.int64(p < lastp)
+        trs = sg + np.int64(sg == 0) * trs
+        last_ts = t; last_tid = ti; lastp = p
+        fb = np.float64((sd == 0) | ((sd == 2) & (trs > 0)))
+        h = max(h, p); lo = min(lo, p)
+        vol += q; qvol += d; pv += p * q
+        buy += q * fb
+        n += 1
+    seg_i[g, 0] = ts_open; seg_i[g, 1] = ts[e - 1]; seg_i[g, 2] = n; seg_i[g, 3] = trs
+    seg_f[g, 0] = o; seg_f[g, 1] = h; seg_f[g, 2] = lo; seg_f[g, 3] = price[e - 1]
+    seg_f[g, 4] = vol; seg_f[g, 5] = qvol; seg_f[g, 6] = buy; seg_f[g, 7] = pv
+    return ok
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def threshold_bars_par_nb(ts, tid, price, qty, quote, side, measure, threshold,
+                          start, end, ist, fst, out_i, out_f, n_out):
+    """:func:`threshold_bars_nb` in two passes, the second on all numba threads; same results.
+
+    Pass 1 (sequential) finds where bars close from the measure column alone, with exactly the
+    accumulator arithmetic of the one-pass kernel (and the same stop when the output is full).
+    Pass 2 reduces each bar's ticks (OHLC, sums in tick order, validation, tick rule) in a
+    ``prange`` over bars; the first piece continues the carried open bar and the last one is the
+    new open bar, so the state handed to the next call is that of the one-pass kernel. If any
+    tick is invalid, nothing is kept and the one-pass kernel reruns the range from the same
+    state: it stops at the first bad row with the usual error.
+    """
+    cap = out_i.shape[0]
+    room = cap - n_out
+    if room <= 0 or end <= start:
+        return threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
+                                 start, end, ist, fst, out_i, out_f, n_out)
+    # ---- pass 1: bar closes
+    has = ist[I_HAS]; acc = fst[F_ACC]; thr = fst[F_THR]; day_total = fst[F_DAY_TOTAL]
+    thr0 = thr if has != 0 else threshold  # threshold of the first bar of this call
+    closes = np.empty(min(room, end - start), dtype=np.int64)
+    k = 0
+    i = start
+    while i < end:
+        if has == 0:
+            has = 1; acc = 0.0; thr = threshold
+        if measure == M_DOLLAR:
+            m = quote[i]
+        elif measure == M_VOLUME:
+            m = qty[i]
+        else:
+            m = 1.0
+        acc += m
+        day_total += m
+        if acc >= thr:
+            closes[k] = i
+            k += 1
+            has = 0
+            if k == room:
+                i += 1
+                break
+        i += 1
+    stop = i
+    last_end = closes[k - 1] + 1 if k > 0 else start
+    nseg = k + (1 if stop > last_end else 0)
+    # ---- pass 2: per-bar reductions and validation, in parallel
+    seg_i = np.empty((nseg, 4), dtype=np.int64)
+    seg_f = np.empty((nseg, 8), dtype=np.float64)
+    oks = np.empty(nseg, dtype=np.bool_)
+    carried = ist[I_HAS] != 0
+    for g in nb.prange(nseg):
+        s = start if g == 0 else closes[g - 1] + 1
+        e = closes[g] + 1 if g < k else stop
+        oks[g] = _segment_nb(ts, tid, price, qty, quote, side, s, e, start,
+                             not (g == 0 and carried), ist, fst, seg_i, seg_f, g)
+    for g in range(nseg):
+        if not oks[g]:
+            return threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
+                                     start, end, ist, fst, out_i, out_f, n_out)
+    for g in range(k):
+        r = n_out + g
+        out_i[r, 0] = seg_i[g, 0]; out_i[r, 1] = seg_i[g, 1]; out_i[r, 2] = seg_i[g, 2]
+        for c in range(7):
+            out_f[r, c] = seg_f[g, c]
+        out_f[r, 7] = seg_f[g, 7] / seg_f[g, 4]
+        out_f[r, 8] = thr0 if g == 0 else threshold
+    # ---- the state of the one-pass kernel after tick stop - 1
+    G = nseg - 1
+    ist[I_HAS] = has; ist[I_TS_OPEN] = seg_i[G, 0]; ist[I_TS_CLOSE] = seg_i[G, 1]; ist[I_N] = seg_i[G, 2]
+    ist[I_LAST_TS] = ts[stop - 1]; ist[I_LAST_TID] = tid[stop - 1]; ist[I_SEEN] = 1
+    ist[I_TR_SIGN] = seg_i[G, 3]
+    fst[F_OPEN] = seg_f[G, 0]; fst[F_HIGH] = seg_f[G, 1]; fst[F_LOW] = seg_f[G, 2]; fst[F_CLOSE] = seg_f[G, 3]
+    fst[F_VOL] = seg_f[G, 4]; fst[F_QVOL] = seg_f[G, 5]; fst[F_BUY] = seg_f[G, 6]; fst[F_PV] = seg_f[G, 7]
+    fst[F_ACC] = acc; fst[F_THR] = thr; fst[F_LAST_PRICE] = price[stop - 1]; fst[F_DAY_TOTAL] = day_total
+    return stop, n_out + k, 0

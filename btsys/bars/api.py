@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -254,6 +256,11 @@ def tick_arrays(ticks: Any) -> dict:
 
 
 # --------------------------------------------------------------------------- the stream
+# one parallel kernel launch at a time per process (numba's default workqueue threading layer
+# must not be entered from two threads at once); a stream that finds it busy runs one-pass
+_PAR_LOCK = threading.Lock()
+
+
 class BarStream:
     """Bars of one symbol's ordered tick stream, fed piece by piece.
 
@@ -271,6 +278,9 @@ class BarStream:
     """
 
     BUF = 65_536
+    #: threshold bars: pieces of at least this many ticks go through the two-pass kernel
+    #: (:func:`~btsys.bars._nb.threshold_bars_par_nb`, bars reduced on all numba threads)
+    PAR_MIN = 1 << 18
 
     def __init__(self, spec: BarSpec | None = None, **options: Any):
         self.spec = spec if spec is not None else BarSpec.from_config(None, **options)
@@ -367,9 +377,18 @@ class BarStream:
         i = lo
         while True:
             if s.kind in THRESHOLD_KINDS:
-                i, self._n_out, err = _nb.threshold_bars_nb(
-                    *args, THRESHOLD_KINDS[s.kind], self._thr, i, hi, self.ist, self.fst,
-                    self._out_i, self._out_f, self._n_out)
+                kern = _nb.threshold_bars_nb
+                par = (hi - i >= self.PAR_MIN and numba.get_num_threads() > 1
+                       and _PAR_LOCK.acquire(blocking=False))
+                try:
+                    if par:
+                        kern = _nb.threshold_bars_par_nb
+                    i, self._n_out, err = kern(
+                        *args, THRESHOLD_KINDS[s.kind], self._thr, i, hi, self.ist, self.fst,
+                        self._out_i, self._out_f, self._n_out)
+                finally:
+                    if par:
+                        _PAR_LOCK.release()
             elif s.kind == "time":
                 label = float(self._bin_us) if self._bin_us else np.nan
                 i, self._n_out, err = _nb.time_bars_nb(
