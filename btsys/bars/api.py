@@ -280,7 +280,9 @@ class BarStream:
     BUF = 65_536
     #: threshold bars: pieces of at least this many ticks go through the two-pass kernel
     #: (:func:`~btsys.bars._nb.threshold_bars_par_nb`, bars reduced on all numba threads)
-    PAR_MIN = 1 << 18
+    PAR_MIN = 1 << 15
+    #: False: one-pass kernels only (e.g. when other threads already keep the cores busy)
+    parallel = True
 
     def __init__(self, spec: BarSpec | None = None, **options: Any):
         self.spec = spec if spec is not None else BarSpec.from_config(None, **options)
@@ -378,7 +380,7 @@ class BarStream:
         while True:
             if s.kind in THRESHOLD_KINDS:
                 kern = _nb.threshold_bars_nb
-                par = (hi - i >= self.PAR_MIN and numba.get_num_threads() > 1
+                par = (self.parallel and hi - i >= self.PAR_MIN and numba.get_num_threads() > 1
                        and _PAR_LOCK.acquire(blocking=False))
                 try:
                     if par:
