@@ -200,7 +200,7 @@ def _side_codes(col) -> np.ndarray:
         return s.to_numpy().view(np.uint8)
     if s.dtype == object or str(s.dtype) == "boolean":
         na = s.isna().to_numpy()
-        vals = s.fillna(False).astype(bool).to_numpy().view(np.uint8)
+        vals = s.where(~na, False).to_numpy(dtype=bool).view(np.uint8)
         return np.where(na, np.uint8(2), vals).astype(np.uint8)
     raise BarsInputError(f"column 'is_buyer_maker' must be boolean, got {s.dtype}")
 
