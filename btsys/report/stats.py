@@ -305,38 +305,51 @@ def pbo_cscv(returns: np.ndarray, n_splits: int = 16,
     c_mask = np.zeros((len(combos), n_splits), dtype=bool)
     for i, c in enumerate(combos):
         c_mask[i, list(c)] = True
-    if isinstance(metric, str):
-        perf_tr, perf_te = _block_metric(m[: size * n_splits].reshape(n_splits, size, n), c_mask, metric)
-    else:
-        perf_tr = np.empty((len(combos), n))
-        perf_te = np.empty((len(combos), n))
-        for i in range(len(combos)):
-            train = np.concatenate([blocks[b] for b in np.flatnonzero(c_mask[i])])
-            test = np.concatenate([blocks[b] for b in np.flatnonzero(~c_mask[i])])
-            perf_tr[i] = np.asarray(fn(m[train]), dtype=np.float64)
-            perf_te[i] = np.asarray(fn(m[test]), dtype=np.float64)
-    best = np.argmax(perf_tr, axis=1)                     # first index on ties, like np.argmax
-    rows = np.arange(len(combos))
-    chosen = perf_te[rows, best][:, None]
-    less = (perf_te < chosen).sum(axis=1)
-    equal = (perf_te == chosen).sum(axis=1)               # includes the chosen trial itself
-    rank = less + (equal + 1) / 2.0                       # 1 = worst .. N = best, ties averaged
+    # combinations are evaluated in chunks so that memory stays O(chunk x N), not O(C(S, S/2) x N)
+    chunk = max(1, 4_000_000 // max(n, 1))
+    best = np.empty(len(combos), dtype=np.int64)
+    rank = np.empty(len(combos))
+    perf_is = np.empty(len(combos))
+    perf_oos = np.empty(len(combos))
+    blocked = m[: size * n_splits].reshape(n_splits, size, n)
+    sums = (blocked.sum(axis=1), (blocked * blocked).sum(axis=1)) if isinstance(metric, str) else None
+    for lo in range(0, len(combos), chunk):
+        hi = min(lo + chunk, len(combos))
+        if sums is not None:
+            perf_tr, perf_te = _block_metric(sums, size, c_mask[lo:hi], metric)
+        else:
+            perf_tr = np.empty((hi - lo, n))
+            perf_te = np.empty((hi - lo, n))
+            for i in range(lo, hi):
+                train = np.concatenate([blocks[b] for b in np.flatnonzero(c_mask[i])])
+                test = np.concatenate([blocks[b] for b in np.flatnonzero(~c_mask[i])])
+                perf_tr[i - lo] = np.asarray(fn(m[train]), dtype=np.float64)
+                perf_te[i - lo] = np.asarray(fn(m[test]), dtype=np.float64)
+        b = np.argmax(perf_tr, axis=1)                    # first index on ties, like np.argmax
+        rows = np.arange(hi - lo)
+        chosen = perf_te[rows, b][:, None]
+        less = (perf_te < chosen).sum(axis=1)
+        equal = (perf_te == chosen).sum(axis=1)           # includes the chosen trial itself
+        best[lo:hi] = b
+        rank[lo:hi] = less + (equal + 1) / 2.0            # 1 = worst .. N = best, ties averaged
+        perf_is[lo:hi] = perf_tr[rows, b]
+        perf_oos[lo:hi] = perf_te[rows, b]
     w = rank / (n + 1.0)
     lg = np.log(w / (1.0 - w))
     return PboResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=n_splits,
-                     n_combinations=len(combos), is_best=best, oos_rank=rank.astype(np.float64),
-                     perf_is=perf_tr[rows, best], perf_oos=perf_te[rows, best])
+                     n_combinations=len(combos), is_best=best, oos_rank=rank,
+                     perf_is=perf_is, perf_oos=perf_oos)
 
 
-def _block_metric(blocks: np.ndarray, c_mask: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Training/testing performance of every trial for every combination, from per-block sums.
+def _block_metric(sums: tuple[np.ndarray, np.ndarray], size: int, c_mask: np.ndarray,
+                  metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Training/testing performance of every trial for the given combinations, from per-block sums.
 
-    ``blocks`` is (S, rows per block, N). Sums and sums of squares per block make each
-    combination's mean and sample standard deviation a matrix product instead of a pass over the rows.
+    ``sums`` are the per-block sums and sums of squares, each (S, N), of blocks of ``size`` rows.
+    They make each combination's mean and sample standard deviation a matrix product instead of a
+    pass over the rows.
     """
-    size = blocks.shape[1]
-    s1 = blocks.sum(axis=1)                 # (S, N)
-    s2 = (blocks * blocks).sum(axis=1)
+    s1, s2 = sums
     out = []
     for mask in (c_mask, ~c_mask):
         w = mask.astype(np.float64)
