@@ -420,6 +420,16 @@ def conf_dir() -> str:
     return d if os.path.isdir(d) else os.path.join(here, "_conf")
 
 
+def job_config(argv: Optional[list[str]], job_name: str) -> DictConfig:
+    """Config of a Spark entry point in ``jobs/``: logging set up, overrides from ``argv`` (or the
+    command line), composed like ``python -m btsys`` does."""
+    import logging
+    import sys
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    return compose(list(sys.argv[1:] if argv is None else argv), job_name=job_name)
+
+
 def compose(overrides: list[str], job_name: str = "btsys") -> DictConfig:
     """The run's config from ``conf/`` and command-line overrides (Hydra's compose API), as
     ``python -m btsys`` would compose it; used by the Spark entry points in ``jobs/``."""

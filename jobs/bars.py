@@ -11,7 +11,6 @@ Prints one JSON line: the ingest and bars cache keys, the bars entry prefix and 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
@@ -21,12 +20,10 @@ if REPO not in sys.path:  # run from a checkout without installing
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from btsys.config import compose
+    from btsys.config import job_config
     from btsys.pipeline import RunContext, bars_stage, ingest_stage
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    cfg = compose(list(sys.argv[1:] if argv is None else argv), job_name="bars")
+    cfg = job_config(argv, "bars")
     ctx = RunContext(cfg)
     ingest = ingest_stage(ctx)
     bars = bars_stage(ctx, ingest)

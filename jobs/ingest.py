@@ -16,7 +16,6 @@ missing; a rerun retries exactly those files.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
@@ -27,12 +26,10 @@ if REPO not in sys.path:  # run from a checkout without installing
 
 def main(argv: list[str] | None = None) -> dict:
     from btsys.data.ingest import IngestError
-    from btsys.config import compose
+    from btsys.config import job_config
     from btsys.pipeline import RunContext, ingest_stage
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    cfg = compose(list(sys.argv[1:] if argv is None else argv), job_name="ingest")
+    cfg = job_config(argv, "ingest")
     ctx = RunContext(cfg)
     try:
         entry = ingest_stage(ctx)
