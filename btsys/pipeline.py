@@ -122,7 +122,7 @@ class RunContext:
 
 def ingest_stage(ctx: RunContext) -> CacheEntry:
     """Tick lake partitions for the configured data (Spark job; the lake is shared, the listing cached)."""
-    from btsys.data.ingest import run_ingest
+    from btsys.data.ingest import listing_is_current, run_ingest
     from btsys.data.synthetic import ensure_mirror
 
     data = ctx.cfg.data
@@ -136,7 +136,13 @@ def ingest_stage(ctx: RunContext) -> CacheEntry:
         base_url = ensure_mirror(data) if data.name == "synthetic" else data.source.base_url
         return run_ingest(ctx.spark, data, ctx.store, base_url=base_url, listing_prefix=prefix)
 
-    return cached(ctx.store, "ingest", key, build, force=ctx.cfg.force)
+    force = bool(ctx.cfg.force)
+    hit = None if force else lookup(ctx.store, "ingest", key)
+    if hit is not None and not listing_is_current(ctx.store, hit.meta):
+        log.warning("ingest %s: lake files changed since this listing (another source was ingested into "
+                    "the same store); ingesting again", key)
+        force = True
+    return cached(ctx.store, "ingest", key, build, force=force)
 
 
 def bars_stage(ctx: RunContext, ingest: CacheEntry) -> CacheEntry:

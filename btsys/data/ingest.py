@@ -76,6 +76,24 @@ def manifest_key(sf: bn.SourceFile) -> str:
     return f"{MANIFEST}/{sf.market}/{sf.symbol}/{sf.dataset}/{sf.name}.json"
 
 
+def listing_is_current(store: Storage, listing: Mapping[str, Any]) -> bool:
+    """True when every source file of a listing is still in the lake as the listing saw it.
+
+    The lake holds one version of each source file; ingesting another source with the same file
+    names into the same store (say, a synthetic mirror with another seed) replaces parts that an
+    older listing points to. A listing is trusted only while each ingested file's manifest still
+    has the SHA-256 it recorded.
+    """
+    for f in listing.get("files", []):
+        if f.get("status") != "ok":
+            continue
+        key = f"{MANIFEST}/{f['market']}/{f['symbol']}/{f['dataset']}/{f['file']}.json"
+        cur = _read_manifest(store, key)
+        if cur is None or cur.get("sha256") != f.get("sha256") or cur.get("status") != "ok":
+            return False
+    return True
+
+
 def task_settings(data: Mapping[str, Any], base_url: str) -> dict:
     """The plain settings every task needs (picklable, no config objects)."""
     src = data.get("source") or {}
@@ -474,8 +492,8 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
 
 def _brief(m: dict) -> dict:
     """The manifest fields worth keeping in the cache marker (the full ones are in listing.json)."""
-    keys = ("file", "url", "status", "error", "size", "sha256", "rows", "reused", "dropped", "id_gaps",
-            "flags", "cross_file_duplicates")
+    keys = ("file", "market", "symbol", "dataset", "url", "status", "error", "size", "sha256", "rows",
+            "reused", "dropped", "id_gaps", "flags", "cross_file_duplicates")
     return {k: m.get(k) for k in keys if k in m}
 
 
