@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from btsys.backtest.enums import (
-    DAY_US, M, N_METRICS, OrderKind, P_ALLOW_LONG, P_ALLOW_SHORT, P_COOLDOWN, P_FEE, P_FEE_FIXED,
+    CHECK_CLOSE, CHECK_HIGH, CHECK_LOW, CHECK_OPEN, CHECK_TS, DAY_US, M, N_METRICS, OrderKind, P_ALLOW_LONG, P_ALLOW_SHORT, P_COOLDOWN, P_FEE, P_FEE_FIXED,
     P_FILL, P_IMPACT, P_IMPACT_EXP, P_INIT_CASH, P_LEVERAGE, P_MAX_DRAWDOWN, P_MAX_LEVERAGE,
     P_MAX_POSITION, P_MIN_FEE, P_MIN_QTY, P_MMR, P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP,
     P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP, P_TRAILING_STOP, SizeMode,
@@ -384,14 +384,18 @@ def _entry_nb(acc, store, orders, n_ord, col, i, ts_i, side, px_raw, cash, equit
 
 @njit(cache=True, error_model="numpy")
 def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, p, store,
-                eq_out, cash_out, pos_out, orders, trades, metrics, daily_out):
-    """Single-asset backtest; returns ``(n_orders, n_trades)`` and fills ``metrics``.
+                eq_out, cash_out, pos_out, orders, trades, metrics, daily_out, check):
+    """Single-asset backtest; returns ``(n_orders, n_trades, bad_row)`` and fills ``metrics``.
+
+    ``bad_row`` is -1, or the first row where an input named by ``check`` is invalid (the run
+    then stops there and its outputs are meaningless; the caller raises).
 
     Parameters
     ----------
     ts, open_, high, low, close : arrays of length n (int64 µs, float64)
     volume : float64 array of length n, or length 0 (no participation impact)
-    le, lx, se, sx : bool arrays (long entry/exit, short entry/exit) of length n (all False: unused)
+    le, lx, se, sx : bool arrays (long entry/exit, short entry/exit) of length n, or length 0
+        (unused: never true; a direction's pair is passed together)
     funding : float64 funding rate due in each bar (sum of the bar's events), or length 0
     vol_est : float64 annualised volatility known at each bar's close (volatility target), or length 0
     scale : float64 bet size in [0, 1] decided at each bar's close (scales the entry), or length 0
@@ -399,8 +403,17 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     store : write per-bar arrays and records (False in sweeps: only ``metrics``)
     daily_out : float64 array receiving the daily returns (one per UTC day from the first bar's
         day to the last's), or length 0
+    check : bit mask of inputs validated in the same pass (``CHECK_*``): close/open/high/low must
+        be finite and > 0, ts non-decreasing; 0 when the caller validated them already
     """
     n = close.shape[0]
+    chk_c = (check & CHECK_CLOSE) != 0
+    chk_o = (check & CHECK_OPEN) != 0
+    chk_h = (check & CHECK_HIGH) != 0
+    chk_l = (check & CHECK_LOW) != 0
+    chk_t = (check & CHECK_TS) != 0
+    has_long = le.shape[0] > 0
+    has_short = se.shape[0] > 0
     init_cash = p[P_INIT_CASH]
     fee = p[P_FEE]
     fee_fixed = p[P_FEE_FIXED]
@@ -467,8 +480,29 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     n_day = 0
     eq = init_cash
 
+    t_prev = ts[0]
     for i in range(n):
         c = close[i]
+        # ---- 0. input checks fused into this pass (branch-free; the row is found on failure)
+        if check != 0:
+            ok = True
+            if chk_c:
+                ok = ok & (c > 0.0) & (c < np.inf)
+            if chk_o:
+                v = open_[i]
+                ok = ok & (v > 0.0) & (v < np.inf)
+            if chk_h:
+                v = high[i]
+                ok = ok & (v > 0.0) & (v < np.inf)
+            if chk_l:
+                v = low[i]
+                ok = ok & (v > 0.0) & (v < np.inf)
+            if chk_t:
+                t_i = ts[i]
+                ok = ok & (t_i >= t_prev)
+                t_prev = t_i
+            if not ok:
+                return n_ord, n_tr, i
         # ---- 1. orders decided at the previous close fill at this open
         if pend:
             pend = False
@@ -541,10 +575,10 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
             tr_fund += fpay
 
         # ---- 4. decisions at the close
-        b_le = le[i]
-        b_lx = lx[i]
-        b_se = se[i]
-        b_sx = sx[i]
+        b_le = le[i] if has_long else False
+        b_lx = lx[i] if has_long else False
+        b_se = se[i] if has_short else False
+        b_sx = sx[i] if has_short else False
         if b_le and b_lx:
             b_le = False
             b_lx = False
@@ -683,7 +717,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                       int(acc[_A_WIN]), acc[_A_GROSS_WIN], acc[_A_GROSS_LOSS], acc[_A_SUM_PNL],
                       is_open, n_exposed / n, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED],
                       sum_eq / n)
-    return n_ord, n_tr
+    return n_ord, n_tr, -1
 
 
 # --------------------------------------------------------------------------- indicators
@@ -760,7 +794,7 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
     n = close.shape[0]
     n_comb = fast_row.shape[0]
     nth = max(1, min(n_threads, n_comb))
-    nof = np.zeros(n, dtype=np.bool_)
+    nof = np.zeros(0, dtype=np.bool_)     # an unused signal pair
     empty_f = np.zeros(0)
     for t in prange(nth):
         en = np.empty(n, dtype=np.bool_)
@@ -771,15 +805,15 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
             if direction == 0:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, nof, nof,
                             funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
-                            orders0, trades0, m, daily[c])
+                            orders0, trades0, m, daily[c], 0)
             elif direction == 1:
                 simulate_nb(ts, open_, high, low, close, volume, nof, nof, en, ex,
                             funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
-                            orders0, trades0, m, daily[c])
+                            orders0, trades0, m, daily[c], 0)
             else:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, ex, en,
                             funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
-                            orders0, trades0, m, daily[c])
+                            orders0, trades0, m, daily[c], 0)
             out[c, :] = m
 
 

@@ -21,11 +21,12 @@ import pandas as pd
 
 from btsys.backtest import _nb
 from btsys.backtest.enums import (
-    DAY_US, DIRECTION_NAMES, FILL_NAMES, METRIC_NAMES, N_METRICS, N_PARAMS, SIZE_MODE_NAMES,
-    Direction, P_ALLOW_LONG, P_ALLOW_SHORT, P_COOLDOWN, P_FEE, P_FEE_FIXED, P_FILL, P_IMPACT,
-    P_IMPACT_EXP, P_INIT_CASH, P_LEVERAGE, P_MAKER_FEE, P_MAX_DRAWDOWN, P_MAX_LEVERAGE,
-    P_MAX_POSITION, P_MIN_FEE, P_MIN_QTY, P_MMR, P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP,
-    P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP, P_TRAILING_STOP, SizeMode, order_dt, trade_dt,
+    CHECK_CLOSE, CHECK_HIGH, CHECK_LOW, CHECK_OPEN, CHECK_TS, DAY_US, DIRECTION_NAMES, FILL_NAMES,
+    METRIC_NAMES, N_METRICS, N_PARAMS, SIZE_MODE_NAMES, Direction, P_ALLOW_LONG, P_ALLOW_SHORT,
+    P_COOLDOWN, P_FEE, P_FEE_FIXED, P_FILL, P_IMPACT, P_IMPACT_EXP, P_INIT_CASH, P_LEVERAGE,
+    P_MAKER_FEE, P_MAX_DRAWDOWN, P_MAX_LEVERAGE, P_MAX_POSITION, P_MIN_FEE, P_MIN_QTY, P_MMR,
+    P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP, P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP,
+    P_TRAILING_STOP, SizeMode, order_dt, trade_dt,
 )
 
 TRADE_COLUMNS = ["entry_idx", "exit_idx", "entry_ts", "exit_ts", "direction", "size", "entry_price",
@@ -90,16 +91,23 @@ def _f64(name: str, x: Any, n: Optional[int], *, positive: bool = False) -> np.n
     return a
 
 
-def ohlc_arrays(close, open, high, low, who: str):
-    """Validated float64 close/open/high/low (open/high/low default to close)."""
-    c = _f64("close", close, None, positive=True)
+def ohlc_arrays(close, open, high, low, who: str, check: bool = True):
+    """Validated float64 close/open/high/low (open/high/low default to close).
+
+    ``check=False`` converts and checks shapes only, and also returns the ``CHECK_*`` mask of the
+    given arrays, for a kernel that validates values in its own pass (:func:`simulate`)."""
+    c = _f64("close", close, None, positive=check)
     n = c.shape[0]
     if n == 0:
         raise ValueError(f"{who}: `close` is empty")
-    o = c if open is None else _f64("open", open, n, positive=True)
-    h = c if high is None else _f64("high", high, n, positive=True)
-    lo = c if low is None else _f64("low", low, n, positive=True)
-    return c, o, h, lo
+    o = c if open is None else _f64("open", open, n, positive=check)
+    h = c if high is None else _f64("high", high, n, positive=check)
+    lo = c if low is None else _f64("low", low, n, positive=check)
+    if check:
+        return c, o, h, lo
+    mask = (CHECK_CLOSE | (0 if open is None else CHECK_OPEN) | (0 if high is None else CHECK_HIGH)
+            | (0 if low is None else CHECK_LOW))
+    return c, o, h, lo, mask
 
 
 def _bool(name: str, x: Any, n: int) -> np.ndarray:
@@ -212,8 +220,9 @@ def signal_arrays(direction: str, n: int, entries, exits, short_entries=None, sh
     return e, x, se, sx
 
 
-def bar_times(ts, n: int) -> np.ndarray:
-    """Bar times as int64 µs; ``None`` -> one bar per day from 0."""
+def bar_times(ts, n: int, check: bool = True) -> np.ndarray:
+    """Bar times as int64 µs; ``None`` -> one bar per day from 0. ``check=False``: shape only
+    (the caller's kernel checks the order, ``CHECK_TS``)."""
     if ts is None:
         return np.arange(n, dtype=np.int64) * DAY_US
     a = np.asarray(ts)
@@ -222,6 +231,8 @@ def bar_times(ts, n: int) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.int64)
     if a.shape != (n,):
         raise ValueError(f"simulate: `ts` must have {n} rows, got shape {a.shape}")
+    if not check:
+        return a
     i = _nb.first_decrease_nb(a)
     if i > 0:
         raise ValueError(f"simulate: `ts` must be non-decreasing; row {i} ({a[i]}) is before "
@@ -341,7 +352,8 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
         close; it multiplies the quantity of an entry signalled on that bar (e.g. an ML
         strategy's AFML bet size). ``None``: 1.0 everywhere.
     """
-    c, o, h, lo = ohlc_arrays(close, open, high, low, "simulate")
+    # prices and ts are validated inside the kernel's single pass (``check``); shapes here
+    c, o, h, lo, check = ohlc_arrays(close, open, high, low, "simulate", check=False)
     n = c.shape[0]
     p = build_params(init_cash=init_cash, fees=fees, slippage=slippage, fill=fill, size=size,
                      direction=direction, fee_fixed=fee_fixed, min_fee=min_fee,
@@ -351,7 +363,9 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
                      stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
                      time_stop=time_stop, cooldown=cooldown, max_position=max_position,
                      max_leverage=max_leverage, max_drawdown=max_drawdown)
-    t = bar_times(ts, n)
+    t = bar_times(ts, n, check=False)
+    if ts is not None:
+        check |= CHECK_TS
     if volume is None:
         if p[P_IMPACT] > 0:
             raise ValueError("simulate: `slippage_impact` > 0 needs `volume`")
@@ -365,7 +379,26 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
     fund = funding_per_bar(t, funding_ts, funding_rate)
     vol_est = (realised_vol(c, t, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET
                else np.zeros(0))
-    return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, bet_sizes(size_scale, n), p)
+    d = getattr(direction, "value", direction)
+    none = np.zeros(0, dtype=np.bool_)        # an unused signal pair is not read by the kernel
+    if d == "long":
+        se = sx = none
+    elif d == "short":
+        le = lx = none
+    try:
+        return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, bet_sizes(size_scale, n), p,
+                    check)
+    except _BadInput:
+        # the kernel stopped at a bad row: the separate checks name the argument and the row
+        ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo,
+                    "simulate")
+        bar_times(t, n)
+        raise AssertionError("simulate: the kernel reported an invalid input row that the "
+                             "checks did not find") from None
+
+
+class _BadInput(Exception):
+    """Raised by :func:`_run` when the kernel's fused input checks fail."""
 
 
 def bet_sizes(size_scale, n: Optional[int], where: str = "size_scale") -> np.ndarray:
@@ -383,7 +416,7 @@ def bet_sizes(size_scale, n: Optional[int], where: str = "size_scale") -> np.nda
     return a
 
 
-def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p) -> BacktestResult:
+def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check=0) -> BacktestResult:
     n = c.shape[0]
     eq = np.empty(n)
     cash = np.empty(n)
@@ -391,8 +424,10 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p) -> Backtest
     orders = np.empty(3 * n + 2, dtype=order_dt)
     trades = np.empty(n + 1, dtype=trade_dt)
     m = np.empty(N_METRICS)
-    n_ord, n_tr = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, True,
-                                  eq, cash, pos, orders, trades, m, np.zeros(0))
+    n_ord, n_tr, bad = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p,
+                                       True, eq, cash, pos, orders, trades, m, np.zeros(0), check)
+    if bad >= 0:
+        raise _BadInput(bad)
     return BacktestResult(ts=t, equity=eq, cash=cash, position=pos, orders=orders[:n_ord].copy(),
                           trade_records=trades[:n_tr].copy(), metrics=metrics_dict(m),
                           final_value=float(m[METRIC_NAMES.index("final_value")]),

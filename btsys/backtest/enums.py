@@ -121,3 +121,11 @@ trade_dt = np.dtype([
 ])
 
 DAY_US = 86_400_000_000
+
+# --------------------------------------------------------------------------- fused input checks
+# bits of simulate_nb's ``check``: which inputs the event loop validates in its single pass
+CHECK_CLOSE = 1
+CHECK_OPEN = 2
+CHECK_HIGH = 4
+CHECK_LOW = 8
+CHECK_TS = 16
