@@ -453,6 +453,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     liq = 0.0
     extreme = 0.0
     prot_lvl = 0.0
+    prot_fix = 0.0
     tp_lvl = 0.0
     entry_idx = -1
     entry_fee = 0.0
@@ -538,15 +539,16 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                     extreme = px
                     liq = liq_price_nb(pend_dir, px, lev, mmr)
                     prot_lvl, tp_lvl = stop_levels_nb(pend_dir, pe, extreme, sl, tp, tsl, liq)
+                    prot_fix, _ = stop_levels_nb(pend_dir, pe, extreme, sl, tp, 0.0, liq)
             pend_exit = False
             pend_dir = 0
 
         # ---- 2. stops, targets and liquidation inside the bar
         if pos != 0.0:
             if pos > 0.0:
-                hit = not (low[i] > prot_lvl and high[i] < tp_lvl)
+                hit = not ((low[i] > prot_lvl) & (high[i] < tp_lvl))
             else:
-                hit = not (high[i] < prot_lvl and low[i] > tp_lvl)
+                hit = not ((high[i] < prot_lvl) & (low[i] > tp_lvl))
             if hit:
                 side = 1 if pos > 0.0 else -1
                 k, px_raw = intrabar_exit_nb(side, open_[i], high[i], low[i], pe, extreme,
@@ -652,19 +654,25 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                         extreme = px
                         liq = liq_price_nb(dd, px, lev, mmr)
                         prot_lvl, tp_lvl = stop_levels_nb(dd, pe, extreme, sl, tp, tsl, liq)
+                        prot_fix, _ = stop_levels_nb(dd, pe, extreme, sl, tp, 0.0, liq)
 
         # ---- 5. trailing extreme, mark to market, streaming metrics
         if pos != 0.0:
             if entry_idx != i or not fill_close:
+                # branch-free (new extremes are frequent and random): the trailing level is the
+                # same max/min over (liquidation, stop, trailing) that stop_levels_nb computes
                 if pos > 0.0:
-                    if high[i] > extreme:
-                        extreme = high[i]
-                        if tsl > 0.0:
-                            prot_lvl, tp_lvl = stop_levels_nb(1, pe, extreme, sl, tp, tsl, liq)
-                elif low[i] < extreme:
-                    extreme = low[i]
+                    hx = high[i]
+                    extreme = hx if hx > extreme else extreme
                     if tsl > 0.0:
-                        prot_lvl, tp_lvl = stop_levels_nb(-1, pe, extreme, sl, tp, tsl, liq)
+                        tl = extreme * (1.0 - tsl)
+                        prot_lvl = tl if tl > prot_fix else prot_fix
+                else:
+                    lx_ = low[i]
+                    extreme = lx_ if lx_ < extreme else extreme
+                    if tsl > 0.0:
+                        tl = extreme * (1.0 + tsl)
+                        prot_lvl = tl if tl < prot_fix else prot_fix
             n_exposed += 1
             eq = cash + margin + pos * (c - pe)
         else:
