@@ -200,6 +200,8 @@ def _log_model(cfg: Any, run_id: str, model_info: dict) -> None:
 def run(cfg: Any) -> dict:
     """Run the pipeline up to ``cfg.stage``; returns the run's metrics (and the stage keys).
 
+    ``stage=backtest`` stops before MLflow: the results are written to the store only.
+
     A trial whose config hash is already logged as a finished MLflow run is skipped (its logged
     metrics are returned) unless ``force=true``. ``sweep.mode=kernel|spark`` evaluates the whole
     ``sweep.grid`` in this one run (see :mod:`btsys.backtest.grid`).
@@ -208,7 +210,7 @@ def run(cfg: Any) -> dict:
 
     stage = str(getattr(cfg.stage, "value", cfg.stage))
     mode = str(getattr(cfg.sweep.mode, "value", cfg.sweep.mode))
-    if stage in ("backtest", "all") and mode == "hydra" and not cfg.force:
+    if stage == "all" and mode == "hydra" and not cfg.force:
         rid = mlflow_log.find_logged_run(cfg)
         if rid is not None:
             return {"skipped_run_id": rid, **mlflow_log.logged_metrics(cfg, rid)}
@@ -238,6 +240,8 @@ def run(cfg: Any) -> dict:
     result = run_backtest_stage(cfg, ctx.store, feats, ingest)
     out.update(result.metrics)
     out["results"] = save_results(ctx.store, mlflow_log.config_hash(cfg), result)
+    if stage == "backtest":                 # stop before the report stage: results in the store only
+        return out
     rid = mlflow_log.log_run(cfg, result, keys=keys)
     if rid is not None and result.model_info is not None:
         _log_model(cfg, rid, result.model_info)

@@ -112,3 +112,18 @@ def test_concurrent_writers_leave_one_intact_entry(tmp_path):
     marker = json.loads(store.read_text("cache/bars/same/_COMMITTED"))
     assert marker["prefix"] == entry.prefix
     assert not [f for f in os.listdir(tmp_path / "cache/bars/same") if ".tmp-" in f]
+
+
+def test_stage_backtest_stops_before_the_report(tmp_path, spark, monkeypatch):
+    """stage=backtest writes the results to the store and logs nothing to MLflow; stage=bars stops earlier."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "mlflow.db"
+    small = ["data.symbols=[BTCUSDT]", "data.end=2025-01-02", "data.synthetic.ticks_per_day=3000",
+             f"storage.root={tmp_path / 'store'}", f"mlflow.tracking_uri=sqlite:///{db}"]
+    out = P.run(_cfg([*small, "stage=bars"]))
+    assert set(out) == {"ingest_key", "bars_key"}
+    out = P.run(_cfg([*small, "stage=backtest"]))
+    assert "final_value" in out and "mlflow_run_id" not in out
+    store = LocalStorage(str(tmp_path / "store"))
+    assert any(k.endswith("metrics.json") for k in store.list("results"))
+    assert not db.exists()
