@@ -1196,3 +1196,57 @@ def first_decrease_nb(t):
         if t[i] < t[i - 1]:
             return i
     return -1
+
+
+@njit(cache=True, error_model="numpy")
+def first_bad_input_nb(ts, open_, high, low, close, check):
+    """First row where an input named by ``check`` (``CHECK_*`` bits) is invalid, or -1: the same
+    rule as :func:`simulate_nb`'s fused checks (prices finite and > 0, ts non-decreasing)."""
+    chk_c = (check & CHECK_CLOSE) != 0
+    chk_o = (check & CHECK_OPEN) != 0
+    chk_h = (check & CHECK_HIGH) != 0
+    chk_l = (check & CHECK_LOW) != 0
+    chk_t = (check & CHECK_TS) != 0
+    t_prev = ts[0]
+    for i in range(close.shape[0]):
+        ok = True
+        if chk_c:
+            v = close[i]
+            ok = ok & (v > 0.0) & (v < np.inf)
+        if chk_o:
+            v = open_[i]
+            ok = ok & (v > 0.0) & (v < np.inf)
+        if chk_h:
+            v = high[i]
+            ok = ok & (v > 0.0) & (v < np.inf)
+        if chk_l:
+            v = low[i]
+            ok = ok & (v > 0.0) & (v < np.inf)
+        if chk_t:
+            t_i = ts[i]
+            ok = ok & (t_i >= t_prev)
+            t_prev = t_i
+        if not ok:
+            return i
+    return -1
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def simulate_checked_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est,
+                        scale, p, eq_out, cash_out, pos_out, orders, trades, metrics, check):
+    """:func:`simulate_nb` (``store=True``) on one thread while a second thread validates the
+    inputs named by ``check`` (:func:`first_bad_input_nb`); returns ``(n_orders, n_trades,
+    bad_row)``. The event loop never fails on invalid values (they only make its outputs
+    meaningless), so the two can run at once; with a bad row the caller raises."""
+    out = np.full(3, -1, dtype=np.int64)
+    daily = np.zeros(0)
+    for k in prange(2):
+        if k == 0:
+            n_ord, n_tr, _ = simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx,
+                                         funding, vol_est, scale, p, True, eq_out, cash_out,
+                                         pos_out, orders, trades, metrics, daily, 0)
+            out[0] = n_ord
+            out[1] = n_tr
+        else:
+            out[2] = first_bad_input_nb(ts, open_, high, low, close, check)
+    return out[0], out[1], out[2]

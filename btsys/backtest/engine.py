@@ -12,10 +12,12 @@ value is ``position * close`` as in a spot account.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping, Optional
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -28,6 +30,8 @@ from btsys.backtest.enums import (
     P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP, P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP,
     P_TRAILING_STOP, SizeMode, order_dt, trade_dt,
 )
+
+_PAR_LOCK = threading.Lock()
 
 TRADE_COLUMNS = ["entry_idx", "exit_idx", "entry_ts", "exit_ts", "direction", "size", "entry_price",
                  "exit_price", "pnl", "return", "duration_bars", "fees", "funding", "is_open",
@@ -424,8 +428,20 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check=0) ->
     orders = np.empty(3 * n + 2, dtype=order_dt)
     trades = np.empty(n + 1, dtype=trade_dt)
     m = np.empty(N_METRICS)
-    n_ord, n_tr, bad = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p,
-                                       True, eq, cash, pos, orders, trades, m, np.zeros(0), check)
+    # with a second core, the input checks run on it while the event loop runs (one launch at a
+    # time per process: numba's workqueue threading layer allows no concurrent launches; a caller
+    # that finds the lock taken runs the single-threaded loop, which checks in its own pass)
+    if check and numba.get_num_threads() > 1 and _PAR_LOCK.acquire(blocking=False):
+        try:
+            n_ord, n_tr, bad = _nb.simulate_checked_nb(t, o, h, lo, c, v, le, lx, se, sx, fund,
+                                                       vol_est, scale, p, eq, cash, pos, orders,
+                                                       trades, m, check)
+        finally:
+            _PAR_LOCK.release()
+    else:
+        n_ord, n_tr, bad = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale,
+                                           p, True, eq, cash, pos, orders, trades, m, np.zeros(0),
+                                           check)
     if bad >= 0:
         raise _BadInput(bad)
     return BacktestResult(ts=t, equity=eq, cash=cash, position=pos, orders=orders[:n_ord].copy(),
