@@ -420,13 +420,31 @@ def bet_sizes(size_scale, n: Optional[int], where: str = "size_scale") -> np.nda
     return a
 
 
+_SCRATCH = threading.local()
+_SCRATCH_MAX_BARS = 4_000_000
+
+
+def _record_buffers(n: int):
+    """Order and trade record buffers for an n-bar run (3n+2 orders, n+1 trades at most).
+
+    The result keeps copies of the used records only, so the buffers are scratch: up to
+    ``_SCRATCH_MAX_BARS`` bars they are kept per thread and reused (a fresh 3 M-record buffer
+    costs ~0.8 ms of mapping and page faults per call; only the pages written are resident)."""
+    if n > _SCRATCH_MAX_BARS:
+        return np.empty(3 * n + 2, dtype=order_dt), np.empty(n + 1, dtype=trade_dt)
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None or bufs[1].shape[0] < n + 1:
+        bufs = (np.empty(3 * n + 2, dtype=order_dt), np.empty(n + 1, dtype=trade_dt))
+        _SCRATCH.bufs = bufs
+    return bufs
+
+
 def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check=0) -> BacktestResult:
     n = c.shape[0]
     eq = np.empty(n)
     cash = np.empty(n)
     pos = np.empty(n)
-    orders = np.empty(3 * n + 2, dtype=order_dt)
-    trades = np.empty(n + 1, dtype=trade_dt)
+    orders, trades = _record_buffers(n)
     m = np.empty(N_METRICS)
     # with a second core, the input checks run on it while the event loop runs (one launch at a
     # time per process: numba's workqueue threading layer allows no concurrent launches; a caller
