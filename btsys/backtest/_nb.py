@@ -325,6 +325,61 @@ def _rec_trade_nb(trades, k, col, entry_idx, exit_idx, direction, is_open, exit_
     r["funding"] = funding
 
 
+@njit(cache=True, error_model="numpy")
+def equity_stats_nb(ts, equity, init_cash, dacc, daily_out):
+    """Streaming statistics of an equity path: returns ``(sum of equity, max drawdown, longest
+    drawdown in µs)`` and pushes the daily returns into ``dacc``/``daily_out``.
+
+    Exactly the operations (and order) of the statistics block of :func:`simulate_nb`'s loop,
+    which runs them per bar when it keeps no per-bar arrays (sweeps); with ``store`` it runs this
+    over its ``eq_out`` instead, so both give the same bits."""
+    n = equity.shape[0]
+    sum_eq = 0.0
+    peak = init_cash
+    peak_ts = ts[0]
+    trough = init_cash
+    max_dd = 0.0
+    max_dd_us = 0
+    cur_day = ts[0] // _DAY
+    next_day = (cur_day + 1) * _DAY
+    day_prev_eq = init_cash
+    day_last_eq = init_cash
+    n_day = 0
+    for i in range(n):
+        eq = equity[i]
+        sum_eq += eq
+        if eq >= peak:
+            if trough < peak:
+                if ts[i] - peak_ts > max_dd_us:
+                    max_dd_us = ts[i] - peak_ts
+                ddv = (peak - trough) / peak
+                if ddv > max_dd:
+                    max_dd = ddv
+            peak = eq
+            peak_ts = ts[i]
+            trough = eq
+        else:
+            trough = min(trough, eq)
+        if ts[i] >= next_day:
+            d = ts[i] // _DAY
+            n_day = _push_day_nb(dacc, daily_out, n_day,
+                                 day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+            for _ in range(d - cur_day - 1):
+                n_day = _push_day_nb(dacc, daily_out, n_day, 0.0)
+            day_prev_eq = day_last_eq
+            cur_day = d
+            next_day = (d + 1) * _DAY
+        day_last_eq = eq
+    _push_day_nb(dacc, daily_out, n_day, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+    if trough < peak:
+        if ts[n - 1] - peak_ts > max_dd_us:
+            max_dd_us = ts[n - 1] - peak_ts
+        ddv = (peak - trough) / peak
+        if ddv > max_dd:
+            max_dd = ddv
+    return sum_eq, max_dd, max_dd_us
+
+
 # --------------------------------------------------------------------------- the event loop
 # accumulator slots of the per-run statistics array (exits and entries are rare: an array is fine)
 _A_FEES = 0
@@ -678,9 +733,12 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
         else:
             eq = cash
         if store:
+            # the per-bar statistics are computed from eq_out after the loop (equity_stats_nb,
+            # the same operations in the same order): this loop then carries less state
             eq_out[i] = eq
             cash_out[i] = cash
             pos_out[i] = pos
+            continue
         sum_eq += eq
         if eq >= peak:
             # a drawdown episode ends: its depth is (peak - trough) / peak
@@ -706,13 +764,17 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
             next_day = (d + 1) * _DAY
         day_last_eq = eq
 
-    _push_day_nb(dacc, daily_out, n_day, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
-    if trough < peak:
-        if ts[n - 1] - peak_ts > max_dd_us:
-            max_dd_us = ts[n - 1] - peak_ts
-        ddv = (peak - trough) / peak
-        if ddv > max_dd:
-            max_dd = ddv
+    if store:
+        sum_eq, max_dd, max_dd_us = equity_stats_nb(ts, eq_out, init_cash, dacc, daily_out)
+    else:
+        _push_day_nb(dacc, daily_out, n_day,
+                     day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+        if trough < peak:
+            if ts[n - 1] - peak_ts > max_dd_us:
+                max_dd_us = ts[n - 1] - peak_ts
+            ddv = (peak - trough) / peak
+            if ddv > max_dd:
+                max_dd = ddv
     is_open = pos != 0.0
     if is_open:
         c = close[n - 1]
