@@ -2,9 +2,12 @@
 
 One event loop, :func:`simulate_nb`, implements every fill, cost, sizing and risk rule and
 computes the metrics while it runs (streaming), so a sweep can call the very same function with
-``store=False`` and keep nothing per bar. :func:`portfolio_nb` runs the same rules (through the
+``store=False`` and keep nothing per bar (with ``store=True`` the equity statistics come from
+:func:`equity_stats_nb`, the same operations over the equity it wrote). :func:`portfolio_nb` runs the same rules (through the
 same small helpers) over several symbols with shared cash. Python wrappers in ``engine.py``,
-``portfolio.py`` and ``sweep.py`` validate inputs; nothing here checks its arguments.
+``portfolio.py`` and ``sweep.py`` validate inputs; nothing here checks its arguments, except
+that :func:`simulate_nb` can check prices and bar times in its own pass (``check``) and
+:func:`simulate_checked_nb` checks them on a second thread while the loop runs (``simulate``).
 
 Bar order of events (bar ``i``)
 -------------------------------

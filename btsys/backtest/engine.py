@@ -381,8 +381,9 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
             raise ValueError(f"simulate: `volume` row {i} is {v[i]!r}")
     le, lx, se, sx = signal_arrays(direction, n, entries, exits, short_entries, short_exits)
     fund = funding_per_bar(t, funding_ts, funding_rate)
-    vol_est = (realised_vol(c, t, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET
-               else np.zeros(0))
+    with np.errstate(invalid="ignore", divide="ignore"):    # prices not checked yet: no warnings
+        vol_est = (realised_vol(c, t, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET
+                   else np.zeros(0))
     d = getattr(direction, "value", direction)
     none = np.zeros(0, dtype=np.bool_)        # an unused signal pair is not read by the kernel
     if d == "long":
