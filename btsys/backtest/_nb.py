@@ -239,6 +239,16 @@ def stop_levels_nb(side, pe, extreme, sl, tp, tsl, liq):
 
 
 @njit(cache=True, error_model="numpy")
+def params_nb(p):
+    """The parameter vector (``enums.P_*``) unpacked, once for the single-asset and portfolio kernels."""
+    return (p[P_INIT_CASH], p[P_FEE], p[P_FEE_FIXED], p[P_MIN_FEE], p[P_SLIPPAGE], p[P_IMPACT],
+            p[P_IMPACT_EXP], p[P_FILL] == 1.0, int(p[P_SIZE_MODE]), p[P_SIZE], p[P_MIN_QTY],
+            p[P_STEP], p[P_LEVERAGE], p[P_MMR], p[P_STOP_LOSS], p[P_TAKE_PROFIT],
+            p[P_TRAILING_STOP], int(p[P_TIME_STOP]), int(p[P_COOLDOWN]), p[P_MAX_POSITION],
+            p[P_MAX_LEVERAGE], p[P_MAX_DRAWDOWN], p[P_ALLOW_LONG] != 0.0, p[P_ALLOW_SHORT] != 0.0)
+
+
+@njit(cache=True, error_model="numpy")
 def _push_nb(acc, r):
     """Welford update of the daily-return accumulator ``acc = [n, mean, m2, downside_sq]``."""
     acc[0] += 1.0
@@ -472,30 +482,9 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     chk_t = (check & CHECK_TS) != 0
     has_long = le.shape[0] > 0
     has_short = se.shape[0] > 0
-    init_cash = p[P_INIT_CASH]
-    fee = p[P_FEE]
-    fee_fixed = p[P_FEE_FIXED]
-    min_fee = p[P_MIN_FEE]
-    slip = p[P_SLIPPAGE]
-    impact = p[P_IMPACT]
-    impact_exp = p[P_IMPACT_EXP]
-    fill_close = p[P_FILL] == 1.0
-    size_mode = int(p[P_SIZE_MODE])
-    size = p[P_SIZE]
-    min_qty = p[P_MIN_QTY]
-    step = p[P_STEP]
-    lev = p[P_LEVERAGE]
-    mmr = p[P_MMR]
-    sl = p[P_STOP_LOSS]
-    tp = p[P_TAKE_PROFIT]
-    tsl = p[P_TRAILING_STOP]
-    time_stop = int(p[P_TIME_STOP])
-    cooldown = int(p[P_COOLDOWN])
-    max_pos = p[P_MAX_POSITION]
-    max_lev = p[P_MAX_LEVERAGE]
-    max_dd_kill = p[P_MAX_DRAWDOWN]
-    allow_long = p[P_ALLOW_LONG] != 0.0
-    allow_short = p[P_ALLOW_SHORT] != 0.0
+    (init_cash, fee, fee_fixed, min_fee, slip, impact, impact_exp, fill_close, size_mode, size,
+     min_qty, step, lev, mmr, sl, tp, tsl, time_stop, cooldown, max_pos, max_lev, max_dd_kill,
+     allow_long, allow_short) = params_nb(p)
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
     has_volest = vol_est.shape[0] > 0
@@ -976,30 +965,9 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
     ``(n_orders, n_trades, fees_paid, funding_paid, traded)``.
     """
     T, K = close.shape
-    init_cash = p[P_INIT_CASH]
-    fee = p[P_FEE]
-    fee_fixed = p[P_FEE_FIXED]
-    min_fee = p[P_MIN_FEE]
-    slip = p[P_SLIPPAGE]
-    impact = p[P_IMPACT]
-    impact_exp = p[P_IMPACT_EXP]
-    fill_close = p[P_FILL] == 1.0
-    size_mode = int(p[P_SIZE_MODE])
-    size = p[P_SIZE]
-    min_qty = p[P_MIN_QTY]
-    step = p[P_STEP]
-    lev = p[P_LEVERAGE]
-    mmr = p[P_MMR]
-    sl = p[P_STOP_LOSS]
-    tp = p[P_TAKE_PROFIT]
-    tsl = p[P_TRAILING_STOP]
-    time_stop = int(p[P_TIME_STOP])
-    cooldown = int(p[P_COOLDOWN])
-    max_pos = p[P_MAX_POSITION]
-    max_lev = p[P_MAX_LEVERAGE]
-    max_dd_kill = p[P_MAX_DRAWDOWN]
-    allow_long = p[P_ALLOW_LONG] != 0.0
-    allow_short = p[P_ALLOW_SHORT] != 0.0
+    (init_cash, fee, fee_fixed, min_fee, slip, impact, impact_exp, fill_close, size_mode, size,
+     min_qty, step, lev, mmr, sl, tp, tsl, time_stop, cooldown, max_pos, max_lev, max_dd_kill,
+     allow_long, allow_short) = params_nb(p)
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
     held_extra = 0 if fill_close else 1
