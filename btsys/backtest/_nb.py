@@ -340,12 +340,11 @@ def _rec_trade_nb(trades, k, col, entry_idx, exit_idx, direction, is_open, exit_
 
 @njit(cache=True, error_model="numpy")
 def equity_stats_nb(ts, equity, init_cash, dacc, daily_out):
-    """Streaming statistics of an equity path: returns ``(sum of equity, max drawdown, longest
-    drawdown in µs)`` and pushes the daily returns into ``dacc``/``daily_out``.
+    """Statistics of an equity path: returns ``(sum of equity, max drawdown, longest drawdown in
+    µs)`` and pushes the daily returns (last equity per UTC day) into ``dacc``/``daily_out``.
 
-    Exactly the operations (and order) of the statistics block of :func:`simulate_nb`'s loop,
-    which runs them per bar when it keeps no per-bar arrays (sweeps); with ``store`` it runs this
-    over its ``eq_out`` instead, so both give the same bits."""
+    The one definition used by :func:`simulate_nb` (over its per-bar equity, also in sweeps, where
+    the buffer is per thread) and by :func:`equity_metrics_nb` (portfolios)."""
     n = equity.shape[0]
     sum_eq = 0.0
     peak = init_cash
@@ -468,7 +467,9 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     vol_est : float64 annualised volatility known at each bar's close (volatility target), or length 0
     scale : float64 bet size in [0, 1] decided at each bar's close (scales the entry), or length 0
     p : float64 parameter vector (``enums.P_*``)
-    store : write per-bar arrays and records (False in sweeps: only ``metrics``)
+    store : write cash/position per bar and the order/trade records (False in sweeps)
+    eq_out : float64 array of length n that always receives the equity per bar (a per-thread
+        scratch buffer in sweeps); the equity statistics are computed from it after the loop
     daily_out : float64 array receiving the daily returns (one per UTC day from the first bar's
         day to the last's), or length 0
     check : bit mask of inputs validated in the same pass (``CHECK_*``): close/open/high/low must
@@ -514,18 +515,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     kpeak = init_cash
     n_ord = 0
     n_tr = 0
-    peak = init_cash
-    peak_ts = ts[0]
-    trough = init_cash
-    max_dd = 0.0
-    max_dd_us = 0
     n_exposed = 0
-    sum_eq = 0.0
-    cur_day = ts[0] // _DAY
-    next_day = (cur_day + 1) * _DAY
-    day_prev_eq = init_cash
-    day_last_eq = init_cash
-    n_day = 0
     eq = init_cash
 
     t_prev = ts[0]
@@ -724,49 +714,14 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
             eq = cash + margin + pos * (c - pe)
         else:
             eq = cash
+        # the equity statistics (drawdowns, daily returns) are computed from eq_out after the
+        # loop by equity_stats_nb: one definition for simulate, sweeps and portfolios
+        eq_out[i] = eq
         if store:
-            # the per-bar statistics are computed from eq_out after the loop (equity_stats_nb,
-            # the same operations in the same order): this loop then carries less state
-            eq_out[i] = eq
             cash_out[i] = cash
             pos_out[i] = pos
-            continue
-        sum_eq += eq
-        if eq >= peak:
-            # a drawdown episode ends: its depth is (peak - trough) / peak
-            if trough < peak:
-                if ts[i] - peak_ts > max_dd_us:
-                    max_dd_us = ts[i] - peak_ts
-                ddv = (peak - trough) / peak
-                if ddv > max_dd:
-                    max_dd = ddv
-            peak = eq
-            peak_ts = ts[i]
-            trough = eq
-        else:
-            trough = min(trough, eq)
-        if ts[i] >= next_day:
-            d = ts[i] // _DAY
-            n_day = _push_day_nb(dacc, daily_out, n_day,
-                                 day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
-            for _ in range(d - cur_day - 1):
-                n_day = _push_day_nb(dacc, daily_out, n_day, 0.0)
-            day_prev_eq = day_last_eq
-            cur_day = d
-            next_day = (d + 1) * _DAY
-        day_last_eq = eq
 
-    if store:
-        sum_eq, max_dd, max_dd_us = equity_stats_nb(ts, eq_out, init_cash, dacc, daily_out)
-    else:
-        _push_day_nb(dacc, daily_out, n_day,
-                     day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
-        if trough < peak:
-            if ts[n - 1] - peak_ts > max_dd_us:
-                max_dd_us = ts[n - 1] - peak_ts
-            ddv = (peak - trough) / peak
-            if ddv > max_dd:
-                max_dd = ddv
+    sum_eq, max_dd, max_dd_us = equity_stats_nb(ts, eq_out, init_cash, dacc, daily_out)
     is_open = pos != 0.0
     if is_open:
         c = close[n - 1]
@@ -862,19 +817,20 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
         en = np.empty(n, dtype=np.bool_)
         ex = np.empty(n, dtype=np.bool_)
         m = np.empty(N_METRICS)
+        eqb = np.empty(n)            # this thread's equity path, reused by its combinations
         for c in range(t, n_comb, nth):
             cross_signals_nb(mas[fast_row[c]], mas[slow_row[c]], en, ex)
             if direction == 0:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, nof, nof,
-                            funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
+                            funding, vol_est, empty_f, params[c], False, eqb, empty_f, empty_f,
                             orders0, trades0, m, daily[c], 0)
             elif direction == 1:
                 simulate_nb(ts, open_, high, low, close, volume, nof, nof, en, ex,
-                            funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
+                            funding, vol_est, empty_f, params[c], False, eqb, empty_f, empty_f,
                             orders0, trades0, m, daily[c], 0)
             else:
                 simulate_nb(ts, open_, high, low, close, volume, en, ex, ex, en,
-                            funding, vol_est, empty_f, params[c], False, empty_f, empty_f, empty_f,
+                            funding, vol_est, empty_f, params[c], False, eqb, empty_f, empty_f,
                             orders0, trades0, m, daily[c], 0)
             out[c, :] = m
 
@@ -887,46 +843,11 @@ def equity_metrics_nb(ts, equity, init_cash, exposed, trade_pnl, trade_open, fee
     metrics of :func:`simulate_nb`): used for portfolios and to cross-check the event loop."""
     n = equity.shape[0]
     dacc = np.zeros(4)
-    peak = init_cash
-    peak_ts = ts[0]
-    trough = init_cash
-    max_dd = 0.0
-    max_dd_us = 0
-    cur_day = ts[0] // _DAY
-    day_prev = init_cash
-    day_last = init_cash
-    sum_eq = 0.0
+    sum_eq, max_dd, max_dd_us = equity_stats_nb(ts, equity, init_cash, dacc, np.zeros(0))
     n_exp = 0
     for i in range(n):
-        eq = equity[i]
-        sum_eq += eq
         if exposed[i]:
             n_exp += 1
-        if eq >= peak:
-            if trough < peak:
-                if ts[i] - peak_ts > max_dd_us:
-                    max_dd_us = ts[i] - peak_ts
-                if (peak - trough) / peak > max_dd:
-                    max_dd = (peak - trough) / peak
-            peak = eq
-            peak_ts = ts[i]
-            trough = eq
-        else:
-            trough = min(trough, eq)
-        d = ts[i] // _DAY
-        if d != cur_day:
-            _push_nb(dacc, day_last / day_prev - 1.0 if day_prev > 0.0 else 0.0)
-            for _ in range(d - cur_day - 1):
-                _push_nb(dacc, 0.0)
-            day_prev = day_last
-            cur_day = d
-        day_last = eq
-    _push_nb(dacc, day_last / day_prev - 1.0 if day_prev > 0.0 else 0.0)
-    if trough < peak:
-        if ts[n - 1] - peak_ts > max_dd_us:
-            max_dd_us = ts[n - 1] - peak_ts
-        if (peak - trough) / peak > max_dd:
-            max_dd = (peak - trough) / peak
     n_closed = 0
     n_win = 0
     gw = 0.0
