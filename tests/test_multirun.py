@@ -171,3 +171,7 @@ def test_end_to_end_python_m_btsys_demo_multirun(tmp_path):
         assert k.info.status == "FINISHED" and DESIGN_METRICS <= set(k.data.metrics)
         assert k.data.tags["btsys.bars_key"] and k.data.tags["btsys.ingest_key"]
         assert {"config.yaml", "tearsheet.html", "charts"} <= {a.path for a in c.list_artifacts(k.info.run_id)}
+    # the bars are computed once for the sweep and every other job logs the cache hit
+    assert len({k.data.tags["btsys.bars_key"] for k in kids}) == 1
+    text = p.stdout + p.stderr
+    assert text.count("computing bars") == 1 and text.count("cache hit: bars") == 3, text[-3000:]
