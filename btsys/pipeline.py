@@ -188,13 +188,17 @@ def save_results(store: Storage, config_hash: str, result: Any) -> str:
     return store.uri(prefix)
 
 
-def _log_model(cfg: Any, run_id: str, model_info: dict) -> None:
-    """Add an ML strategy's fitted model and importances to its (already logged) run."""
+def _log_models(cfg: Any, run_id: str, model_infos: dict) -> None:
+    """Add an ML strategy's fitted models and importances to its (already logged) run: ``model``
+    for one symbol, ``model_<SYMBOL>`` (metrics prefixed ``<SYMBOL>.``) for several."""
     import mlflow
     from btsys.signals.ml import log_model_info
     mlflow.set_tracking_uri(str(cfg.mlflow.tracking_uri))
     with mlflow.start_run(run_id=run_id):
-        log_model_info(model_info)
+        for sym, info in sorted(model_infos.items()):
+            one = len(model_infos) == 1
+            log_model_info(info, artifact_name="model" if one else f"model_{sym}",
+                           prefix="" if one else f"{sym}.")
 
 
 def run(cfg: Any) -> dict:
@@ -243,7 +247,7 @@ def run(cfg: Any) -> dict:
     if stage == "backtest":                 # stop before the report stage: results in the store only
         return out
     rid = mlflow_log.log_run(cfg, result, keys=keys)
-    if rid is not None and result.model_info is not None:
-        _log_model(cfg, rid, result.model_info)
+    if rid is not None and result.model_infos:
+        _log_models(cfg, rid, result.model_infos)
     out["mlflow_run_id"] = rid
     return out

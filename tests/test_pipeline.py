@@ -127,3 +127,24 @@ def test_stage_backtest_stops_before_the_report(tmp_path, spark, monkeypatch):
     store = LocalStorage(str(tmp_path / "store"))
     assert any(k.endswith("metrics.json") for k in store.list("results"))
     assert not db.exists()
+
+
+def test_demo_ml_logs_run_metrics_and_each_symbols_model(tmp_path, spark, monkeypatch):
+    """+experiment=demo_ml end to end: out-of-sample ML signals backtested, run + models in MLflow."""
+    import mlflow
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=demo_ml", f"storage.root={tmp_path / 'store'}",
+                                           f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"])
+    out = P.run(cfg)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(out["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "sharpe" in run.data.metrics
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"ml", "tearsheet.html", "config.yaml"} <= arts
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert sorted(m.name for m in models) == ["model_BTCUSDT", "model_ETHUSDT"]
+    assert all(m.source_run_id == run.info.run_id for m in models)
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        assert any(k.startswith(f"{sym}.importance.") for k in run.data.metrics)
+    assert hasattr(mlflow.sklearn.load_model(models[0].model_uri), "predict_proba")

@@ -29,7 +29,7 @@ class StageResult:
 
     result: BacktestResult
     symbols: list
-    model_info: Optional[dict] = None
+    model_infos: Dict[str, dict] = field(default_factory=dict)   # symbol -> fitted ML model info
     extra_metrics: Dict[str, float] = field(default_factory=dict)
 
     # the reporter reads these like a BacktestResult
@@ -82,7 +82,7 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
                                        rebalance_every=p["rebalance_every"], bt_cfg=bt)
         return StageResult(res, sorted(frames))
     sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
-    model_info = next((g.model_info for g in sigs.values() if g.model_info), None)
+    model_infos = {s: g.model_info for s, g in sigs.items() if g.model_info}
     if len(frames) == 1:
         (sym, frame), = frames.items()
         g = sigs[sym]
@@ -95,4 +95,4 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
                                  short_entries=_per_symbol(sigs, "short_entries"),
                                  short_exits=_per_symbol(sigs, "short_exits"),
                                  size_scale=_per_symbol(sigs, "size"))
-    return StageResult(res, sorted(frames), model_info=model_info)
+    return StageResult(res, sorted(frames), model_infos=model_infos)

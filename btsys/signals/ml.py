@@ -330,13 +330,15 @@ def ml_signals(p: Mapping[str, Any], frame: pd.DataFrame) -> Signals:
 
 
 # --------------------------------------------------------------------------- MLflow
-def log_model_info(model_info: Optional[dict], artifact_name: str = "model") -> None:
+def log_model_info(model_info: Optional[dict], artifact_name: str = "model", prefix: str = "") -> None:
     """Log an ML strategy's fitted model and diagnostics to the ACTIVE MLflow run.
 
     Logs the final model with ``mlflow.sklearn.log_model`` (name ``artifact_name``), the feature
     importances (``ml/feature_importances.json`` and metrics ``importance.<feature>``), the
     walk-forward and purged-CV fold scores (``ml/folds.json``; metrics ``ml_oos_*`` and per-fold
     ``ml_fold_oos_*`` with ``step`` = fold). A ``None`` or model-less info logs what there is.
+    ``prefix`` (e.g. ``"BTCUSDT."``) goes before every metric name and ``ml/`` file name, so the
+    models of several symbols can share one run.
     """
     import mlflow
 
@@ -344,15 +346,15 @@ def log_model_info(model_info: Optional[dict], artifact_name: str = "model") -> 
         return
     if mlflow.active_run() is None:
         raise RuntimeError("log_model_info needs an active MLflow run (call it inside mlflow.start_run())")
-    metrics = {f"ml_oos_{k}": float(v) for k, v in (model_info.get("oos") or {}).items()
+    metrics = {f"{prefix}ml_oos_{k}": float(v) for k, v in (model_info.get("oos") or {}).items()
                if isinstance(v, (int, float)) and math.isfinite(v)}
     cv = model_info.get("cv_scores") or []
     for key in ("accuracy", "auc", "log_loss"):
         vals = [s[key] for s in cv if key in s]
         if vals:
-            metrics[f"ml_cv_{key}"] = float(np.mean(vals))
+            metrics[f"{prefix}ml_cv_{key}"] = float(np.mean(vals))
     for name, v in (model_info.get("importances") or {}).items():
-        metrics[f"importance.{name}"] = float(v)
+        metrics[f"{prefix}importance.{name}"] = float(v)
     if metrics:
         items = list(metrics.items())
         for i in range(0, len(items), 100):
@@ -360,11 +362,11 @@ def log_model_info(model_info: Optional[dict], artifact_name: str = "model") -> 
     for f in model_info.get("fold_scores") or []:
         for key in ("oos_accuracy", "oos_auc", "oos_log_loss"):
             if key in f:
-                mlflow.log_metric(f"ml_fold_{key}", float(f[key]), step=int(f["fold"]))
-    mlflow.log_dict(model_info.get("importances") or {}, "ml/feature_importances.json")
+                mlflow.log_metric(f"{prefix}ml_fold_{key}", float(f[key]), step=int(f["fold"]))
+    mlflow.log_dict(model_info.get("importances") or {}, f"ml/{prefix}feature_importances.json")
     mlflow.log_dict({"fold_scores": model_info.get("fold_scores") or [], "cv_scores": cv,
                      "oos": model_info.get("oos") or {}, "features": model_info.get("features") or [],
-                     "params": model_info.get("params") or {}}, "ml/folds.json")
+                     "params": model_info.get("params") or {}}, f"ml/{prefix}folds.json")
     model = model_info.get("model")
     if model is not None:
         import mlflow.sklearn
