@@ -87,6 +87,8 @@ def listing_is_current(store: Storage, listing: Mapping[str, Any]) -> bool:
     for f in listing.get("files", []):
         if f.get("status") != "ok":
             continue
+        if not all(k in f for k in ("market", "symbol", "dataset", "file")):
+            return False                    # a listing from before these fields were recorded
         key = f"{MANIFEST}/{f['market']}/{f['symbol']}/{f['dataset']}/{f['file']}.json"
         cur = _read_manifest(store, key)
         if cur is None or cur.get("sha256") != f.get("sha256") or cur.get("status") != "ok":
