@@ -17,6 +17,12 @@ def main(cfg: DictConfig) -> float:
 
     logging.getLogger("py4j").setLevel(logging.WARNING)
     metrics = run(cfg)
+    shown = {k: round(float(metrics[k]), 4) for k in ("total_return", "sharpe", "max_drawdown", "n_trades")
+             if isinstance(metrics.get(k), (int, float))}
+    if shown:
+        logging.getLogger("btsys").info("%s: %s; MLflow run %s in %s (make ui to browse)", cfg.name, shown,
+                                        metrics.get("mlflow_run_id") or metrics.get("skipped_run_id"),
+                                        cfg.mlflow.tracking_uri)
     value = metrics.get(str(cfg.sweep.objective), float("nan"))
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)
