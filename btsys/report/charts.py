@@ -40,7 +40,16 @@ def _png(fig) -> bytes:
 
 
 def _dates(ts_us: np.ndarray) -> np.ndarray:
-    return np.asarray(ts_us, dtype=np.int64).astype("datetime64[us]")
+    """µs timestamps as matplotlib date numbers (float days since the epoch): plotting plain floats
+    and formatting the axis once is about a third cheaper than matplotlib's datetime64 units."""
+    return np.asarray(ts_us, dtype=np.int64) / float(DAY_US)
+
+
+def _date_axis(ax) -> None:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    loc = AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
 
 
 def _bucket(ts: np.ndarray, eq: np.ndarray, dd: np.ndarray):
@@ -77,6 +86,7 @@ def equity_drawdown_png(ts: np.ndarray, equity: np.ndarray, title: str = "Equity
     ax1.grid(alpha=0.3)
     ax1.tick_params(labelbottom=False)
     ax2.fill_between(x, d * 100.0, 0.0, color="#d62728", alpha=0.4, lw=0)
+    _date_axis(ax2)
     ax2.set_ylabel("drawdown %")
     ax2.grid(alpha=0.3)
     return _png(fig)
@@ -166,7 +176,8 @@ def rolling_sharpe_png(ts: np.ndarray, equity: np.ndarray, window_days: int = 30
         _empty(ax, f"fewer than {w} days: no rolling Sharpe")
         ax.set_title("Rolling Sharpe")
         return _png(fig)
-    ax.plot(rs.index.tz_localize(None).to_numpy(), rs.to_numpy(), lw=1.0, color="#2ca02c")
+    ax.plot(_dates(rs.index.as_unit("us").asi8), rs.to_numpy(), lw=1.0, color="#2ca02c")
+    _date_axis(ax)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_title(f"Rolling Sharpe ({w} days, annualised with 365)")
     ax.grid(alpha=0.3)
@@ -182,7 +193,8 @@ def trade_pnl_png(trades: Optional[pd.DataFrame]) -> bytes:
         ax.set_title("Trade PnL")
         return _png(fig)
     t = trades
-    x = _dates(np.asarray(t["exit_ts"], dtype=np.int64)) if "exit_ts" in t else np.arange(len(t))
+    dated = "exit_ts" in t
+    x = _dates(np.asarray(t["exit_ts"], dtype=np.int64)) if dated else np.arange(len(t))
     pnl = np.asarray(t["pnl"], dtype=np.float64)
     direction = np.asarray(t["direction"]) if "direction" in t else np.ones(len(t))
     is_open = np.asarray(t["is_open"], dtype=bool) if "is_open" in t else np.zeros(len(t), bool)
@@ -197,7 +209,9 @@ def trade_pnl_png(trades: Optional[pd.DataFrame]) -> bytes:
     ax.axhline(0, color="k", lw=0.8)
     ax.set_title(f"Trade PnL ({len(t)} trades)")
     ax.set_ylabel("pnl (quote)")
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    if dated:
+        _date_axis(ax)
     ax.grid(alpha=0.3)
     return _png(fig)
 
