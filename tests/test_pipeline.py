@@ -5,6 +5,7 @@ import json
 import multiprocessing as mp
 import os
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -148,3 +149,25 @@ def test_demo_ml_logs_run_metrics_and_each_symbols_model(tmp_path, spark, monkey
     for sym in ("BTCUSDT", "ETHUSDT"):
         assert any(k.startswith(f"{sym}.importance.") for k in run.data.metrics)
     assert hasattr(mlflow.sklearn.load_model(models[0].model_uri), "predict_proba")
+
+
+STRATEGY_OPTIONS = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(CONF_DIR, "strategy"))
+                          if f.endswith(".yaml"))
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    return tmp_path_factory.mktemp("strategies")
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_OPTIONS)
+def test_every_strategy_runs_through_the_pipeline(strategy, shared_store, spark, monkeypatch):
+    """Each conf/strategy option backtests end to end on the demo's two symbols (stage=backtest)."""
+    monkeypatch.chdir(shared_store)
+    extra = {"ml_classifier": ["features=ml", "strategy.min_train=60", "strategy.retrain_every=60"],
+             "xs_momentum": ["strategy.lookback=20", "strategy.rebalance_every=10", "backtest.direction=both",
+                             "strategy.bottom_n=1"]}.get(strategy, [])
+    out = P.run(_cfg([f"strategy={strategy}", "stage=backtest", "data.end=2025-01-04",
+                      f"storage.root={shared_store / 'store'}", *extra]))
+    assert np.isfinite(out["final_value"]) and out["final_value"] > 0
+    assert set(out) >= {"total_return", "sharpe", "max_drawdown", "n_trades", "results"}
