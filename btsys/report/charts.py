@@ -47,7 +47,7 @@ def _dates(ts_us: np.ndarray) -> np.ndarray:
 
 def _date_axis(ax) -> None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-    loc = AutoDateLocator(maxticks=8)
+    loc = AutoDateLocator()
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
 
