@@ -249,6 +249,16 @@ def params_nb(p):
 
 
 @njit(cache=True, error_model="numpy")
+def entry_levels_nb(side, px, lev, mmr, sl, tp, tsl):
+    """Levels of a position just opened at ``px``: ``(liquidation, protective stop, target,
+    protective stop without the trailing part)`` — the trailing extreme starts at ``px``."""
+    liq = liq_price_nb(side, px, lev, mmr)
+    prot, tgt = stop_levels_nb(side, px, px, sl, tp, tsl, liq)
+    prot_fix, _ = stop_levels_nb(side, px, px, sl, tp, 0.0, liq)
+    return liq, prot, tgt, prot_fix
+
+
+@njit(cache=True, error_model="numpy")
 def _push_nb(acc, r):
     """Welford update of the daily-return accumulator ``acc = [n, mean, m2, downside_sq]``."""
     acc[0] += 1.0
@@ -574,9 +584,8 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                     entry_fee = f
                     tr_fund = 0.0
                     extreme = px
-                    liq = liq_price_nb(pend_dir, px, lev, mmr)
-                    prot_lvl, tp_lvl = stop_levels_nb(pend_dir, pe, extreme, sl, tp, tsl, liq)
-                    prot_fix, _ = stop_levels_nb(pend_dir, pe, extreme, sl, tp, 0.0, liq)
+                    liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(pend_dir, px, lev, mmr, sl, tp,
+                                                                      tsl)
             pend_exit = False
             pend_dir = 0
 
@@ -689,9 +698,8 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                         entry_fee = f
                         tr_fund = 0.0
                         extreme = px
-                        liq = liq_price_nb(dd, px, lev, mmr)
-                        prot_lvl, tp_lvl = stop_levels_nb(dd, pe, extreme, sl, tp, tsl, liq)
-                        prot_fix, _ = stop_levels_nb(dd, pe, extreme, sl, tp, 0.0, liq)
+                        liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(dd, px, lev, mmr, sl, tp,
+                                                                          tsl)
 
         # ---- 5. trailing extreme, mark to market, streaming metrics
         if pos != 0.0:
@@ -969,8 +977,7 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                         entry_fee[k] = f
                         tr_fund[k] = 0.0
                         extreme[k] = px
-                        liq[k] = liq_price_nb(d, px, lev, mmr)
-                        prot[k], tgt[k] = stop_levels_nb(d, px, px, sl, tp, tsl, liq[k])
+                        liq[k], prot[k], tgt[k], _ = entry_levels_nb(d, px, lev, mmr, sl, tp, tsl)
                 pend_exit[k] = False
                 pend_dir[k] = 0
             # 2. intra-bar exits
@@ -1085,8 +1092,7 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                             entry_fee[k] = f
                             tr_fund[k] = 0.0
                             extreme[k] = px
-                            liq[k] = liq_price_nb(d, px, lev, mmr)
-                            prot[k], tgt[k] = stop_levels_nb(d, px, px, sl, tp, tsl, liq[k])
+                            liq[k], prot[k], tgt[k], _ = entry_levels_nb(d, px, lev, mmr, sl, tp, tsl)
             # 5. trailing extreme
             if pos[k] != 0.0 and (entry_t[k] != t or not fill_close):
                 if pos[k] > 0.0 and high[t, k] > extreme[k]:
