@@ -6,7 +6,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup java demo demo-ml test bench ui clean
+.PHONY: setup java demo demo-ml test quick lint bench ui clean
 
 setup: java $(STAMP)
 
@@ -39,6 +39,13 @@ demo-ml: setup
 
 test: setup
 	$(VPY) -m pytest
+
+# the quick loop while editing: no Spark, nothing slow (under a minute)
+quick: setup
+	$(VPY) -m pytest -m "not spark and not slow"
+
+lint: setup
+	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done

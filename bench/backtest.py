@@ -7,6 +7,7 @@ process's peak RSS growth measured in a child process per case (``resource.ru_ma
 
     python bench/backtest.py [--bars 1000000] [--no-vectorbt]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-FAST = list(range(5, 55, 5))          # 10 x 10 = 100 combinations
+FAST = list(range(5, 55, 5))  # 10 x 10 = 100 combinations
 SLOW = list(range(60, 160, 10))
 
 
@@ -32,7 +33,7 @@ def make_bars(n: int, seed: int = 0):
     open_[1:] = close[:-1]
     high = np.maximum(open_, close) * (1.0 + np.abs(rng.normal(0, 0.0005, n)))
     low = np.minimum(open_, close) * (1.0 - np.abs(rng.normal(0, 0.0005, n)))
-    ts = np.arange(n, dtype=np.int64) * 60_000_000       # 1-minute bars
+    ts = np.arange(n, dtype=np.int64) * 60_000_000  # 1-minute bars
     return ts, open_, high, low, close
 
 
@@ -65,22 +66,29 @@ def _bare_loop():
             equity[i] = cash + pos * close[i]
             eq_sum += equity[i]
         return cash + pos * close[-1], eq_sum
+
     return bare_nb
 
 
 def case(name: str, n: int, q):
     """Run one case in this (child) process; put (name, seconds, result, peak MB growth)."""
     ts, o, h, l, c = make_bars(n)
-    from btsys.backtest.sweep import ma_cross_signals, sweep
     from btsys.backtest import simulate
+    from btsys.backtest.sweep import ma_cross_signals, sweep
+
     e, x = ma_cross_signals(c, 10, 50)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     info = ""
     if name == "simulate":
-        kw = dict(open=o, high=h, low=l, ts=ts, fees=0.001, stop_loss=0.02, take_profit=0.04,
-                  trailing_stop=0.01)
-        simulate(c[:1000], e[:1000], x[:1000], **{**kw, "open": o[:1000], "high": h[:1000],
-                                                  "low": l[:1000], "ts": ts[:1000]})
+        kw = dict(
+            open=o, high=h, low=l, ts=ts, fees=0.001, stop_loss=0.02, take_profit=0.04, trailing_stop=0.01
+        )
+        simulate(
+            c[:1000],
+            e[:1000],
+            x[:1000],
+            **{**kw, "open": o[:1000], "high": h[:1000], "low": l[:1000], "ts": ts[:1000]},
+        )
         sec, r = best_of(lambda: simulate(c, e, x, **kw), 7)
         info = f"{len(r.orders)} orders, final {r.final_value:.6g}"
     elif name == "bare":
@@ -96,15 +104,39 @@ def case(name: str, n: int, q):
         info = f"{len(df)} combinations, best sharpe {df['sharpe'].max():.3f}"
     elif name == "vbt_simulate":
         import vectorbt as vbt
-        vbt.Portfolio.from_signals(c[:1000], e[:1000], x[:1000], fees=0.001, sl_stop=0.02,
-                                   tp_stop=0.04, open=o[:1000], high=h[:1000], low=l[:1000])
-        sec, pf = best_of(lambda: vbt.Portfolio.from_signals(
-            c, e, x, fees=0.001, sl_stop=0.02, tp_stop=0.04, open=o, high=h, low=l,
-            init_cash=1e4, freq="1min"), 3)
+
+        vbt.Portfolio.from_signals(
+            c[:1000],
+            e[:1000],
+            x[:1000],
+            fees=0.001,
+            sl_stop=0.02,
+            tp_stop=0.04,
+            open=o[:1000],
+            high=h[:1000],
+            low=l[:1000],
+        )
+        sec, pf = best_of(
+            lambda: vbt.Portfolio.from_signals(
+                c,
+                e,
+                x,
+                fees=0.001,
+                sl_stop=0.02,
+                tp_stop=0.04,
+                open=o,
+                high=h,
+                low=l,
+                init_cash=1e4,
+                freq="1min",
+            ),
+            3,
+        )
         info = f"{pf.orders.count()} orders, final {pf.final_value():.6g}"
     elif name == "vbt_sweep":
         import pandas as pd
         import vectorbt as vbt
+
         close = pd.Series(c, index=pd.date_range("2020-01-01", periods=n, freq="1min"))
 
         def run():
@@ -115,9 +147,11 @@ def case(name: str, n: int, q):
             sl = slow.ma.values
             ent = np.repeat(fa, len(SLOW), axis=1) > np.tile(sl, (1, len(FAST)))
             ex = ~ent
-            pf = vbt.Portfolio.from_signals(close.values[:, None], ent, ex, fees=0.001, init_cash=1e4,
-                                            freq="1min")
+            pf = vbt.Portfolio.from_signals(
+                close.values[:, None], ent, ex, fees=0.001, init_cash=1e4, freq="1min"
+            )
             return pf.sharpe_ratio()
+
         t0 = time.perf_counter()
         sr = run()
         sec = time.perf_counter() - t0
@@ -145,18 +179,23 @@ def main() -> None:
     n = a.bars
     try:
         import vectorbt  # noqa: F401
+
         have_vbt = not a.no_vectorbt
     except ImportError:
         have_vbt = False
     import numba
-    print(f"bars={n:,}  cpus={os.cpu_count()}  numba threads={numba.get_num_threads()}  "
-          f"load={os.getloadavg()[0]:.2f}")
+
+    print(
+        f"bars={n:,}  cpus={os.cpu_count()}  numba threads={numba.get_num_threads()}  "
+        f"load={os.getloadavg()[0]:.2f}"
+    )
     cases = ["bare", "simulate", "sweep"] + (["vbt_simulate", "vbt_sweep"] if have_vbt else [])
     for name in cases:
         name, sec, info, peak = run_case(name, n)
         work = n * (len(FAST) * len(SLOW) if "sweep" in name else 1)
-        print(f"{name:>13}: {sec:8.4f} s  {work / sec / 1e6:9.1f} M bar-steps/s  "
-              f"peak +{peak:7.1f} MB  {info}")
+        print(
+            f"{name:>13}: {sec:8.4f} s  {work / sec / 1e6:9.1f} M bar-steps/s  peak +{peak:7.1f} MB  {info}"
+        )
     if not have_vbt:
         print("vectorbt not installed: no peer figures")
 

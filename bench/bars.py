@@ -16,6 +16,7 @@ symbol-day in the lake layout):
 * peak memory (RSS sampled every 10 ms): the driver during ``build_bars`` (extra over the resident
   ticks) and the Spark Python workers during the job, against the tick data's size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,6 @@ import numpy as np
 import pandas as pd
 import psutil
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -92,8 +92,16 @@ def gen_day(rng, n: int, day: int, tid0: int, p0: float):
     ts = T0 + day * DAY_US + np.sort(rng.integers(0, DAY_US, n)).astype(np.int64)
     price = p0 * np.exp(np.cumsum(rng.normal(0.0, 2e-5, n)))
     qty = rng.lognormal(-3.0, 1.2, n)
-    return pa.table({"ts": ts, "trade_id": np.arange(tid0, tid0 + n, dtype=np.int64), "price": price,
-                     "qty": qty, "quote_qty": price * qty, "is_buyer_maker": rng.random(n) < 0.5})
+    return pa.table(
+        {
+            "ts": ts,
+            "trade_id": np.arange(tid0, tid0 + n, dtype=np.int64),
+            "price": price,
+            "qty": qty,
+            "quote_qty": price * qty,
+            "is_buyer_maker": rng.random(n) < 0.5,
+        }
+    )
 
 
 @nb.njit(cache=True, nogil=True)
@@ -111,9 +119,17 @@ def bare_dollar_nb(quote, threshold, acc):
 def pandas_groupby_bars(df: pd.DataFrame, threshold: float) -> pd.DataFrame:
     bar = (df["quote_qty"].cumsum() // threshold).astype(np.int64)
     g = df.groupby(bar.to_numpy(), sort=False)
-    out = g.agg(ts_open=("ts", "first"), ts_close=("ts", "last"), open=("price", "first"),
-                high=("price", "max"), low=("price", "min"), close=("price", "last"),
-                volume=("qty", "sum"), quote_volume=("quote_qty", "sum"), n_ticks=("ts", "size"))
+    out = g.agg(
+        ts_open=("ts", "first"),
+        ts_close=("ts", "last"),
+        open=("price", "first"),
+        high=("price", "max"),
+        low=("price", "min"),
+        close=("price", "last"),
+        volume=("qty", "sum"),
+        quote_volume=("quote_qty", "sum"),
+        n_ticks=("ts", "size"),
+    )
     return out
 
 
@@ -137,8 +153,10 @@ def main(argv=None):
     root = a.dir or tempfile.mkdtemp(prefix="btsys-bench-bars-")
     store = LocalStorage(root)
     me = psutil.Process()
-    print(f"bench/bars.py: {n_total:,} ticks = {a.symbols} symbol(s) x {a.days} days x {per_file:,}; "
-          f"{os.cpu_count()} cores; lake at {root}")
+    print(
+        f"bench/bars.py: {n_total:,} ticks = {a.symbols} symbol(s) x {a.days} days x {per_file:,}; "
+        f"{os.cpu_count()} cores; lake at {root}"
+    )
 
     # ---------------------------------------------------------------- the lake
     t = time.perf_counter()
@@ -159,8 +177,10 @@ def main(argv=None):
     threshold = day_quote / (a.symbols * a.days) / a.bars_per_day
     lake_mb = sum(os.path.getsize(store.uri(p["path"])) for p in parts) / 1e6
     data_gb = n_total * BYTES_PER_TICK / 1e9
-    print(f"generated and wrote the lake in {time.perf_counter() - t:.1f}s: {lake_mb:,.0f} MB Parquet, "
-          f"{data_gb:.2f} GB as numpy columns; dollar threshold {threshold:,.0f}")
+    print(
+        f"generated and wrote the lake in {time.perf_counter() - t:.1f}s: {lake_mb:,.0f} MB Parquet, "
+        f"{data_gb:.2f} GB as numpy columns; dollar threshold {threshold:,.0f}"
+    )
 
     # ---------------------------------------------------------------- peers
     print("\n-- peers (same data, this run)")
@@ -188,8 +208,9 @@ def main(argv=None):
     tables = {}
     for s in range(a.symbols):
         sym = f"SYM{s}"
-        tables[sym] = pa.concat_tables([store.read_parquet(p["path"], columns=TICK_COLUMNS)
-                                        for p in parts if p["symbol"] == sym])
+        tables[sym] = pa.concat_tables(
+            [store.read_parquet(p["path"], columns=TICK_COLUMNS) for p in parts if p["symbol"] == sym]
+        )
     quote = np.concatenate([tables[sym].column("quote_qty").to_numpy() for sym in tables])
     t = time.perf_counter()
     bare_dollar_nb(quote, threshold, 0.0)
@@ -209,25 +230,35 @@ def main(argv=None):
     print("\n-- build_bars in memory (same ticks, one stream per symbol)")
     build_bars(tables["SYM0"].slice(0, 1000), "dollar", threshold=threshold)  # JIT/cache load
     build_bars(tables["SYM0"].slice(0, 1000), "dollar_imbalance")
-    for kind, kw in [("dollar", dict(threshold=threshold)),
-                     ("dollar_imbalance", dict(expected_ticks_init=per_file / a.bars_per_day, max_ticks=20_000)),
-                     ("time", dict(interval="1min"))]:
+    for kind, kw in [
+        ("dollar", dict(threshold=threshold)),
+        ("dollar_imbalance", dict(expected_ticks_init=per_file / a.bars_per_day, max_ticks=20_000)),
+        ("time", dict(interval="1min")),
+    ]:
         base = me.memory_info().rss
         with PeakRSS(lambda: [me]) as pk:
             t = time.perf_counter()
             n_bars = sum(len(build_bars(tables[sym], kind, **kw)) for sym in tables)
             dt = time.perf_counter() - t
-        print(f"build_bars {kind:17s}          {fmt_rate(n_total, dt)}  {n_bars:,} bars; "
-              f"peak extra RSS {(pk.peak - base) / 1e9:.3f} GB")
+        print(
+            f"build_bars {kind:17s}          {fmt_rate(n_total, dt)}  {n_bars:,} bars; "
+            f"peak extra RSS {(pk.peak - base) / 1e9:.3f} GB"
+        )
     del tables
 
     # ---------------------------------------------------------------- the Spark job
     if not a.no_spark:
         print("\n-- Spark job run_bars: lake -> bars Parquet (read + bars + write)")
         from btsys.spark import get_spark
+
         t = time.perf_counter()
-        spark = get_spark({"master": "local[2]", "app_name": "bench-bars",
-                           "conf": {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"}})
+        spark = get_spark(
+            {
+                "master": "local[2]",
+                "app_name": "bench-bars",
+                "conf": {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"},
+            }
+        )
         print(f"SparkSession start: {time.perf_counter() - t:.1f}s (not counted)")
         cfg = {"kind": "dollar", "threshold": threshold}
 
@@ -241,17 +272,29 @@ def main(argv=None):
                 meta = run_bars(spark, cfg, store, {"partitions": parts}, f"out/{label}")
                 dt = time.perf_counter() - t
             nb_ = sum(m["n_bars"] for m in meta["symbols"].values())
-            print(f"run_bars dollar ({label})              {fmt_rate(n_total, dt)}  {nb_:,} bars; "
-                  f"{n_total / dt / (n_total / t_readnb):.0%} of bare read+numba; "
-                  f"Python workers' peak RSS {pk.peak / 1e9:.2f} GB (before: {base / 1e9:.2f} GB; "
-                  f"peak = {pk.peak / 1e9 / data_gb:.2f} x tick data)")
+            print(
+                f"run_bars dollar ({label})              {fmt_rate(n_total, dt)}  {nb_:,} bars; "
+                f"{n_total / dt / (n_total / t_readnb):.0%} of bare read+numba; "
+                f"Python workers' peak RSS {pk.peak / 1e9:.2f} GB (before: {base / 1e9:.2f} GB; "
+                f"peak = {pk.peak / 1e9 / data_gb:.2f} x tick data)"
+            )
         t = time.perf_counter()
-        meta = run_bars(spark, {"kind": "dollar_imbalance", "expected_ticks_init": per_file / a.bars_per_day,
-                                "max_ticks": 20_000},
-                        store, {"partitions": parts}, "out/imb")
+        meta = run_bars(
+            spark,
+            {
+                "kind": "dollar_imbalance",
+                "expected_ticks_init": per_file / a.bars_per_day,
+                "max_ticks": 20_000,
+            },
+            store,
+            {"partitions": parts},
+            "out/imb",
+        )
         dt = time.perf_counter() - t
-        print(f"run_bars dollar_imbalance (warm)       {fmt_rate(n_total, dt)}  "
-              f"{sum(m['n_bars'] for m in meta['symbols'].values()):,} bars")
+        print(
+            f"run_bars dollar_imbalance (warm)       {fmt_rate(n_total, dt)}  "
+            f"{sum(m['n_bars'] for m in meta['symbols'].values()):,} bars"
+        )
         spark.stop()
     if a.dir is None:
         shutil.rmtree(root, ignore_errors=True)

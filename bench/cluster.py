@@ -7,6 +7,7 @@ ticks/s and the speed-up. Each cluster runs in its own process (one SparkContext
 
     .venv/bin/python bench/cluster.py [--symbols 4] [--days 5] [--ticks-per-day 1000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,15 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DO
 
 def overrides(a, root: str) -> list[str]:
     end = f"2025-01-{a.days:02d}"
-    return ["+experiment=demo", f"data.symbols=[{','.join(SYMBOLS[:a.symbols])}]", f"data.end={end}",
-            f"data.synthetic.ticks_per_day={a.ticks_per_day}", f"storage.root={root}", "bars.threshold_mode=fixed",
-            "bars.threshold=5e6"]
+    return [
+        "+experiment=demo",
+        f"data.symbols=[{','.join(SYMBOLS[: a.symbols])}]",
+        f"data.end={end}",
+        f"data.synthetic.ticks_per_day={a.ticks_per_day}",
+        f"storage.root={root}",
+        "bars.threshold_mode=fixed",
+        "bars.threshold=5e6",
+    ]
 
 
 def child(a) -> None:
@@ -39,7 +46,7 @@ def child(a) -> None:
 
     cfg = compose(overrides(a, a.root))
     ctx = RunContext(cfg)
-    ingest = ingest_stage(ctx)                       # cache hit: built by the parent
+    ingest = ingest_stage(ctx)  # cache hit: built by the parent
     n_ticks = sum(p["rows"] for p in ingest.meta["partitions"])
     t0 = time.perf_counter()
     ctx._spark = get_spark({"master": a.master, "conf": {"spark.ui.enabled": "false"}})
@@ -71,25 +78,53 @@ def main() -> None:
     cwd = a.root + "-work"
     os.makedirs(cwd, exist_ok=True)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, os.path.join(REPO, "jobs", "ingest.py"), *overrides(a, a.root)],
-                   cwd=cwd, check=True, capture_output=True)
-    print(f"lake: {a.symbols} symbols x {a.days} days x {a.ticks_per_day:,} ticks under {a.root} "
-          f"(ingest or cache hit: {time.perf_counter() - t0:.1f}s); {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.2f}")
+    subprocess.run(
+        [sys.executable, os.path.join(REPO, "jobs", "ingest.py"), *overrides(a, a.root)],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+    print(
+        f"lake: {a.symbols} symbols x {a.days} days x {a.ticks_per_day:,} ticks under {a.root} "
+        f"(ingest or cache hit: {time.perf_counter() - t0:.1f}s); {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
     rows = []
     for n in (1, 2):
         master = f"local-cluster[{n},1,{a.executor_mb}]"
-        p = subprocess.run([sys.executable, __file__, "--child", "--master", master, "--executors", str(n),
-                            "--symbols", str(a.symbols), "--days", str(a.days), "--ticks-per-day",
-                            str(a.ticks_per_day), "--repeat", str(a.repeat), "--root", a.root],
-                           cwd=cwd, capture_output=True, text=True)
+        p = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--master",
+                master,
+                "--executors",
+                str(n),
+                "--symbols",
+                str(a.symbols),
+                "--days",
+                str(a.days),
+                "--ticks-per-day",
+                str(a.ticks_per_day),
+                "--repeat",
+                str(a.repeat),
+                "--root",
+                a.root,
+            ],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+        )
         if p.returncode != 0:
             sys.exit(p.stderr[-3000:])
         r = json.loads([line for line in p.stdout.splitlines() if line.startswith("{")][-1])
         rows.append(r)
         warm = min(r["times"][1:] or r["times"])
-        print(f"{master:<26} cluster start {r['start_s']:5.1f}s  first job {r['times'][0]:6.2f}s  "
-              f"warm {warm:6.2f}s  {r['ticks'] / warm / 1e6:6.1f} M ticks/s")
+        print(
+            f"{master:<26} cluster start {r['start_s']:5.1f}s  first job {r['times'][0]:6.2f}s  "
+            f"warm {warm:6.2f}s  {r['ticks'] / warm / 1e6:6.1f} M ticks/s"
+        )
     w1 = min(rows[0]["times"][1:] or rows[0]["times"])
     w2 = min(rows[1]["times"][1:] or rows[1]["times"])
     print(f"speed-up 2 executors vs 1: {w1 / w2:.2f}x (ideal 2.00x on 2 free cores)")

@@ -8,6 +8,7 @@ implementation of the same feature where pandas has one (rolling/ewm), the peak 
 the close column) on the same data. Also times triple-barrier labels and uniqueness weights.
 Compilation is excluded (one warm-up call on small data first; kernels are cache=True).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,21 @@ def make_bars(n: int, seed: int = 0) -> pd.DataFrame:
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.001, n)))
     vol = rng.uniform(1, 10, n)
     ts = np.arange(n, dtype=np.int64) * 60_000_000
-    return pd.DataFrame({"ts_open": ts, "ts_close": ts + 59_999_999, "open": open_, "high": high, "low": low,
-                         "close": close, "volume": vol, "quote_volume": vol * close,
-                         "buy_volume": vol * rng.uniform(0, 1, n), "n_ticks": np.ones(n, np.int64),
-                         "vwap": close})
+    return pd.DataFrame(
+        {
+            "ts_open": ts,
+            "ts_close": ts + 59_999_999,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": vol,
+            "quote_volume": vol * close,
+            "buy_volume": vol * rng.uniform(0, 1, n),
+            "n_ticks": np.ones(n, np.int64),
+            "vwap": close,
+        }
+    )
 
 
 def pandas_feature(b: pd.DataFrame, fn: str, w: int):
@@ -106,16 +118,20 @@ def main() -> None:
     n, w = a.bars, a.window
     small = make_bars(500)
     for fn in FEATURES:  # compile / load the numba cache
-        compute_feature(small, fn, 5 if fn.startswith("macd") else 3, {"fast": 2.0} if fn.startswith("macd") else {})
+        compute_feature(
+            small, fn, 5 if fn.startswith("macd") else 3, {"fast": 2.0} if fn.startswith("macd") else {}
+        )
     _sum_nb(small["close"].to_numpy())
     bars = make_bars(n)
-    mb = 1024 ** 2
+    mb = 1024**2
     close = bars["close"].to_numpy()
     t_ref, _ = timed(lambda: _sum_nb(close), 5)
     print(f"{n:,} bars, window {w}; machine: {os.cpu_count()} cores")
     print(f"reference: bare numba pass over close  {n / t_ref / 1e6:9.1f} M bars/s")
-    print(f"{'feature':18s} {'btsys M bars/s':>15s} {'pandas M bars/s':>16s} {'speed-up':>9s} "
-          f"{'btsys peak MB':>14s} {'pandas peak MB':>15s}")
+    print(
+        f"{'feature':18s} {'btsys M bars/s':>15s} {'pandas M bars/s':>16s} {'speed-up':>9s} "
+        f"{'btsys peak MB':>14s} {'pandas peak MB':>15s}"
+    )
     specs = []
     for fn in sorted(FEATURES):
         ww = max(w, 13) + 1 if fn.startswith("macd") else w
@@ -126,24 +142,30 @@ def main() -> None:
         if ref is not None:
             got = compute_feature(bars, fn, ww, params)
             if fn not in ("ema", "rsi"):  # pandas seeds EMA/Wilder differently; they converge
-                np.testing.assert_allclose(got[ww + 1:], np.asarray(ref)[ww + 1:], rtol=1e-6, atol=1e-9)
+                np.testing.assert_allclose(got[ww + 1 :], np.asarray(ref)[ww + 1 :], rtol=1e-6, atol=1e-9)
             tp, mb_p = timed(lambda: pandas_feature(bars, fn, ww))
-            print(f"{fn:18s} {n / tb / 1e6:15.1f} {n / tp / 1e6:16.1f} {tp / tb:8.1f}x {mb_b / mb:14.0f} "
-                  f"{mb_p / mb:15.0f}")
+            print(
+                f"{fn:18s} {n / tb / 1e6:15.1f} {n / tp / 1e6:16.1f} {tp / tb:8.1f}x {mb_b / mb:14.0f} "
+                f"{mb_p / mb:15.0f}"
+            )
         else:
             print(f"{fn:18s} {n / tb / 1e6:15.1f} {'-':>16s} {'':9s} {mb_b / mb:14.0f}")
     t_all, m_all = timed(lambda: compute_features(bars, specs), 2)
-    print(f"whole set ({len(specs)} features) via compute_features: {t_all:.2f} s = {n / t_all / 1e6:.2f} M bars/s "
-          f"({n * len(specs) / t_all / 1e6:.0f} M feature values/s), peak {m_all / mb:.0f} MB "
-          f"(the frame itself: {n * (11 + len(specs)) * 8 / mb:.0f} MB)")
+    print(
+        f"whole set ({len(specs)} features) via compute_features: {t_all:.2f} s = {n / t_all / 1e6:.2f} M bars/s "
+        f"({n * len(specs) / t_all / 1e6:.0f} M feature values/s), peak {m_all / mb:.0f} MB "
+        f"(the frame itself: {n * (11 + len(specs)) * 8 / mb:.0f} MB)"
+    )
 
     vol = L.ewm_vol(close, 50)
     L.triple_barrier_labels(close[:1000], vertical_bars=10, vol_span=20)
     t_tb, m_tb = timed(lambda: L.triple_barrier_labels(close, target=vol, vertical_bars=50), 2)
     lab = L.triple_barrier_labels(close, target=vol, vertical_bars=50)
     t_u, _ = timed(lambda: L.uniqueness_weights(n, lab["t0"].to_numpy(), lab["t1"].to_numpy()), 2)
-    print(f"triple-barrier labels, every bar an event, vertical 50: {n / t_tb / 1e6:.1f} M events/s "
-          f"(peak {m_tb / mb:.0f} MB); uniqueness weights: {n / t_u / 1e6:.1f} M events/s")
+    print(
+        f"triple-barrier labels, every bar an event, vertical 50: {n / t_tb / 1e6:.1f} M events/s "
+        f"(peak {m_tb / mb:.0f} MB); uniqueness weights: {n / t_u / 1e6:.1f} M events/s"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Prints, each next to a reference measured in the same run:
    as child runs — reference: the sweep's own compute time.
 Peak RSS of this process is printed at the end.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,28 +32,39 @@ sys.path[:0] = [ROOT, TESTS]
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 
 def compose(tmp, *overrides):
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
     import btsys.config  # noqa: F401
-    from hydra import compose as _compose, initialize_config_dir
+
     with initialize_config_dir(os.path.join(ROOT, "conf"), version_base="1.3"):
-        return _compose("config", overrides=["+experiment=demo", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
-                                             f"mlflow.artifact_location={tmp}/artifacts", *overrides])
+        return _compose(
+            "config",
+            overrides=[
+                "+experiment=demo",
+                f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
+                f"mlflow.artifact_location={tmp}/artifacts",
+                *overrides,
+            ],
+        )
 
 
 def bench_log_run(tmp: str, n: int = 10) -> None:
     from test_report_helpers import make_result
+
     from btsys.report import mlflow_log as ml
     from btsys.report.charts import render_charts
     from btsys.report.tearsheet import render_tearsheet
+
     cfg = compose(tmp)
     t0 = time.perf_counter()
-    r = make_result(10, 50, n=24 * 365, seed=1)           # one year of hourly bars
+    r = make_result(10, 50, n=24 * 365, seed=1)  # one year of hourly bars
     t_bt = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ml.log_run(cfg, r, {"ingest": "i", "bars": "b", "features": "f"})   # warm-up: import, db, experiment
+    ml.log_run(cfg, r, {"ingest": "i", "bars": "b", "features": "f"})  # warm-up: import, db, experiment
     t_first = time.perf_counter() - t0
     ts = []
     for _ in range(n):
@@ -73,6 +85,7 @@ def bench_log_run(tmp: str, n: int = 10) -> None:
     t_find = (time.perf_counter() - t0) / n
     # reference: the bare fluent API, same params and metrics, no artifacts
     import mlflow
+
     mlflow.set_tracking_uri(str(cfg.mlflow.tracking_uri))
     mlflow.set_experiment("bench_reference")
     params = ml.param_items(cfg)
@@ -83,16 +96,22 @@ def bench_log_run(tmp: str, n: int = 10) -> None:
         with mlflow.start_run():
             items = list(params.items())
             for i in range(0, len(items), 100):
-                mlflow.log_params(dict(items[i:i + 100]))
+                mlflow.log_params(dict(items[i : i + 100]))
             mlflow.log_metrics(metrics)
         ref.append(time.perf_counter() - t0)
-    print(f"[1] log_run, one run ({len(r.equity):,} bars, {len(r.trades)} trades, {len(params)} params): "
-          f"median {np.median(ts) * 1000:.0f} ms (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f}); "
-          f"first in process {t_first:.2f} s (mlflow import + db + experiment)")
-    print(f"    of which charts {t_charts * 1000:.0f} ms, tearsheet {t_html * 1000:.0f} ms; "
-          f"find_logged_run {t_find * 1000:.1f} ms")
-    print(f"    reference: bare fluent mlflow run, same params+metrics, no artifacts: "
-          f"median {np.median(ref) * 1000:.0f} ms;  backtest itself {t_bt * 1000:.0f} ms")
+    print(
+        f"[1] log_run, one run ({len(r.equity):,} bars, {len(r.trades)} trades, {len(params)} params): "
+        f"median {np.median(ts) * 1000:.0f} ms (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f}); "
+        f"first in process {t_first:.2f} s (mlflow import + db + experiment)"
+    )
+    print(
+        f"    of which charts {t_charts * 1000:.0f} ms, tearsheet {t_html * 1000:.0f} ms; "
+        f"find_logged_run {t_find * 1000:.1f} ms"
+    )
+    print(
+        f"    reference: bare fluent mlflow run, same params+metrics, no artifacts: "
+        f"median {np.median(ref) * 1000:.0f} ms;  backtest itself {t_bt * 1000:.0f} ms"
+    )
 
 
 APP = textwrap.dedent("""
@@ -125,48 +144,78 @@ def bench_hydra_job(tmp: str) -> None:
 
     def run(name, fasts):
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, app, "-m", "+experiment=demo", f"strategy.fast={fasts}",
-                            "strategy.slow=50", f"mlflow.tracking_uri=sqlite:///{tmp}/hydra.db",
-                            f"mlflow.artifact_location={tmp}/hydra_artifacts",
-                            f"hydra.sweep.dir={tmp}/multirun/{name}"], cwd=tmp, env=env,
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            [
+                sys.executable,
+                app,
+                "-m",
+                "+experiment=demo",
+                f"strategy.fast={fasts}",
+                "strategy.slow=50",
+                f"mlflow.tracking_uri=sqlite:///{tmp}/hydra.db",
+                f"mlflow.artifact_location={tmp}/hydra_artifacts",
+                f"hydra.sweep.dir={tmp}/multirun/{name}",
+            ],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if p.returncode:
             raise RuntimeError(p.stderr[-3000:])
         return time.perf_counter() - t0
 
-    run("warm", "5")                                   # creates the db
+    run("warm", "5")  # creates the db
     open(bt_log, "w").close()
     t1 = run("one", "6")
     t9 = run("nine", ",".join(str(f) for f in range(7, 16)))
     bts = [float(x) for x in open(bt_log).read().split()]
     bt = float(np.mean(bts))
     per_job = (t9 - t1) / 8
-    print(f"[2] Hydra multirun with the MLflow callback: 1 job {t1:.2f} s, 9 jobs {t9:.2f} s -> "
-          f"{per_job:.3f} s per extra job, of which the backtest {bt:.3f} s -> overhead "
-          f"{per_job - bt:.3f} s per job (target <= 0.5 s); fixed cost per sweep (process start, "
-          f"imports, parent run, summary) {t1 - per_job:.2f} s")
+    print(
+        f"[2] Hydra multirun with the MLflow callback: 1 job {t1:.2f} s, 9 jobs {t9:.2f} s -> "
+        f"{per_job:.3f} s per extra job, of which the backtest {bt:.3f} s -> overhead "
+        f"{per_job - bt:.3f} s per job (target <= 0.5 s); fixed cost per sweep (process start, "
+        f"imports, parent run, summary) {t1 - per_job:.2f} s"
+    )
 
 
 def bench_pipeline_job(tmp: str) -> None:
     """The same figure for the real ``python -m btsys -m +experiment=demo`` on cached bars."""
     from btsys.backtest.run import run_backtest_stage
-    from btsys.pipeline import RunContext, features_stage, bars_stage, ingest_stage
+    from btsys.pipeline import RunContext, bars_stage, features_stage, ingest_stage
 
     work = os.path.join(tmp, "pipeline")
     os.makedirs(work, exist_ok=True)
-    base = ["+experiment=demo", "strategy.slow=50", f"storage.root={work}/data",
-            f"mlflow.tracking_uri=sqlite:///{work}/mlflow.db"]
+    base = [
+        "+experiment=demo",
+        "strategy.slow=50",
+        f"storage.root={work}/data",
+        f"mlflow.tracking_uri=sqlite:///{work}/mlflow.db",
+    ]
 
     def run(name, fasts):
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "btsys", "-m", *base, f"strategy.fast={fasts}",
-                            f"hydra.sweep.dir={work}/multirun/{name}"], cwd=work, capture_output=True, text=True,
-                           env=dict(os.environ, PYTHONPATH=ROOT))
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "btsys",
+                "-m",
+                *base,
+                f"strategy.fast={fasts}",
+                f"hydra.sweep.dir={work}/multirun/{name}",
+            ],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+        )
         if p.returncode:
             raise RuntimeError(p.stderr[-3000:])
         return time.perf_counter() - t0
 
-    run("warm", "5")                                   # ingest, bars, features: cached from here on
+    run("warm", "5")  # ingest, bars, features: cached from here on
     t1 = run("one", "6")
     t9 = run("nine", ",".join(str(f) for f in range(7, 16)))
     per_job = (t9 - t1) / 8
@@ -179,16 +228,20 @@ def bench_pipeline_job(tmp: str) -> None:
     for _ in range(5):
         run_backtest_stage(cfg, ctx.store, feats, ingest)
     bt = (time.perf_counter() - t0) / 5
-    print(f"[2b] python -m btsys -m +experiment=demo on cached bars: {per_job:.3f} s per extra job, of which "
-          f"loading the cached features + signals + backtest {bt:.3f} s -> overhead {per_job - bt:.3f} s per "
-          f"job (target <= 0.5 s)")
+    print(
+        f"[2b] python -m btsys -m +experiment=demo on cached bars: {per_job:.3f} s per extra job, of which "
+        f"loading the cached features + signals + backtest {bt:.3f} s -> overhead {per_job - bt:.3f} s per "
+        f"job (target <= 0.5 s)"
+    )
 
 
 def bench_kernel_sweep(tmp: str) -> None:
     from test_report_helpers import prices
+
     from btsys.backtest import simulate
     from btsys.backtest.sweep import ma_cross_signals, sweep
     from btsys.report import mlflow_log as ml
+
     ts, close = prices(24 * 365, 3)
     grid = {"fast": list(range(2, 102)), "slow": list(range(20, 420, 4))}
     t0 = time.perf_counter()
@@ -203,14 +256,17 @@ def bench_kernel_sweep(tmp: str) -> None:
         en, ex = ma_cross_signals(close, f, s)
         top.append(({"strategy.fast": f, "strategy.slow": s}, simulate(close, en, ex, ts=ts, fees=0.0005)))
     t0 = time.perf_counter()
-    rid = ml.log_sweep_table(cfg, table, ["strategy.fast", "strategy.slow"], "sharpe", top, returns=daily,
-                             keys={"bars": "b"})
+    rid = ml.log_sweep_table(
+        cfg, table, ["strategy.fast", "strategy.slow"], "sharpe", top, returns=daily, keys={"bars": "b"}
+    )
     t_log = time.perf_counter() - t0
     m = ml.client_for(cfg).get_run(rid).data.metrics
-    print(f"[3] log_sweep_table of {len(table):,} combinations (PBO by CSCV over all of them) + top 5 "
-          f"child runs: {t_log:.2f} s (target <= 30 s); reference: the kernel sweep itself, with daily "
-          f"returns, {t_sweep:.2f} s. best sharpe {m['best_sharpe']:.2f}, DSR {m['dsr']:.3f}, "
-          f"PBO {m.get('pbo', float('nan')):.3f}")
+    print(
+        f"[3] log_sweep_table of {len(table):,} combinations (PBO by CSCV over all of them) + top 5 "
+        f"child runs: {t_log:.2f} s (target <= 30 s); reference: the kernel sweep itself, with daily "
+        f"returns, {t_sweep:.2f} s. best sharpe {m['best_sharpe']:.2f}, DSR {m['dsr']:.3f}, "
+        f"PBO {m.get('pbo', float('nan')):.3f}"
+    )
 
 
 def main() -> None:

@@ -1,2 +1,3 @@
 """btsys: distributed backtesting of crypto trading strategies."""
+
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """``python -m btsys +experiment=NAME [stage=ingest|bars|backtest|all] [key=value ...]``."""
+
 from __future__ import annotations
 
 import logging
@@ -17,16 +18,23 @@ def main(cfg: DictConfig) -> float:
 
     logging.getLogger("py4j").setLevel(logging.WARNING)
     metrics = run(cfg)
-    shown = {k: round(float(metrics[k]), 4) for k in ("total_return", "sharpe", "max_drawdown", "n_trades")
-             if isinstance(metrics.get(k), (int, float))}
+    shown = {
+        k: round(float(metrics[k]), 4)
+        for k in ("total_return", "sharpe", "max_drawdown", "n_trades")
+        if isinstance(metrics.get(k), (int, float))
+    }
     if shown:
-        logging.getLogger("btsys").info("%s: %s; MLflow run %s in %s (make ui to browse)", cfg.name, shown,
-                                        metrics.get("mlflow_run_id") or metrics.get("skipped_run_id"),
-                                        cfg.mlflow.tracking_uri)
+        logging.getLogger("btsys").info(
+            "%s: %s; MLflow run %s in %s (make ui to browse)",
+            cfg.name,
+            shown,
+            metrics.get("mlflow_run_id") or metrics.get("skipped_run_id"),
+            cfg.mlflow.tracking_uri,
+        )
     value = metrics.get(str(cfg.sweep.objective), float("nan"))
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)
-    return 1e9 if str(cfg.sweep.direction) == "minimize" else -1e9   # undefined objective: worst
+    return 1e9 if str(cfg.sweep.direction) == "minimize" else -1e9  # undefined objective: worst
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ fractions (0.001 = 0.1 %), times are UTC, timestamps int64 microseconds.
 Strategies have one schema per strategy (``<name>_schema`` in the ``strategy`` group); each
 ``conf/strategy/NAME.yaml`` lists its schema first in its defaults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,10 +71,10 @@ class Direction(str, Enum):
 
 
 class SizeMode(str, Enum):
-    all = "all"            # all available cash (fees included)
-    qty = "qty"            # fixed base quantity
+    all = "all"  # all available cash (fees included)
+    qty = "qty"  # fixed base quantity
     notional = "notional"  # fixed quote notional
-    percent = "percent"    # fraction of equity
+    percent = "percent"  # fraction of equity
     vol_target = "vol_target"  # target annualised volatility
 
 
@@ -93,8 +94,8 @@ class StorageKind(str, Enum):
 class SourceConfig:
     base_url: str = "https://data.binance.vision"
     timeout_s: float = 30.0
-    retries: int = 4           # attempts after the first, on timeouts and 5xx
-    backoff_s: float = 0.5     # first back-off; doubles each retry
+    retries: int = 4  # attempts after the first, on timeouts and 5xx
+    backoff_s: float = 0.5  # first back-off; doubles each retry
 
 
 @dataclass
@@ -107,19 +108,19 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "synthetic"                       # synthetic | binance
+    name: str = "synthetic"  # synthetic | binance
     source: SourceConfig = field(default_factory=SourceConfig)
     market: Market = Market.spot
     dataset: Dataset = Dataset.aggTrades
     symbols: List[str] = field(default_factory=lambda: ["BTCUSDT"])
-    start: str = "2025-01-01"                     # inclusive, UTC date
-    end: str = "2025-01-03"                       # inclusive, UTC date
-    funding: bool = False                         # also ingest monthly fundingRate (futures)
-    require_complete: bool = False                # a 404 day is an error, not a recorded gap
+    start: str = "2025-01-01"  # inclusive, UTC date
+    end: str = "2025-01-03"  # inclusive, UTC date
+    funding: bool = False  # also ingest monthly fundingRate (futures)
+    require_complete: bool = False  # a 404 day is an error, not a recorded gap
     contract_size: Dict[str, float] = field(default_factory=lambda: {"BTC": 100.0, "default": 10.0})
-    max_uncompressed_bytes: int = 8 * 1024**3     # per zip member
+    max_uncompressed_bytes: int = 8 * 1024**3  # per zip member
     max_compression_ratio: float = 250.0
-    archive_raw: bool = False                     # keep verified zips under storage raw/
+    archive_raw: bool = False  # keep verified zips under storage raw/
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -127,18 +128,18 @@ class DataConfig:
 @dataclass
 class BarsConfig:
     kind: BarKind = BarKind.dollar
-    threshold: float = 1e6              # ticks, base qty or quote notional per bar
+    threshold: float = 1e6  # ticks, base qty or quote notional per bar
     threshold_mode: ThresholdMode = ThresholdMode.fixed
-    bars_per_day: float = 50.0          # dynamic: target bars per day
-    lookback_days: int = 7              # dynamic: trailing days averaged (strictly before the day)
-    warmup: str = "first_day"           # dynamic, no history: first_day | fixed
-    interval: str = "1h"                # time bars: pandas-style offset
-    keep_partial: bool = False          # keep the trailing unfinished bar
+    bars_per_day: float = 50.0  # dynamic: target bars per day
+    lookback_days: int = 7  # dynamic: trailing days averaged (strictly before the day)
+    warmup: str = "first_day"  # dynamic, no history: first_day | fixed
+    interval: str = "1h"  # time bars: pandas-style offset
+    keep_partial: bool = False  # keep the trailing unfinished bar
     # imbalance / run bars (AFML 2.3.2)
     expected_ticks_init: float = 1000.0  # E0[T]
-    ewma_span: int = 20                  # bars, for E[T] and E[b]
+    ewma_span: int = 20  # bars, for E[T] and E[b]
     imbalance_init: Optional[float] = None  # E0 of the per-tick signed flow; null: a warm-up bar
-    imbalance_span: Optional[int] = None    # bars, EWMA span of the flow; null: ewma_span
+    imbalance_span: Optional[int] = None  # bars, EWMA span of the flow; null: ewma_span
     min_ticks: int = 10
     max_ticks: int = 1_000_000
 
@@ -146,8 +147,8 @@ class BarsConfig:
 # --------------------------------------------------------------------------- features
 @dataclass
 class FeatureSpec:
-    name: str = MISSING                 # column name, e.g. rsi_14
-    fn: str = MISSING                   # feature function, e.g. rsi
+    name: str = MISSING  # column name, e.g. rsi_14
+    fn: str = MISSING  # feature function, e.g. rsi
     window: int = 14
     params: Dict[str, float] = field(default_factory=dict)
 
@@ -173,7 +174,7 @@ class MaCrossConfig(StrategyConfig):
 @dataclass
 class EmaCrossConfig(StrategyConfig):
     name: str = "ema_cross"
-    fast: int = 12                 # EMA spans in bars
+    fast: int = 12  # EMA spans in bars
     slow: int = 26
 
 
@@ -181,41 +182,41 @@ class EmaCrossConfig(StrategyConfig):
 class RsiReversionConfig(StrategyConfig):
     name: str = "rsi_reversion"
     window: int = 14
-    lower: float = 30.0            # long when RSI falls below
-    upper: float = 70.0            # short when RSI rises above
-    exit: float = 50.0             # leave when RSI crosses back through
+    lower: float = 30.0  # long when RSI falls below
+    upper: float = 70.0  # short when RSI rises above
+    exit: float = 50.0  # leave when RSI crosses back through
 
 
 @dataclass
 class BollingerBreakoutConfig(StrategyConfig):
     name: str = "bollinger_breakout"
     window: int = 20
-    k: float = 2.0                 # band half-width in population standard deviations
+    k: float = 2.0  # band half-width in population standard deviations
 
 
 @dataclass
 class MomentumConfig(StrategyConfig):
     name: str = "momentum"
-    lookback: int = 50             # bars of the log return
-    threshold: float = 0.0         # long above +threshold, short below -threshold
+    lookback: int = 50  # bars of the log return
+    threshold: float = 0.0  # long above +threshold, short below -threshold
 
 
 @dataclass
 class XsMomentumConfig(StrategyConfig):
     name: str = "xs_momentum"
-    lookback: int = 100            # score: log return from t - lookback to t - skip
+    lookback: int = 100  # score: log return from t - lookback to t - skip
     skip: int = 0
-    top_n: int = 1                 # long the top N scores
-    bottom_n: int = 0              # short the bottom N scores
-    rebalance_every: int = 50      # bars
+    top_n: int = 1  # long the top N scores
+    bottom_n: int = 0  # short the bottom N scores
+    rebalance_every: int = 50  # bars
 
 
 @dataclass
 class RuleConfig(StrategyConfig):
     name: str = "rule"
-    entry: str = MISSING           # e.g. "rsi_14 < 30 and close > sma_200"
+    entry: str = MISSING  # e.g. "rsi_14 < 30 and close > sma_200"
     exit: str = MISSING
-    short_entry: str = ""          # empty: no short signals
+    short_entry: str = ""  # empty: no short signals
     short_exit: str = ""
 
 
@@ -226,86 +227,87 @@ class MlModel(str, Enum):
 
 
 class BetSizing(str, Enum):
-    none = "none"                  # size = None (backtest.size decides)
-    prob = "prob"                  # AFML 10.1: 2 * Phi((p - 0.5) / sqrt(p (1 - p))) - 1
+    none = "none"  # size = None (backtest.size decides)
+    prob = "prob"  # AFML 10.1: 2 * Phi((p - 0.5) / sqrt(p (1 - p))) - 1
 
 
 @dataclass
 class TripleBarrierConfig:
-    pt: float = 1.0                # profit-taking barrier, multiple of the volatility target
-    sl: float = 1.0                # stop-loss barrier, multiple of the volatility target; 0 = off
-    vertical_bars: int = 20        # vertical barrier, bars after the event
-    vol_span: int = 50             # EWMA span (bars) of the volatility target
-    min_ret: float = 0.0           # skip events whose volatility target is below this
-    zero_vertical: bool = False    # label 0 (not sign of return) when the vertical barrier is hit
+    pt: float = 1.0  # profit-taking barrier, multiple of the volatility target
+    sl: float = 1.0  # stop-loss barrier, multiple of the volatility target; 0 = off
+    vertical_bars: int = 20  # vertical barrier, bars after the event
+    vol_span: int = 50  # EWMA span (bars) of the volatility target
+    min_ret: float = 0.0  # skip events whose volatility target is below this
+    zero_vertical: bool = False  # label 0 (not sign of return) when the vertical barrier is hit
 
 
 @dataclass
 class MlClassifierConfig(StrategyConfig):
     name: str = "ml_classifier"
     model: MlModel = MlModel.random_forest
-    params: Dict[str, Any] = field(default_factory=dict)   # scikit-learn hyper-parameters
-    features: List[str] = field(default_factory=list)      # empty: every feature column
+    params: Dict[str, Any] = field(default_factory=dict)  # scikit-learn hyper-parameters
+    features: List[str] = field(default_factory=list)  # empty: every feature column
     label: TripleBarrierConfig = field(default_factory=TripleBarrierConfig)
-    min_train: int = 200           # bars before the first walk-forward test block
-    retrain_every: int = 250       # bars per test block; a fresh model is fitted before each
-    train_bars: int = 0            # rolling training window in bars; 0 = expanding
-    embargo_bars: int = 5          # gap between the last training label and the test block
-    cv_folds: int = 3              # purged K-fold CV of the final model; 0 = off
-    threshold: float = 0.55        # long when P(up) > threshold, short when P(up) < 1 - threshold
-    exit_threshold: float = 0.5    # leave long when P(up) < this (short: > 1 - this)
+    min_train: int = 200  # bars before the first walk-forward test block
+    retrain_every: int = 250  # bars per test block; a fresh model is fitted before each
+    train_bars: int = 0  # rolling training window in bars; 0 = expanding
+    embargo_bars: int = 5  # gap between the last training label and the test block
+    cv_folds: int = 3  # purged K-fold CV of the final model; 0 = off
+    threshold: float = 0.55  # long when P(up) > threshold, short when P(up) < 1 - threshold
+    exit_threshold: float = 0.5  # leave long when P(up) < this (short: > 1 - this)
     bet_sizing: BetSizing = BetSizing.none
-    size_step: float = 0.0         # discretise the bet size to multiples of this; 0 = continuous
-    event_stride: int = 1          # sample every k-th bar as a training event
+    size_step: float = 0.0  # discretise the bet size to multiples of this; 0 = continuous
+    event_stride: int = 1  # sample every k-th bar as a training event
     seed: int = 0
 
 
 # --------------------------------------------------------------------------- backtest
 @dataclass
 class FeesConfig:
-    maker: float = 0.0002      # fraction of notional
-    taker: float = 0.0005      # fraction of notional; market orders pay taker
-    fixed: float = 0.0         # quote currency per order
-    min_fee: float = 0.0       # quote currency per order
+    maker: float = 0.0002  # fraction of notional
+    taker: float = 0.0005  # fraction of notional; market orders pay taker
+    fixed: float = 0.0  # quote currency per order
+    min_fee: float = 0.0  # quote currency per order
 
 
 @dataclass
 class SlippageConfig:
-    bps: float = 1.0           # fixed, basis points of price, against the order
-    impact: float = 0.0        # participation impact: coef * (order qty / bar volume) ** exponent
+    bps: float = 1.0  # fixed, basis points of price, against the order
+    impact: float = 0.0  # participation impact: coef * (order qty / bar volume) ** exponent
     impact_exponent: float = 0.5
 
 
 @dataclass
 class SizeConfig:
     mode: SizeMode = SizeMode.all
-    value: float = 1.0         # qty / notional / fraction / annual vol target, by mode
+    value: float = 1.0  # qty / notional / fraction / annual vol target, by mode
     min_qty: float = 0.0
-    step: float = 0.0          # quantity step; 0 = no rounding
-    vol_window: int = 50       # vol_target: bars of trailing realised volatility
+    step: float = 0.0  # quantity step; 0 = no rounding
+    vol_window: int = 50  # vol_target: bars of trailing realised volatility
 
 
 @dataclass
 class RiskConfig:
-    stop_loss: float = 0.0          # fraction from entry; 0 = off
+    stop_loss: float = 0.0  # fraction from entry; 0 = off
     take_profit: float = 0.0
     trailing_stop: float = 0.0
     time_stop_bars: int = 0
     cooldown_bars: int = 0
     max_position: float = math.inf  # notional, quote currency
     max_leverage: float = math.inf
-    max_drawdown: float = 0.0       # kill switch; 0 = off
+    max_drawdown: float = 0.0  # kill switch; 0 = off
 
 
 @dataclass
 class SplitConfig:
     """Walk-forward windows in bars (see btsys.backtest.split)."""
+
     enabled: bool = False
-    scheme: str = "rolling"    # rolling | expanding
+    scheme: str = "rolling"  # rolling | expanding
     train_bars: int = 0
     test_bars: int = 0
-    gap_bars: int = 0          # embargo between a training window and its test window
-    step_bars: int = 0         # shift between windows; 0 = test_bars (test windows tile)
+    gap_bars: int = 0  # embargo between a training window and its test window
+    step_bars: int = 0  # shift between windows; 0 = test_bars (test windows tile)
 
 
 @dataclass
@@ -319,7 +321,7 @@ class BacktestConfig:
     leverage: float = 1.0
     maintenance_margin: float = 0.005
     risk: RiskConfig = field(default_factory=RiskConfig)
-    funding: bool = False           # charge funding from the ingested funding rates
+    funding: bool = False  # charge funding from the ingested funding rates
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -327,11 +329,11 @@ class BacktestConfig:
 @dataclass
 class SweepConfig:
     mode: SweepMode = SweepMode.hydra
-    grid: Dict[str, Any] = field(default_factory=dict)   # kernel/spark: key -> list of values
+    grid: Dict[str, Any] = field(default_factory=dict)  # kernel/spark: key -> list of values
     top_k: int = 5
     chunk_size: int = 10_000
     objective: str = "sharpe"
-    direction: str = "maximize"    # maximize | minimize (the objective; best trial, failure value)
+    direction: str = "maximize"  # maximize | minimize (the objective; best trial, failure value)
 
 
 @dataclass
@@ -339,13 +341,13 @@ class SparkConfig:
     master: str = "local[*]"
     app_name: str = "btsys"
     conf: Dict[str, str] = field(default_factory=dict)
-    ship_package: bool = False     # zip btsys + conf and addPyFile it (cluster)
+    ship_package: bool = False  # zip btsys + conf and addPyFile it (cluster)
 
 
 @dataclass
 class StorageConfig:
     kind: StorageKind = StorageKind.local
-    root: str = "data"              # local path or s3://bucket/prefix
+    root: str = "data"  # local path or s3://bucket/prefix
     endpoint_url: Optional[str] = None
     region: str = "us-east-1"
 
@@ -355,7 +357,7 @@ class MlflowConfig:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment_name: str = "btsys"
     enabled: bool = True
-    charts: bool = True            # charts + HTML tearsheet per run
+    charts: bool = True  # charts + HTML tearsheet per run
     artifact_location: Optional[str] = None  # new experiments only; None: MLflow's default (./mlruns)
 
 
@@ -370,25 +372,37 @@ class Config:
     storage: StorageConfig = MISSING
     mlflow: MlflowConfig = MISSING
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    name: str = "default"         # experiment name, used as a tag
+    name: str = "default"  # experiment name, used as a tag
     stage: Stage = Stage.all
-    force: bool = False           # recompute cached stages
+    force: bool = False  # recompute cached stages
     seed: int = 0
 
 
 STRATEGY_SCHEMAS: Dict[str, type] = {
-    "ma_cross": MaCrossConfig, "ema_cross": EmaCrossConfig, "rsi_reversion": RsiReversionConfig,
-    "bollinger_breakout": BollingerBreakoutConfig, "momentum": MomentumConfig,
-    "xs_momentum": XsMomentumConfig, "rule": RuleConfig, "ml_classifier": MlClassifierConfig}
+    "ma_cross": MaCrossConfig,
+    "ema_cross": EmaCrossConfig,
+    "rsi_reversion": RsiReversionConfig,
+    "bollinger_breakout": BollingerBreakoutConfig,
+    "momentum": MomentumConfig,
+    "xs_momentum": XsMomentumConfig,
+    "rule": RuleConfig,
+    "ml_classifier": MlClassifierConfig,
+}
 
 
 def register_configs() -> None:
     """Register the schemas; idempotent (Hydra's ConfigStore is a singleton)."""
     cs = ConfigStore.instance()
     cs.store(name="btsys_schema", node=Config)
-    for group, node in [("data", DataConfig), ("bars", BarsConfig), ("features", FeaturesConfig),
-                        ("backtest", BacktestConfig), ("spark", SparkConfig),
-                        ("storage", StorageConfig), ("mlflow", MlflowConfig)]:
+    for group, node in [
+        ("data", DataConfig),
+        ("bars", BarsConfig),
+        ("features", FeaturesConfig),
+        ("backtest", BacktestConfig),
+        ("spark", SparkConfig),
+        ("storage", StorageConfig),
+        ("mlflow", MlflowConfig),
+    ]:
         cs.store(group=group, name=f"{group}_schema", node=node)
     for name, node in STRATEGY_SCHEMAS.items():
         cs.store(group="strategy", name=f"{name}_schema", node=node)
@@ -425,6 +439,7 @@ def job_config(argv: Optional[list[str]], job_name: str) -> DictConfig:
     command line), composed like ``python -m btsys`` does."""
     import logging
     import sys
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     return compose(list(sys.argv[1:] if argv is None else argv), job_name=job_name)
@@ -433,6 +448,8 @@ def job_config(argv: Optional[list[str]], job_name: str) -> DictConfig:
 def compose(overrides: list[str], job_name: str = "btsys") -> DictConfig:
     """The run's config from ``conf/`` and command-line overrides (Hydra's compose API), as
     ``python -m btsys`` would compose it; used by the Spark entry points in ``jobs/``."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3", job_name=job_name):
         return hydra_compose(config_name="config", overrides=list(overrides))

@@ -11,6 +11,7 @@ Readers trust an entry only through its marker, so a killed run leaves an attemp
 two sweep jobs computing the same key at once both leave intact attempts and the marker names one
 of them. ``force=true`` recomputes and re-points the marker.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from btsys.config import to_plain as _plain
 from btsys.storage import Storage
@@ -51,8 +52,11 @@ def _drop(d: dict, dotted: set[str], prefix: str = "") -> dict:
 def stage_key(stage: str, section: Any, input_key: Optional[str] = None) -> str:
     """Content address of a stage output: sha256 of (stage, code version, config, input key)."""
     cfg = _drop(_plain(section) or {}, NON_DETERMINING.get(stage, set()))
-    payload = json.dumps({"stage": stage, "version": STAGE_VERSIONS.get(stage, 1),
-                          "config": cfg, "input": input_key}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"stage": stage, "version": STAGE_VERSIONS.get(stage, 1), "config": cfg, "input": input_key},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -60,7 +64,7 @@ def stage_key(stage: str, section: Any, input_key: Optional[str] = None) -> str:
 class CacheEntry:
     stage: str
     key: str
-    prefix: str                      # storage key of the attempt directory holding the data
+    prefix: str  # storage key of the attempt directory holding the data
     meta: dict = field(default_factory=dict)
     hit: bool = False
 
@@ -78,8 +82,9 @@ def lookup(store: Storage, stage: str, key: str) -> Optional[CacheEntry]:
     return CacheEntry(stage, key, m["prefix"], m.get("meta", {}), hit=True)
 
 
-def cached(store: Storage, stage: str, key: str, build: Callable[[str], dict],
-           force: bool = False) -> CacheEntry:
+def cached(
+    store: Storage, stage: str, key: str, build: Callable[[str], dict], force: bool = False
+) -> CacheEntry:
     """Return the committed output of ``stage``/``key``, building it with ``build(prefix)`` if needed.
 
     ``build`` writes everything under the storage prefix it is given and returns a small JSON-able
@@ -95,8 +100,12 @@ def cached(store: Storage, stage: str, key: str, build: Callable[[str], dict],
     t0 = time.perf_counter()
     log.info("computing %s %s%s", stage, key, " (force)" if force else "")
     meta = build(prefix) or {}
-    marker = {"prefix": prefix, "meta": _plain(meta), "created": time.time(),
-              "seconds": round(time.perf_counter() - t0, 3)}
+    marker = {
+        "prefix": prefix,
+        "meta": _plain(meta),
+        "created": time.time(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     store.write_text(f"{entry_dir(stage, key)}/{MARKER}", json.dumps(marker, sort_keys=True))
     log.info("committed %s %s in %.2fs", stage, key, marker["seconds"])
     return CacheEntry(stage, key, prefix, marker["meta"], hit=False)
@@ -108,6 +117,7 @@ class RunContext:
 
     def __init__(self, cfg: Any):
         from btsys.storage import make_storage
+
         self.cfg = cfg
         self.store = make_storage(cfg.storage)
         self._spark = None
@@ -116,6 +126,7 @@ class RunContext:
     def spark(self):
         if self._spark is None:
             from btsys.spark import get_spark
+
             self._spark = get_spark(self.cfg.spark)
         return self._spark
 
@@ -139,8 +150,11 @@ def ingest_stage(ctx: RunContext) -> CacheEntry:
     force = bool(ctx.cfg.force)
     hit = None if force else lookup(ctx.store, "ingest", key)
     if hit is not None and not listing_is_current(ctx.store, hit.meta):
-        log.warning("ingest %s: lake files changed since this listing (another source was ingested into "
-                    "the same store); ingesting again", key)
+        log.warning(
+            "ingest %s: lake files changed since this listing (another source was ingested into "
+            "the same store); ingesting again",
+            key,
+        )
         force = True
     return cached(ctx.store, "ingest", key, build, force=force)
 
@@ -150,9 +164,13 @@ def bars_stage(ctx: RunContext, ingest: CacheEntry) -> CacheEntry:
     from btsys.bars.job import run_bars
 
     key = stage_key("bars", ctx.cfg.bars, ingest.key)
-    return cached(ctx.store, "bars", key,
-                  lambda prefix: run_bars(ctx.spark, ctx.cfg.bars, ctx.store, ingest, prefix),
-                  force=ctx.cfg.force)
+    return cached(
+        ctx.store,
+        "bars",
+        key,
+        lambda prefix: run_bars(ctx.spark, ctx.cfg.bars, ctx.store, ingest, prefix),
+        force=ctx.cfg.force,
+    )
 
 
 def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
@@ -160,9 +178,13 @@ def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
     from btsys.features import compute_features_stage
 
     key = stage_key("features", ctx.cfg.features, bars.key)
-    return cached(ctx.store, "features", key,
-                  lambda prefix: compute_features_stage(ctx.cfg.features, ctx.store, bars, prefix),
-                  force=ctx.cfg.force)
+    return cached(
+        ctx.store,
+        "features",
+        key,
+        lambda prefix: compute_features_stage(ctx.cfg.features, ctx.store, bars, prefix),
+        force=ctx.cfg.force,
+    )
 
 
 def save_results(store: Storage, config_hash: str, result: Any) -> str:
@@ -176,15 +198,18 @@ def save_results(store: Storage, config_hash: str, result: Any) -> str:
     pos = np.asarray(result.position)
     if pos.ndim == 1:
         equity["position"] = pos
-    else:                                   # portfolio: one position column per symbol
+    else:  # portfolio: one position column per symbol
         for j, sym in enumerate(result.symbols or range(pos.shape[1])):
             equity[f"position.{sym}"] = pos[:, j]
     store.write_parquet(pa.Table.from_pandas(equity, preserve_index=False), f"{prefix}/equity.parquet")
-    store.write_parquet(pa.Table.from_pandas(pd.DataFrame(result.orders), preserve_index=False),
-                        f"{prefix}/orders.parquet")
+    store.write_parquet(
+        pa.Table.from_pandas(pd.DataFrame(result.orders), preserve_index=False), f"{prefix}/orders.parquet"
+    )
     store.write_parquet(pa.Table.from_pandas(result.trades, preserve_index=False), f"{prefix}/trades.parquet")
-    store.write_text(f"{prefix}/metrics.json", json.dumps(_plain(dict(result.metrics)), sort_keys=True,
-                                                          default=float, indent=1))
+    store.write_text(
+        f"{prefix}/metrics.json",
+        json.dumps(_plain(dict(result.metrics)), sort_keys=True, default=float, indent=1),
+    )
     return store.uri(prefix)
 
 
@@ -192,13 +217,16 @@ def _log_models(cfg: Any, run_id: str, model_infos: dict) -> None:
     """Add an ML strategy's fitted models and importances to its (already logged) run: ``model``
     for one symbol, ``model_<SYMBOL>`` (metrics prefixed ``<SYMBOL>.``) for several."""
     import mlflow
+
     from btsys.signals.ml import log_model_info
+
     mlflow.set_tracking_uri(str(cfg.mlflow.tracking_uri))
     with mlflow.start_run(run_id=run_id):
         for sym, info in sorted(model_infos.items()):
             one = len(model_infos) == 1
-            log_model_info(info, artifact_name="model" if one else f"model_{sym}",
-                           prefix="" if one else f"{sym}.")
+            log_model_info(
+                info, artifact_name="model" if one else f"model_{sym}", prefix="" if one else f"{sym}."
+            )
 
 
 def run(cfg: Any) -> dict:
@@ -233,18 +261,27 @@ def run(cfg: Any) -> dict:
     keys = {"ingest": ingest.key, "bars": bars.key, "features": feats.key}
     if mode in ("kernel", "spark"):
         from btsys.backtest.grid import run_grid
+
         grid = run_grid(cfg, ctx.store, feats, ingest, spark=ctx.spark if mode == "spark" else None)
-        rid = mlflow_log.log_sweep_table(cfg, grid.table, grid.param_cols, grid.objective,
-                                         grid.top_results, returns=grid.returns, keys=keys)
+        rid = mlflow_log.log_sweep_table(
+            cfg,
+            grid.table,
+            grid.param_cols,
+            grid.objective,
+            grid.top_results,
+            returns=grid.returns,
+            keys=keys,
+        )
         out.update(grid.best_metrics)
         out["n_combinations"] = len(grid.table)
         out["mlflow_run_id"] = rid
         return out
     from btsys.backtest.run import run_backtest_stage
+
     result = run_backtest_stage(cfg, ctx.store, feats, ingest)
     out.update(result.metrics)
     out["results"] = save_results(ctx.store, mlflow_log.config_hash(cfg), result)
-    if stage == "backtest":                 # stop before the report stage: results in the store only
+    if stage == "backtest":  # stop before the report stage: results in the store only
         return out
     rid = mlflow_log.log_run(cfg, result, keys=keys)
     if rid is not None and result.model_infos:

@@ -6,6 +6,7 @@
 ``btsys`` package and ``conf/`` are zipped and added with ``addPyFile`` so executors need only
 Python with the dependencies.
 """
+
 from __future__ import annotations
 
 import logging

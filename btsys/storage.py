@@ -9,6 +9,7 @@ Atomicity: :meth:`Storage.write_bytes` and :meth:`Storage.put_file` are atomic (
 name, then ``os.replace``; S3: a single PUT or a completed multipart upload is atomic). Directory
 trees are published with :meth:`Storage.commit` (a marker written last): see ``btsys.pipeline``.
 """
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -144,6 +144,7 @@ class LocalStorage(Storage):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+
         self._atomic(rel, w)
 
     def put_file(self, local_path: str, rel: str) -> None:
@@ -181,8 +182,13 @@ class S3Storage(Storage):
 
     MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
-    def __init__(self, root: str, endpoint_url: Optional[str] = None, region: str = "us-east-1",
-                 cfg: Optional[dict] = None):
+    def __init__(
+        self,
+        root: str,
+        endpoint_url: Optional[str] = None,
+        region: str = "us-east-1",
+        cfg: Optional[dict] = None,
+    ):
         if not root.startswith("s3://"):
             raise StorageError(f"storage.root must start with s3:// for storage=s3, got {root!r}")
         bucket, _, prefix = root[5:].partition("/")
@@ -199,8 +205,10 @@ class S3Storage(Storage):
     def client(self):
         if self._client is None:
             import boto3
+
             self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region)
+                "s3", endpoint_url=self.endpoint_url, region_name=self.region
+            )
         return self._client
 
     def _key(self, rel: str) -> str:
@@ -212,6 +220,7 @@ class S3Storage(Storage):
 
     def exists(self, rel: str) -> bool:
         from botocore.exceptions import ClientError
+
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
             return True
@@ -222,6 +231,7 @@ class S3Storage(Storage):
 
     def read_bytes(self, rel: str) -> bytes:
         from botocore.exceptions import ClientError
+
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(rel))["Body"].read()
         except ClientError as e:
@@ -234,6 +244,7 @@ class S3Storage(Storage):
 
     def put_file(self, local_path: str, rel: str) -> None:
         from boto3.s3.transfer import TransferConfig
+
         cfg = TransferConfig(multipart_threshold=self.MULTIPART_THRESHOLD)
         self.client.upload_file(local_path, self.bucket, self._key(rel), Config=cfg)
 
@@ -254,8 +265,9 @@ class S3Storage(Storage):
     def delete_prefix(self, prefix: str) -> None:
         keys = [self._key(k) for k in self.list(prefix)]
         for i in range(0, len(keys), 1000):
-            self.client.delete_objects(Bucket=self.bucket,
-                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]}
+            )
 
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
         if self._fs is None:
@@ -280,13 +292,22 @@ def storage_from_dict(cfg: Mapping[str, Any]) -> Storage:
     if kind == "local":
         return LocalStorage(root)
     if kind == "s3":
-        return S3Storage(root, endpoint_url=cfg.get("endpoint_url"), region=str(cfg.get("region") or "us-east-1"),
-                         cfg={"kind": "s3", "root": root, "endpoint_url": cfg.get("endpoint_url"),
-                              "region": str(cfg.get("region") or "us-east-1")})
+        return S3Storage(
+            root,
+            endpoint_url=cfg.get("endpoint_url"),
+            region=str(cfg.get("region") or "us-east-1"),
+            cfg={
+                "kind": "s3",
+                "root": root,
+                "endpoint_url": cfg.get("endpoint_url"),
+                "region": str(cfg.get("region") or "us-east-1"),
+            },
+        )
     raise StorageError(f"storage.kind must be local or s3, got {kind!r}")
 
 
 def make_storage(cfg: Any) -> Storage:
     """Storage from a Hydra ``storage`` node."""
     from btsys.config import to_plain
+
     return storage_from_dict(to_plain(cfg))

@@ -8,6 +8,7 @@ Usage (plain Python or spark-submit; arguments are Hydra overrides of the repo's
 
 Prints one JSON line: the ingest and bars cache keys, the bars entry prefix and per-symbol meta.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ def main(argv: list[str] | None = None) -> dict:
     ctx = RunContext(cfg)
     ingest = ingest_stage(ctx)
     bars = bars_stage(ctx, ingest)
-    out = {"ingest_key": ingest.key, "bars_key": bars.key, "bars_prefix": ctx.store.uri(bars.prefix),
-           "cache_hit": bars.hit, "symbols": bars.meta.get("symbols", {})}
+    out = {
+        "ingest_key": ingest.key,
+        "bars_key": bars.key,
+        "bars_prefix": ctx.store.uri(bars.prefix),
+        "cache_hit": bars.hit,
+        "symbols": bars.meta.get("symbols", {}),
+    }
     print(json.dumps(out, sort_keys=True, default=str))
     return out
 

@@ -13,6 +13,7 @@ prints one JSON line: the ingest key, the listing's storage URI and the summary 
 (with the per-file errors on stderr) if files failed or, with ``data.require_complete=true``, were
 missing; a rerun retries exactly those files.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,8 @@ if REPO not in sys.path:  # run from a checkout without installing
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from btsys.data.ingest import IngestError
     from btsys.config import job_config
+    from btsys.data.ingest import IngestError
     from btsys.pipeline import RunContext, ingest_stage
 
     cfg = job_config(argv, "ingest")
@@ -36,9 +37,16 @@ def main(argv: list[str] | None = None) -> dict:
     except IngestError as e:
         print(str(e), file=sys.stderr)
         raise SystemExit(1)
-    out = {"ingest_key": entry.key, "listing": ctx.store.uri(f"{entry.prefix}/listing.json"),
-           "cache_hit": entry.hit, "summary": {k: v for k, v in entry.meta.get("summary", {}).items()
-                                               if not isinstance(v, (list, dict)) or k == "dropped"}}
+    out = {
+        "ingest_key": entry.key,
+        "listing": ctx.store.uri(f"{entry.prefix}/listing.json"),
+        "cache_hit": entry.hit,
+        "summary": {
+            k: v
+            for k, v in entry.meta.get("summary", {}).items()
+            if not isinstance(v, (list, dict)) or k == "dropped"
+        },
+    }
     print(json.dumps(out, sort_keys=True, default=str))
     return out
 

@@ -2,6 +2,7 @@
 
 Nothing here touches the internet: HTTP goes to 127.0.0.1, S3 to moto's server on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,13 +30,30 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the Spark session (directly or through a fixture) ``spark``, so
+    ``pytest -m "not spark and not slow"`` is the quick loop."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The test session's SparkSession: local[2], 2 shuffle partitions, UI off, UTC."""
     from btsys.spark import get_spark
-    s = get_spark({"master": "local[2]", "app_name": "btsys-tests",
-                   "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false",
-                            "spark.default.parallelism": "2"}})
+
+    s = get_spark(
+        {
+            "master": "local[2]",
+            "app_name": "btsys-tests",
+            "conf": {
+                "spark.sql.shuffle.partitions": "2",
+                "spark.ui.enabled": "false",
+                "spark.default.parallelism": "2",
+            },
+        }
+    )
     yield s
     s.stop()
 
@@ -72,7 +90,8 @@ class FileServer:
                 super().do_GET()
 
         self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=directory))
+            ("127.0.0.1", 0), functools.partial(Handler, directory=directory)
+        )
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -110,6 +129,7 @@ def binance_samples(tmp_path):
 def moto_server():
     """moto's real S3 HTTP server on 127.0.0.1 (credentials: the dummy ones set above)."""
     from moto.server import ThreadedMotoServer
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -121,7 +141,9 @@ def moto_server():
 def s3_bucket(moto_server):
     """A fresh bucket on the moto server; returns (endpoint_url, bucket)."""
     import uuid
+
     import boto3
+
     bucket = f"btsys-test-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     return moto_server, bucket

@@ -1,4 +1,5 @@
 """Backtest engine: hand-computed cases for fills, costs, sizing, risk rules; identities; metrics."""
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ from btsys.backtest import simulate, simulate_from_config
 from btsys.backtest.engine import realised_vol
 from btsys.backtest.enums import DAY_US, OrderKind
 
-F = np.zeros(4, dtype=bool)   # no signal, 4 bars
+F = np.zeros(4, dtype=bool)  # no signal, 4 bars
 
 
 def sig(n, *idx):
@@ -39,7 +40,7 @@ def test_order_without_next_bar_is_not_filled():
     close = np.array([10.0, 11.0, 12.0])
     r = simulate(close, sig(3, 2), sig(3))
     assert len(r.orders) == 0 and r.final_value == 10_000
-    r = simulate(close, sig(3, 0), sig(3, 2))          # exit on the last bar cannot fill
+    r = simulate(close, sig(3, 0), sig(3, 2))  # exit on the last bar cannot fill
     assert len(r.orders) == 1 and r.metrics["open_position"] == 1.0
     assert bool(r.trades["is_open"].iloc[0])
 
@@ -84,14 +85,21 @@ def test_volume_participation_impact():
     close = np.array([100.0, 100.0, 100.0, 100.0])
     vol = np.array([50.0, 400.0, 10.0, 10.0])
     # next_open: participation against the last completed bar (the signal bar) volume
-    r = simulate(close, sig(4, 1), sig(4, 2), size=4.0, slippage=0.001, slippage_impact=0.1,
-                 impact_exponent=0.5, volume=vol)
+    r = simulate(
+        close,
+        sig(4, 1),
+        sig(4, 2),
+        size=4.0,
+        slippage=0.001,
+        slippage_impact=0.1,
+        impact_exponent=0.5,
+        volume=vol,
+    )
     buy = 100 * (1 + 0.001 + 0.1 * math.sqrt(4 / 400))
     sell = 100 * (1 - 0.001 - 0.1 * math.sqrt(4 / 10))
     assert list(r.orders["price"]) == pytest.approx([buy, sell], rel=1e-12)
     # larger orders pay more
-    r2 = simulate(close, sig(4, 1), sig(4, 2), size=40.0, slippage=0.001, slippage_impact=0.1,
-                  volume=vol)
+    r2 = simulate(close, sig(4, 1), sig(4, 2), size=40.0, slippage=0.001, slippage_impact=0.1, volume=vol)
     assert r2.orders["price"][0] > buy
     with pytest.raises(ValueError, match="volume"):
         simulate(close, sig(4, 1), sig(4, 2), slippage_impact=0.1)
@@ -102,19 +110,26 @@ def test_funding_sign_long_pays_short_receives():
     ts = np.arange(4, dtype=np.int64) * 3_600_000_000
     # one event inside bar 2 (between the closes of bars 1 and 2) at +0.01
     fts, fr = np.array([ts[1] + 1]), np.array([0.01])
-    r = simulate(close, sig(4, 0), sig(4, 3), fill="close", size=1.0, ts=ts, funding_ts=fts,
-                 funding_rate=fr)
-    assert r.metrics["funding_paid"] == pytest.approx(1.2)        # 1 * 120 * 0.01
+    r = simulate(close, sig(4, 0), sig(4, 3), fill="close", size=1.0, ts=ts, funding_ts=fts, funding_rate=fr)
+    assert r.metrics["funding_paid"] == pytest.approx(1.2)  # 1 * 120 * 0.01
     assert r.final_value == pytest.approx(10_000 + 20 - 1.2)
     assert r.trades["funding"].iloc[0] == pytest.approx(1.2)
     assert r.cash[2] == pytest.approx(10_000 - 100 - 1.2)
-    s = simulate(close, sig(4, 0), sig(4, 3), fill="close", size=1.0, ts=ts, funding_ts=fts,
-                 funding_rate=fr, direction="short")
+    s = simulate(
+        close,
+        sig(4, 0),
+        sig(4, 3),
+        fill="close",
+        size=1.0,
+        ts=ts,
+        funding_ts=fts,
+        funding_rate=fr,
+        direction="short",
+    )
     assert s.metrics["funding_paid"] == pytest.approx(-1.2)
     assert s.final_value == pytest.approx(10_000 - 20 + 1.2)
     # negative rate: longs receive
-    r = simulate(close, sig(4, 0), sig(4, 3), fill="close", size=1.0, ts=ts, funding_ts=fts,
-                 funding_rate=-fr)
+    r = simulate(close, sig(4, 0), sig(4, 3), fill="close", size=1.0, ts=ts, funding_ts=fts, funding_rate=-fr)
     assert r.final_value == pytest.approx(10_000 + 20 + 1.2)
 
 
@@ -123,10 +138,12 @@ def test_sizing_modes_min_qty_and_step():
     close = np.array([100.0, 100.0, 100.0])
     kw = dict(fill="close")
     assert simulate(close, sig(3, 0), sig(3), size=3.0, **kw).orders["size"][0] == 3.0
-    assert simulate(close, sig(3, 0), sig(3), size=250.0, size_mode="notional",
-                    **kw).orders["size"][0] == pytest.approx(2.5)
-    assert simulate(close, sig(3, 0), sig(3), size=0.5, size_mode="percent",
-                    **kw).orders["size"][0] == pytest.approx(50.0)
+    assert simulate(close, sig(3, 0), sig(3), size=250.0, size_mode="notional", **kw).orders["size"][
+        0
+    ] == pytest.approx(2.5)
+    assert simulate(close, sig(3, 0), sig(3), size=0.5, size_mode="percent", **kw).orders["size"][
+        0
+    ] == pytest.approx(50.0)
     # step rounds down, min_qty rejects
     r = simulate(close, sig(3, 0), sig(3), size=2.57, step=0.1, **kw)
     assert r.orders["size"][0] == pytest.approx(2.5)
@@ -141,9 +158,10 @@ def test_vol_target_sizing_uses_trailing_volatility():
     n = 60
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
     ts = np.arange(n, dtype=np.int64) * DAY_US
-    r = simulate(close, sig(n, 30), sig(n), fill="close", size=0.2, size_mode="vol_target",
-                 vol_window=20, ts=ts)
-    lr = np.diff(np.log(close))[30 - 20:30]            # the 20 returns up to bar 30
+    r = simulate(
+        close, sig(n, 30), sig(n), fill="close", size=0.2, size_mode="vol_target", vol_window=20, ts=ts
+    )
+    lr = np.diff(np.log(close))[30 - 20 : 30]  # the 20 returns up to bar 30
     vol = np.std(lr, ddof=1) * math.sqrt(365)
     assert realised_vol(close, ts, 20)[30] == pytest.approx(vol, rel=1e-9)
     assert r.orders["size"][0] * close[30] == pytest.approx(10_000 * 0.2 / vol, rel=1e-9)
@@ -163,8 +181,18 @@ def test_max_position_and_max_leverage_caps():
 def test_long_liquidation_at_liquidation_price():
     close = np.array([100.0, 100.0, 95.0, 80.0, 80.0])
     low = np.array([100.0, 100.0, 90.0, 80.0, 80.0])
-    r = simulate(close, sig(5, 0), sig(5), fill="close", leverage=10, maintenance_margin=0.005,
-                 low=low, high=close, open=close, size=10.0)
+    r = simulate(
+        close,
+        sig(5, 0),
+        sig(5),
+        fill="close",
+        leverage=10,
+        maintenance_margin=0.005,
+        low=low,
+        high=close,
+        open=close,
+        size=10.0,
+    )
     liq = 100 * (1 - 0.1) / (1 - 0.005)
     assert r.orders["kind"][1] == OrderKind.LIQUIDATION
     assert r.orders["idx"][1] == 2
@@ -177,11 +205,21 @@ def test_long_liquidation_at_liquidation_price():
 def test_short_liquidation_and_gap_through_level():
     close = np.array([100.0, 100.0, 130.0])
     open_ = np.array([100.0, 100.0, 130.0])
-    r = simulate(close, sig(3), sig(3), short_entries=sig(3, 0), short_exits=sig(3),
-                 direction="short", fill="close", leverage=5, open=open_, size=10.0)
+    r = simulate(
+        close,
+        sig(3),
+        sig(3),
+        short_entries=sig(3, 0),
+        short_exits=sig(3),
+        direction="short",
+        fill="close",
+        leverage=5,
+        open=open_,
+        size=10.0,
+    )
     liq = 100 * (1 + 0.2) / (1 + 0.005)
     assert r.orders["kind"][1] == OrderKind.LIQUIDATION
-    assert r.orders["price"][1] == pytest.approx(liq)   # gapped through: filled at the level
+    assert r.orders["price"][1] == pytest.approx(liq)  # gapped through: filled at the level
     assert r.final_value == pytest.approx(10_000 - 10 * (liq - 100))
 
 
@@ -200,7 +238,7 @@ def test_stop_loss_inside_bar_and_gap_at_open():
     o2[2] = 96.0
     l[2] = 95.0
     r = simulate(c, sig(4, 0), sig(4), open=o2, high=h, low=l, fill="close", stop_loss=0.02, size=1.0)
-    assert r.orders["price"][1] == 96.0                  # gap through the stop fills at the open
+    assert r.orders["price"][1] == 96.0  # gap through the stop fills at the open
 
 
 def test_take_profit_and_both_in_one_bar_takes_the_worse():
@@ -210,8 +248,9 @@ def test_take_profit_and_both_in_one_bar_takes_the_worse():
     assert r.orders["kind"][1] == OrderKind.TAKE_PROFIT
     assert r.orders["price"][1] == pytest.approx(105.0)
     l[2] = 97.0
-    r = simulate(c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", take_profit=0.05,
-                 stop_loss=0.02, size=1.0)
+    r = simulate(
+        c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", take_profit=0.05, stop_loss=0.02, size=1.0
+    )
     assert r.orders["kind"][1] == OrderKind.STOP_LOSS
     assert r.orders["price"][1] == pytest.approx(98.0)
 
@@ -234,8 +273,7 @@ def test_trailing_stop_from_previous_highs():
     o = np.array([100.0, 100.0, 110.0, 120.0, 120.0])
     h = np.array([100.0, 110.0, 125.0, 121.0, 120.0])
     l = np.array([100.0, 100.0, 110.0, 112.0, 120.0])
-    r = simulate(c, sig(5, 0), sig(5), open=o, high=h, low=l, fill="close",
-                 trailing_stop=0.1, size=1.0)
+    r = simulate(c, sig(5, 0), sig(5), open=o, high=h, low=l, fill="close", trailing_stop=0.1, size=1.0)
     # bar 2: level from the high of bar 1 (110) -> 99 not hit; bar 3: from 125 -> 112.5 hit
     assert list(r.orders["idx"]) == [0, 3]
     assert r.orders["kind"][1] == OrderKind.TRAILING_STOP
@@ -248,10 +286,10 @@ def test_time_stop_cooldown_and_kill_switch():
     ent = np.ones(n, dtype=bool)
     r = simulate(c, ent, np.zeros(n, bool), fill="close", time_stop=3, size=1.0)
     idx = list(r.orders["idx"])
-    assert idx[:4] == [0, 3, 4, 7]                       # exit after 3 bars, re-enter next bar
+    assert idx[:4] == [0, 3, 4, 7]  # exit after 3 bars, re-enter next bar
     assert r.orders["kind"][1] == OrderKind.TIME_STOP
     r = simulate(c, ent, np.zeros(n, bool), fill="close", time_stop=3, cooldown=2, size=1.0)
-    assert list(r.orders["idx"])[:4] == [0, 3, 6, 9]     # bars 4, 5 blocked after the exit at 3
+    assert list(r.orders["idx"])[:4] == [0, 3, 6, 9]  # bars 4, 5 blocked after the exit at 3
     r = simulate(c, ent, np.zeros(n, bool), time_stop=2, size=1.0)  # next_open
     assert list(r.orders["idx"])[:3] == [1, 3, 4]
     # kill switch: equity falls 20 % from its peak -> flatten and halt
@@ -274,8 +312,10 @@ def test_direction_both_reverses_and_short_accounting():
 
 
 # --------------------------------------------------------------------------- identities
-@pytest.mark.parametrize("direction,lev,fill", [("long", 1.0, "close"), ("both", 1.0, "next_open"),
-                                                 ("both", 3.0, "close"), ("short", 2.0, "next_open")])
+@pytest.mark.parametrize(
+    "direction,lev,fill",
+    [("long", 1.0, "close"), ("both", 1.0, "next_open"), ("both", 3.0, "close"), ("short", 2.0, "next_open")],
+)
 def test_accounting_identities(direction, lev, fill):
     rng = np.random.default_rng(11)
     n = 600
@@ -286,11 +326,29 @@ def test_accounting_identities(direction, lev, fill):
     ts = np.arange(n, dtype=np.int64) * 4 * 3_600_000_000
     fts = ts[::2] + 1
     fr = rng.normal(0.0001, 0.0003, fts.shape[0])
-    r = simulate(c, rng.random(n) < 0.05, rng.random(n) < 0.05, open=o, high=h, low=lo, ts=ts,
-                 fees=0.0005, fee_fixed=0.1, slippage=0.0002, stop_loss=0.03, take_profit=0.05,
-                 trailing_stop=0.04, direction=direction, leverage=lev, fill=fill,
-                 funding_ts=fts, funding_rate=fr, size=0.5, size_mode="percent",
-                 volume=np.full(n, 1000.0))
+    r = simulate(
+        c,
+        rng.random(n) < 0.05,
+        rng.random(n) < 0.05,
+        open=o,
+        high=h,
+        low=lo,
+        ts=ts,
+        fees=0.0005,
+        fee_fixed=0.1,
+        slippage=0.0002,
+        stop_loss=0.03,
+        take_profit=0.05,
+        trailing_stop=0.04,
+        direction=direction,
+        leverage=lev,
+        fill=fill,
+        funding_ts=fts,
+        funding_rate=fr,
+        size=0.5,
+        size_mode="percent",
+        volume=np.full(n, 1000.0),
+    )
     tr = r.trades
     # position value from the open trade at each bar: margin + pos * (close - entry)
     value = np.zeros(n)
@@ -336,8 +394,9 @@ def test_metrics_against_pandas():
     assert m["calmar"] == pytest.approx(m["annual_return"] / m["max_drawdown"])
     closed = r.trades[~r.trades.is_open]
     assert m["win_rate"] == pytest.approx((closed.pnl > 0).mean())
-    assert m["profit_factor"] == pytest.approx(closed.pnl[closed.pnl > 0].sum()
-                                               / -closed.pnl[closed.pnl <= 0].sum())
+    assert m["profit_factor"] == pytest.approx(
+        closed.pnl[closed.pnl > 0].sum() / -closed.pnl[closed.pnl <= 0].sum()
+    )
     assert m["expectancy"] == pytest.approx(closed.pnl.mean())
     assert m["exposure"] == pytest.approx((r.position != 0).mean())
     notional = (r.orders["size"] * r.orders["price"]).sum()
@@ -388,23 +447,59 @@ def test_simulate_from_config_maps_every_group_field():
     from omegaconf import OmegaConf
 
     from btsys.config import BacktestConfig
+
     conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
     yaml_node = OmegaConf.load(os.path.join(conf, "backtest", "default.yaml"))
     yaml_node.pop("defaults")
-    cfg = OmegaConf.merge(OmegaConf.structured(BacktestConfig), yaml_node, OmegaConf.from_dotlist(
-        ["fees.taker=0.001", "slippage.bps=10", "risk.stop_loss=0.02", "fill=close",
-         "size.mode=qty", "size.value=2", "funding=true"]))
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(BacktestConfig),
+        yaml_node,
+        OmegaConf.from_dotlist(
+            [
+                "fees.taker=0.001",
+                "slippage.bps=10",
+                "risk.stop_loss=0.02",
+                "fill=close",
+                "size.mode=qty",
+                "size.value=2",
+                "funding=true",
+            ]
+        ),
+    )
     n = 6
     close = np.array([100.0, 100.0, 97.0, 100.0, 100.0, 100.0])
     ts = np.arange(n, dtype=np.int64) * 3_600_000_000
-    bars = pd.DataFrame({"ts_open": ts - 3_600_000_000 + 1, "ts_close": ts, "open": close,
-                         "high": close, "low": close, "close": close, "volume": np.ones(n)})
+    bars = pd.DataFrame(
+        {
+            "ts_open": ts - 3_600_000_000 + 1,
+            "ts_close": ts,
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": np.ones(n),
+        }
+    )
     funding = pd.DataFrame({"ts": [ts[1]], "rate": [0.001]})
     r = simulate_from_config(bars, sig(n, 0), sig(n), cfg, funding=funding)
-    direct = simulate(close, sig(n, 0), sig(n), open=close, high=close, low=close, ts=ts,
-                      fill="close", fees=0.001, maker_fee=0.0002, slippage=0.001, size=2.0,
-                      stop_loss=0.02, funding_ts=[ts[1]], funding_rate=[0.001],
-                      volume=np.ones(n))
+    direct = simulate(
+        close,
+        sig(n, 0),
+        sig(n),
+        open=close,
+        high=close,
+        low=close,
+        ts=ts,
+        fill="close",
+        fees=0.001,
+        maker_fee=0.0002,
+        slippage=0.001,
+        size=2.0,
+        stop_loss=0.02,
+        funding_ts=[ts[1]],
+        funding_rate=[0.001],
+        volume=np.ones(n),
+    )
     assert r.final_value == direct.final_value
     assert r.orders["kind"][1] == OrderKind.STOP_LOSS
     assert r.orders["price"][0] == pytest.approx(100.1)
@@ -421,16 +516,22 @@ def test_bet_size_scales_the_entry_of_its_signal_bar():
     entries = np.array([True, False, False, True, False, False])
     exits = np.array([False, True, False, False, True, False])
     full = simulate(close, entries, exits, fill="close", size=10.0, size_mode="qty")
-    half = simulate(close, entries, exits, fill="close", size=10.0, size_mode="qty",
-                    size_scale=np.array([0.5, 1.0, 1.0, 0.25, 1.0, 1.0]))
+    half = simulate(
+        close,
+        entries,
+        exits,
+        fill="close",
+        size=10.0,
+        size_mode="qty",
+        size_scale=np.array([0.5, 1.0, 1.0, 0.25, 1.0, 1.0]),
+    )
     buys_full = full.orders[full.orders["side"] == 1]["size"]
     buys_half = half.orders[half.orders["side"] == 1]["size"]
     np.testing.assert_allclose(buys_full, [10.0, 10.0])
     np.testing.assert_allclose(buys_half, [5.0, 2.5])
     # pnl: 5 units * +0 on the first trade, 2.5 units * +11 on the second
     assert half.final_value == pytest.approx(10_000.0 + 2.5 * 11.0)
-    none = simulate(close, entries, exits, fill="close", size=10.0, size_mode="qty",
-                    size_scale=np.zeros(6))
+    none = simulate(close, entries, exits, fill="close", size=10.0, size_mode="qty", size_scale=np.zeros(6))
     assert len(none.orders) == 0 and none.final_value == 10_000.0
     with pytest.raises(ValueError, match="size_scale"):
         simulate(close, entries, exits, size_scale=np.array([1.0, -1, 1, 1, 1, 1]))

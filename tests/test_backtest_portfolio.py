@@ -1,4 +1,5 @@
 """Portfolios: one symbol equals simulate; shared cash over two symbols by hand; cross-sectional."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,9 +14,16 @@ H = 3_600_000_000
 
 def frame(close, ts, volume=None):
     close = np.asarray(close, float)
-    return pd.DataFrame({"ts_close": np.asarray(ts, np.int64), "open": close, "high": close,
-                         "low": close, "close": close,
-                         "volume": np.ones(len(close)) if volume is None else volume})
+    return pd.DataFrame(
+        {
+            "ts_close": np.asarray(ts, np.int64),
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": np.ones(len(close)) if volume is None else volume,
+        }
+    )
 
 
 def test_single_symbol_portfolio_equals_simulate():
@@ -25,14 +33,30 @@ def test_single_symbol_portfolio_equals_simulate():
     o = np.r_[c[0], c[:-1]]
     h, lo = np.maximum(o, c) * 1.003, np.minimum(o, c) * 0.997
     ts = np.arange(n, dtype=np.int64) * H
-    df = pd.DataFrame({"ts_close": ts, "open": o, "high": h, "low": lo, "close": c,
-                       "volume": np.ones(n)})
+    df = pd.DataFrame({"ts_close": ts, "open": o, "high": h, "low": lo, "close": c, "volume": np.ones(n)})
     e, x = rng.random(n) < 0.05, rng.random(n) < 0.05
-    cfg = {"fees": {"taker": 0.001}, "risk": {"stop_loss": 0.02, "take_profit": 0.04},
-           "direction": "both", "leverage": 2.0}
+    cfg = {
+        "fees": {"taker": 0.001},
+        "risk": {"stop_loss": 0.02, "take_profit": 0.04},
+        "direction": "both",
+        "leverage": 2.0,
+    }
     pr = simulate_portfolio({"BTC": df}, {"BTC": e}, {"BTC": x}, cfg)
-    r = simulate(c, e, x, open=o, high=h, low=lo, ts=ts, fees=0.001, stop_loss=0.02,
-                 take_profit=0.04, direction="both", leverage=2.0, volume=np.ones(n))
+    r = simulate(
+        c,
+        e,
+        x,
+        open=o,
+        high=h,
+        low=lo,
+        ts=ts,
+        fees=0.001,
+        stop_loss=0.02,
+        take_profit=0.04,
+        direction="both",
+        leverage=2.0,
+        volume=np.ones(n),
+    )
     np.testing.assert_allclose(pr.equity, r.equity, rtol=1e-12)
     assert len(pr.orders) == len(r.orders)
     np.testing.assert_allclose(pr.orders["price"], r.orders["price"])
@@ -63,16 +87,23 @@ def test_shared_cash_event_order_by_time():
 
 def test_cross_sectional_long_top_short_bottom():
     ts = np.arange(6) * H
-    closes = {"A": [100, 101, 102, 103, 104, 105], "B": [100, 100, 100, 100, 100, 100],
-              "C": [100, 99, 98, 97, 96, 95]}
+    closes = {
+        "A": [100, 101, 102, 103, 104, 105],
+        "B": [100, 100, 100, 100, 100, 100],
+        "C": [100, 99, 98, 97, 96, 95],
+    }
     bars = {s: frame(c, ts) for s, c in closes.items()}
-    scores = {"A": np.array([3, 3, 3, 1, 1, 1.0]), "B": np.array([2, 2, 2, 2, 2, 2.0]),
-              "C": np.array([1, 1, 1, 3, 3, 3.0])}
-    r = simulate_cross_sectional(bars, scores, top_n=1, bottom_n=1, rebalance_every=3,
-                                 bt_cfg={"fill": "close"})
+    scores = {
+        "A": np.array([3, 3, 3, 1, 1, 1.0]),
+        "B": np.array([2, 2, 2, 2, 2, 2.0]),
+        "C": np.array([1, 1, 1, 3, 3, 3.0]),
+    }
+    r = simulate_cross_sectional(
+        bars, scores, top_n=1, bottom_n=1, rebalance_every=3, bt_cfg={"fill": "close"}
+    )
     o = pd.DataFrame(r.orders)
     first = o[o.idx == 0]
-    assert sorted(zip(first.col, first.side)) == [(0, 1), (2, -1)]   # long A, short C
+    assert sorted(zip(first.col, first.side)) == [(0, 1), (2, -1)]  # long A, short C
     # each side gets half the equity as margin
     assert first.loc[first.col == 0, "size"].iloc[0] == pytest.approx(5000 / 100)
     second = o[o.idx == 3]
@@ -88,29 +119,48 @@ def test_cross_sectional_long_top_short_bottom():
 
 def test_streaming_metrics_equal_metrics_from_arrays():
     from btsys.backtest.metrics import compute_metrics
+
     rng = np.random.default_rng(8)
     n = 24 * 30
     c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    ts = np.arange(n, dtype=np.int64) * H * 3        # gaps of empty days are carried forward
-    r = simulate(c, rng.random(n) < 0.04, rng.random(n) < 0.04, ts=ts, fees=0.001,
-                 direction="both", stop_loss=0.03)
-    m = compute_metrics(r.ts, r.equity, 10_000.0, r.trades, r.position, r.metrics["fees_paid"],
-                        r.metrics["funding_paid"], float((r.orders["size"] * r.orders["price"]).sum()))
+    ts = np.arange(n, dtype=np.int64) * H * 3  # gaps of empty days are carried forward
+    r = simulate(
+        c, rng.random(n) < 0.04, rng.random(n) < 0.04, ts=ts, fees=0.001, direction="both", stop_loss=0.03
+    )
+    m = compute_metrics(
+        r.ts,
+        r.equity,
+        10_000.0,
+        r.trades,
+        r.position,
+        r.metrics["fees_paid"],
+        r.metrics["funding_paid"],
+        float((r.orders["size"] * r.orders["price"]).sum()),
+    )
     for k, v in r.metrics.items():
         assert m[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k
 
 
 def test_portfolio_bet_sizes_scale_each_symbols_entries():
     from btsys.backtest.portfolio import simulate_portfolio
+
     ts = np.arange(4, dtype=np.int64) * 3_600_000_000
-    bars = {s: pd.DataFrame({"ts_close": ts, "open": px, "high": px, "low": px, "close": px})
-            for s, px in (("AAA", np.array([10.0, 10, 12, 12])), ("BBB", np.array([20.0, 20, 20, 25])))}
+    bars = {
+        s: pd.DataFrame({"ts_close": ts, "open": px, "high": px, "low": px, "close": px})
+        for s, px in (("AAA", np.array([10.0, 10, 12, 12])), ("BBB", np.array([20.0, 20, 20, 25])))
+    }
     entries = {"AAA": np.array([True, False, False, False]), "BBB": np.array([True, False, False, False])}
     exits = {"AAA": np.array([False, False, True, False]), "BBB": np.array([False, False, False, True])}
-    cfg = {"init_cash": 10_000.0, "fill": "close", "size": {"mode": "qty", "value": 10.0},
-           "fees": {"taker": 0.0, "maker": 0.0}, "slippage": {"bps": 0.0}}
-    res = simulate_portfolio(bars, entries, exits, cfg,
-                             size_scale={"AAA": np.array([0.5, 1, 1, 1]), "BBB": None})
+    cfg = {
+        "init_cash": 10_000.0,
+        "fill": "close",
+        "size": {"mode": "qty", "value": 10.0},
+        "fees": {"taker": 0.0, "maker": 0.0},
+        "slippage": {"bps": 0.0},
+    }
+    res = simulate_portfolio(
+        bars, entries, exits, cfg, size_scale={"AAA": np.array([0.5, 1, 1, 1]), "BBB": None}
+    )
     buys = res.orders[res.orders["side"] == 1]
     got = {res.symbols[c]: q for c, q in zip(buys["col"], buys["size"])}
     assert got == {"AAA": pytest.approx(5.0), "BBB": pytest.approx(10.0)}

@@ -1,41 +1,62 @@
 """build_bars / BarStream in memory: equal to the single-pass reference bit for bit, however the
 stream is cut; edge cases; clear errors; no look-ahead."""
+
 from __future__ import annotations
 
 import os
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_bars_reference import (
+    BINANCE_CM_DAY,
+    DAY_US,
+    T0,
+    assert_bars_equal,
+    gen_ticks,
+    read_cm_day,
+    ref_bars,
+    to_arrow,
+)
 
 from btsys.bars import BarsConfigError, BarsInputError, BarSpec, BarStream, build_bars
-from test_bars_reference import (BINANCE_CM_DAY, DAY_US, T0, assert_bars_equal, gen_ticks, read_cm_day,
-                                 ref_bars, to_arrow)
 
 # (kind, options) covering every kind and threshold mode; thresholds sized for ~10-30 ticks per bar
 CASES = {
     "dollar": ("dollar", dict(threshold=1500.0)),
     "volume": ("volume", dict(threshold=12.0)),
     "tick": ("tick", dict(threshold=7.0)),
-    "dollar_dyn": ("dollar", dict(threshold=1500.0, threshold_mode="dynamic", bars_per_day=40.0,
-                                  lookback_days=2)),
-    "volume_dyn_fixed_warmup": ("volume", dict(threshold=10.0, threshold_mode="dynamic", bars_per_day=25.0,
-                                               lookback_days=2, warmup="fixed")),
+    "dollar_dyn": (
+        "dollar",
+        dict(threshold=1500.0, threshold_mode="dynamic", bars_per_day=40.0, lookback_days=2),
+    ),
+    "volume_dyn_fixed_warmup": (
+        "volume",
+        dict(threshold=10.0, threshold_mode="dynamic", bars_per_day=25.0, lookback_days=2, warmup="fixed"),
+    ),
     "tick_dyn": ("tick", dict(threshold=5.0, threshold_mode="dynamic", bars_per_day=30.0, lookback_days=3)),
     "time_1h": ("time", dict(interval="1h")),
     "time_7m": ("time", dict(interval="7min")),
-    "tick_imbalance": ("tick_imbalance", dict(expected_ticks_init=20, ewma_span=5, min_ticks=3, max_ticks=200)),
-    "volume_imbalance": ("volume_imbalance", dict(expected_ticks_init=15, ewma_span=8, imbalance_span=3,
-                                                  min_ticks=2, max_ticks=100)),
-    "dollar_imbalance": ("dollar_imbalance", dict(expected_ticks_init=25, imbalance_init=60.0, ewma_span=10,
-                                                  min_ticks=5, max_ticks=80)),
+    "tick_imbalance": (
+        "tick_imbalance",
+        dict(expected_ticks_init=20, ewma_span=5, min_ticks=3, max_ticks=200),
+    ),
+    "volume_imbalance": (
+        "volume_imbalance",
+        dict(expected_ticks_init=15, ewma_span=8, imbalance_span=3, min_ticks=2, max_ticks=100),
+    ),
+    "dollar_imbalance": (
+        "dollar_imbalance",
+        dict(expected_ticks_init=25, imbalance_init=60.0, ewma_span=10, min_ticks=5, max_ticks=80),
+    ),
     "tick_run": ("tick_run", dict(expected_ticks_init=20, ewma_span=5, min_ticks=3, max_ticks=200)),
     "volume_run": ("volume_run", dict(expected_ticks_init=10, ewma_span=4, min_ticks=2, max_ticks=50)),
-    "dollar_run": ("dollar_run", dict(expected_ticks_init=30, imbalance_init=100.0, ewma_span=6,
-                                      min_ticks=4, max_ticks=120)),
+    "dollar_run": (
+        "dollar_run",
+        dict(expected_ticks_init=30, imbalance_init=100.0, ewma_span=6, min_ticks=4, max_ticks=120),
+    ),
 }
 
 
@@ -58,8 +79,12 @@ def test_build_bars_equals_reference(name):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(sorted(CASES)), seed=st.integers(0, 10_000), n=st.integers(0, 400),
-       cuts=st.lists(st.integers(0, 400), max_size=12))
+@given(
+    name=st.sampled_from(sorted(CASES)),
+    seed=st.integers(0, 10_000),
+    n=st.integers(0, 400),
+    cuts=st.lists(st.integers(0, 400), max_size=12),
+)
 def test_any_cut_of_the_stream_gives_the_same_bars(name, seed, n, cuts):
     kind, opts = CASES[name]
     df = gen_ticks(seed, n, days=3.0, null_side=0.2, gap_days=seed % 3)
@@ -90,7 +115,9 @@ def test_real_coin_m_day_equals_reference(name):
     assert got["quote_volume"].iloc[:-1].ge(opts.get("threshold", 0)).all()
 
 
-@pytest.mark.parametrize("name", ["dollar", "dollar_dyn", "tick_dyn", "time_1h", "tick_imbalance", "dollar_run"])
+@pytest.mark.parametrize(
+    "name", ["dollar", "dollar_dyn", "tick_dyn", "time_1h", "tick_imbalance", "dollar_run"]
+)
 def test_no_look_ahead_truncation_keeps_earlier_bars(name):
     kind, opts = CASES[name]
     df = gen_ticks(5, 2500, days=4.0, null_side=0.05)
@@ -101,7 +128,7 @@ def test_no_look_ahead_truncation_keeps_earlier_bars(name):
         cut = BarStream(BarSpec.from_config(None, kind=kind, **opts)).feed(df.iloc[:k])
         bars = cut.to_pandas()
         # every completed bar of the truncated stream is the full stream's bar, unchanged ...
-        assert_bars_equal(bars, full_bars.iloc[:len(bars)], f"{name} truncated at {k}")
+        assert_bars_equal(bars, full_bars.iloc[: len(bars)], f"{name} truncated at {k}")
         # ... and every bar of the full stream that closed before the cut is there
         closed = int((full_bars["ts_close"] < df["ts"].iloc[k - 1]).sum())
         assert len(bars) >= closed - (1 if kind == "time" else 0)
@@ -137,7 +164,7 @@ def test_one_tick_larger_than_threshold_is_its_own_bar():
     assert bars["ts_open"][k + 1] == df.loc[21, "ts"]  # the next tick opens a fresh bar
     # overflow is discarded: the next bar is the same as in a stream starting at tick 21
     rest = build_bars(df.iloc[21:], "dollar", threshold=500.0)
-    pd.testing.assert_frame_equal(bars.iloc[k + 1:].reset_index(drop=True), rest)
+    pd.testing.assert_frame_equal(bars.iloc[k + 1 :].reset_index(drop=True), rest)
     big_alone = build_bars(df.iloc[20:21], "dollar", threshold=500.0)
     assert big_alone["n_ticks"].tolist() == [1]
 
@@ -155,8 +182,15 @@ def test_equal_timestamps_and_single_tick():
     assert list(empty.columns) == list(b.columns) and len(empty) == 0
 
 
-@pytest.mark.parametrize("col,value,msg", [("qty", 0.0, "qty must be"), ("quote_qty", 0.0, "quote_qty must be"),
-                                           ("price", np.nan, "price must be"), ("ts", T0 - 1, "ticks must be sorted")])
+@pytest.mark.parametrize(
+    "col,value,msg",
+    [
+        ("qty", 0.0, "qty must be"),
+        ("quote_qty", 0.0, "quote_qty must be"),
+        ("price", np.nan, "price must be"),
+        ("ts", T0 - 1, "ticks must be sorted"),
+    ],
+)
 def test_bad_rows_are_rejected_naming_the_row(col, value, msg):
     df = gen_ticks(4, 100)
     df.loc[37, col] = value
@@ -207,7 +241,9 @@ def test_imbalance_guards_bound_bar_length():
 
 def test_bars_config_files_validate():
     from hydra import compose, initialize_config_dir
+
     import btsys.config  # noqa: F401
+
     conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
     names = sorted(f[:-5] for f in os.listdir(os.path.join(conf, "bars")) if f.endswith(".yaml"))
     assert len(names) >= 10

@@ -1,12 +1,13 @@
 """The two-pass threshold kernel (bars reduced on all numba threads) equals the one-pass kernel bit
 for bit: outputs, errors and the carried state after every call, for random streams cut at random
 places, small output buffers, ties, null sides and injected bad rows."""
+
 import numpy as np
 import pytest
+from test_bars_reference import assert_bars_equal, gen_ticks, ref_bars
 
 from btsys.bars import _nb, build_bars
 from btsys.bars.api import BarStream, tick_arrays
-from test_bars_reference import assert_bars_equal, gen_ticks, ref_bars
 
 BAD = {"qty": 0.0, "price": np.nan, "quote_qty": -1.0, "trade_id": -7}
 
@@ -19,10 +20,34 @@ def _run(kern, a, measure, thr, cap, cuts):
     for hi in cuts:
         i = lo
         while True:
-            i, no, err = kern(a["ts"], a["trade_id"], a["price"], a["qty"], a["quote_qty"], a["side"],
-                              measure, thr * (1 + 0.1 * (hi % 3)), i, hi, ist, fst, oi, of, no)
-            res.append((i, no, err, oi[:no].copy(), of[:no].view(np.int64).copy(), ist.copy(),
-                        fst.view(np.int64).copy()))
+            i, no, err = kern(
+                a["ts"],
+                a["trade_id"],
+                a["price"],
+                a["qty"],
+                a["quote_qty"],
+                a["side"],
+                measure,
+                thr * (1 + 0.1 * (hi % 3)),
+                i,
+                hi,
+                ist,
+                fst,
+                oi,
+                of,
+                no,
+            )
+            res.append(
+                (
+                    i,
+                    no,
+                    err,
+                    oi[:no].copy(),
+                    of[:no].view(np.int64).copy(),
+                    ist.copy(),
+                    fst.view(np.int64).copy(),
+                )
+            )
             if err:
                 return res
             if no >= cap:
@@ -57,9 +82,14 @@ def test_two_pass_kernel_equals_one_pass(seed):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("kind,kw", [("dollar", dict(threshold=2e4)), ("tick", dict(threshold=7)),
-                                     ("volume", dict(threshold=3.0, threshold_mode="dynamic",
-                                                     bars_per_day=20, lookback_days=2))])
+@pytest.mark.parametrize(
+    "kind,kw",
+    [
+        ("dollar", dict(threshold=2e4)),
+        ("tick", dict(threshold=7)),
+        ("volume", dict(threshold=3.0, threshold_mode="dynamic", bars_per_day=20, lookback_days=2)),
+    ],
+)
 def test_stream_through_the_two_pass_kernel_matches_the_reference(monkeypatch, kind, kw):
     monkeypatch.setattr(BarStream, "PAR_MIN", 1)
     df = gen_ticks(11, 3000, days=4.0)

@@ -4,9 +4,11 @@ The reference is deliberately naive (one loop over a list of ticks, one dict per
 here against hand-computed bars; tests/test_bars.py and tests/test_bars_spark.py compare the
 kernels and the Spark job with it bit for bit.
 """
+
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 
 import numpy as np
@@ -14,20 +16,53 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-import os
-
 DAY_US = 86_400_000_000
-BINANCE_CM_DAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "binance", "futures", "cm",
-                              "daily", "aggTrades", "BTCUSD_PERP", "BTCUSD_PERP-aggTrades-2026-05-08.zip")
+BINANCE_CM_DAY = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "data",
+    "binance",
+    "futures",
+    "cm",
+    "daily",
+    "aggTrades",
+    "BTCUSD_PERP",
+    "BTCUSD_PERP-aggTrades-2026-05-08.zip",
+)
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z in µs
-COLS = ["ts_open", "ts_close", "open", "high", "low", "close", "volume", "quote_volume",
-        "buy_volume", "n_ticks", "vwap", "threshold", "is_partial"]
+COLS = [
+    "ts_open",
+    "ts_close",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "buy_volume",
+    "n_ticks",
+    "vwap",
+    "threshold",
+    "is_partial",
+]
 
 
-def ref_bars(ticks: pd.DataFrame, kind: str, threshold=None, threshold_mode="fixed", bars_per_day=50.0,
-             lookback_days=7, warmup="first_day", interval_us=None, expected_ticks_init=1000.0,
-             ewma_span=20, imbalance_init=None, imbalance_span=None, min_ticks=10, max_ticks=1_000_000,
-             keep_partial=False):
+def ref_bars(
+    ticks: pd.DataFrame,
+    kind: str,
+    threshold=None,
+    threshold_mode="fixed",
+    bars_per_day=50.0,
+    lookback_days=7,
+    warmup="first_day",
+    interval_us=None,
+    expected_ticks_init=1000.0,
+    ewma_span=20,
+    imbalance_init=None,
+    imbalance_span=None,
+    min_ticks=10,
+    max_ticks=1_000_000,
+    keep_partial=False,
+):
     """Bars of one pass over ``ticks`` (rows in order). Returns (DataFrame, {day: threshold})."""
     base = kind.split("_")[0]
     flow = kind.endswith("_imbalance") or kind.endswith("_run")
@@ -49,8 +84,9 @@ def ref_bars(ticks: pd.DataFrame, kind: str, threshold=None, threshold_mode="fix
     thresholds: dict = {}
     thr_now = threshold
     ibm = ticks["is_buyer_maker"].tolist() if "is_buyer_maker" in ticks else [None] * len(ticks)
-    for t, p, q, d, m in zip(ticks["ts"].tolist(), ticks["price"].tolist(), ticks["qty"].tolist(),
-                             ticks["quote_qty"].tolist(), ibm):
+    for t, p, q, d, m in zip(
+        ticks["ts"].tolist(), ticks["price"].tolist(), ticks["qty"].tolist(), ticks["quote_qty"].tolist(), ibm
+    ):
         if lastp is not None and p != lastp:
             trs = 1 if p > lastp else -1
         lastp = p
@@ -82,8 +118,20 @@ def ref_bars(ticks: pd.DataFrame, kind: str, threshold=None, threshold_mode="fix
                 bars.append(cur)
                 cur = None
         if cur is None:
-            cur = dict(ts_open=t, open=p, high=p, low=p, volume=0.0, quote_volume=0.0, buy_volume=0.0,
-                       n_ticks=0, pv=0.0, acc=0.0, theta=0.0, sell=0.0)
+            cur = dict(
+                ts_open=t,
+                open=p,
+                high=p,
+                low=p,
+                volume=0.0,
+                quote_volume=0.0,
+                buy_volume=0.0,
+                n_ticks=0,
+                pv=0.0,
+                acc=0.0,
+                theta=0.0,
+                sell=0.0,
+            )
             if kind == "time":
                 cur["bin"], cur["threshold"] = t // interval_us, float(interval_us)
             elif flow:
@@ -144,8 +192,15 @@ def ref_bars(ticks: pd.DataFrame, kind: str, threshold=None, threshold_mode="fix
     for r in rows:
         r["vwap"] = r["pv"] / r["volume"]
     df = pd.DataFrame(rows, columns=COLS) if rows else pd.DataFrame({c: [] for c in COLS})
-    df = df.astype({"ts_open": "int64", "ts_close": "int64", "n_ticks": "int64", "is_partial": bool,
-                    **{c: "float64" for c in COLS if c not in ("ts_open", "ts_close", "n_ticks", "is_partial")}})
+    df = df.astype(
+        {
+            "ts_open": "int64",
+            "ts_close": "int64",
+            "n_ticks": "int64",
+            "is_partial": bool,
+            **{c: "float64" for c in COLS if c not in ("ts_open", "ts_close", "n_ticks", "is_partial")},
+        }
+    )
     return df, thresholds
 
 
@@ -167,15 +222,30 @@ def assert_bars_equal(got: pd.DataFrame, want: pd.DataFrame, what: str = ""):
 
 
 # --------------------------------------------------------------------------- random streams
-def gen_ticks(seed: int, n: int, days: float = 3.0, equal_ts: float = 0.2, big: float = 0.01,
-              null_side: float = 0.0, gap_days: int = 0, start: int = T0) -> pd.DataFrame:
+def gen_ticks(
+    seed: int,
+    n: int,
+    days: float = 3.0,
+    equal_ts: float = 0.2,
+    big: float = 0.01,
+    null_side: float = 0.0,
+    gap_days: int = 0,
+    start: int = T0,
+) -> pd.DataFrame:
     """A random, valid tick stream: equal timestamps, occasional huge trades, optional null sides
     and an optional run of empty days."""
     rng = np.random.default_rng(seed)
     if n == 0:
-        return pd.DataFrame({"ts": np.empty(0, np.int64), "trade_id": np.empty(0, np.int64),
-                             "price": np.empty(0), "qty": np.empty(0), "quote_qty": np.empty(0),
-                             "is_buyer_maker": np.empty(0, bool)})
+        return pd.DataFrame(
+            {
+                "ts": np.empty(0, np.int64),
+                "trade_id": np.empty(0, np.int64),
+                "price": np.empty(0),
+                "qty": np.empty(0),
+                "quote_qty": np.empty(0),
+                "is_buyer_maker": np.empty(0, bool),
+            }
+        )
     step = rng.exponential(days * DAY_US / max(n, 1), n).astype(np.int64)
     step[rng.random(n) < equal_ts] = 0
     step[0] = int(rng.integers(0, DAY_US // 4))
@@ -187,8 +257,16 @@ def gen_ticks(seed: int, n: int, days: float = 3.0, equal_ts: float = 0.2, big: 
     qty = rng.lognormal(0.0, 1.0, n)
     qty[rng.random(n) < big] *= 200.0
     side = rng.random(n) < 0.5
-    df = pd.DataFrame({"ts": ts.astype(np.int64), "trade_id": np.arange(n, dtype=np.int64) + 1000,
-                       "price": price, "qty": qty, "quote_qty": price * qty, "is_buyer_maker": side})
+    df = pd.DataFrame(
+        {
+            "ts": ts.astype(np.int64),
+            "trade_id": np.arange(n, dtype=np.int64) + 1000,
+            "price": price,
+            "qty": qty,
+            "quote_qty": price * qty,
+            "is_buyer_maker": side,
+        }
+    )
     if null_side:
         s = pd.array(side, dtype="boolean")
         s[rng.random(n) < null_side] = pd.NA
@@ -197,8 +275,16 @@ def gen_ticks(seed: int, n: int, days: float = 3.0, equal_ts: float = 0.2, big: 
 
 
 def to_arrow(df: pd.DataFrame) -> pa.Table:
-    schema = pa.schema([("ts", pa.int64()), ("trade_id", pa.int64()), ("price", pa.float64()),
-                        ("qty", pa.float64()), ("quote_qty", pa.float64()), ("is_buyer_maker", pa.bool_())])
+    schema = pa.schema(
+        [
+            ("ts", pa.int64()),
+            ("trade_id", pa.int64()),
+            ("price", pa.float64()),
+            ("qty", pa.float64()),
+            ("quote_qty", pa.float64()),
+            ("is_buyer_maker", pa.bool_()),
+        ]
+    )
     return pa.Table.from_pandas(df.reset_index(drop=True), schema=schema, preserve_index=False)
 
 
@@ -217,7 +303,7 @@ def split_rows(df: pd.DataFrame, how: str, seed: int = 0) -> list[tuple[str, pd.
             edges = [0, *cuts.tolist(), len(day)]
             pieces = [day.iloc[a:b] for a, b in zip(edges[:-1], edges[1:])]
         elif how.startswith("one"):
-            pieces = [day.iloc[i:i + 1] for i in range(len(day))]
+            pieces = [day.iloc[i : i + 1] for i in range(len(day))]
         else:
             raise ValueError(how)
         if how.endswith("+empty"):
@@ -231,12 +317,16 @@ def read_cm_day(path: str) -> pd.DataFrame:
     with zipfile.ZipFile(path) as zf:
         with zf.open(zf.namelist()[0]) as f:
             raw = pd.read_csv(f)
-    return pd.DataFrame({"ts": raw["transact_time"].astype(np.int64) * 1000,
-                         "trade_id": raw["agg_trade_id"].astype(np.int64),
-                         "price": raw["price"].astype(np.float64),
-                         "qty": raw["quantity"].astype(np.float64),
-                         "quote_qty": raw["quantity"].astype(np.float64) * 100.0,
-                         "is_buyer_maker": raw["is_buyer_maker"].astype(bool)})
+    return pd.DataFrame(
+        {
+            "ts": raw["transact_time"].astype(np.int64) * 1000,
+            "trade_id": raw["agg_trade_id"].astype(np.int64),
+            "price": raw["price"].astype(np.float64),
+            "qty": raw["quantity"].astype(np.float64),
+            "quote_qty": raw["quantity"].astype(np.float64) * 100.0,
+            "is_buyer_maker": raw["is_buyer_maker"].astype(bool),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- the reference itself
@@ -247,8 +337,16 @@ def _ticks(rows):
 def test_reference_dollar_bars_by_hand():
     # quote_qty 4, 4, 10, 1, 2, 3 with threshold 8: bars close at 8 (ticks 0-1) and at 10 (tick 2,
     # overflow discarded), then 1+2+3 = 6 stays open.
-    t = _ticks([(1, 1, 10.0, 0.4, 4.0, False), (2, 2, 11.0, 0.4, 4.0, True), (2, 3, 9.0, 1.0, 10.0, False),
-                (3, 4, 9.5, 0.1, 1.0, True), (4, 5, 9.0, 0.2, 2.0, True), (5, 6, 9.9, 0.3, 3.0, False)])
+    t = _ticks(
+        [
+            (1, 1, 10.0, 0.4, 4.0, False),
+            (2, 2, 11.0, 0.4, 4.0, True),
+            (2, 3, 9.0, 1.0, 10.0, False),
+            (3, 4, 9.5, 0.1, 1.0, True),
+            (4, 5, 9.0, 0.2, 2.0, True),
+            (5, 6, 9.9, 0.3, 3.0, False),
+        ]
+    )
     bars, _ = ref_bars(t, "dollar", threshold=8.0, keep_partial=True)
     assert bars["n_ticks"].tolist() == [2, 1, 3]
     assert bars["open"].tolist() == [10.0, 9.0, 9.5]
@@ -261,11 +359,19 @@ def test_reference_dollar_bars_by_hand():
 def test_reference_dynamic_threshold_by_hand():
     # day 0: 3 ticks of 1 (fixed threshold 2 -> one bar + partial), day 1: threshold = 3 / 1 / 1.
     d = DAY_US
-    t = _ticks([(T0, 1, 1.0, 1.0, 1.0, False), (T0 + 1, 2, 1.0, 1.0, 1.0, False),
-                (T0 + 2, 3, 1.0, 1.0, 1.0, False), (T0 + d, 4, 1.0, 1.0, 1.0, False),
-                (T0 + d + 1, 5, 1.0, 1.0, 1.0, False), (T0 + d + 2, 6, 1.0, 1.0, 1.0, False)])
-    bars, thr = ref_bars(t, "tick", threshold=2.0, threshold_mode="dynamic", bars_per_day=1.0,
-                         lookback_days=1)
+    t = _ticks(
+        [
+            (T0, 1, 1.0, 1.0, 1.0, False),
+            (T0 + 1, 2, 1.0, 1.0, 1.0, False),
+            (T0 + 2, 3, 1.0, 1.0, 1.0, False),
+            (T0 + d, 4, 1.0, 1.0, 1.0, False),
+            (T0 + d + 1, 5, 1.0, 1.0, 1.0, False),
+            (T0 + d + 2, 6, 1.0, 1.0, 1.0, False),
+        ]
+    )
+    bars, thr = ref_bars(
+        t, "tick", threshold=2.0, threshold_mode="dynamic", bars_per_day=1.0, lookback_days=1
+    )
     assert list(thr.values()) == [2.0, 3.0]
     # bar 2 opened on day 0 (threshold 2) and closes with the first tick of day 1
     assert bars["n_ticks"].tolist() == [2, 2]
@@ -273,8 +379,14 @@ def test_reference_dynamic_threshold_by_hand():
 
 
 def test_reference_tick_rule_fallback():
-    t = _ticks([(1, 1, 10.0, 1.0, 10.0, None), (2, 2, 11.0, 1.0, 11.0, None), (3, 3, 11.0, 1.0, 11.0, None),
-                (4, 4, 10.0, 1.0, 10.0, None)])
+    t = _ticks(
+        [
+            (1, 1, 10.0, 1.0, 10.0, None),
+            (2, 2, 11.0, 1.0, 11.0, None),
+            (3, 3, 11.0, 1.0, 11.0, None),
+            (4, 4, 10.0, 1.0, 10.0, None),
+        ]
+    )
     bars, _ = ref_bars(t, "tick", threshold=4.0)
     # signs: +1 (initial), +1 (up), +1 (unchanged: carried), -1 (down)
     assert bars["buy_volume"].tolist() == [3.0]

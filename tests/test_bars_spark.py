@@ -1,6 +1,7 @@
 """The bars Spark job over a real tick lake: for random streams and random file layouts (by day, by
 row count, one row per file, empty files and empty days), every symbol's bars equal the
 single-pass reference bit for bit; the real COIN-M day is one of the cases."""
+
 from __future__ import annotations
 
 import json
@@ -9,24 +10,41 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from test_bars import CASES, ref
+from test_bars_reference import (
+    BINANCE_CM_DAY,
+    assert_bars_equal,
+    gen_ticks,
+    read_cm_day,
+    split_rows,
+    to_arrow,
+)
 
 from btsys.bars import BarsInputError, load_bars
 from btsys.bars.job import run_bars
 from btsys.pipeline import CacheEntry, cached, lookup, stage_key
 from btsys.storage import LocalStorage, storage_from_dict
-from test_bars import CASES, ref
-from test_bars_reference import BINANCE_CM_DAY, assert_bars_equal, gen_ticks, read_cm_day, split_rows, to_arrow
 
 # Spark's Python workers inherit the environment of the JVM, which starts with the first test that
 # uses the session's `spark` fixture: the moto dummy credentials (the same defaults conftest's
 # moto_server sets) must already be there, so set them at collection time.
-for _k, _v in {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
-               "AWS_DEFAULT_REGION": "us-east-1"}.items():
+for _k, _v in {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
     os.environ.setdefault(_k, _v)
 
 
-def write_lake(store, symbol: str, df: pd.DataFrame, how: str, seed: int = 0, market: str = "spot",
-               with_first: bool = True) -> list[dict]:
+def write_lake(
+    store,
+    symbol: str,
+    df: pd.DataFrame,
+    how: str,
+    seed: int = 0,
+    market: str = "spot",
+    with_first: bool = True,
+) -> list[dict]:
     """Write a symbol's ticks as lake files (``lake/market=/symbol=/date=/part-k.parquet``)."""
     parts = []
     for k, (date, piece) in enumerate(split_rows(df, how, seed)):
@@ -44,8 +62,13 @@ def entry(parts):
 
 
 # one lake shared by the parametrised job runs: symbol -> (ticks, layout)
-LAYOUTS = {"BYDAY": ("day+empty", 3000, 2), "BYROWS": ("rows+empty", 3000, 1), "ONEROW": ("one", 60, 0),
-           "SINGLE": ("day", 1, 0), "NULLSIDE": ("rows", 1500, 3)}
+LAYOUTS = {
+    "BYDAY": ("day+empty", 3000, 2),
+    "BYROWS": ("rows+empty", 3000, 1),
+    "ONEROW": ("one", 60, 0),
+    "SINGLE": ("day", 1, 0),
+    "NULLSIDE": ("rows", 1500, 3),
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +80,13 @@ def lake(tmp_path_factory):
         ticks[sym] = df
         parts += write_lake(store, sym, df, how, seed=i)
     # an empty day partition in the middle of BYROWS's stream (the ingest lists a 0-row day file)
-    empty_day = {"market": "spot", "symbol": "BYROWS", "date": "2025-01-02b", "rows": 0,
-                 "path": "lake/market=spot/symbol=BYROWS/date=2025-01-02b/part-0.parquet"}
+    empty_day = {
+        "market": "spot",
+        "symbol": "BYROWS",
+        "date": "2025-01-02b",
+        "rows": 0,
+        "path": "lake/market=spot/symbol=BYROWS/date=2025-01-02b/part-0.parquet",
+    }
     store.write_parquet(to_arrow(ticks["BYROWS"].iloc[:0]), empty_day["path"])
     parts.append(empty_day)
     rng = np.random.default_rng(0)
@@ -66,8 +94,19 @@ def lake(tmp_path_factory):
     return store, parts, ticks
 
 
-@pytest.mark.parametrize("name", ["dollar", "dollar_dyn", "volume_dyn_fixed_warmup", "tick", "time_1h",
-                                  "tick_imbalance", "volume_run", "dollar_imbalance"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dollar",
+        "dollar_dyn",
+        "volume_dyn_fixed_warmup",
+        "tick",
+        "time_1h",
+        "tick_imbalance",
+        "volume_run",
+        "dollar_imbalance",
+    ],
+)
 def test_spark_job_equals_single_pass_reference(spark, lake, name):
     store, parts, ticks = lake
     kind, opts = CASES[name]
@@ -79,7 +118,9 @@ def test_spark_job_equals_single_pass_reference(spark, lake, name):
         got = load_bars(store, meta, sym, keep_partial=True)
         assert_bars_equal(got, want, f"{name} {sym} ({LAYOUTS[sym][0]})")
         m = meta["symbols"][sym]
-        assert m["n_bars"] == int((~want["is_partial"]).sum()) and m["partial"] == bool(want["is_partial"].any())
+        assert m["n_bars"] == int((~want["is_partial"]).sum()) and m["partial"] == bool(
+            want["is_partial"].any()
+        )
         assert m["n_ticks"] == len(df)
         assert_bars_equal(load_bars(store, meta, sym), want[~want["is_partial"]], f"{name} {sym} complete")
         assert_bars_equal(load_bars(store, f"out/{name}", sym), want[~want["is_partial"]], "by prefix")
@@ -96,10 +137,14 @@ def test_spark_job_real_coin_m_day(spark, tmp_path):
         piece = df[hours == h]
         path = f"lake/market=cm/symbol=HOURLY/date=2026-05-08/part-{h:02d}.parquet"
         store.write_parquet(to_arrow(piece), path)
-        parts.append({"market": "cm", "symbol": "HOURLY", "date": "2026-05-08", "path": path, "rows": len(piece)})
+        parts.append(
+            {"market": "cm", "symbol": "HOURLY", "date": "2026-05-08", "path": path, "rows": len(piece)}
+        )
     assert len({p["path"] for p in parts}) > 24
-    for kind, opts in [("dollar", dict(threshold=2e6)),
-                       ("tick_imbalance", dict(expected_ticks_init=200, ewma_span=5, min_ticks=3, max_ticks=5000))]:
+    for kind, opts in [
+        ("dollar", dict(threshold=2e6)),
+        ("tick_imbalance", dict(expected_ticks_init=200, ewma_span=5, min_ticks=3, max_ticks=5000)),
+    ]:
         meta = run_bars(spark, {"kind": kind, **opts}, store, {"partitions": parts}, f"out/{kind}")
         want, _ = ref(df, kind, opts, keep_partial=True)
         assert len(want) > 20
@@ -112,7 +157,9 @@ def test_spark_job_errors_name_the_file_and_row(spark, tmp_path):
     df = gen_ticks(3, 400, days=2.0)
     df.loc[150, ["qty", "quote_qty"]] = 0.0
     parts = write_lake(store, "BAD", df, "day")
-    bad = next(p for p in parts if p["date"] == pd.Timestamp(df.loc[150, "ts"], unit="us").strftime("%Y-%m-%d"))
+    bad = next(
+        p for p in parts if p["date"] == pd.Timestamp(df.loc[150, "ts"], unit="us").strftime("%Y-%m-%d")
+    )
     row = 150 - sum(p["rows"] for p in parts if p["date"] < bad["date"])
     with pytest.raises(Exception) as ei:
         run_bars(spark, {"kind": "dollar", "threshold": 100.0}, store, {"partitions": parts}, "out/bad")
@@ -126,8 +173,13 @@ def test_spark_job_errors_name_the_file_and_row(spark, tmp_path):
         run_bars(spark, {"kind": "tick", "threshold": 5}, store, {"partitions": parts}, "out/order")
     assert parts[0]["path"] in str(ei.value) and "ticks must be sorted" in str(ei.value)
     with pytest.raises(BarsInputError, match="markets"):
-        run_bars(spark, {"kind": "tick", "threshold": 5}, store,
-                 {"partitions": [dict(parts[0]), dict(parts[1], market="um")]}, "out/x")
+        run_bars(
+            spark,
+            {"kind": "tick", "threshold": 5},
+            store,
+            {"partitions": [dict(parts[0]), dict(parts[1], market="um")]},
+            "out/x",
+        )
 
 
 def test_spark_job_on_s3_store_via_pipeline_cache(spark, s3_bucket):
@@ -136,8 +188,14 @@ def test_spark_job_on_s3_store_via_pipeline_cache(spark, s3_bucket):
     df = gen_ticks(21, 2000, days=3.0)
     parts = write_lake(store, "S3SYM", df, "rows", seed=2)
     ingest = entry(parts)
-    cfg = {"kind": "dollar", "threshold": 1500.0, "threshold_mode": "dynamic", "bars_per_day": 40.0,
-           "lookback_days": 2, "keep_partial": False}
+    cfg = {
+        "kind": "dollar",
+        "threshold": 1500.0,
+        "threshold_mode": "dynamic",
+        "bars_per_day": 40.0,
+        "lookback_days": 2,
+        "keep_partial": False,
+    }
     key = stage_key("bars", cfg, ingest.key)
     calls = []
 
@@ -157,12 +215,19 @@ def test_jobs_bars_entry_point_runs_ingest_and_bars_cached(spark, tmp_path, caps
     """`python jobs/bars.py +experiment=demo ...`: composes conf/, runs the (cached) ingest of a tiny
     synthetic mirror and the bars stage; a rerun is a cache hit."""
     import importlib.util
+
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("jobs_bars", os.path.join(repo, "jobs", "bars.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    args = ["+experiment=demo", f"storage.root={tmp_path}", "data.symbols=[BTCUSDT]",
-            "data.end=2025-01-02", "data.synthetic.ticks_per_day=1500", "bars.bars_per_day=20"]
+    args = [
+        "+experiment=demo",
+        f"storage.root={tmp_path}",
+        "data.symbols=[BTCUSDT]",
+        "data.end=2025-01-02",
+        "data.synthetic.ticks_per_day=1500",
+        "bars.bars_per_day=20",
+    ]
     out = mod.main(args)
     assert not out["cache_hit"] and list(out["symbols"]) == ["BTCUSDT"]
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

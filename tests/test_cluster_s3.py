@@ -7,6 +7,7 @@
   results land in the bucket, a second run is served from the S3 cache, and no credential reaches
   MLflow (params, tags, artifacts).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,11 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from btsys import pipeline as P
 from btsys.storage import LocalStorage, storage_from_dict
-from conftest import CONF_DIR
 
 REPO = os.path.dirname(CONF_DIR)
 SMALL = ["+experiment=demo", "data.synthetic.ticks_per_day=4000", "data.end=2025-01-03"]
@@ -43,9 +44,17 @@ def test_jobs_on_local_cluster_equal_local_mode(tmp_path, spark, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cluster_root = tmp_path / "cluster"
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    cmd = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", "local-cluster[2,1,1024]",
-           "--conf", "spark.ui.enabled=false", os.path.join(REPO, "jobs", "bars.py"),
-           *SMALL, "spark=cluster", f"storage.root={cluster_root}"]
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "spark-submit"),
+        "--master",
+        "local-cluster[2,1,1024]",
+        "--conf",
+        "spark.ui.enabled=false",
+        os.path.join(REPO, "jobs", "bars.py"),
+        *SMALL,
+        "spark=cluster",
+        f"storage.root={cluster_root}",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
@@ -54,7 +63,7 @@ def test_jobs_on_local_cluster_equal_local_mode(tmp_path, spark, monkeypatch):
     ctx = P.RunContext(cfg)
     ingest = P.ingest_stage(ctx)
     bars = P.bars_stage(ctx, ingest)
-    assert bars.key == out["bars_key"]          # same config, same content address
+    assert bars.key == out["bars_key"]  # same config, same content address
 
     local_store, cluster_store = LocalStorage(str(tmp_path / "local")), LocalStorage(str(cluster_root))
     local_lake, cluster_lake = _lake(local_store), _lake(cluster_store)
@@ -69,6 +78,8 @@ def test_jobs_on_local_cluster_equal_local_mode(tmp_path, spark, monkeypatch):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_shipped_package_is_what_executors_import(tmp_path):
     """``spark.ship_package=true``: executors import btsys from the shipped zip, not from a local install."""
     code = (
@@ -79,9 +90,16 @@ def test_shipped_package_is_what_executors_import(tmp_path):
         "    import btsys, os\n"
         "    yield (btsys.__file__, os.getpid())\n"
         "print('RESULT', sorted(set(s.sparkContext.parallelize(range(4), 4).mapPartitions(f).collect())))\n"
-        "s.stop()\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       env=dict(os.environ, PYSPARK_PYTHON=sys.executable))
+        "s.stop()\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=dict(os.environ, PYSPARK_PYTHON=sys.executable),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     files = eval(r.stdout.split("RESULT", 1)[1].strip())
     assert files and all("btsys.zip" in f for f, _ in files), files
@@ -93,28 +111,36 @@ def test_demo_pipeline_on_s3(tmp_path, spark, s3_bucket, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     key_id = os.environ["AWS_ACCESS_KEY_ID"]
-    base = [*SMALL, "data.symbols=[BTCUSDT]", "storage=s3", f"storage.root=s3://{bucket}/btsys",
-            f"storage.endpoint_url={endpoint}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
+    base = [
+        *SMALL,
+        "data.symbols=[BTCUSDT]",
+        "storage=s3",
+        f"storage.root=s3://{bucket}/btsys",
+        f"storage.endpoint_url={endpoint}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+    ]
     out1 = P.run(_cfg(base))
     store = storage_from_dict({"kind": "s3", "root": f"s3://{bucket}/btsys", "endpoint_url": endpoint})
     keys = store.list()
     assert any(k.startswith("lake/market=spot/symbol=BTCUSDT/date=2025-01-01/") for k in keys)
     assert any(k.startswith(f"cache/bars/{out1['bars_key']}/") and k.endswith("bars.parquet") for k in keys)
     assert any(k.startswith("results/") and k.endswith("metrics.json") for k in keys)
-    assert json.loads(store.read_text(out1["results"].split(f"s3://{bucket}/btsys/", 1)[1] + "/metrics.json"))[
-        "final_value"] == pytest.approx(out1["final_value"])
+    assert json.loads(
+        store.read_text(out1["results"].split(f"s3://{bucket}/btsys/", 1)[1] + "/metrics.json")
+    )["final_value"] == pytest.approx(out1["final_value"])
 
     before = set(keys)
     caplog.clear()
     with caplog.at_level("INFO", logger="btsys.pipeline"):
-        out2 = P.run(_cfg([*base, "strategy.fast=7"]))        # a new trial over the same data
+        out2 = P.run(_cfg([*base, "strategy.fast=7"]))  # a new trial over the same data
     assert "cache hit: ingest" in caplog.text and "cache hit: bars" in caplog.text
     assert "cache hit: features" in caplog.text and "computing" not in caplog.text
     new = set(store.list()) - before
-    assert new and all(k.startswith("results/") for k in new)   # nothing recomputed, only new results
+    assert new and all(k.startswith("results/") for k in new)  # nothing recomputed, only new results
     assert out2["bars_key"] == out1["bars_key"]
 
     import mlflow
+
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("demo")
     runs = client.search_runs([exp.experiment_id])

@@ -1,4 +1,5 @@
 """Compose the real configs with Hydra's compose API; typed schemas reject bad keys and types."""
+
 from __future__ import annotations
 
 import glob
@@ -7,15 +8,17 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import btsys.config as C
-from conftest import CONF_DIR
 
-EXPERIMENTS = sorted(os.path.splitext(os.path.basename(p))[0]
-                     for p in glob.glob(os.path.join(CONF_DIR, "experiment", "*.yaml")))
+EXPERIMENTS = sorted(
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join(CONF_DIR, "experiment", "*.yaml"))
+)
 
 
 def _compose(overrides=()):
@@ -45,8 +48,11 @@ def test_demo_is_offline():
 
 
 def test_every_group_option_composes():
-    groups = [g for g in os.listdir(CONF_DIR)
-              if os.path.isdir(os.path.join(CONF_DIR, g)) and g not in ("experiment", "hydra")]
+    groups = [
+        g
+        for g in os.listdir(CONF_DIR)
+        if os.path.isdir(os.path.join(CONF_DIR, g)) and g not in ("experiment", "hydra")
+    ]
     n = 0
     for g in groups:
         for p in sorted(glob.glob(os.path.join(CONF_DIR, g, "*.yaml"))):
@@ -57,13 +63,16 @@ def test_every_group_option_composes():
     assert n >= 15
 
 
-@pytest.mark.parametrize("override,key", [
-    ("strategy.fsat=5", "fsat"),
-    ("backtest.fees.takr=0.1", "takr"),
-    ("bars.threshold=abc", "threshold"),
-    ("backtest.fill=tomorrow", "fill"),
-    ("data.market=mars", "market"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("strategy.fsat=5", "fsat"),
+        ("backtest.fees.takr=0.1", "takr"),
+        ("bars.threshold=abc", "threshold"),
+        ("backtest.fill=tomorrow", "fill"),
+        ("data.market=mars", "market"),
+    ],
+)
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigCompositionException) as ei:
         _compose(["+experiment=demo", override])
@@ -72,7 +81,11 @@ def test_bad_override_names_the_key(override, key):
 
 
 def test_cli_misspelt_key_fails_with_message():
-    r = subprocess.run([sys.executable, "-m", "btsys", "+experiment=demo", "strategy.fsat=5", "--cfg", "job"],
-                       capture_output=True, text=True, cwd=os.path.dirname(CONF_DIR))
+    r = subprocess.run(
+        [sys.executable, "-m", "btsys", "+experiment=demo", "strategy.fsat=5", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(CONF_DIR),
+    )
     assert r.returncode != 0
     assert "fsat" in r.stderr

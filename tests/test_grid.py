@@ -1,23 +1,35 @@
 """Whole-grid sweeps: chunking is exact, Spark chunks equal the kernel table, top K re-simulate equal."""
+
 from __future__ import annotations
 
 import itertools
 
-import pyarrow as pa
-
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
-from btsys.backtest.grid import chunk_grid, chunk_plan, grid_axes, run_grid, spark_sweep
+from btsys.backtest.grid import chunk_grid, chunk_plan, grid_axes, run_grid
 from btsys.pipeline import CacheEntry
 from btsys.storage import LocalStorage
-from conftest import CONF_DIR
 
 
-@pytest.mark.parametrize("sizes,chunk", [([3], 1), ([3], 10), ([2, 3, 4], 5), ([2, 3, 4], 4), ([5, 1, 7], 3),
-                                         ([4, 4], 16), ([4, 4], 100), ([1, 1, 1], 1), ([7, 3, 2, 5], 11)])
+@pytest.mark.parametrize(
+    "sizes,chunk",
+    [
+        ([3], 1),
+        ([3], 10),
+        ([2, 3, 4], 5),
+        ([2, 3, 4], 4),
+        ([5, 1, 7], 3),
+        ([4, 4], 16),
+        ([4, 4], 100),
+        ([1, 1, 1], 1),
+        ([7, 3, 2, 5], 11),
+    ],
+)
 def test_chunks_cover_the_product_in_order(sizes, chunk):
     keys = [f"k{i}" for i in range(len(sizes))]
     values = [[f"{k}v{j}" for j in range(n)] for k, n in zip(keys, sizes)]
@@ -33,7 +45,7 @@ def test_chunks_cover_the_product_in_order(sizes, chunk):
 
 def test_a_million_combinations_plan_only_chunk_ids():
     plan = chunk_plan([100, 100, 100], 10_000)
-    assert plan[2] == 100                      # 100 integers on the driver, not 10^6 of anything
+    assert plan[2] == 100  # 100 integers on the driver, not 10^6 of anything
     with pytest.raises(IndexError):
         chunk_grid(["a", "b", "c"], [list(range(100))] * 3, plan, 100)
 
@@ -52,9 +64,21 @@ def _bars(n=3000, seed=3):
     hi = np.maximum(open_, close) * (1 + rng.uniform(0, 0.002, n))
     lo = np.minimum(open_, close) * (1 - rng.uniform(0, 0.002, n))
     ts = 1_735_689_600_000_000 + np.arange(n, dtype=np.int64) * 600_000_000
-    return pd.DataFrame({"ts_open": ts - 500_000_000, "ts_close": ts, "open": open_, "high": hi, "low": lo,
-                         "close": close, "volume": rng.uniform(1, 5, n), "quote_volume": close * 3,
-                         "buy_volume": np.ones(n), "n_ticks": np.full(n, 10, np.int64), "vwap": close})
+    return pd.DataFrame(
+        {
+            "ts_open": ts - 500_000_000,
+            "ts_close": ts,
+            "open": open_,
+            "high": hi,
+            "low": lo,
+            "close": close,
+            "volume": rng.uniform(1, 5, n),
+            "quote_volume": close * 3,
+            "buy_volume": np.ones(n),
+            "n_ticks": np.full(n, 10, np.int64),
+            "vwap": close,
+        }
+    )
 
 
 def _setup(tmp_path, symbols=("BTCUSDT",)):
@@ -66,9 +90,16 @@ def _setup(tmp_path, symbols=("BTCUSDT",)):
         store.write_parquet(pa.Table.from_pandas(_bars(seed=3 + i), preserve_index=False), path)
         meta["symbols"][s] = {"path": path, "n_bars": 3000}
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "+experiment=demo", "sweep.mode=kernel", "sweep.top_k=3", "sweep.chunk_size=4",
-            "+sweep.grid={strategy.fast:[5,10,20],strategy.slow:[40,80],backtest.fees.taker:[0.0,0.001]}"])
+        cfg = compose(
+            "config",
+            overrides=[
+                "+experiment=demo",
+                "sweep.mode=kernel",
+                "sweep.top_k=3",
+                "sweep.chunk_size=4",
+                "+sweep.grid={strategy.fast:[5,10,20],strategy.slow:[40,80],backtest.fees.taker:[0.0,0.001]}",
+            ],
+        )
     return store, CacheEntry("features", "k", "feat", meta), cfg
 
 

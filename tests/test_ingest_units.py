@@ -3,6 +3,7 @@
 Bad inputs go through :func:`btsys.data.ingest.ingest_file` against a real loopback HTTP server;
 each test checks the status, that the message names the file/row, and that the lake is unchanged.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,15 +15,20 @@ import zipfile
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import BINANCE_SAMPLES
 
 from btsys.data import binance as bn
-from btsys.data.download import (ChecksumMismatch, MissingFile, UnsafeArchive, extract_single_csv,
-                                 fetch_bytes, fetch_verified, parse_checksum)
+from btsys.data.download import (
+    MissingFile,
+    UnsafeArchive,
+    extract_single_csv,
+    fetch_bytes,
+    fetch_verified,
+    parse_checksum,
+)
 from btsys.data.ingest import ingest_file, manifest_key, read_funding, read_ticks, task_settings
 from btsys.data.validate import validate_ticks
 from btsys.storage import LocalStorage
-
-from conftest import BINANCE_SAMPLES
 
 CM_REL = "futures/cm/daily/aggTrades/BTCUSD_PERP/BTCUSD_PERP-aggTrades-2026-05-08.zip"
 FUND_REL = "futures/um/monthly/fundingRate/BTCUSDT/BTCUSDT-fundingRate-2026-04.zip"
@@ -30,8 +36,15 @@ TRUNC_CSV = os.path.join(BINANCE_SAMPLES, "truncated/spot/daily/trades/BTCUSDT/B
 
 
 # --------------------------------------------------------------------------- helpers
-def put_zip(root, sf: bn.SourceFile, payload: bytes | None = None, member: str | None = None,
-            raw: bytes | None = None, checksum: str | None = None, newline: bool = True) -> str:
+def put_zip(
+    root,
+    sf: bn.SourceFile,
+    payload: bytes | None = None,
+    member: str | None = None,
+    raw: bytes | None = None,
+    checksum: str | None = None,
+    newline: bool = True,
+) -> str:
     """Write ``sf`` (a zip with one member, or ``raw`` bytes) + its CHECKSUM under a mirror root."""
     path = os.path.join(root, *sf.rel.split("/"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -59,10 +72,12 @@ def settings(base_url, **kw):
     return s
 
 
-GOOD_UM = ("agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
-           "100,50000.5,0.010,1000,1000,1735689600000,true\n"
-           "101,50001.0,0.020,1001,1002,1735689601000,false\n"
-           "102,50002.0,0.030,1003,1003,1735776000000,true\n").encode()   # 102 is on 2025-01-02
+GOOD_UM = (
+    "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
+    "100,50000.5,0.010,1000,1000,1735689600000,true\n"
+    "101,50001.0,0.020,1001,1002,1735689601000,false\n"
+    "102,50002.0,0.030,1003,1003,1735776000000,true\n"
+).encode()  # 102 is on 2025-01-02
 
 
 @pytest.fixture
@@ -85,21 +100,38 @@ def bad_day(day="2025-01-02", market="um", dataset="aggTrades", symbol="BTCUSDT"
 
 # --------------------------------------------------------------------------- URLs and plans
 def test_urls_for_spot_um_cm():
-    assert bn.source_file("spot", "aggTrades", "BTCUSDT", "daily", "2025-01-01").url("https://data.binance.vision") \
+    assert (
+        bn.source_file("spot", "aggTrades", "BTCUSDT", "daily", "2025-01-01").url(
+            "https://data.binance.vision"
+        )
         == "https://data.binance.vision/data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-01-01.zip"
-    assert bn.source_file("um", "trades", "ETHUSDT", "monthly", "2024-02").rel \
+    )
+    assert (
+        bn.source_file("um", "trades", "ETHUSDT", "monthly", "2024-02").rel
         == "data/futures/um/monthly/trades/ETHUSDT/ETHUSDT-trades-2024-02.zip"
-    assert bn.source_file("cm", "fundingRate", "BTCUSD_PERP", "monthly", "2026-04").rel \
+    )
+    assert (
+        bn.source_file("cm", "fundingRate", "BTCUSD_PERP", "monthly", "2026-04").rel
         == "data/futures/cm/monthly/fundingRate/BTCUSD_PERP/BTCUSD_PERP-fundingRate-2026-04.zip"
+    )
 
 
 def test_plan_monthly_for_complete_months_daily_for_the_rest():
     files = bn.plan_files("spot", "aggTrades", ["BTCUSDT"], "2024-12-30", "2025-03-02")
     labels = [(f.period, f.label) for f in files]
-    assert labels == [("daily", "2024-12-30"), ("daily", "2024-12-31"), ("monthly", "2025-01"),
-                      ("monthly", "2025-02"), ("daily", "2025-03-01"), ("daily", "2025-03-02")]
+    assert labels == [
+        ("daily", "2024-12-30"),
+        ("daily", "2024-12-31"),
+        ("monthly", "2025-01"),
+        ("monthly", "2025-02"),
+        ("daily", "2025-03-01"),
+        ("daily", "2025-03-02"),
+    ]
     assert files[3].first == "2025-02-01" and files[3].last == "2025-02-28"
-    assert [f.label for f in bn.plan_funding("um", ["BTCUSDT"], "2024-12-30", "2025-01-02")] == ["2024-12", "2025-01"]
+    assert [f.label for f in bn.plan_funding("um", ["BTCUSDT"], "2024-12-30", "2025-01-02")] == [
+        "2024-12",
+        "2025-01",
+    ]
     assert bn.plan_funding("spot", ["BTCUSDT"], "2025-01-01", "2025-01-02") == []
 
 
@@ -193,19 +225,22 @@ def test_checksum_mismatch_is_retried_once_then_quarantined(mirror):
     man = ingest_file(sf, store, settings(srv.url))
     assert man["status"] == "quarantined"
     assert "SHA-256 mismatch (attempt 2/2)" in man["error"] and sf.name in man["error"]
-    assert srv.hits["/" + sf.rel] == 2                       # downloaded twice
+    assert srv.hits["/" + sf.rel] == 2  # downloaded twice
     assert store.exists(f"quarantine/{sf.rel}")
     assert lake_snapshot(store) == before
     assert store.exists(manifest_key(sf))
 
 
-@pytest.mark.parametrize("kind,msg", [
-    ("truncated", "not a zip file \\(or truncated"),
-    ("not_a_zip", "not a zip file"),
-    ("nested", "nested archive"),
-    ("slip", "not a plain file name"),
-    ("oversized", "max_uncompressed_bytes"),
-])
+@pytest.mark.parametrize(
+    "kind,msg",
+    [
+        ("truncated", "not a zip file \\(or truncated"),
+        ("not_a_zip", "not a zip file"),
+        ("nested", "nested archive"),
+        ("slip", "not a plain file name"),
+        ("oversized", "max_uncompressed_bytes"),
+    ],
+)
 def test_bad_archives_fail_cleanly(mirror, kind, msg):
     root, srv, store = mirror
     before = lake_snapshot(store)
@@ -238,9 +273,9 @@ def test_a_zip_that_understates_its_size_is_still_bounded(tmp_path):
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.csv", b"0" * (8 << 20))
     raw = bytearray(buf.getvalue())
-    for sig, off in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):   # central + local header sizes
+    for sig, off in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):  # central + local header sizes
         i = raw.find(sig)
-        raw[i + off:i + off + 4] = (100).to_bytes(4, "little")
+        raw[i + off : i + off + 4] = (100).to_bytes(4, "little")
     p = tmp_path / "liar.zip"
     p.write_bytes(bytes(raw))
     with pytest.raises(UnsafeArchive, match="liar.zip: member 'a.csv' inflates past"):
@@ -252,7 +287,7 @@ def test_corrupt_member_data_is_reported(tmp_path):
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.csv", os.urandom(1 << 16).hex().encode())
     raw = bytearray(buf.getvalue())
-    raw[200:260] = b"\x00" * 60                              # damage the deflate stream, keep the directory
+    raw[200:260] = b"\x00" * 60  # damage the deflate stream, keep the directory
     p = tmp_path / "bad.zip"
     p.write_bytes(bytes(raw))
     with pytest.raises(UnsafeArchive, match="corrupt or truncated zip data"):
@@ -273,7 +308,7 @@ def test_unparseable_values_are_counted_with_row_numbers(mirror):
     payload = GOOD_UM.replace(b"50001.0", b"abc")
     put_zip(root, sf, payload)
     man = ingest_file(sf, store, settings(srv.url))
-    assert man["status"] == "ok" and man["rows"] == 1   # row 3 is unparseable, row 2 on 2025-01-01
+    assert man["status"] == "ok" and man["rows"] == 1  # row 3 is unparseable, row 2 on 2025-01-01
     assert man["dropped"] == {"unparseable": 1, "out_of_period": 1}
     assert any("row 3: column price='abc'" in e for e in man["examples"]), man["examples"]
 
@@ -293,8 +328,9 @@ def test_truncated_real_sample_is_flagged(tmp_path, file_server):
     assert t["ts"].to_pylist()[:2] == [1704067200000000, 1704067200001000]
     assert t["trade_id"].to_pylist() == list(range(3344774379, 3344774384))
     assert t["is_buyer_maker"].to_pylist() == [True, False, True, False, False]
-    np.testing.assert_allclose(t["quote_qty"].to_numpy(), [29.1756702, 60.8883696, 43.1292516, 92.6010621,
-                                                           68.9222517], rtol=1e-9)
+    np.testing.assert_allclose(
+        t["quote_qty"].to_numpy(), [29.1756702, 60.8883696, 43.1292516, 92.6010621, 68.9222517], rtol=1e-9
+    )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -344,12 +380,29 @@ def test_layouts_of_trades_files():
     spot = b"7,10.5,2.0,21.0,1735689600000000,True,True\n"
     um = b"id,price,qty,quote_qty,time,is_buyer_maker\n7,10.5,2.0,21.0,1735689600000,true\n"
     cm = b"id,price,qty,base_qty,time,is_buyer_maker\n7,50000.0,3,0.006,1735689600000,false\n"
-    for market, raw, quote, ibm in [("spot", spot, 21.0, True), ("um", um, 21.0, True), ("cm", cm, 300.0, False)]:
-        t, _ = bn.parse_csv(raw, market, "trades", "BTCUSD_PERP" if market == "cm" else "BTCUSDT", "t.csv",
-                            {"BTC": 100.0, "default": 10.0})
-        assert t.to_pylist() == [{"ts": 1735689600000000, "trade_id": 7, "price": t["price"][0].as_py(),
-                                  "qty": t["qty"][0].as_py(), "quote_qty": quote,
-                                  "is_buyer_maker": ibm}]
+    for market, raw, quote, ibm in [
+        ("spot", spot, 21.0, True),
+        ("um", um, 21.0, True),
+        ("cm", cm, 300.0, False),
+    ]:
+        t, _ = bn.parse_csv(
+            raw,
+            market,
+            "trades",
+            "BTCUSD_PERP" if market == "cm" else "BTCUSDT",
+            "t.csv",
+            {"BTC": 100.0, "default": 10.0},
+        )
+        assert t.to_pylist() == [
+            {
+                "ts": 1735689600000000,
+                "trade_id": 7,
+                "price": t["price"][0].as_py(),
+                "qty": t["qty"][0].as_py(),
+                "quote_qty": quote,
+                "is_buyer_maker": ibm,
+            }
+        ]
 
 
 # --------------------------------------------------------------------------- validation
@@ -357,9 +410,17 @@ def _ticks(ids, ts, price=None, qty=None):
     n = len(ids)
     price = np.full(n, 100.0) if price is None else np.asarray(price, float)
     qty = np.full(n, 1.0) if qty is None else np.asarray(qty, float)
-    return pa.table({"ts": pa.array(ts, pa.int64()), "trade_id": pa.array(ids, pa.int64()), "price": price,
-                     "qty": qty, "quote_qty": price * qty, "is_buyer_maker": np.zeros(n, bool)},
-                    schema=bn.TICK_SCHEMA)
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.int64()),
+            "trade_id": pa.array(ids, pa.int64()),
+            "price": price,
+            "qty": qty,
+            "quote_qty": price * qty,
+            "is_buyer_maker": np.zeros(n, bool),
+        },
+        schema=bn.TICK_SCHEMA,
+    )
 
 
 D0 = 1735689600000000  # 2025-01-01 in µs
@@ -371,13 +432,17 @@ def test_unsorted_and_duplicated_rows_are_sorted_and_counted():
     assert out["trade_id"].to_pylist() == [1, 2, 3, 4, 6]
     assert out["ts"].to_pylist() == sorted(out["ts"].to_pylist())
     assert rep.unsorted and rep.dropped == {"duplicate": 1}
-    assert rep.id_gaps == 1 and rep.gap_events == 1          # id 5 missing
+    assert rep.id_gaps == 1 and rep.gap_events == 1  # id 5 missing
     assert "u.csv row 4: duplicate (trade id 2)" in rep.examples
 
 
 def test_qty_zero_and_bad_price_are_dropped_and_named():
-    t = _ticks([1, 2, 3, 4], [D0 + 1, D0 + 2, D0 + 3, D0 + 4], price=[1.0, -1.0, 1.0, np.nan],
-               qty=[1.0, 1.0, 0.0, 1.0])
+    t = _ticks(
+        [1, 2, 3, 4],
+        [D0 + 1, D0 + 2, D0 + 3, D0 + 4],
+        price=[1.0, -1.0, 1.0, np.nan],
+        qty=[1.0, 1.0, 0.0, 1.0],
+    )
     out, rep = validate_ticks(t, "q.csv", "2025-01-01", "2025-01-01", row_base=2)
     assert out["trade_id"].to_pylist() == [1]
     assert rep.dropped == {"bad_price": 2, "bad_qty": 1}
@@ -391,7 +456,10 @@ def test_duplicated_rows_in_a_file_do_not_reach_the_lake(mirror):
     body = GOOD_UM.replace(b"1735689600000", b"1735862400000").replace(b"1735689601000", b"1735862401000")
     body = body.replace(b"1735776000000", b"1735862402000")
     lines = body.split(b"\n")
-    jumbled = b"\n".join([lines[0], lines[3], lines[1], lines[2], lines[1], lines[2].replace(b"0.020", b"0")]) + b"\n"
+    jumbled = (
+        b"\n".join([lines[0], lines[3], lines[1], lines[2], lines[1], lines[2].replace(b"0.020", b"0")])
+        + b"\n"
+    )
     put_zip(root, sf, jumbled)
     man = ingest_file(sf, store, settings(srv.url))
     assert man["status"] == "ok" and man["unsorted"] and man["rows"] == 3

@@ -5,6 +5,7 @@
 end — skip a trial already logged, else backtest (the real engine) and ``log_run`` — and fails on
 purpose for ``strategy.fast=13``. The last test runs the real ``python -m btsys`` end to end.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,25 @@ import textwrap
 
 import pandas as pd
 import pytest
-
 from conftest import CONF_DIR, TESTS
 
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
 ROOT = os.path.dirname(TESTS)
-DESIGN_METRICS = {"total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "calmar",
-                  "win_rate", "profit_factor", "n_trades", "exposure", "fees_paid", "funding_paid"}
+DESIGN_METRICS = {
+    "total_return",
+    "annual_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "win_rate",
+    "profit_factor",
+    "n_trades",
+    "exposure",
+    "fees_paid",
+    "funding_paid",
+}
 
 APP = textwrap.dedent(f"""
     import math
@@ -50,10 +64,16 @@ def run_app(tmp_path, sweep_name, *overrides, timeout=300):
     app = tmp_path / "app.py"
     app.write_text(APP)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, ROOT]), MPLBACKEND="Agg")
-    cmd = [sys.executable, str(app), "-m", "+experiment=demo",
-           f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-           f"mlflow.artifact_location={tmp_path}/artifacts",
-           f"hydra.sweep.dir={tmp_path}/multirun/{sweep_name}", *overrides]
+    cmd = [
+        sys.executable,
+        str(app),
+        "-m",
+        "+experiment=demo",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"mlflow.artifact_location={tmp_path}/artifacts",
+        f"hydra.sweep.dir={tmp_path}/multirun/{sweep_name}",
+        *overrides,
+    ]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
     return p
@@ -61,12 +81,15 @@ def run_app(tmp_path, sweep_name, *overrides, timeout=300):
 
 def client_and_exp(tmp_path):
     from mlflow.tracking import MlflowClient
+
     c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     return c, c.get_experiment_by_name("demo").experiment_id
 
 
 def parents(c, exp):
-    return c.search_runs([exp], "tags.`btsys.run_kind` = 'sweep_parent'", order_by=["attributes.start_time ASC"])
+    return c.search_runs(
+        [exp], "tags.`btsys.run_kind` = 'sweep_parent'", order_by=["attributes.start_time ASC"]
+    )
 
 
 def children(c, exp, pid):
@@ -95,8 +118,13 @@ def test_grid_multirun_parent_children_summary_and_rerun_skips(tmp_path):
     assert combos == {("5", "40"), ("5", "80"), ("10", "40"), ("10", "80")}
     # the summary on the parent
     arts = {a.path for a in c.list_artifacts(pid)}
-    assert {"config.yaml", "sweep_trials.parquet", "sweep_trials.csv", "sweep_heatmap.png",
-            "sweep_summary.json"} <= arts
+    assert {
+        "config.yaml",
+        "sweep_trials.parquet",
+        "sweep_trials.csv",
+        "sweep_heatmap.png",
+        "sweep_summary.json",
+    } <= arts
     table = pd.read_parquet(c.download_artifacts(pid, "sweep_trials.parquet", str(tmp_path / "dl")))
     assert len(table) == 4 and set(table["status"]) == {"FINISHED"}
     assert {"strategy.fast", "strategy.slow", "sharpe", "run_id"} <= set(table.columns)
@@ -127,8 +155,7 @@ def test_grid_multirun_parent_children_summary_and_rerun_skips(tmp_path):
 
 def test_failing_job_is_recorded_and_the_sweep_goes_on_joblib(tmp_path):
     # three jobs on two loky workers; fast=13 raises inside the task
-    p = run_app(tmp_path, "fail", "strategy.fast=5,13,20", "strategy.slow=40",
-                "hydra/launcher=btsys_joblib")
+    p = run_app(tmp_path, "fail", "strategy.fast=5,13,20", "strategy.slow=40", "hydra/launcher=btsys_joblib")
     c, exp = client_and_exp(tmp_path)
     ps = parents(c, exp)
     assert len(ps) == 1 and ps[0].info.status == "FINISHED"
@@ -144,22 +171,36 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on_joblib(tmp_path):
         assert by_fast[f].info.status == "FINISHED" and DESIGN_METRICS <= set(by_fast[f].data.metrics)
     m = ps[0].data.metrics
     assert m["n_trials"] == 3 and m["n_failed"] == 1
-    table = pd.read_parquet(c.download_artifacts(ps[0].info.run_id, "sweep_trials.parquet", str(tmp_path / "dl")))
+    table = pd.read_parquet(
+        c.download_artifacts(ps[0].info.run_id, "sweep_trials.parquet", str(tmp_path / "dl"))
+    )
     row = table[table["strategy.fast"] == 13].iloc[0]
     assert row["status"] == "FAILED" and "injected failure" in row["error"]
-    assert "injected failure for fast=13" in p.stdout + p.stderr     # and the user sees it
+    assert "injected failure for fast=13" in p.stdout + p.stderr  # and the user sees it
 
 
 def test_end_to_end_python_m_btsys_demo_multirun(tmp_path):
     """The real pipeline: ``python -m btsys -m +experiment=demo`` over a 2 x 2 grid."""
     import importlib.util
+
     if importlib.util.find_spec("btsys.backtest.run") is None:
         pytest.skip("btsys.backtest.run (the pipeline's backtest stage) has not landed yet")
     env = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="Agg")
-    cmd = [sys.executable, "-m", "btsys", "-m", "+experiment=demo", "strategy.fast=5,10", "strategy.slow=30,60",
-           "data.end=2025-01-02", f"storage.root={tmp_path}/data",
-           f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_location={tmp_path}/artifacts",
-           f"hydra.sweep.dir={tmp_path}/multirun/e2e", "spark.master='local[2]'"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "btsys",
+        "-m",
+        "+experiment=demo",
+        "strategy.fast=5,10",
+        "strategy.slow=30,60",
+        "data.end=2025-01-02",
+        f"storage.root={tmp_path}/data",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"mlflow.artifact_location={tmp_path}/artifacts",
+        f"hydra.sweep.dir={tmp_path}/multirun/e2e",
+        "spark.master='local[2]'",
+    ]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
     c, exp = client_and_exp(tmp_path)
@@ -170,7 +211,9 @@ def test_end_to_end_python_m_btsys_demo_multirun(tmp_path):
     for k in kids:
         assert k.info.status == "FINISHED" and DESIGN_METRICS <= set(k.data.metrics)
         assert k.data.tags["btsys.bars_key"] and k.data.tags["btsys.ingest_key"]
-        assert {"config.yaml", "tearsheet.html", "charts"} <= {a.path for a in c.list_artifacts(k.info.run_id)}
+        assert {"config.yaml", "tearsheet.html", "charts"} <= {
+            a.path for a in c.list_artifacts(k.info.run_id)
+        }
     # the bars are computed once for the sweep and every other job logs the cache hit
     assert len({k.data.tags["btsys.bars_key"] for k in kids}) == 1
     text = p.stdout + p.stderr

@@ -1,4 +1,5 @@
 """Content-addressed cache: keys, hits, force, killed runs and concurrent writers."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from btsys import pipeline as P
 from btsys.storage import LocalStorage
-from conftest import CONF_DIR
 
 
 def _cfg(overrides=()):
@@ -23,7 +24,7 @@ def test_same_config_same_key_and_relevant_change_new_key():
     a, b = _cfg(), _cfg()
     assert P.stage_key("bars", a.bars, "in1") == P.stage_key("bars", b.bars, "in1")
     base = P.stage_key("bars", a.bars, "in1")
-    assert P.stage_key("bars", a.bars, "in2") != base                     # input changed
+    assert P.stage_key("bars", a.bars, "in2") != base  # input changed
     assert P.stage_key("bars", _cfg(["bars.threshold=123"]).bars, "in1") != base
     assert P.stage_key("bars", _cfg(["bars=volume"]).bars, "in1") != base
     # keys of other groups do not move the bars key
@@ -47,6 +48,7 @@ def _build_writer(value):
     def build(prefix, store):
         store.write_text(f"{prefix}/out.txt", value)
         return {"value": value}
+
     return build
 
 
@@ -80,7 +82,7 @@ def test_killed_run_is_never_trusted(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         P.cached(store, "bars", "k", dies)
-    assert P.lookup(store, "bars", "k") is None          # half-written attempt is not an entry
+    assert P.lookup(store, "bars", "k") is None  # half-written attempt is not an entry
     e = P.cached(store, "bars", "k", lambda p: store.write_text(f"{p}/ok.txt", "ok") or {"ok": 1})
     assert not e.hit and store.read_text(f"{e.prefix}/ok.txt") == "ok"
 
@@ -92,6 +94,7 @@ def _race(root, i, q):
         for j in range(50):
             store.write_text(f"{prefix}/part-{j}.txt", "x" * 1000)
         return {"writer": i}
+
     e = P.cached(store, "bars", "same", build)
     q.put(e.prefix)
 
@@ -119,8 +122,13 @@ def test_stage_backtest_stops_before_the_report(tmp_path, spark, monkeypatch):
     """stage=backtest writes the results to the store and logs nothing to MLflow; stage=bars stops earlier."""
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "mlflow.db"
-    small = ["data.symbols=[BTCUSDT]", "data.end=2025-01-02", "data.synthetic.ticks_per_day=3000",
-             f"storage.root={tmp_path / 'store'}", f"mlflow.tracking_uri=sqlite:///{db}"]
+    small = [
+        "data.symbols=[BTCUSDT]",
+        "data.end=2025-01-02",
+        "data.synthetic.ticks_per_day=3000",
+        f"storage.root={tmp_path / 'store'}",
+        f"mlflow.tracking_uri=sqlite:///{db}",
+    ]
     out = P.run(_cfg([*small, "stage=bars"]))
     assert set(out) == {"ingest_key", "bars_key"}
     out = P.run(_cfg([*small, "stage=backtest"]))
@@ -133,10 +141,17 @@ def test_stage_backtest_stops_before_the_report(tmp_path, spark, monkeypatch):
 def test_demo_ml_logs_run_metrics_and_each_symbols_model(tmp_path, spark, monkeypatch):
     """+experiment=demo_ml end to end: out-of-sample ML signals backtested, run + models in MLflow."""
     import mlflow
+
     monkeypatch.chdir(tmp_path)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["+experiment=demo_ml", f"storage.root={tmp_path / 'store'}",
-                                           f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"])
+        cfg = compose(
+            "config",
+            overrides=[
+                "+experiment=demo_ml",
+                f"storage.root={tmp_path / 'store'}",
+                f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            ],
+        )
     out = P.run(cfg)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     run = client.get_run(out["mlflow_run_id"])
@@ -151,8 +166,9 @@ def test_demo_ml_logs_run_metrics_and_each_symbols_model(tmp_path, spark, monkey
     assert hasattr(mlflow.sklearn.load_model(models[0].model_uri), "predict_proba")
 
 
-STRATEGY_OPTIONS = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(CONF_DIR, "strategy"))
-                          if f.endswith(".yaml"))
+STRATEGY_OPTIONS = sorted(
+    os.path.splitext(f)[0] for f in os.listdir(os.path.join(CONF_DIR, "strategy")) if f.endswith(".yaml")
+)
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +180,25 @@ def shared_store(tmp_path_factory):
 def test_every_strategy_runs_through_the_pipeline(strategy, shared_store, spark, monkeypatch):
     """Each conf/strategy option backtests end to end on the demo's two symbols (stage=backtest)."""
     monkeypatch.chdir(shared_store)
-    extra = {"ml_classifier": ["features=ml", "strategy.min_train=60", "strategy.retrain_every=60"],
-             "xs_momentum": ["strategy.lookback=20", "strategy.rebalance_every=10", "backtest.direction=both",
-                             "strategy.bottom_n=1"]}.get(strategy, [])
-    out = P.run(_cfg([f"strategy={strategy}", "stage=backtest", "data.end=2025-01-04",
-                      f"storage.root={shared_store / 'store'}", *extra]))
+    extra = {
+        "ml_classifier": ["features=ml", "strategy.min_train=60", "strategy.retrain_every=60"],
+        "xs_momentum": [
+            "strategy.lookback=20",
+            "strategy.rebalance_every=10",
+            "backtest.direction=both",
+            "strategy.bottom_n=1",
+        ],
+    }.get(strategy, [])
+    out = P.run(
+        _cfg(
+            [
+                f"strategy={strategy}",
+                "stage=backtest",
+                "data.end=2025-01-04",
+                f"storage.root={shared_store / 'store'}",
+                *extra,
+            ]
+        )
+    )
     assert np.isfinite(out["final_value"]) and out["final_value"] > 0
     assert set(out) >= {"total_return", "sharpe", "max_drawdown", "n_trades", "results"}

@@ -1,35 +1,53 @@
 """Charts, tearsheet, walk-forward split and MLflow logging (real sqlite store, real backtests)."""
+
 from __future__ import annotations
 
 import io
 import json
-import math
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
-
-import btsys.config  # noqa: F401  (registers the schemas)
-from btsys.backtest.split import split_metrics, split_table, walk_forward_windows
-from btsys.report import charts, mlflow_log as ml
-from btsys.report.stats import DAY_US
-from btsys.report.tearsheet import render_tearsheet
-
 from conftest import CONF_DIR
 from test_report_helpers import T0, make_result
 
-DESIGN_METRICS = {"total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "calmar",
-                  "win_rate", "profit_factor", "n_trades", "exposure", "fees_paid", "funding_paid"}
+import btsys.config  # noqa: F401  (registers the schemas)
+from btsys.backtest.split import split_metrics, split_table, walk_forward_windows
+from btsys.report import charts
+from btsys.report import mlflow_log as ml
+from btsys.report.stats import DAY_US
+from btsys.report.tearsheet import render_tearsheet
+
+DESIGN_METRICS = {
+    "total_return",
+    "annual_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "win_rate",
+    "profit_factor",
+    "n_trades",
+    "exposure",
+    "fees_paid",
+    "funding_paid",
+}
 
 
 def compose(tmp_path, *overrides):
-    from hydra import compose as _compose, initialize_config_dir
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return _compose("config", overrides=["+experiment=demo",
-                                             f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                                             f"mlflow.artifact_location={tmp_path}/artifacts",
-                                             *overrides])
+        return _compose(
+            "config",
+            overrides=[
+                "+experiment=demo",
+                f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                f"mlflow.artifact_location={tmp_path}/artifacts",
+                *overrides,
+            ],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +57,11 @@ def result():
 
 def _png_ok(data: bytes) -> np.ndarray:
     import matplotlib.image as mpimg
+
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     img = mpimg.imread(io.BytesIO(data), format="png")
     assert img.shape[0] > 100 and img.shape[1] > 300
-    assert float(img[..., :3].std()) > 0.01          # not a blank canvas
+    assert float(img[..., :3].std()) > 0.01  # not a blank canvas
     return img
 
 
@@ -57,6 +76,7 @@ def test_render_charts_five_non_blank_pngs(result):
 def test_charts_handle_no_trades_and_short_series():
     ts = T0 + np.arange(30, dtype=np.int64) * 3_600_000_000
     from types import SimpleNamespace
+
     flat = SimpleNamespace(ts=ts, equity=np.full(30, 1e4), trades=pd.DataFrame(), metrics={})
     out = charts.render_charts(flat)
     assert set(out) == set(charts.CHART_NAMES)
@@ -79,42 +99,61 @@ def test_rolling_sharpe_uses_only_past_returns():
     eq = 100 * np.cumprod(1 + np.random.default_rng(1).normal(0.001, 0.02, 100))
     full = charts.rolling_sharpe_series(ts, eq, 10)
     cut = charts.rolling_sharpe_series(ts[:60], eq[:60], 10)
-    np.testing.assert_allclose(full.iloc[:60].to_numpy(), cut.to_numpy())   # the future changes nothing
+    np.testing.assert_allclose(full.iloc[:60].to_numpy(), cut.to_numpy())  # the future changes nothing
     assert full.iloc[:9].isna().all() and full.iloc[9:].notna().all()
 
 
 def test_sweep_heatmap_png():
-    t = pd.DataFrame([(f, s, f / s) for f in (5, 10, 20) for s in (50, 100)], columns=["fast", "slow", "sharpe"])
+    t = pd.DataFrame(
+        [(f, s, f / s) for f in (5, 10, 20) for s in (50, 100)], columns=["fast", "slow", "sharpe"]
+    )
     _png_ok(charts.sweep_heatmap_png(t, "fast", "slow", "sharpe"))
 
 
 def test_tearsheet_is_self_contained(result):
     pngs = charts.render_charts(result)
-    page = render_tearsheet(result, pngs, title="demo <x>", params={"strategy.fast": 10},
-                            extra_metrics={"oos_sharpe": 0.5}, config_yaml="a: 1\n")
+    page = render_tearsheet(
+        result,
+        pngs,
+        title="demo <x>",
+        params={"strategy.fast": 10},
+        extra_metrics={"oos_sharpe": 0.5},
+        config_yaml="a: 1\n",
+    )
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert page.count('src="data:image/png;base64,') == 5
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    assert "demo &lt;x&gt;" in page                                 # escaped
+    assert "demo &lt;x&gt;" in page  # escaped
     for k in ("sharpe", "max_drawdown", "oos_sharpe", "profit_factor"):
         assert f">{k}<" in page
     n = len(result.trades)
     assert f"Trades ({n:,})" in page
-    assert page.count("<tr>") >= n                                   # every trade has a row
+    assert page.count("<tr>") >= n  # every trade has a row
 
 
 # --------------------------------------------------------------------------- walk-forward split
 def test_walk_forward_windows_rolling_expanding_gap_step():
     w = walk_forward_windows(100, {"train_bars": 40, "test_bars": 20})
-    assert [(a.start, a.stop, b.start, b.stop) for a, b in w] == [(0, 40, 40, 60), (20, 60, 60, 80), (40, 80, 80, 100)]
+    assert [(a.start, a.stop, b.start, b.stop) for a, b in w] == [
+        (0, 40, 40, 60),
+        (20, 60, 60, 80),
+        (40, 80, 80, 100),
+    ]
     w = walk_forward_windows(100, {"scheme": "expanding", "train_bars": 40, "test_bars": 20})
-    assert [(a.start, a.stop, b.start, b.stop) for a, b in w] == [(0, 40, 40, 60), (0, 60, 60, 80), (0, 80, 80, 100)]
+    assert [(a.start, a.stop, b.start, b.stop) for a, b in w] == [
+        (0, 40, 40, 60),
+        (0, 60, 60, 80),
+        (0, 80, 80, 100),
+    ]
     w = walk_forward_windows(100, {"train_bars": 30, "test_bars": 20, "gap_bars": 5, "step_bars": 30})
     assert [(a.start, a.stop, b.start, b.stop) for a, b in w] == [(0, 30, 35, 55), (30, 60, 65, 85)]
-    for cfg, key in [({"train_bars": 0, "test_bars": 5}, "train_bars"), ({"train_bars": 5, "test_bars": 0}, "test_bars"),
-                     ({"train_bars": 5, "test_bars": 5, "scheme": "bogus"}, "scheme"),
-                     ({"train_bars": 5, "test_bars": 5, "gap_bars": -1}, "gap_bars"),
-                     ({"train_bars": 80, "test_bars": 30}, "no complete window")]:
+    for cfg, key in [
+        ({"train_bars": 0, "test_bars": 5}, "train_bars"),
+        ({"train_bars": 5, "test_bars": 0}, "test_bars"),
+        ({"train_bars": 5, "test_bars": 5, "scheme": "bogus"}, "scheme"),
+        ({"train_bars": 5, "test_bars": 5, "gap_bars": -1}, "gap_bars"),
+        ({"train_bars": 80, "test_bars": 30}, "no complete window"),
+    ]:
         with pytest.raises(ValueError, match=key):
             walk_forward_windows(100, cfg)
 
@@ -125,6 +164,7 @@ def test_split_metrics_known_values():
     # window 0 OOS = 1.1^2 - 1 = 0.21, window 1 OOS = 0, window 2 OOS = -0.5; the chained OOS
     # track record (bars 4..9) = 1.21 * 0.5 - 1 = -0.395, its max drawdown 0.5.
     from types import SimpleNamespace
+
     eq = np.array([100, 100, 100, 100, 110, 121, 121, 121, 121, 60.5])
     res = SimpleNamespace(ts=T0 + np.arange(10, dtype=np.int64) * DAY_US, equity=eq)
     m = split_metrics(res, {"train_bars": 4, "test_bars": 2})
@@ -132,10 +172,10 @@ def test_split_metrics_known_values():
     assert m["oos_total_return_w000"] == pytest.approx(0.21)
     assert m["oos_total_return_w001"] == pytest.approx(0.0)
     assert m["oos_total_return_w002"] == pytest.approx(-0.5)
-    assert m["is_total_return_w001"] == pytest.approx(0.21)     # IS [2,6) holds bars 4 and 5
+    assert m["is_total_return_w001"] == pytest.approx(0.21)  # IS [2,6) holds bars 4 and 5
     assert m["oos_total_return"] == pytest.approx(-0.395)
     assert m["oos_max_drawdown"] == pytest.approx(0.5)
-    assert m["is_total_return"] == pytest.approx(0.21)          # union of IS bars 0..7
+    assert m["is_total_return"] == pytest.approx(0.21)  # union of IS bars 0..7
     tab = split_table(res, {"train_bars": 4, "test_bars": 2})
     assert list(tab["test_start"]) == [4, 6, 8]
     np.testing.assert_allclose(tab["oos_total_return"], [0.21, 0.0, -0.5])
@@ -144,7 +184,7 @@ def test_split_metrics_known_values():
 # --------------------------------------------------------------------------- MLflow
 def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
-    long_syms = [f"SYM{i:04d}USDT" for i in range(60)]   # a list param far over 500 characters
+    long_syms = [f"SYM{i:04d}USDT" for i in range(60)]  # a list param far over 500 characters
     syms = f"data.symbols=[{','.join(long_syms)}]"
     cfg = compose(tmp_path, syms)
     keys = {"ingest": "ing123", "bars": "bar456", "features": "fea789"}
@@ -161,15 +201,30 @@ def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
     assert DESIGN_METRICS <= set(run.data.metrics)
     assert run.data.metrics["sharpe"] == pytest.approx(result.metrics["sharpe"])
     t = run.data.tags
-    assert t["btsys.ingest_key"] == "ing123" and t["btsys.bars_key"] == "bar456" and t["btsys.features_key"] == "fea789"
+    assert (
+        t["btsys.ingest_key"] == "ing123"
+        and t["btsys.bars_key"] == "bar456"
+        and t["btsys.features_key"] == "fea789"
+    )
     assert t["btsys.config_hash"] == ml.config_hash(cfg) and t["btsys.run_kind"] == "trial"
     assert len(t["btsys.git_commit"]) in (40, 7) or t["btsys.git_commit"] == "unknown"
     arts = {a.path for a in client.list_artifacts(rid)}
-    assert {"config.yaml", "tearsheet.html", "returns.parquet", "trades.parquet", "metrics.json", "charts"} <= arts
-    assert {a.path for a in client.list_artifacts(rid, "charts")} == {f"charts/{n}.png" for n in charts.CHART_NAMES}
+    assert {
+        "config.yaml",
+        "tearsheet.html",
+        "returns.parquet",
+        "trades.parquet",
+        "metrics.json",
+        "charts",
+    } <= arts
+    assert {a.path for a in client.list_artifacts(rid, "charts")} == {
+        f"charts/{n}.png" for n in charts.CHART_NAMES
+    }
     d = client.download_artifacts(rid, "config.yaml", str(tmp_path / "dl"))
     text = open(d).read()
-    assert "SYM0059USDT" in text and not text.startswith("hydra:") and "\nhydra:" not in text          # full value kept in config.yaml
+    assert (
+        "SYM0059USDT" in text and not text.startswith("hydra:") and "\nhydra:" not in text
+    )  # full value kept in config.yaml
     ret = pd.read_parquet(client.download_artifacts(rid, "returns.parquet", str(tmp_path / "dl")))
     pd.testing.assert_frame_equal(ret, ml.returns_frame(result))
     # the experiment is created once
@@ -179,7 +234,9 @@ def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
     assert ml.find_logged_run(cfg) == rid2
     assert ml.find_logged_run(compose(tmp_path, syms, "strategy.fast=11")) is None
     # the hash ignores where things are stored and logged
-    assert ml.config_hash(compose(tmp_path, syms, "storage.root=elsewhere", "force=true")) == ml.config_hash(cfg)
+    assert ml.config_hash(compose(tmp_path, syms, "storage.root=elsewhere", "force=true")) == ml.config_hash(
+        cfg
+    )
 
 
 def test_log_run_disabled_touches_nothing(tmp_path, monkeypatch, result):
@@ -194,7 +251,8 @@ def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, resul
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "name=broken")
     from dataclasses import replace
-    broken = replace(result, ts=result.ts[::-1].copy())          # decreasing times: daily_returns refuses
+
+    broken = replace(result, ts=result.ts[::-1].copy())  # decreasing times: daily_returns refuses
     with pytest.raises(ValueError, match="non-decreasing"):
         ml.log_run(cfg, broken, {})
     client = ml.client_for(cfg)
@@ -204,18 +262,29 @@ def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, resul
     assert r.info.status == "FAILED"
     assert "non-decreasing" in r.data.tags["btsys.error"] and r.data.tags["btsys.error_type"] == "ValueError"
     assert "error.txt" in {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert ml.find_logged_run(cfg) is None                         # a failed run is never reused
+    assert ml.find_logged_run(cfg) is None  # a failed run is never reused
 
 
 def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
-    cfg = compose(tmp_path, "backtest.split.enabled=true", "backtest.split.train_bars=480",
-                  "backtest.split.test_bars=240")
+    cfg = compose(
+        tmp_path,
+        "backtest.split.enabled=true",
+        "backtest.split.train_bars=480",
+        "backtest.split.test_bars=240",
+    )
     rid = ml.log_run(cfg, result, {})
     client = ml.client_for(cfg)
     m = client.get_run(rid).data.metrics
     exp = split_metrics(result, cfg.backtest.split)
-    for k in ("is_sharpe", "oos_sharpe", "oos_total_return", "is_sharpe_w000", "oos_sharpe_w000", "wf_n_windows"):
+    for k in (
+        "is_sharpe",
+        "oos_sharpe",
+        "oos_total_return",
+        "is_sharpe_w000",
+        "oos_sharpe_w000",
+        "wf_n_windows",
+    ):
         assert m[k] == pytest.approx(exp[k], nan_ok=True)
     assert "walk_forward.csv" in {a.path for a in client.list_artifacts(rid)}
 
@@ -234,8 +303,15 @@ def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
             rets[i] = pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
     table = pd.DataFrame(rows)
     top = table["sharpe"].sort_values(ascending=False).index[:3]
-    rid = ml.log_sweep_table(cfg, table, ["strategy.fast", "strategy.slow"], "sharpe",
-                             [results[i] for i in top], returns=pd.DataFrame(rets), keys={"bars": "bk"})
+    rid = ml.log_sweep_table(
+        cfg,
+        table,
+        ["strategy.fast", "strategy.slow"],
+        "sharpe",
+        [results[i] for i in top],
+        returns=pd.DataFrame(rets),
+        keys={"bars": "bk"},
+    )
     client = ml.client_for(cfg)
     run = client.get_run(rid)
     assert run.info.status == "FINISHED" and run.data.tags["btsys.run_kind"] == "sweep_table"
@@ -245,7 +321,13 @@ def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
     assert 0.0 <= m["dsr"] <= 1.0 and 0.0 <= m["pbo"] <= 1.0
     assert run.data.params["best.strategy.fast"] == str(table.loc[top[0], "strategy.fast"])
     arts = {a.path for a in client.list_artifacts(rid)}
-    assert {"sweep_trials.parquet", "sweep_trials.csv", "sweep_heatmap.png", "pbo_cscv.csv", "config.yaml"} <= arts
+    assert {
+        "sweep_trials.parquet",
+        "sweep_trials.csv",
+        "sweep_heatmap.png",
+        "pbo_cscv.csv",
+        "config.yaml",
+    } <= arts
     back = pd.read_parquet(client.download_artifacts(rid, "sweep_trials.parquet", str(tmp_path / "dl")))
     assert len(back) == 6
     kids = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{rid}'")

@@ -6,6 +6,7 @@ random-walk price path and returns an object with the ``BacktestResult`` fields 
 consumes: ``ts``, ``equity``, ``cash``, ``position``, ``orders``, ``trades``, ``metrics``,
 ``final_value``.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def prices(n: int, seed: int, bar_us: int = HOUR_US, vol: float = 0.01):
 def _sma(x, w):
     c = np.cumsum(np.r_[0.0, x])
     out = np.full(len(x), np.nan)
-    out[w - 1:] = (c[w:] - c[:-w]) / w
+    out[w - 1 :] = (c[w:] - c[:-w]) / w
     return out
 
 
@@ -68,18 +69,66 @@ def _own_sim(ts, close, fast, slow, fee=0.0005, cash0=10_000.0):
             cash += pos * px - fees
             orders.append((i, ts[i], -1, pos, px, fees))
             pnl = pos * (px - entry[2]) - entry[3] - fees
-            trades.append((entry[0], i, entry[1], ts[i], 1, pos, entry[2], px, pnl,
-                           pnl / (pos * entry[2]), i - entry[0], entry[3] + fees, 0.0, False))
+            trades.append(
+                (
+                    entry[0],
+                    i,
+                    entry[1],
+                    ts[i],
+                    1,
+                    pos,
+                    entry[2],
+                    px,
+                    pnl,
+                    pnl / (pos * entry[2]),
+                    i - entry[0],
+                    entry[3] + fees,
+                    0.0,
+                    False,
+                )
+            )
             pos = 0.0
         eq[i], cash_a[i], pos_a[i] = cash + pos * close[i], cash, pos
     if pos > 0.0:
         px = close[-1]
         pnl = pos * (px - entry[2]) - entry[3]
-        trades.append((entry[0], n - 1, entry[1], ts[-1], 1, pos, entry[2], px, pnl,
-                       pnl / (pos * entry[2]), n - 1 - entry[0], entry[3], 0.0, True))
-    odt = np.dtype([("idx", "i8"), ("ts", "i8"), ("side", "i1"), ("size", "f8"), ("price", "f8"), ("fees", "f8")])
-    cols = ["entry_idx", "exit_idx", "entry_ts", "exit_ts", "direction", "size", "entry_price",
-            "exit_price", "pnl", "return", "duration_bars", "fees", "funding", "is_open"]
+        trades.append(
+            (
+                entry[0],
+                n - 1,
+                entry[1],
+                ts[-1],
+                1,
+                pos,
+                entry[2],
+                px,
+                pnl,
+                pnl / (pos * entry[2]),
+                n - 1 - entry[0],
+                entry[3],
+                0.0,
+                True,
+            )
+        )
+    odt = np.dtype(
+        [("idx", "i8"), ("ts", "i8"), ("side", "i1"), ("size", "f8"), ("price", "f8"), ("fees", "f8")]
+    )
+    cols = [
+        "entry_idx",
+        "exit_idx",
+        "entry_ts",
+        "exit_ts",
+        "direction",
+        "size",
+        "entry_price",
+        "exit_price",
+        "pnl",
+        "return",
+        "duration_bars",
+        "fees",
+        "funding",
+        "is_open",
+    ]
     tr = pd.DataFrame(trades, columns=cols)
     _, dr = daily_returns(ts, eq)
     total = eq[-1] / cash0 - 1
@@ -88,14 +137,25 @@ def _own_sim(ts, close, fast, slow, fee=0.0005, cash0=10_000.0):
     mdd = max_drawdown(eq)
     wins = tr["pnl"] > 0
     gross_loss = -tr.loc[~wins, "pnl"].sum()
-    m = {"total_return": total, "annual_return": ann, "sharpe": sharpe(dr), "sortino": sortino(dr),
-         "max_drawdown": mdd, "calmar": ann / mdd if mdd > 0 else math.nan,
-         "win_rate": float(wins.mean()) if len(tr) else math.nan,
-         "profit_factor": tr.loc[wins, "pnl"].sum() / gross_loss if gross_loss > 0 else math.inf,
-         "n_trades": len(tr), "exposure": float((pos_a > 0).mean()),
-         "fees_paid": float(sum(o[5] for o in orders)), "funding_paid": 0.0,
-         "max_drawdown_duration": 0.0, "expectancy": float(tr["pnl"].mean()) if len(tr) else 0.0,
-         "turnover": 0.0, "final_value": float(eq[-1]), "open_position": float(pos > 0)}
+    m = {
+        "total_return": total,
+        "annual_return": ann,
+        "sharpe": sharpe(dr),
+        "sortino": sortino(dr),
+        "max_drawdown": mdd,
+        "calmar": ann / mdd if mdd > 0 else math.nan,
+        "win_rate": float(wins.mean()) if len(tr) else math.nan,
+        "profit_factor": tr.loc[wins, "pnl"].sum() / gross_loss if gross_loss > 0 else math.inf,
+        "n_trades": len(tr),
+        "exposure": float((pos_a > 0).mean()),
+        "fees_paid": float(sum(o[5] for o in orders)),
+        "funding_paid": 0.0,
+        "max_drawdown_duration": 0.0,
+        "expectancy": float(tr["pnl"].mean()) if len(tr) else 0.0,
+        "turnover": 0.0,
+        "final_value": float(eq[-1]),
+        "open_position": float(pos > 0),
+    }
     return _Result(ts, eq, cash_a, pos_a, np.array(orders, dtype=odt), tr, m, float(eq[-1]))
 
 

@@ -1,4 +1,5 @@
 """Known-value tests of the deflated Sharpe ratio and of PBO by CSCV (btsys.report.stats)."""
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,10 @@ def test_dsr_from_trials_uses_per_day_sharpes():
     d = stats.dsr_from_trials(r, srs)
     var = np.var(srs[:4] / math.sqrt(365), ddof=1)
     from scipy.stats import kurtosis, skew
-    exp, sr0 = stats.deflated_sharpe_ratio(r.mean() / r.std(ddof=1), 400, 5, var,
-                                           skew(r, bias=False), kurtosis(r, fisher=False, bias=False))
+
+    exp, sr0 = stats.deflated_sharpe_ratio(
+        r.mean() / r.std(ddof=1), 400, 5, var, skew(r, bias=False), kurtosis(r, fisher=False, bias=False)
+    )
     assert d["dsr"] == pytest.approx(exp)
     assert d["dsr_sr0"] == pytest.approx(sr0)
     assert d["dsr_n_trials"] == 5 and d["dsr_n_obs"] == 400
@@ -118,8 +121,9 @@ def test_pbo_mixed_case_by_hand():
     m2 = np.array([[3, 0], [3, 0], [0, 1], [0, 1]], dtype=float)
     res2 = stats.pbo_cscv(m2, n_splits=4, metric="mean")
     assert res2.pbo == pytest.approx(2 / 6)
-    np.testing.assert_allclose(res2.logits, [math.log(0.5), math.log(2), math.log(2), math.log(2),
-                                             math.log(2), math.log(0.5)])
+    np.testing.assert_allclose(
+        res2.logits, [math.log(0.5), math.log(2), math.log(2), math.log(2), math.log(2), math.log(0.5)]
+    )
 
 
 def test_pbo_sharpe_metric_and_noise_is_near_one_half():

@@ -1,4 +1,5 @@
 """Storage interface: the same behaviour on a local directory and on moto's S3 server."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ def test_roundtrip(store, tmp_path):
     assert not store.exists("a/b.txt")
     store.write_text("a/b.txt", "hello")
     assert store.exists("a/b.txt") and store.read_text("a/b.txt") == "hello"
-    store.write_text("a/b.txt", "again")                       # replace
+    store.write_text("a/b.txt", "again")  # replace
     assert store.read_text("a/b.txt") == "again"
     t = pa.table({"ts": pa.array([1, 2], pa.int64()), "price": pa.array([1.5, 2.5], pa.float64())})
     store.write_parquet(t, "a/c/t.parquet")
@@ -58,6 +59,7 @@ def test_s3_dict_has_no_credentials(s3_bucket):
     d = s.to_dict()
     assert set(d) == {"kind", "root", "endpoint_url", "region"}
     import pickle
+
     s.write_text("k.txt", "v")
-    s2 = pickle.loads(pickle.dumps(s))   # what a Spark task receives
+    s2 = pickle.loads(pickle.dumps(s))  # what a Spark task receives
     assert s2.read_text("k.txt") == "v"

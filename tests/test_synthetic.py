@@ -1,13 +1,12 @@
 """The synthetic Binance-layout mirror: layout, determinism, realism, ensure_mirror caching."""
+
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import zipfile
 
 import numpy as np
-import pyarrow.csv as pacsv
 import pytest
 
 from btsys.data import binance as bn
@@ -22,9 +21,16 @@ def _member(path):
 
 
 def test_layout_names_checksums_and_time_units(tmp_path):
-    inv = generate_mirror(str(tmp_path), markets=["spot", "um", "cm"], datasets=["aggTrades", "trades"],
-                          symbols=["BTCUSDT"], start="2024-12-31", end="2025-01-01", ticks_per_day=300,
-                          funding=True)
+    inv = generate_mirror(
+        str(tmp_path),
+        markets=["spot", "um", "cm"],
+        datasets=["aggTrades", "trades"],
+        symbols=["BTCUSDT"],
+        start="2024-12-31",
+        end="2025-01-01",
+        ticks_per_day=300,
+        funding=True,
+    )
     rels = {f["rel"] for f in inv["files"]}
     assert "data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-01-01.zip" in rels
     assert "data/futures/cm/daily/trades/BTCUSDT/BTCUSDT-trades-2024-12-31.zip" in rels
@@ -39,18 +45,26 @@ def test_layout_names_checksums_and_time_units(tmp_path):
         assert name == os.path.basename(path)[:-4] + ".csv"
         first = data.split(b"\n", 1)[0]
         if "/spot/" in f["rel"]:
-            assert first[:1].isdigit() and (b",True," in data or b",False," in data)      # no header
+            assert first[:1].isdigit() and (b",True," in data or b",False," in data)  # no header
             ts = int(first.split(b",")[5 if "aggTrades" in f["rel"] else 4])
-            assert (ts >= 10**14) == ("2025-01-01" in f["rel"])                        # µs from 2025
+            assert (ts >= 10**14) == ("2025-01-01" in f["rel"])  # µs from 2025
         else:
-            assert not first[:1].isdigit()                                               # header
-    _, spot = _member(os.path.join(tmp_path, "data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-01-01.zip"))
-    assert spot.split(b"\n")[0].count(b",") == 7                                         # 8 columns
+            assert not first[:1].isdigit()  # header
+    _, spot = _member(
+        os.path.join(tmp_path, "data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-01-01.zip")
+    )
+    assert spot.split(b"\n")[0].count(b",") == 7  # 8 columns
 
 
 def test_parses_with_the_real_parsers_and_ids_are_contiguous(tmp_path):
-    generate_mirror(str(tmp_path), markets=["spot", "cm"], symbols=["ETHUSDT"], start="2025-01-01",
-                    end="2025-01-02", ticks_per_day=1000)
+    generate_mirror(
+        str(tmp_path),
+        markets=["spot", "cm"],
+        symbols=["ETHUSDT"],
+        start="2025-01-01",
+        end="2025-01-02",
+        ticks_per_day=1000,
+    )
     for market in ("spot", "cm"):
         ids, tss = [], []
         for day in ("2025-01-01", "2025-01-02"):
@@ -59,7 +73,7 @@ def test_parses_with_the_real_parsers_and_ids_are_contiguous(tmp_path):
             t, info = bn.parse_csv(raw, market, "aggTrades", "ETHUSDT", sf.name, bn.DEFAULT_CONTRACT_SIZE)
             assert t.num_rows == 1000 and info.malformed_rows == 0
             ids.append(t["trade_id"].to_numpy()), tss.append(t["ts"].to_numpy())
-            lines = raw.splitlines()[1 if info.header else 0:]
+            lines = raw.splitlines()[1 if info.header else 0 :]
             first_ids = np.array([int(x.split(b",")[3]) for x in lines])
             last_ids = np.array([int(x.split(b",")[4]) for x in lines])
             assert np.all(last_ids >= first_ids) and np.all(first_ids[1:] == last_ids[:-1] + 1)
@@ -68,12 +82,30 @@ def test_parses_with_the_real_parsers_and_ids_are_contiguous(tmp_path):
 
 
 def test_deterministic_and_seed_sensitive(tmp_path):
-    a = generate_mirror(str(tmp_path / "a"), symbols=["BTCUSDT"], start="2025-01-01", end="2025-01-01",
-                        ticks_per_day=500, seed=1)
-    b = generate_mirror(str(tmp_path / "b"), symbols=["BTCUSDT"], start="2025-01-01", end="2025-01-01",
-                        ticks_per_day=500, seed=1)
-    c = generate_mirror(str(tmp_path / "c"), symbols=["BTCUSDT"], start="2025-01-01", end="2025-01-01",
-                        ticks_per_day=500, seed=2)
+    a = generate_mirror(
+        str(tmp_path / "a"),
+        symbols=["BTCUSDT"],
+        start="2025-01-01",
+        end="2025-01-01",
+        ticks_per_day=500,
+        seed=1,
+    )
+    b = generate_mirror(
+        str(tmp_path / "b"),
+        symbols=["BTCUSDT"],
+        start="2025-01-01",
+        end="2025-01-01",
+        ticks_per_day=500,
+        seed=1,
+    )
+    c = generate_mirror(
+        str(tmp_path / "c"),
+        symbols=["BTCUSDT"],
+        start="2025-01-01",
+        end="2025-01-01",
+        ticks_per_day=500,
+        seed=2,
+    )
     assert [f["sha256"] for f in a["files"]] == [f["sha256"] for f in b["files"]]
     assert a["files"][0]["sha256"] != c["files"][0]["sha256"]
 
@@ -83,46 +115,61 @@ def test_realistic_ticks():
     ts = t["ts"]
     hour = (ts // 3_600_000_000) % 24
     counts = np.bincount(hour, minlength=24)
-    assert counts[13:17].mean() > 1.8 * counts[1:5].mean()                 # intraday seasonality
+    assert counts[13:17].mean() > 1.8 * counts[1:5].mean()  # intraday seasonality
     r = np.diff(np.log(t["price"]))
     r = r[r != 0]
     kurt = ((r - r.mean()) ** 4).mean() / r.var() ** 2
-    assert kurt > 5                                                        # heavy-tailed returns
+    assert kurt > 5  # heavy-tailed returns
     # volatility clustering: 5-minute absolute returns are autocorrelated
     block = ts // 300_000_000
-    last = np.flatnonzero(np.diff(block)) 
+    last = np.flatnonzero(np.diff(block))
     p5 = np.log(t["price"][last])
     a = np.abs(np.diff(p5))
     assert np.corrcoef(a[:-1], a[1:])[0, 1] > 0.1
     q = t["qty"]
-    assert q.min() > 0 and np.percentile(q, 99.9) > 20 * np.median(q)       # heavy-tailed sizes
+    assert q.min() > 0 and np.percentile(q, 99.9) > 20 * np.median(q)  # heavy-tailed sizes
     ibm = t["is_buyer_maker"][1:]
     assert ibm[np.diff(t["price"]) < 0].mean() > 0.6 > 0.4 > ibm[np.diff(t["price"]) > 0].mean()
     assert np.all(np.diff(t["agg_id"]) == 1) and np.all(np.diff(ts) >= 0)
 
 
 def test_monthly_files_and_unsorted_futures_months(tmp_path):
-    inv = generate_mirror(str(tmp_path), markets=["spot", "um"], symbols=["BTCUSDT"], start="2024-11-30",
-                          end="2024-12-31", ticks_per_day=100, daily="needed")
+    inv = generate_mirror(
+        str(tmp_path),
+        markets=["spot", "um"],
+        symbols=["BTCUSDT"],
+        start="2024-11-30",
+        end="2024-12-31",
+        ticks_per_day=100,
+        daily="needed",
+    )
     rels = sorted(f["rel"] for f in inv["files"])
-    assert [r.rsplit("/", 1)[1] for r in rels if "/um/" in r] == ["BTCUSDT-aggTrades-2024-11-30.zip",
-                                                                  "BTCUSDT-aggTrades-2024-12.zip"]
+    assert [r.rsplit("/", 1)[1] for r in rels if "/um/" in r] == [
+        "BTCUSDT-aggTrades-2024-11-30.zip",
+        "BTCUSDT-aggTrades-2024-12.zip",
+    ]
     for market in ("spot", "um"):
         sf = bn.source_file(market, "aggTrades", "BTCUSDT", "monthly", "2024-12")
         raw = extract_single_csv(os.path.join(tmp_path, sf.rel), sf.name)
         t, _ = bn.parse_csv(raw, market, "aggTrades", "BTCUSDT", sf.name, {})
         ids = t["trade_id"].to_numpy()
         assert t.num_rows == 3100 and len(np.unique(ids)) == 3100
-        assert (np.all(np.diff(ids) == 1)) == (market == "spot")          # futures months jumbled
+        assert (np.all(np.diff(ids) == 1)) == (market == "spot")  # futures months jumbled
 
 
 def test_ensure_mirror_builds_once_atomically(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = {"market": "spot", "dataset": "aggTrades", "symbols": ["BTCUSDT", "ETHUSDT"], "start": "2025-01-01",
-            "end": "2025-01-03", "synthetic": {"seed": 7, "ticks_per_day": 2000, "markets": ["spot"]}}
+    data = {
+        "market": "spot",
+        "dataset": "aggTrades",
+        "symbols": ["BTCUSDT", "ETHUSDT"],
+        "start": "2025-01-01",
+        "end": "2025-01-03",
+        "synthetic": {"seed": 7, "ticks_per_day": 2000, "markets": ["spot"]},
+    }
     url = ensure_mirror(data)
     assert url.startswith("file://") and "/data/mirror/" in url
-    root = url[len("file://"):]
+    root = url[len("file://") :]
     assert os.path.isfile(os.path.join(root, "_MIRROR.json"))
     assert sorted(os.listdir(os.path.join(root, "data/spot/daily/aggTrades"))) == ["BTCUSDT", "ETHUSDT"]
     stamp = os.path.getmtime(os.path.join(root, "_MIRROR.json"))

@@ -21,19 +21,49 @@ Bar order of events (bar ``i``)
    at ``close[i]``, ``"next_open"`` keeps the order for bar ``i+1``.
 5. Equity is marked at the close.
 """
+
 from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from btsys.backtest.enums import (
-    CHECK_CLOSE, CHECK_HIGH, CHECK_LOW, CHECK_OPEN, CHECK_TS, DAY_US, M, N_METRICS, OrderKind, P_ALLOW_LONG, P_ALLOW_SHORT, P_COOLDOWN, P_FEE, P_FEE_FIXED,
-    P_FILL, P_IMPACT, P_IMPACT_EXP, P_INIT_CASH, P_LEVERAGE, P_MAX_DRAWDOWN, P_MAX_LEVERAGE,
-    P_MAX_POSITION, P_MIN_FEE, P_MIN_QTY, P_MMR, P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP,
-    P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP, P_TRAILING_STOP, SizeMode,
+    CHECK_CLOSE,
+    CHECK_HIGH,
+    CHECK_LOW,
+    CHECK_OPEN,
+    CHECK_TS,
+    DAY_US,
+    N_METRICS,
+    P_ALLOW_LONG,
+    P_ALLOW_SHORT,
+    P_COOLDOWN,
+    P_FEE,
+    P_FEE_FIXED,
+    P_FILL,
+    P_IMPACT,
+    P_IMPACT_EXP,
+    P_INIT_CASH,
+    P_LEVERAGE,
+    P_MAX_DRAWDOWN,
+    P_MAX_LEVERAGE,
+    P_MAX_POSITION,
+    P_MIN_FEE,
+    P_MIN_QTY,
+    P_MMR,
+    P_SIZE,
+    P_SIZE_MODE,
+    P_SLIPPAGE,
+    P_STEP,
+    P_STOP_LOSS,
+    P_TAKE_PROFIT,
+    P_TIME_STOP,
+    P_TRAILING_STOP,
+    M,
+    OrderKind,
+    SizeMode,
 )
 
 _ENTRY = OrderKind.ENTRY
@@ -104,9 +134,28 @@ def liq_price_nb(side, pe, lev, mmr):
 
 
 @njit(cache=True, error_model="numpy")
-def entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, min_fee, slip,
-                  impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos, max_lev,
-                  scale):
+def entry_size_nb(
+    side,
+    px_raw,
+    cash,
+    equity,
+    vol_ref,
+    vol_i,
+    fee,
+    fee_fixed,
+    min_fee,
+    slip,
+    impact,
+    impact_exp,
+    size_mode,
+    size,
+    min_qty,
+    step,
+    lev,
+    max_pos,
+    max_lev,
+    scale,
+):
     """Quantity and fill price of an entry; quantity 0 when no order can be placed.
 
     The margin (notional / leverage) plus the fee must fit in ``cash``. With a participation
@@ -140,7 +189,7 @@ def entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, mi
         if notional > cap:
             notional = cap
         qty = notional / px
-    qty *= scale          # bet size of the signal bar (1.0 without bet sizing)
+    qty *= scale  # bet size of the signal bar (1.0 without bet sizing)
     if not (qty > 0.0):
         return 0.0, px
     if impact > 0.0 and vol_ref > 0.0:
@@ -241,11 +290,32 @@ def stop_levels_nb(side, pe, extreme, sl, tp, tsl, liq):
 @njit(cache=True, error_model="numpy")
 def params_nb(p):
     """The parameter vector (``enums.P_*``) unpacked, once for the single-asset and portfolio kernels."""
-    return (p[P_INIT_CASH], p[P_FEE], p[P_FEE_FIXED], p[P_MIN_FEE], p[P_SLIPPAGE], p[P_IMPACT],
-            p[P_IMPACT_EXP], p[P_FILL] == 1.0, int(p[P_SIZE_MODE]), p[P_SIZE], p[P_MIN_QTY],
-            p[P_STEP], p[P_LEVERAGE], p[P_MMR], p[P_STOP_LOSS], p[P_TAKE_PROFIT],
-            p[P_TRAILING_STOP], int(p[P_TIME_STOP]), int(p[P_COOLDOWN]), p[P_MAX_POSITION],
-            p[P_MAX_LEVERAGE], p[P_MAX_DRAWDOWN], p[P_ALLOW_LONG] != 0.0, p[P_ALLOW_SHORT] != 0.0)
+    return (
+        p[P_INIT_CASH],
+        p[P_FEE],
+        p[P_FEE_FIXED],
+        p[P_MIN_FEE],
+        p[P_SLIPPAGE],
+        p[P_IMPACT],
+        p[P_IMPACT_EXP],
+        p[P_FILL] == 1.0,
+        int(p[P_SIZE_MODE]),
+        p[P_SIZE],
+        p[P_MIN_QTY],
+        p[P_STEP],
+        p[P_LEVERAGE],
+        p[P_MMR],
+        p[P_STOP_LOSS],
+        p[P_TAKE_PROFIT],
+        p[P_TRAILING_STOP],
+        int(p[P_TIME_STOP]),
+        int(p[P_COOLDOWN]),
+        p[P_MAX_POSITION],
+        p[P_MAX_LEVERAGE],
+        p[P_MAX_DRAWDOWN],
+        p[P_ALLOW_LONG] != 0.0,
+        p[P_ALLOW_SHORT] != 0.0,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -279,9 +349,25 @@ def _push_day_nb(acc, daily_out, k, r):
 
 
 @njit(cache=True, error_model="numpy")
-def finish_metrics_nb(out, init_cash, final, dacc, max_dd, max_dd_us, n_closed, n_win, gross_win,
-                      gross_loss, sum_pnl, is_open, exposure, fees_paid, funding_paid, traded,
-                      mean_eq):
+def finish_metrics_nb(
+    out,
+    init_cash,
+    final,
+    dacc,
+    max_dd,
+    max_dd_us,
+    n_closed,
+    n_win,
+    gross_win,
+    gross_loss,
+    sum_pnl,
+    is_open,
+    exposure,
+    fees_paid,
+    funding_paid,
+    traded,
+    mean_eq,
+):
     """Fill the metric vector (slots in ``enums.METRIC_NAMES``) from the run's accumulators."""
     out[_M_TOTAL_RETURN] = final / init_cash - 1.0
     nd = dacc[0]
@@ -330,8 +416,23 @@ def _rec_order_nb(orders, k, idx, ts, col, side, kind, size, price, fees):
 
 
 @njit(cache=True, error_model="numpy")
-def _rec_trade_nb(trades, k, col, entry_idx, exit_idx, direction, is_open, exit_kind, size,
-                  entry_price, exit_price, pnl, ret, fees, funding):
+def _rec_trade_nb(
+    trades,
+    k,
+    col,
+    entry_idx,
+    exit_idx,
+    direction,
+    is_open,
+    exit_kind,
+    size,
+    entry_price,
+    exit_price,
+    pnl,
+    ret,
+    fees,
+    funding,
+):
     r = trades[k]
     r["col"] = col
     r["entry_idx"] = entry_idx
@@ -384,8 +485,9 @@ def equity_stats_nb(ts, equity, init_cash, dacc, daily_out):
             trough = min(trough, eq)
         if ts[i] >= next_day:
             d = ts[i] // _DAY
-            n_day = _push_day_nb(dacc, daily_out, n_day,
-                                 day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0)
+            n_day = _push_day_nb(
+                dacc, daily_out, n_day, day_last_eq / day_prev_eq - 1.0 if day_prev_eq > 0.0 else 0.0
+            )
             for _ in range(d - cur_day - 1):
                 n_day = _push_day_nb(dacc, daily_out, n_day, 0.0)
             day_prev_eq = day_last_eq
@@ -415,8 +517,28 @@ _A_FUNDING = 7
 
 
 @njit(cache=True, error_model="numpy")
-def _exit_nb(acc, store, orders, trades, n_ord, n_tr, col, i, ts_i, kind, px, pos, margin, pe,
-             entry_idx, entry_fee, tr_fund, fee, fee_fixed, min_fee):
+def _exit_nb(
+    acc,
+    store,
+    orders,
+    trades,
+    n_ord,
+    n_tr,
+    col,
+    i,
+    ts_i,
+    kind,
+    px,
+    pos,
+    margin,
+    pe,
+    entry_idx,
+    entry_fee,
+    tr_fund,
+    fee,
+    fee_fixed,
+    min_fee,
+):
     """Close the whole position at ``px``; returns the cash released. Records order and trade."""
     q = abs(pos)
     side = -1 if pos > 0.0 else 1
@@ -435,19 +557,79 @@ def _exit_nb(acc, store, orders, trades, n_ord, n_tr, col, i, ts_i, kind, px, po
         acc[_A_GROSS_LOSS] -= pnl
     if store:
         _rec_order_nb(orders, n_ord, i, ts_i, col, side, kind, q, px, f)
-        _rec_trade_nb(trades, n_tr, col, entry_idx, i, -side, 0, kind, q, pe, px, pnl,
-                      pnl / margin, entry_fee + f, tr_fund)
+        _rec_trade_nb(
+            trades,
+            n_tr,
+            col,
+            entry_idx,
+            i,
+            -side,
+            0,
+            kind,
+            q,
+            pe,
+            px,
+            pnl,
+            pnl / margin,
+            entry_fee + f,
+            tr_fund,
+        )
     return margin + gross - f
 
 
 @njit(cache=True, error_model="numpy")
-def _entry_nb(acc, store, orders, n_ord, col, i, ts_i, side, px_raw, cash, equity, vol_ref, vol_i,
-              fee, fee_fixed, min_fee, slip, impact, impact_exp, size_mode, size, min_qty, step,
-              lev, max_pos, max_lev, scale):
+def _entry_nb(
+    acc,
+    store,
+    orders,
+    n_ord,
+    col,
+    i,
+    ts_i,
+    side,
+    px_raw,
+    cash,
+    equity,
+    vol_ref,
+    vol_i,
+    fee,
+    fee_fixed,
+    min_fee,
+    slip,
+    impact,
+    impact_exp,
+    size_mode,
+    size,
+    min_qty,
+    step,
+    lev,
+    max_pos,
+    max_lev,
+    scale,
+):
     """Open a position; returns ``(qty, price, fee, margin)`` (qty 0: no order)."""
-    q, px = entry_size_nb(side, px_raw, cash, equity, vol_ref, vol_i, fee, fee_fixed, min_fee,
-                          slip, impact, impact_exp, size_mode, size, min_qty, step, lev, max_pos,
-                          max_lev, scale)
+    q, px = entry_size_nb(
+        side,
+        px_raw,
+        cash,
+        equity,
+        vol_ref,
+        vol_i,
+        fee,
+        fee_fixed,
+        min_fee,
+        slip,
+        impact,
+        impact_exp,
+        size_mode,
+        size,
+        min_qty,
+        step,
+        lev,
+        max_pos,
+        max_lev,
+        scale,
+    )
     if q <= 0.0:
         return 0.0, px, 0.0, 0.0
     notional = q * px
@@ -460,8 +642,31 @@ def _entry_nb(acc, store, orders, n_ord, col, i, ts_i, side, px_raw, cash, equit
 
 
 @njit(cache=True, error_model="numpy")
-def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, p, store,
-                eq_out, cash_out, pos_out, orders, trades, metrics, daily_out, check):
+def simulate_nb(
+    ts,
+    open_,
+    high,
+    low,
+    close,
+    volume,
+    le,
+    lx,
+    se,
+    sx,
+    funding,
+    vol_est,
+    scale,
+    p,
+    store,
+    eq_out,
+    cash_out,
+    pos_out,
+    orders,
+    trades,
+    metrics,
+    daily_out,
+    check,
+):
     """Single-asset backtest; returns ``(n_orders, n_trades, bad_row)`` and fills ``metrics``.
 
     ``bad_row`` is -1, or the first row where an input named by ``check`` is invalid (the run
@@ -493,9 +698,32 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
     chk_t = (check & CHECK_TS) != 0
     has_long = le.shape[0] > 0
     has_short = se.shape[0] > 0
-    (init_cash, fee, fee_fixed, min_fee, slip, impact, impact_exp, fill_close, size_mode, size,
-     min_qty, step, lev, mmr, sl, tp, tsl, time_stop, cooldown, max_pos, max_lev, max_dd_kill,
-     allow_long, allow_short) = params_nb(p)
+    (
+        init_cash,
+        fee,
+        fee_fixed,
+        min_fee,
+        slip,
+        impact,
+        impact_exp,
+        fill_close,
+        size_mode,
+        size,
+        min_qty,
+        step,
+        lev,
+        mmr,
+        sl,
+        tp,
+        tsl,
+        time_stop,
+        cooldown,
+        max_pos,
+        max_lev,
+        max_dd_kill,
+        allow_long,
+        allow_short,
+    ) = params_nb(p)
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
     has_volest = vol_est.shape[0] > 0
@@ -558,22 +786,69 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
             if pend_exit and pos != 0.0:
                 side = -1 if pos > 0.0 else 1
                 px = slip_price_nb(open_[i], side, slip, impact, impact_exp, abs(pos), vol_ref)
-                cash += _exit_nb(acc, store, orders, trades, n_ord, n_tr, 0, i, ts[i], pend_kind,
-                                 px, pos, margin, pe, entry_idx, entry_fee, tr_fund, fee,
-                                 fee_fixed, min_fee)
+                cash += _exit_nb(
+                    acc,
+                    store,
+                    orders,
+                    trades,
+                    n_ord,
+                    n_tr,
+                    0,
+                    i,
+                    ts[i],
+                    pend_kind,
+                    px,
+                    pos,
+                    margin,
+                    pe,
+                    entry_idx,
+                    entry_fee,
+                    tr_fund,
+                    fee,
+                    fee_fixed,
+                    min_fee,
+                )
                 n_ord += 1
                 n_tr += 1
                 pos = 0.0
                 margin = 0.0
                 last_exit = i
-            if pend_dir != 0 and pos == 0.0 and not halted and not (
-                    cooldown > 0 and i - last_exit <= cooldown):
+            if (
+                pend_dir != 0
+                and pos == 0.0
+                and not halted
+                and not (cooldown > 0 and i - last_exit <= cooldown)
+            ):
                 vi = vol_est[i - 1] if has_volest else 0.0
-                q, px, f, m = _entry_nb(acc, store, orders, n_ord, 0, i, ts[i], pend_dir,
-                                        open_[i], cash, cash, vol_ref, vi, fee, fee_fixed,
-                                        min_fee, slip, impact, impact_exp, size_mode, size,
-                                        min_qty, step, lev, max_pos, max_lev,
-                                        scale[i - 1] if has_scale else 1.0)
+                q, px, f, m = _entry_nb(
+                    acc,
+                    store,
+                    orders,
+                    n_ord,
+                    0,
+                    i,
+                    ts[i],
+                    pend_dir,
+                    open_[i],
+                    cash,
+                    cash,
+                    vol_ref,
+                    vi,
+                    fee,
+                    fee_fixed,
+                    min_fee,
+                    slip,
+                    impact,
+                    impact_exp,
+                    size_mode,
+                    size,
+                    min_qty,
+                    step,
+                    lev,
+                    max_pos,
+                    max_lev,
+                    scale[i - 1] if has_scale else 1.0,
+                )
                 if q > 0.0:
                     n_ord += 1
                     cash -= m + f
@@ -584,8 +859,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                     entry_fee = f
                     tr_fund = 0.0
                     extreme = px
-                    liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(pend_dir, px, lev, mmr, sl, tp,
-                                                                      tsl)
+                    liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(pend_dir, px, lev, mmr, sl, tp, tsl)
             pend_exit = False
             pend_dir = 0
 
@@ -597,18 +871,35 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                 hit = not ((high[i] < prot_lvl) & (low[i] > tp_lvl))
             if hit:
                 side = 1 if pos > 0.0 else -1
-                k, px_raw = intrabar_exit_nb(side, open_[i], high[i], low[i], pe, extreme,
-                                             sl, tp, tsl, liq)
+                k, px_raw = intrabar_exit_nb(side, open_[i], high[i], low[i], pe, extreme, sl, tp, tsl, liq)
                 if k >= 0:
                     if k == _LIQ:
                         px = px_raw
                     else:
                         vol_ref = volume[i - 1] if (has_vol and i > 0) else 0.0
-                        px = slip_price_nb(px_raw, -side, slip, impact, impact_exp, abs(pos),
-                                           vol_ref)
-                    cash += _exit_nb(acc, store, orders, trades, n_ord, n_tr, 0, i, ts[i], k,
-                                     px, pos, margin, pe, entry_idx, entry_fee, tr_fund, fee,
-                                     fee_fixed, min_fee)
+                        px = slip_price_nb(px_raw, -side, slip, impact, impact_exp, abs(pos), vol_ref)
+                    cash += _exit_nb(
+                        acc,
+                        store,
+                        orders,
+                        trades,
+                        n_ord,
+                        n_tr,
+                        0,
+                        i,
+                        ts[i],
+                        k,
+                        px,
+                        pos,
+                        margin,
+                        pe,
+                        entry_idx,
+                        entry_fee,
+                        tr_fund,
+                        fee,
+                        fee_fixed,
+                        min_fee,
+                    )
                     n_ord += 1
                     n_tr += 1
                     pos = 0.0
@@ -674,9 +965,28 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                 if dx:
                     side = -1 if pos > 0.0 else 1
                     px = slip_price_nb(c, side, slip, impact, impact_exp, abs(pos), vol_ref)
-                    cash += _exit_nb(acc, store, orders, trades, n_ord, n_tr, 0, i, ts[i], dk,
-                                     px, pos, margin, pe, entry_idx, entry_fee, tr_fund, fee,
-                                     fee_fixed, min_fee)
+                    cash += _exit_nb(
+                        acc,
+                        store,
+                        orders,
+                        trades,
+                        n_ord,
+                        n_tr,
+                        0,
+                        i,
+                        ts[i],
+                        dk,
+                        px,
+                        pos,
+                        margin,
+                        pe,
+                        entry_idx,
+                        entry_fee,
+                        tr_fund,
+                        fee,
+                        fee_fixed,
+                        min_fee,
+                    )
                     n_ord += 1
                     n_tr += 1
                     pos = 0.0
@@ -684,10 +994,35 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                     last_exit = i
                 if dd != 0 and pos == 0.0 and not (cooldown > 0 and i - last_exit <= cooldown):
                     vi = vol_est[i] if has_volest else 0.0
-                    q, px, f, m = _entry_nb(acc, store, orders, n_ord, 0, i, ts[i], dd, c, cash,
-                                            cash, vol_ref, vi, fee, fee_fixed, min_fee, slip,
-                                            impact, impact_exp, size_mode, size, min_qty, step,
-                                            lev, max_pos, max_lev, scale[i] if has_scale else 1.0)
+                    q, px, f, m = _entry_nb(
+                        acc,
+                        store,
+                        orders,
+                        n_ord,
+                        0,
+                        i,
+                        ts[i],
+                        dd,
+                        c,
+                        cash,
+                        cash,
+                        vol_ref,
+                        vi,
+                        fee,
+                        fee_fixed,
+                        min_fee,
+                        slip,
+                        impact,
+                        impact_exp,
+                        size_mode,
+                        size,
+                        min_qty,
+                        step,
+                        lev,
+                        max_pos,
+                        max_lev,
+                        scale[i] if has_scale else 1.0,
+                    )
                     if q > 0.0:
                         n_ord += 1
                         cash -= m + f
@@ -698,8 +1033,7 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
                         entry_fee = f
                         tr_fund = 0.0
                         extreme = px
-                        liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(dd, px, lev, mmr, sl, tp,
-                                                                          tsl)
+                        liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(dd, px, lev, mmr, sl, tp, tsl)
 
         # ---- 5. trailing extreme, mark to market, streaming metrics
         if pos != 0.0:
@@ -735,13 +1069,43 @@ def simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vo
         c = close[n - 1]
         pnl = pos * (c - pe) - entry_fee - tr_fund
         if store:
-            _rec_trade_nb(trades, n_tr, 0, entry_idx, n - 1, 1 if pos > 0.0 else -1, 1, -1,
-                          abs(pos), pe, c, pnl, pnl / margin, entry_fee, tr_fund)
+            _rec_trade_nb(
+                trades,
+                n_tr,
+                0,
+                entry_idx,
+                n - 1,
+                1 if pos > 0.0 else -1,
+                1,
+                -1,
+                abs(pos),
+                pe,
+                c,
+                pnl,
+                pnl / margin,
+                entry_fee,
+                tr_fund,
+            )
         n_tr += 1
-    finish_metrics_nb(metrics, init_cash, eq, dacc, max_dd, max_dd_us, int(acc[_A_CLOSED]),
-                      int(acc[_A_WIN]), acc[_A_GROSS_WIN], acc[_A_GROSS_LOSS], acc[_A_SUM_PNL],
-                      is_open, n_exposed / n, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED],
-                      sum_eq / n)
+    finish_metrics_nb(
+        metrics,
+        init_cash,
+        eq,
+        dacc,
+        max_dd,
+        max_dd_us,
+        int(acc[_A_CLOSED]),
+        int(acc[_A_WIN]),
+        acc[_A_GROSS_WIN],
+        acc[_A_GROSS_LOSS],
+        acc[_A_SUM_PNL],
+        is_open,
+        n_exposed / n,
+        acc[_A_FEES],
+        acc[_A_FUNDING],
+        acc[_A_TRADED],
+        sum_eq / n,
+    )
     return n_ord, n_tr, -1
 
 
@@ -804,8 +1168,26 @@ def cross_signals_nb(fast, slow, entries, exits):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, fast_row, slow_row,
-                   params, direction, n_threads, orders0, trades0, out, daily):
+def sweep_cross_nb(
+    ts,
+    open_,
+    high,
+    low,
+    close,
+    volume,
+    funding,
+    vol_est,
+    mas,
+    fast_row,
+    slow_row,
+    params,
+    direction,
+    n_threads,
+    orders0,
+    trades0,
+    out,
+    daily,
+):
     """All combinations of a moving-average-cross grid in one call.
 
     Combination ``c`` trades ``mas[fast_row[c]]`` against ``mas[slow_row[c]]`` with parameter
@@ -819,34 +1201,101 @@ def sweep_cross_nb(ts, open_, high, low, close, volume, funding, vol_est, mas, f
     n = close.shape[0]
     n_comb = fast_row.shape[0]
     nth = max(1, min(n_threads, n_comb))
-    nof = np.zeros(0, dtype=np.bool_)     # an unused signal pair
+    nof = np.zeros(0, dtype=np.bool_)  # an unused signal pair
     empty_f = np.zeros(0)
     for t in prange(nth):
         en = np.empty(n, dtype=np.bool_)
         ex = np.empty(n, dtype=np.bool_)
         m = np.empty(N_METRICS)
-        eqb = np.empty(n)            # this thread's equity path, reused by its combinations
+        eqb = np.empty(n)  # this thread's equity path, reused by its combinations
         for c in range(t, n_comb, nth):
             cross_signals_nb(mas[fast_row[c]], mas[slow_row[c]], en, ex)
             if direction == 0:
-                simulate_nb(ts, open_, high, low, close, volume, en, ex, nof, nof,
-                            funding, vol_est, empty_f, params[c], False, eqb, empty_f, empty_f,
-                            orders0, trades0, m, daily[c], 0)
+                simulate_nb(
+                    ts,
+                    open_,
+                    high,
+                    low,
+                    close,
+                    volume,
+                    en,
+                    ex,
+                    nof,
+                    nof,
+                    funding,
+                    vol_est,
+                    empty_f,
+                    params[c],
+                    False,
+                    eqb,
+                    empty_f,
+                    empty_f,
+                    orders0,
+                    trades0,
+                    m,
+                    daily[c],
+                    0,
+                )
             elif direction == 1:
-                simulate_nb(ts, open_, high, low, close, volume, nof, nof, en, ex,
-                            funding, vol_est, empty_f, params[c], False, eqb, empty_f, empty_f,
-                            orders0, trades0, m, daily[c], 0)
+                simulate_nb(
+                    ts,
+                    open_,
+                    high,
+                    low,
+                    close,
+                    volume,
+                    nof,
+                    nof,
+                    en,
+                    ex,
+                    funding,
+                    vol_est,
+                    empty_f,
+                    params[c],
+                    False,
+                    eqb,
+                    empty_f,
+                    empty_f,
+                    orders0,
+                    trades0,
+                    m,
+                    daily[c],
+                    0,
+                )
             else:
-                simulate_nb(ts, open_, high, low, close, volume, en, ex, ex, en,
-                            funding, vol_est, empty_f, params[c], False, eqb, empty_f, empty_f,
-                            orders0, trades0, m, daily[c], 0)
+                simulate_nb(
+                    ts,
+                    open_,
+                    high,
+                    low,
+                    close,
+                    volume,
+                    en,
+                    ex,
+                    ex,
+                    en,
+                    funding,
+                    vol_est,
+                    empty_f,
+                    params[c],
+                    False,
+                    eqb,
+                    empty_f,
+                    empty_f,
+                    orders0,
+                    trades0,
+                    m,
+                    daily[c],
+                    0,
+                )
             out[c, :] = m
 
 
 # --------------------------------------------------------------------------- metrics from arrays
 @njit(cache=True, error_model="numpy")
-def equity_metrics_nb(ts, equity, init_cash, exposed, trade_pnl, trade_open, fees_paid,
-                      funding_paid, traded, out):
+def equity_metrics_nb(
+    ts, equity, init_cash, exposed, trade_pnl, trade_open, fees_paid, funding_paid, traded, out
+):
     """The metric vector from per-bar equity and trade pnls (same definitions as the streaming
     metrics of :func:`simulate_nb`): used for portfolios and to cross-check the event loop."""
     n = equity.shape[0]
@@ -874,15 +1323,51 @@ def equity_metrics_nb(ts, equity, init_cash, exposed, trade_pnl, trade_open, fee
         else:
             gl -= trade_pnl[j]
     n_open = trade_pnl.shape[0] - n_closed
-    finish_metrics_nb(out, init_cash, equity[n - 1], dacc, max_dd, max_dd_us, n_closed, n_win, gw,
-                      gl, sp, any_open, n_exp / n, fees_paid, funding_paid, traded, sum_eq / n)
+    finish_metrics_nb(
+        out,
+        init_cash,
+        equity[n - 1],
+        dacc,
+        max_dd,
+        max_dd_us,
+        n_closed,
+        n_win,
+        gw,
+        gl,
+        sp,
+        any_open,
+        n_exp / n,
+        fees_paid,
+        funding_paid,
+        traded,
+        sum_eq / n,
+    )
     out[_M_N_TRADES] = n_closed + n_open
 
 
 # --------------------------------------------------------------------------- portfolios
 @njit(cache=True, error_model="numpy")
-def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, funding, scale, p,
-                 eq_out, cash_out, pos_out, orders, trades):
+def portfolio_nb(
+    ts,
+    has,
+    open_,
+    high,
+    low,
+    close,
+    volume,
+    le,
+    lx,
+    se,
+    sx,
+    funding,
+    scale,
+    p,
+    eq_out,
+    cash_out,
+    pos_out,
+    orders,
+    trades,
+):
     """Several symbols (columns) with shared cash over one merged timeline (rows = time).
 
     ``has[t, k]``: symbol k has a bar closing at ``ts[t]``; its other inputs at ``[t, k]`` are
@@ -894,9 +1379,32 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
     ``(n_orders, n_trades, fees_paid, funding_paid, traded)``.
     """
     T, K = close.shape
-    (init_cash, fee, fee_fixed, min_fee, slip, impact, impact_exp, fill_close, size_mode, size,
-     min_qty, step, lev, mmr, sl, tp, tsl, time_stop, cooldown, max_pos, max_lev, max_dd_kill,
-     allow_long, allow_short) = params_nb(p)
+    (
+        init_cash,
+        fee,
+        fee_fixed,
+        min_fee,
+        slip,
+        impact,
+        impact_exp,
+        fill_close,
+        size_mode,
+        size,
+        min_qty,
+        step,
+        lev,
+        mmr,
+        sl,
+        tp,
+        tsl,
+        time_stop,
+        cooldown,
+        max_pos,
+        max_lev,
+        max_dd_kill,
+        allow_long,
+        allow_short,
+    ) = params_nb(p)
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
     held_extra = 0 if fill_close else 1
@@ -910,13 +1418,13 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
     extreme = np.zeros(K)
     prot = np.zeros(K)
     tgt = np.zeros(K)
-    entry_idx = np.full(K, -1, dtype=np.int64)   # bar number of the symbol (its own bars)
-    entry_t = np.zeros(K, dtype=np.int64)        # timeline row of the entry
+    entry_idx = np.full(K, -1, dtype=np.int64)  # bar number of the symbol (its own bars)
+    entry_t = np.zeros(K, dtype=np.int64)  # timeline row of the entry
     entry_fee = np.zeros(K)
     tr_fund = np.zeros(K)
     last_exit = np.full(K, -(1 << 62), dtype=np.int64)
-    nbar = np.full(K, -1, dtype=np.int64)        # bars seen per symbol
-    prev_t = np.full(K, -1, dtype=np.int64)      # timeline row of the symbol's previous bar
+    nbar = np.full(K, -1, dtype=np.int64)  # bars seen per symbol
+    prev_t = np.full(K, -1, dtype=np.int64)  # timeline row of the symbol's previous bar
     last_close = np.zeros(K)
     pend = np.zeros(K, dtype=np.bool_)
     pend_exit = np.zeros(K, dtype=np.bool_)
@@ -944,17 +1452,40 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                 if pend_exit[k] and pos[k] != 0.0:
                     side = -1 if pos[k] > 0.0 else 1
                     px = slip_price_nb(o, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
-                    cash += _exit_nb(acc, True, orders, trades, n_ord, n_tr, k, t, ts[t],
-                                     pend_kind[k], px, pos[k], margin[k], pe[k], entry_t[k],
-                                     entry_fee[k], tr_fund[k], fee, fee_fixed, min_fee)
+                    cash += _exit_nb(
+                        acc,
+                        True,
+                        orders,
+                        trades,
+                        n_ord,
+                        n_tr,
+                        k,
+                        t,
+                        ts[t],
+                        pend_kind[k],
+                        px,
+                        pos[k],
+                        margin[k],
+                        pe[k],
+                        entry_t[k],
+                        entry_fee[k],
+                        tr_fund[k],
+                        fee,
+                        fee_fixed,
+                        min_fee,
+                    )
                     n_ord += 1
                     n_tr += 1
                     pos[k] = 0.0
                     margin[k] = 0.0
                     last_exit[k] = b
                 d = pend_dir[k]
-                if d != 0 and pos[k] == 0.0 and not halted and not (
-                        cooldown > 0 and b - last_exit[k] <= cooldown):
+                if (
+                    d != 0
+                    and pos[k] == 0.0
+                    and not halted
+                    and not (cooldown > 0 and b - last_exit[k] <= cooldown)
+                ):
                     eq_now = cash
                     n_flat = 0
                     for j in range(K):
@@ -962,10 +1493,35 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                         if pos[j] == 0.0:
                             n_flat += 1
                     budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
-                    q, px, f, m = _entry_nb(acc, True, orders, n_ord, k, t, ts[t], d, o, budget,
-                                            eq_now, vol_ref, 0.0, fee, fee_fixed, min_fee, slip,
-                                            impact, impact_exp, size_mode, size, min_qty, step,
-                                            lev, max_pos, max_lev, pend_scale[k])
+                    q, px, f, m = _entry_nb(
+                        acc,
+                        True,
+                        orders,
+                        n_ord,
+                        k,
+                        t,
+                        ts[t],
+                        d,
+                        o,
+                        budget,
+                        eq_now,
+                        vol_ref,
+                        0.0,
+                        fee,
+                        fee_fixed,
+                        min_fee,
+                        slip,
+                        impact,
+                        impact_exp,
+                        size_mode,
+                        size,
+                        min_qty,
+                        step,
+                        lev,
+                        max_pos,
+                        max_lev,
+                        pend_scale[k],
+                    )
                     if q > 0.0:
                         n_ord += 1
                         cash -= m + f
@@ -988,18 +1544,37 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                     hit = not (high[t, k] < prot[k] and low[t, k] > tgt[k])
                 if hit:
                     side = 1 if pos[k] > 0.0 else -1
-                    kk, px_raw = intrabar_exit_nb(side, o, high[t, k], low[t, k], pe[k],
-                                                  extreme[k], sl, tp, tsl, liq[k])
+                    kk, px_raw = intrabar_exit_nb(
+                        side, o, high[t, k], low[t, k], pe[k], extreme[k], sl, tp, tsl, liq[k]
+                    )
                     if kk >= 0:
                         if kk == _LIQ:
                             px = px_raw
                         else:
                             vol_ref = volume[prev_t[k], k] if (has_vol and prev_t[k] >= 0) else 0.0
-                            px = slip_price_nb(px_raw, -side, slip, impact, impact_exp,
-                                               abs(pos[k]), vol_ref)
-                        cash += _exit_nb(acc, True, orders, trades, n_ord, n_tr, k, t, ts[t], kk,
-                                         px, pos[k], margin[k], pe[k], entry_t[k], entry_fee[k],
-                                         tr_fund[k], fee, fee_fixed, min_fee)
+                            px = slip_price_nb(px_raw, -side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
+                        cash += _exit_nb(
+                            acc,
+                            True,
+                            orders,
+                            trades,
+                            n_ord,
+                            n_tr,
+                            k,
+                            t,
+                            ts[t],
+                            kk,
+                            px,
+                            pos[k],
+                            margin[k],
+                            pe[k],
+                            entry_t[k],
+                            entry_fee[k],
+                            tr_fund[k],
+                            fee,
+                            fee_fixed,
+                            min_fee,
+                        )
                         n_ord += 1
                         n_tr += 1
                         pos[k] = 0.0
@@ -1059,16 +1634,34 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                     if dx:
                         side = -1 if pos[k] > 0.0 else 1
                         px = slip_price_nb(c, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
-                        cash += _exit_nb(acc, True, orders, trades, n_ord, n_tr, k, t, ts[t], dk,
-                                         px, pos[k], margin[k], pe[k], entry_t[k], entry_fee[k],
-                                         tr_fund[k], fee, fee_fixed, min_fee)
+                        cash += _exit_nb(
+                            acc,
+                            True,
+                            orders,
+                            trades,
+                            n_ord,
+                            n_tr,
+                            k,
+                            t,
+                            ts[t],
+                            dk,
+                            px,
+                            pos[k],
+                            margin[k],
+                            pe[k],
+                            entry_t[k],
+                            entry_fee[k],
+                            tr_fund[k],
+                            fee,
+                            fee_fixed,
+                            min_fee,
+                        )
                         n_ord += 1
                         n_tr += 1
                         pos[k] = 0.0
                         margin[k] = 0.0
                         last_exit[k] = b
-                    if d != 0 and pos[k] == 0.0 and not (
-                            cooldown > 0 and b - last_exit[k] <= cooldown):
+                    if d != 0 and pos[k] == 0.0 and not (cooldown > 0 and b - last_exit[k] <= cooldown):
                         eq_now = cash
                         n_flat = 0
                         for j in range(K):
@@ -1076,11 +1669,35 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                             if pos[j] == 0.0:
                                 n_flat += 1
                         budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
-                        q, px, f, m = _entry_nb(acc, True, orders, n_ord, k, t, ts[t], d, c,
-                                                budget, eq_now, vol_ref, 0.0, fee, fee_fixed,
-                                                min_fee, slip, impact, impact_exp, size_mode,
-                                                size, min_qty, step, lev, max_pos, max_lev,
-                                                scale[t, k] if has_scale else 1.0)
+                        q, px, f, m = _entry_nb(
+                            acc,
+                            True,
+                            orders,
+                            n_ord,
+                            k,
+                            t,
+                            ts[t],
+                            d,
+                            c,
+                            budget,
+                            eq_now,
+                            vol_ref,
+                            0.0,
+                            fee,
+                            fee_fixed,
+                            min_fee,
+                            slip,
+                            impact,
+                            impact_exp,
+                            size_mode,
+                            size,
+                            min_qty,
+                            step,
+                            lev,
+                            max_pos,
+                            max_lev,
+                            scale[t, k] if has_scale else 1.0,
+                        )
                         if q > 0.0:
                             n_ord += 1
                             cash -= m + f
@@ -1100,8 +1717,9 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                 elif pos[k] < 0.0 and low[t, k] < extreme[k]:
                     extreme[k] = low[t, k]
                 if tsl > 0.0:
-                    prot[k], tgt[k] = stop_levels_nb(1 if pos[k] > 0.0 else -1, pe[k], extreme[k],
-                                                     sl, tp, tsl, liq[k])
+                    prot[k], tgt[k] = stop_levels_nb(
+                        1 if pos[k] > 0.0 else -1, pe[k], extreme[k], sl, tp, tsl, liq[k]
+                    )
             prev_t[k] = t
         # ---- mark the portfolio at this time
         eq = cash
@@ -1115,13 +1733,28 @@ def portfolio_nb(ts, has, open_, high, low, close, volume, le, lx, se, sx, fundi
                 kpeak = eq
             if kpeak - eq >= max_dd_kill * kpeak:
                 halted = True
-                kill_now = True   # every symbol flattens at its next bar's decision
+                kill_now = True  # every symbol flattens at its next bar's decision
     for k in range(K):
         if pos[k] != 0.0:
             c = last_close[k]
             pnl = pos[k] * (c - pe[k]) - entry_fee[k] - tr_fund[k]
-            _rec_trade_nb(trades, n_tr, k, entry_t[k], T - 1, 1 if pos[k] > 0.0 else -1, 1, -1,
-                          abs(pos[k]), pe[k], c, pnl, pnl / margin[k], entry_fee[k], tr_fund[k])
+            _rec_trade_nb(
+                trades,
+                n_tr,
+                k,
+                entry_t[k],
+                T - 1,
+                1 if pos[k] > 0.0 else -1,
+                1,
+                -1,
+                abs(pos[k]),
+                pe[k],
+                c,
+                pnl,
+                pnl / margin[k],
+                entry_fee[k],
+                tr_fund[k],
+            )
             n_tr += 1
     return n_ord, n_tr, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED]
 
@@ -1192,8 +1825,29 @@ def first_bad_input_nb(ts, open_, high, low, close, check):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def simulate_checked_nb(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est,
-                        scale, p, eq_out, cash_out, pos_out, orders, trades, metrics, check):
+def simulate_checked_nb(
+    ts,
+    open_,
+    high,
+    low,
+    close,
+    volume,
+    le,
+    lx,
+    se,
+    sx,
+    funding,
+    vol_est,
+    scale,
+    p,
+    eq_out,
+    cash_out,
+    pos_out,
+    orders,
+    trades,
+    metrics,
+    check,
+):
     """:func:`simulate_nb` (``store=True``) on one thread while a second thread validates the
     inputs named by ``check`` (:func:`first_bad_input_nb`); returns ``(n_orders, n_trades,
     bad_row)``. The event loop never fails on invalid values (they only make its outputs
@@ -1202,9 +1856,31 @@ def simulate_checked_nb(ts, open_, high, low, close, volume, le, lx, se, sx, fun
     daily = np.zeros(0)
     for k in prange(2):
         if k == 0:
-            n_ord, n_tr, _ = simulate_nb(ts, open_, high, low, close, volume, le, lx, se, sx,
-                                         funding, vol_est, scale, p, True, eq_out, cash_out,
-                                         pos_out, orders, trades, metrics, daily, 0)
+            n_ord, n_tr, _ = simulate_nb(
+                ts,
+                open_,
+                high,
+                low,
+                close,
+                volume,
+                le,
+                lx,
+                se,
+                sx,
+                funding,
+                vol_est,
+                scale,
+                p,
+                True,
+                eq_out,
+                cash_out,
+                pos_out,
+                orders,
+                trades,
+                metrics,
+                daily,
+                0,
+            )
             out[0] = n_ord
             out[1] = n_tr
         else:

@@ -9,6 +9,7 @@ notional / leverage`` and pays its fee from ``cash``; the position's value is ``
 position * (close - entry_price)``; ``equity = cash + position value``. At leverage 1 a long's
 value is ``position * close`` as in a spot account.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,19 +24,68 @@ import pandas as pd
 
 from btsys.backtest import _nb
 from btsys.backtest.enums import (
-    CHECK_CLOSE, CHECK_HIGH, CHECK_LOW, CHECK_OPEN, CHECK_TS, DAY_US, DIRECTION_NAMES, FILL_NAMES,
-    METRIC_NAMES, N_METRICS, N_PARAMS, SIZE_MODE_NAMES, Direction, P_ALLOW_LONG, P_ALLOW_SHORT,
-    P_COOLDOWN, P_FEE, P_FEE_FIXED, P_FILL, P_IMPACT, P_IMPACT_EXP, P_INIT_CASH, P_LEVERAGE,
-    P_MAKER_FEE, P_MAX_DRAWDOWN, P_MAX_LEVERAGE, P_MAX_POSITION, P_MIN_FEE, P_MIN_QTY, P_MMR,
-    P_SIZE, P_SIZE_MODE, P_SLIPPAGE, P_STEP, P_STOP_LOSS, P_TAKE_PROFIT, P_TIME_STOP,
-    P_TRAILING_STOP, SizeMode, order_dt, trade_dt,
+    CHECK_CLOSE,
+    CHECK_HIGH,
+    CHECK_LOW,
+    CHECK_OPEN,
+    CHECK_TS,
+    DAY_US,
+    DIRECTION_NAMES,
+    FILL_NAMES,
+    METRIC_NAMES,
+    N_METRICS,
+    N_PARAMS,
+    P_ALLOW_LONG,
+    P_ALLOW_SHORT,
+    P_COOLDOWN,
+    P_FEE,
+    P_FEE_FIXED,
+    P_FILL,
+    P_IMPACT,
+    P_IMPACT_EXP,
+    P_INIT_CASH,
+    P_LEVERAGE,
+    P_MAKER_FEE,
+    P_MAX_DRAWDOWN,
+    P_MAX_LEVERAGE,
+    P_MAX_POSITION,
+    P_MIN_FEE,
+    P_MIN_QTY,
+    P_MMR,
+    P_SIZE,
+    P_SIZE_MODE,
+    P_SLIPPAGE,
+    P_STEP,
+    P_STOP_LOSS,
+    P_TAKE_PROFIT,
+    P_TIME_STOP,
+    P_TRAILING_STOP,
+    SIZE_MODE_NAMES,
+    Direction,
+    SizeMode,
+    order_dt,
+    trade_dt,
 )
 
 _PAR_LOCK = threading.Lock()
 
-TRADE_COLUMNS = ["entry_idx", "exit_idx", "entry_ts", "exit_ts", "direction", "size", "entry_price",
-                 "exit_price", "pnl", "return", "duration_bars", "fees", "funding", "is_open",
-                 "exit_kind"]
+TRADE_COLUMNS = [
+    "entry_idx",
+    "exit_idx",
+    "entry_ts",
+    "exit_ts",
+    "direction",
+    "size",
+    "entry_price",
+    "exit_price",
+    "pnl",
+    "return",
+    "duration_bars",
+    "fees",
+    "funding",
+    "is_open",
+    "exit_kind",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +106,7 @@ class BacktestResult:
     final_value : equity after the last bar.
     symbols : symbol per ``orders['col']`` (portfolios; ``[]`` for one asset).
     """
+
     ts: np.ndarray
     equity: np.ndarray
     cash: np.ndarray
@@ -109,8 +160,12 @@ def ohlc_arrays(close, open, high, low, who: str, check: bool = True):
     lo = c if low is None else _f64("low", low, n, positive=check)
     if check:
         return c, o, h, lo
-    mask = (CHECK_CLOSE | (0 if open is None else CHECK_OPEN) | (0 if high is None else CHECK_HIGH)
-            | (0 if low is None else CHECK_LOW))
+    mask = (
+        CHECK_CLOSE
+        | (0 if open is None else CHECK_OPEN)
+        | (0 if high is None else CHECK_HIGH)
+        | (0 if low is None else CHECK_LOW)
+    )
     return c, o, h, lo, mask
 
 
@@ -128,8 +183,15 @@ def _bool(name: str, x: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _num(name: str, v: Any, *, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False,
-         allow_inf: bool = False) -> float:
+def _num(
+    name: str,
+    v: Any,
+    *,
+    lo: float = 0.0,
+    hi: float = math.inf,
+    lo_open: bool = False,
+    allow_inf: bool = False,
+) -> float:
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -137,8 +199,7 @@ def _num(name: str, v: Any, *, lo: float = 0.0, hi: float = math.inf, lo_open: b
     if math.isnan(f) or (math.isinf(f) and not allow_inf):
         raise ValueError(f"simulate: `{name}` must be finite, got {v!r}")
     if f < lo or (lo_open and f == lo) or f > hi:
-        raise ValueError(f"simulate: `{name}` = {v!r} is out of range "
-                         f"{'(' if lo_open else '['}{lo}, {hi}]")
+        raise ValueError(f"simulate: `{name}` = {v!r} is out of range {'(' if lo_open else '['}{lo}, {hi}]")
     return f
 
 
@@ -149,12 +210,33 @@ def _enum(name: str, v: Any, names: Mapping[str, int]) -> int:
     return names[v]
 
 
-def build_params(*, init_cash=10_000.0, fees=0.0, slippage=0.0, fill="next_open", size=np.inf,
-                 direction="long", fee_fixed=0.0, min_fee=0.0, maker_fee=0.0, slippage_impact=0.0,
-                 impact_exponent=0.5, size_mode=None, min_qty=0.0, step=0.0, leverage=1.0,
-                 maintenance_margin=0.005, stop_loss=0.0, take_profit=0.0, trailing_stop=0.0,
-                 time_stop=0, cooldown=0, max_position=np.inf, max_leverage=np.inf,
-                 max_drawdown=0.0) -> np.ndarray:
+def build_params(
+    *,
+    init_cash=10_000.0,
+    fees=0.0,
+    slippage=0.0,
+    fill="next_open",
+    size=np.inf,
+    direction="long",
+    fee_fixed=0.0,
+    min_fee=0.0,
+    maker_fee=0.0,
+    slippage_impact=0.0,
+    impact_exponent=0.5,
+    size_mode=None,
+    min_qty=0.0,
+    step=0.0,
+    leverage=1.0,
+    maintenance_margin=0.005,
+    stop_loss=0.0,
+    take_profit=0.0,
+    trailing_stop=0.0,
+    time_stop=0,
+    cooldown=0,
+    max_position=np.inf,
+    max_leverage=np.inf,
+    max_drawdown=0.0,
+) -> np.ndarray:
     """Validate scalar options and pack them into the kernel's parameter vector.
 
     ``size_mode=None`` means ``"all"`` when ``size`` is infinite and ``"qty"`` otherwise.
@@ -239,8 +321,9 @@ def bar_times(ts, n: int, check: bool = True) -> np.ndarray:
         return a
     i = _nb.first_decrease_nb(a)
     if i > 0:
-        raise ValueError(f"simulate: `ts` must be non-decreasing; row {i} ({a[i]}) is before "
-                         f"row {i - 1} ({a[i - 1]})")
+        raise ValueError(
+            f"simulate: `ts` must be non-decreasing; row {i} ({a[i]}) is before row {i - 1} ({a[i - 1]})"
+        )
     return a
 
 
@@ -257,8 +340,9 @@ def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
     ft = ft.astype(np.int64)
     fr = np.asarray(funding_rate, dtype=np.float64)
     if ft.shape != fr.shape or ft.ndim != 1:
-        raise ValueError(f"simulate: `funding_ts` {ft.shape} and `funding_rate` {fr.shape} must be "
-                         "1-D of equal length")
+        raise ValueError(
+            f"simulate: `funding_ts` {ft.shape} and `funding_rate` {fr.shape} must be 1-D of equal length"
+        )
     if not np.isfinite(fr).all():
         i = int(np.flatnonzero(~np.isfinite(fr))[0])
         raise ValueError(f"simulate: `funding_rate` row {i} is {fr[i]!r}")
@@ -290,23 +374,25 @@ def realised_vol(close: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
 def trades_frame(tr: np.ndarray, ts: np.ndarray, symbols: Optional[list] = None) -> pd.DataFrame:
     """Trade records -> the contract's DataFrame (one row per round trip)."""
     ts_col = ts if tr.shape[0] == 0 or ts.shape[0] else ts
-    df = pd.DataFrame({
-        "entry_idx": tr["entry_idx"],
-        "exit_idx": tr["exit_idx"],
-        "entry_ts": ts_col[tr["entry_idx"]] if tr.shape[0] else np.zeros(0, np.int64),
-        "exit_ts": ts_col[tr["exit_idx"]] if tr.shape[0] else np.zeros(0, np.int64),
-        "direction": tr["direction"].astype(np.int64),
-        "size": tr["size"],
-        "entry_price": tr["entry_price"],
-        "exit_price": tr["exit_price"],
-        "pnl": tr["pnl"],
-        "return": tr["return"],
-        "duration_bars": tr["exit_idx"] - tr["entry_idx"],
-        "fees": tr["fees"],
-        "funding": tr["funding"],
-        "is_open": tr["is_open"].astype(bool),
-        "exit_kind": tr["exit_kind"].astype(np.int64),
-    })
+    df = pd.DataFrame(
+        {
+            "entry_idx": tr["entry_idx"],
+            "exit_idx": tr["exit_idx"],
+            "entry_ts": ts_col[tr["entry_idx"]] if tr.shape[0] else np.zeros(0, np.int64),
+            "exit_ts": ts_col[tr["exit_idx"]] if tr.shape[0] else np.zeros(0, np.int64),
+            "direction": tr["direction"].astype(np.int64),
+            "size": tr["size"],
+            "entry_price": tr["entry_price"],
+            "exit_price": tr["exit_price"],
+            "pnl": tr["pnl"],
+            "return": tr["return"],
+            "duration_bars": tr["exit_idx"] - tr["entry_idx"],
+            "fees": tr["fees"],
+            "funding": tr["funding"],
+            "is_open": tr["is_open"].astype(bool),
+            "exit_kind": tr["exit_kind"].astype(np.int64),
+        }
+    )
     if symbols:
         df.insert(0, "col", tr["col"])
         df.insert(1, "symbol", np.asarray(symbols, dtype=object)[tr["col"]] if len(tr) else [])
@@ -317,14 +403,47 @@ def metrics_dict(m: np.ndarray) -> dict:
     return {k: float(m[i]) for i, k in enumerate(METRIC_NAMES)}
 
 
-def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10_000.0, fees=0.0,
-             slippage=0.0, fill="next_open", size=np.inf, *, ts=None, volume=None,
-             direction="long", short_entries=None, short_exits=None, fee_fixed=0.0, min_fee=0.0,
-             maker_fee=0.0, slippage_impact=0.0, impact_exponent=0.5, size_mode=None,
-             vol_window=50, min_qty=0.0, step=0.0, leverage=1.0, maintenance_margin=0.005,
-             stop_loss=0.0, take_profit=0.0, trailing_stop=0.0, time_stop=0, cooldown=0,
-             max_position=np.inf, max_leverage=np.inf, max_drawdown=0.0, funding_ts=None,
-             funding_rate=None, size_scale=None) -> BacktestResult:
+def simulate(
+    close,
+    entries,
+    exits,
+    open=None,
+    high=None,
+    low=None,
+    init_cash=10_000.0,
+    fees=0.0,
+    slippage=0.0,
+    fill="next_open",
+    size=np.inf,
+    *,
+    ts=None,
+    volume=None,
+    direction="long",
+    short_entries=None,
+    short_exits=None,
+    fee_fixed=0.0,
+    min_fee=0.0,
+    maker_fee=0.0,
+    slippage_impact=0.0,
+    impact_exponent=0.5,
+    size_mode=None,
+    vol_window=50,
+    min_qty=0.0,
+    step=0.0,
+    leverage=1.0,
+    maintenance_margin=0.005,
+    stop_loss=0.0,
+    take_profit=0.0,
+    trailing_stop=0.0,
+    time_stop=0,
+    cooldown=0,
+    max_position=np.inf,
+    max_leverage=np.inf,
+    max_drawdown=0.0,
+    funding_ts=None,
+    funding_rate=None,
+    size_scale=None,
+) -> BacktestResult:
     """Backtest one asset from boolean signals.
 
     Parameters
@@ -359,14 +478,32 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
     # prices and ts are validated inside the kernel's single pass (``check``); shapes here
     c, o, h, lo, check = ohlc_arrays(close, open, high, low, "simulate", check=False)
     n = c.shape[0]
-    p = build_params(init_cash=init_cash, fees=fees, slippage=slippage, fill=fill, size=size,
-                     direction=direction, fee_fixed=fee_fixed, min_fee=min_fee,
-                     maker_fee=maker_fee, slippage_impact=slippage_impact,
-                     impact_exponent=impact_exponent, size_mode=size_mode, min_qty=min_qty,
-                     step=step, leverage=leverage, maintenance_margin=maintenance_margin,
-                     stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
-                     time_stop=time_stop, cooldown=cooldown, max_position=max_position,
-                     max_leverage=max_leverage, max_drawdown=max_drawdown)
+    p = build_params(
+        init_cash=init_cash,
+        fees=fees,
+        slippage=slippage,
+        fill=fill,
+        size=size,
+        direction=direction,
+        fee_fixed=fee_fixed,
+        min_fee=min_fee,
+        maker_fee=maker_fee,
+        slippage_impact=slippage_impact,
+        impact_exponent=impact_exponent,
+        size_mode=size_mode,
+        min_qty=min_qty,
+        step=step,
+        leverage=leverage,
+        maintenance_margin=maintenance_margin,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        trailing_stop=trailing_stop,
+        time_stop=time_stop,
+        cooldown=cooldown,
+        max_position=max_position,
+        max_leverage=max_leverage,
+        max_drawdown=max_drawdown,
+    )
     t = bar_times(ts, n, check=False)
     if ts is not None:
         check |= CHECK_TS
@@ -381,25 +518,25 @@ def simulate(close, entries, exits, open=None, high=None, low=None, init_cash=10
             raise ValueError(f"simulate: `volume` row {i} is {v[i]!r}")
     le, lx, se, sx = signal_arrays(direction, n, entries, exits, short_entries, short_exits)
     fund = funding_per_bar(t, funding_ts, funding_rate)
-    with np.errstate(invalid="ignore", divide="ignore"):    # prices not checked yet: no warnings
-        vol_est = (realised_vol(c, t, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET
-                   else np.zeros(0))
+    with np.errstate(invalid="ignore", divide="ignore"):  # prices not checked yet: no warnings
+        vol_est = (
+            realised_vol(c, t, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros(0)
+        )
     d = getattr(direction, "value", direction)
-    none = np.zeros(0, dtype=np.bool_)        # an unused signal pair is not read by the kernel
+    none = np.zeros(0, dtype=np.bool_)  # an unused signal pair is not read by the kernel
     if d == "long":
         se = sx = none
     elif d == "short":
         le = lx = none
     try:
-        return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, bet_sizes(size_scale, n), p,
-                    check)
+        return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, bet_sizes(size_scale, n), p, check)
     except _BadInput:
         # the kernel stopped at a bad row: the separate checks name the argument and the row
-        ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo,
-                    "simulate")
+        ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo, "simulate")
         bar_times(t, n)
-        raise AssertionError("simulate: the kernel reported an invalid input row that the "
-                             "checks did not find") from None
+        raise AssertionError(
+            "simulate: the kernel reported an invalid input row that the checks did not find"
+        ) from None
 
 
 class _BadInput(Exception):
@@ -452,21 +589,70 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check=0) ->
     # that finds the lock taken runs the single-threaded loop, which checks in its own pass)
     if check and numba.get_num_threads() > 1 and _PAR_LOCK.acquire(blocking=False):
         try:
-            n_ord, n_tr, bad = _nb.simulate_checked_nb(t, o, h, lo, c, v, le, lx, se, sx, fund,
-                                                       vol_est, scale, p, eq, cash, pos, orders,
-                                                       trades, m, check)
+            n_ord, n_tr, bad = _nb.simulate_checked_nb(
+                t,
+                o,
+                h,
+                lo,
+                c,
+                v,
+                le,
+                lx,
+                se,
+                sx,
+                fund,
+                vol_est,
+                scale,
+                p,
+                eq,
+                cash,
+                pos,
+                orders,
+                trades,
+                m,
+                check,
+            )
         finally:
             _PAR_LOCK.release()
     else:
-        n_ord, n_tr, bad = _nb.simulate_nb(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale,
-                                           p, True, eq, cash, pos, orders, trades, m, np.zeros(0),
-                                           check)
+        n_ord, n_tr, bad = _nb.simulate_nb(
+            t,
+            o,
+            h,
+            lo,
+            c,
+            v,
+            le,
+            lx,
+            se,
+            sx,
+            fund,
+            vol_est,
+            scale,
+            p,
+            True,
+            eq,
+            cash,
+            pos,
+            orders,
+            trades,
+            m,
+            np.zeros(0),
+            check,
+        )
     if bad >= 0:
         raise _BadInput(bad)
-    return BacktestResult(ts=t, equity=eq, cash=cash, position=pos, orders=orders[:n_ord].copy(),
-                          trade_records=trades[:n_tr].copy(), metrics=metrics_dict(m),
-                          final_value=float(m[METRIC_NAMES.index("final_value")]),
-                          init_cash=float(p[P_INIT_CASH]))
+    return BacktestResult(
+        ts=t,
+        equity=eq,
+        cash=cash,
+        position=pos,
+        orders=orders[:n_ord].copy(),
+        trade_records=trades[:n_tr].copy(),
+        metrics=metrics_dict(m),
+        final_value=float(m[METRIC_NAMES.index("final_value")]),
+        init_cash=float(p[P_INIT_CASH]),
+    )
 
 
 # --------------------------------------------------------------------------- config mapping
@@ -488,8 +674,19 @@ def options_from_config(bt_cfg: Any) -> dict:
     ``slippage.bps`` becomes a fraction (bps / 1e4); size mode ``all`` means ``size=inf``.
     ``funding`` (bool) is not a simulate option: the caller passes the funding table or not.
     """
-    known = {"init_cash", "fill", "direction", "fees", "slippage", "size", "leverage",
-             "maintenance_margin", "risk", "funding", "split"}
+    known = {
+        "init_cash",
+        "fill",
+        "direction",
+        "fees",
+        "slippage",
+        "size",
+        "leverage",
+        "maintenance_margin",
+        "risk",
+        "funding",
+        "split",
+    }
     if isinstance(bt_cfg, Mapping):
         unknown = set(bt_cfg) - known
         if unknown:
@@ -546,17 +743,36 @@ def _funding_arrays(funding: Optional[pd.DataFrame], where: str = "funding"):
     return funding["ts"].to_numpy(), funding["rate"].to_numpy()
 
 
-def simulate_from_config(bars: pd.DataFrame, entries, exits, bt_cfg: Any,
-                         funding: Optional[pd.DataFrame] = None, short_entries=None,
-                         short_exits=None, size_scale=None) -> BacktestResult:
+def simulate_from_config(
+    bars: pd.DataFrame,
+    entries,
+    exits,
+    bt_cfg: Any,
+    funding: Optional[pd.DataFrame] = None,
+    short_entries=None,
+    short_exits=None,
+    size_scale=None,
+) -> BacktestResult:
     """Backtest a bar table (``ts_close, open, high, low, close[, volume]``) with a ``backtest``
     config node (OmegaConf or dict). ``funding`` (columns ``ts`` µs, ``rate``) is charged when
     given and ``bt_cfg.funding`` is true; ``size_scale`` is a per-bar bet size (see :func:`simulate`)."""
     a = _bars_arrays(bars)
     opts = options_from_config(bt_cfg)
-    fts, frate = (_funding_arrays(funding) if _get(bt_cfg, "funding", False) else (None, None))
+    fts, frate = _funding_arrays(funding) if _get(bt_cfg, "funding", False) else (None, None)
     vol = a["volume"] if (a["volume"] is not None) else None
-    return simulate(a["close"], entries, exits, open=a["open"], high=a["high"], low=a["low"],
-                    ts=a["ts_close"], volume=vol, short_entries=short_entries,
-                    short_exits=short_exits, funding_ts=fts, funding_rate=frate,
-                    size_scale=size_scale, **opts)
+    return simulate(
+        a["close"],
+        entries,
+        exits,
+        open=a["open"],
+        high=a["high"],
+        low=a["low"],
+        ts=a["ts_close"],
+        volume=vol,
+        short_entries=short_entries,
+        short_exits=short_exits,
+        funding_ts=fts,
+        funding_rate=frate,
+        size_scale=size_scale,
+        **opts,
+    )

@@ -4,14 +4,15 @@ The numba kernels take every scalar option through one float64 parameter vector 
 vary any of them per combination) and return metrics in one float64 vector; the slot indices
 below are the only place where those layouts are defined.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
 class FillMode:
-    NEXT_OPEN = 0   # a signal on bar i fills at bar i+1's open (default, no look-ahead)
-    CLOSE = 1       # a signal on bar i fills at bar i's close
+    NEXT_OPEN = 0  # a signal on bar i fills at bar i+1's open (default, no look-ahead)
+    CLOSE = 1  # a signal on bar i fills at bar i's close
 
 
 class Direction:
@@ -21,37 +22,43 @@ class Direction:
 
 
 class SizeMode:
-    ALL = 0         # all available cash, fees included: notional = cash / (1/leverage + fee)
-    QTY = 1         # fixed base quantity
-    NOTIONAL = 2    # fixed quote notional
-    PERCENT = 3     # fraction of equity used as margin (notional = value * equity * leverage)
+    ALL = 0  # all available cash, fees included: notional = cash / (1/leverage + fee)
+    QTY = 1  # fixed base quantity
+    NOTIONAL = 2  # fixed quote notional
+    PERCENT = 3  # fraction of equity used as margin (notional = value * equity * leverage)
     VOL_TARGET = 4  # notional = equity * target_vol / realised annualised vol
 
 
 class OrderKind:
     """Why an order was placed (``orders['kind']``)."""
+
     ENTRY = 0
-    EXIT = 1          # exit signal (or the exit half of a reversal)
+    EXIT = 1  # exit signal (or the exit half of a reversal)
     STOP_LOSS = 2
     TRAILING_STOP = 3
     TAKE_PROFIT = 4
     LIQUIDATION = 5
     TIME_STOP = 6
-    KILL_SWITCH = 7   # maximum-drawdown kill switch
+    KILL_SWITCH = 7  # maximum-drawdown kill switch
 
 
 FILL_NAMES = {"next_open": FillMode.NEXT_OPEN, "close": FillMode.CLOSE}
 DIRECTION_NAMES = {"long": Direction.LONG, "short": Direction.SHORT, "both": Direction.BOTH}
-SIZE_MODE_NAMES = {"all": SizeMode.ALL, "qty": SizeMode.QTY, "notional": SizeMode.NOTIONAL,
-                   "percent": SizeMode.PERCENT, "vol_target": SizeMode.VOL_TARGET}
+SIZE_MODE_NAMES = {
+    "all": SizeMode.ALL,
+    "qty": SizeMode.QTY,
+    "notional": SizeMode.NOTIONAL,
+    "percent": SizeMode.PERCENT,
+    "vol_target": SizeMode.VOL_TARGET,
+}
 
 # --------------------------------------------------------------------------- parameter vector
 P_INIT_CASH = 0
-P_FEE = 1            # taker fee fraction (market orders)
-P_FEE_FIXED = 2      # quote per order
-P_MIN_FEE = 3        # quote per order
-P_SLIPPAGE = 4       # fraction of price, against the order
-P_IMPACT = 5         # impact coefficient: extra slippage = impact * (qty / volume) ** exponent
+P_FEE = 1  # taker fee fraction (market orders)
+P_FEE_FIXED = 2  # quote per order
+P_MIN_FEE = 3  # quote per order
+P_SLIPPAGE = 4  # fraction of price, against the order
+P_IMPACT = 5  # impact coefficient: extra slippage = impact * (qty / volume) ** exponent
 P_IMPACT_EXP = 6
 P_FILL = 7
 P_SIZE_MODE = 8
@@ -59,66 +66,98 @@ P_SIZE = 9
 P_MIN_QTY = 10
 P_STEP = 11
 P_LEVERAGE = 12
-P_MMR = 13           # maintenance margin rate
+P_MMR = 13  # maintenance margin rate
 P_STOP_LOSS = 14
 P_TAKE_PROFIT = 15
 P_TRAILING_STOP = 16
-P_TIME_STOP = 17     # bars; 0 = off
-P_COOLDOWN = 18      # bars; 0 = off
+P_TIME_STOP = 17  # bars; 0 = off
+P_COOLDOWN = 18  # bars; 0 = off
 P_MAX_POSITION = 19  # quote notional; inf = off
 P_MAX_LEVERAGE = 20  # notional / equity; inf = off
 P_MAX_DRAWDOWN = 21  # fraction; 0 = off
 P_ALLOW_LONG = 22
 P_ALLOW_SHORT = 23
-P_MAKER_FEE = 24     # accepted and validated; only market orders exist today (they pay taker)
+P_MAKER_FEE = 24  # accepted and validated; only market orders exist today (they pay taker)
 N_PARAMS = 25
 
 #: Backtest options that ``sweep`` may vary per combination, mapped to their slot.
 SWEEPABLE = {
-    "init_cash": P_INIT_CASH, "fees": P_FEE, "fee_fixed": P_FEE_FIXED, "min_fee": P_MIN_FEE,
-    "slippage": P_SLIPPAGE, "slippage_impact": P_IMPACT, "impact_exponent": P_IMPACT_EXP,
-    "size": P_SIZE, "min_qty": P_MIN_QTY, "step": P_STEP, "leverage": P_LEVERAGE,
-    "maintenance_margin": P_MMR, "stop_loss": P_STOP_LOSS, "take_profit": P_TAKE_PROFIT,
-    "trailing_stop": P_TRAILING_STOP, "time_stop": P_TIME_STOP, "cooldown": P_COOLDOWN,
-    "max_position": P_MAX_POSITION, "max_leverage": P_MAX_LEVERAGE, "max_drawdown": P_MAX_DRAWDOWN,
+    "init_cash": P_INIT_CASH,
+    "fees": P_FEE,
+    "fee_fixed": P_FEE_FIXED,
+    "min_fee": P_MIN_FEE,
+    "slippage": P_SLIPPAGE,
+    "slippage_impact": P_IMPACT,
+    "impact_exponent": P_IMPACT_EXP,
+    "size": P_SIZE,
+    "min_qty": P_MIN_QTY,
+    "step": P_STEP,
+    "leverage": P_LEVERAGE,
+    "maintenance_margin": P_MMR,
+    "stop_loss": P_STOP_LOSS,
+    "take_profit": P_TAKE_PROFIT,
+    "trailing_stop": P_TRAILING_STOP,
+    "time_stop": P_TIME_STOP,
+    "cooldown": P_COOLDOWN,
+    "max_position": P_MAX_POSITION,
+    "max_leverage": P_MAX_LEVERAGE,
+    "max_drawdown": P_MAX_DRAWDOWN,
 }
 
 # --------------------------------------------------------------------------- metric vector
 METRIC_NAMES = (
-    "total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "calmar", "win_rate",
-    "profit_factor", "n_trades", "exposure", "fees_paid", "funding_paid", "max_drawdown_duration",
-    "expectancy", "turnover", "final_value", "open_position",
+    "total_return",
+    "annual_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "win_rate",
+    "profit_factor",
+    "n_trades",
+    "exposure",
+    "fees_paid",
+    "funding_paid",
+    "max_drawdown_duration",
+    "expectancy",
+    "turnover",
+    "final_value",
+    "open_position",
 )
 M = {name: i for i, name in enumerate(METRIC_NAMES)}
 N_METRICS = len(METRIC_NAMES)
 
 # --------------------------------------------------------------------------- records
-order_dt = np.dtype([
-    ("idx", np.int64),      # bar index of the fill
-    ("ts", np.int64),       # µs, the fill bar's ts (its ts_close)
-    ("col", np.int64),      # symbol index (0 for a single-asset backtest)
-    ("side", np.int8),      # +1 buy, -1 sell
-    ("kind", np.int8),      # OrderKind
-    ("size", np.float64),   # base quantity, positive
-    ("price", np.float64),  # fill price including slippage
-    ("fees", np.float64),   # quote
-])
+order_dt = np.dtype(
+    [
+        ("idx", np.int64),  # bar index of the fill
+        ("ts", np.int64),  # µs, the fill bar's ts (its ts_close)
+        ("col", np.int64),  # symbol index (0 for a single-asset backtest)
+        ("side", np.int8),  # +1 buy, -1 sell
+        ("kind", np.int8),  # OrderKind
+        ("size", np.float64),  # base quantity, positive
+        ("price", np.float64),  # fill price including slippage
+        ("fees", np.float64),  # quote
+    ]
+)
 
-trade_dt = np.dtype([
-    ("col", np.int64),
-    ("entry_idx", np.int64),
-    ("exit_idx", np.int64),
-    ("direction", np.int8),
-    ("is_open", np.int8),
-    ("exit_kind", np.int8),
-    ("size", np.float64),
-    ("entry_price", np.float64),
-    ("exit_price", np.float64),
-    ("pnl", np.float64),
-    ("return", np.float64),
-    ("fees", np.float64),      # entry + exit fees
-    ("funding", np.float64),   # funding paid while open (positive = paid)
-])
+trade_dt = np.dtype(
+    [
+        ("col", np.int64),
+        ("entry_idx", np.int64),
+        ("exit_idx", np.int64),
+        ("direction", np.int8),
+        ("is_open", np.int8),
+        ("exit_kind", np.int8),
+        ("size", np.float64),
+        ("entry_price", np.float64),
+        ("exit_price", np.float64),
+        ("pnl", np.float64),
+        ("return", np.float64),
+        ("fees", np.float64),  # entry + exit fees
+        ("funding", np.float64),  # funding paid while open (positive = paid)
+    ]
+)
 
 DAY_US = 86_400_000_000
 

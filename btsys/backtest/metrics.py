@@ -12,6 +12,7 @@ Definitions (shared by the streaming metrics of the event loop and :func:`comput
   n_trades counts closed and open trades; exposure = fraction of bars with a position at the close;
   turnover = traded notional / mean equity; fees_paid, funding_paid (positive = paid).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -26,9 +27,16 @@ from btsys.backtest.enums import METRIC_NAMES, N_METRICS
 __all__ = ["METRIC_NAMES", "compute_metrics"]
 
 
-def compute_metrics(ts, equity, init_cash: float, trades: Optional[pd.DataFrame] = None,
-                    position=None, fees_paid: float = 0.0, funding_paid: float = 0.0,
-                    traded_notional: float = 0.0) -> dict:
+def compute_metrics(
+    ts,
+    equity,
+    init_cash: float,
+    trades: Optional[pd.DataFrame] = None,
+    position=None,
+    fees_paid: float = 0.0,
+    funding_paid: float = 0.0,
+    traded_notional: float = 0.0,
+) -> dict:
     """Metrics of an equity curve (int64 µs ``ts``, float64 ``equity`` per bar).
 
     ``trades`` needs columns ``pnl`` and ``is_open``; ``position`` (per bar, or time x symbol)
@@ -36,8 +44,10 @@ def compute_metrics(ts, equity, init_cash: float, trades: Optional[pd.DataFrame]
     t = np.ascontiguousarray(ts, dtype=np.int64)
     eq = np.ascontiguousarray(equity, dtype=np.float64)
     if t.shape != eq.shape or t.ndim != 1 or t.size == 0:
-        raise ValueError(f"compute_metrics: `ts` {t.shape} and `equity` {eq.shape} must be 1-D, "
-                         "non-empty and of equal length")
+        raise ValueError(
+            f"compute_metrics: `ts` {t.shape} and `equity` {eq.shape} must be 1-D, "
+            "non-empty and of equal length"
+        )
     if not init_cash > 0:
         raise ValueError(f"compute_metrics: `init_cash` must be > 0, got {init_cash!r}")
     if position is None:
@@ -54,7 +64,16 @@ def compute_metrics(ts, equity, init_cash: float, trades: Optional[pd.DataFrame]
         pnl = trades["pnl"].to_numpy(np.float64)
         is_open = trades["is_open"].to_numpy(np.bool_)
     out = np.empty(N_METRICS)
-    _nb.equity_metrics_nb(t, eq, float(init_cash), np.ascontiguousarray(exposed, np.bool_), pnl,
-                          is_open, float(fees_paid), float(funding_paid), float(traded_notional),
-                          out)
+    _nb.equity_metrics_nb(
+        t,
+        eq,
+        float(init_cash),
+        np.ascontiguousarray(exposed, np.bool_),
+        pnl,
+        is_open,
+        float(fees_paid),
+        float(funding_paid),
+        float(traded_notional),
+        out,
+    )
     return metrics_dict(out)

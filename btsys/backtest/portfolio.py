@@ -6,6 +6,7 @@ which applies the same rules as the single-asset engine. Order ``idx`` and trade
 ``entry_idx``/``exit_idx`` are rows of that merged timeline; ``orders['col']`` indexes
 ``result.symbols``; ``position`` is a (time x symbol) array.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Union
@@ -15,7 +16,13 @@ import pandas as pd
 
 from btsys.backtest import _nb
 from btsys.backtest.engine import (
-    BacktestResult, _bars_arrays, _funding_arrays, _get, bet_sizes, build_params, metrics_dict,
+    BacktestResult,
+    _bars_arrays,
+    _funding_arrays,
+    _get,
+    bet_sizes,
+    build_params,
+    metrics_dict,
     options_from_config,
 )
 from btsys.backtest.enums import N_METRICS, P_INIT_CASH, order_dt, trade_dt
@@ -73,17 +80,25 @@ def _signal_grid(name, sig: Optional[Mapping], symbols, arrs, rows, T):
         if s in sig and sig[s] is not None:
             a = np.asarray(sig[s])
             if a.shape != (len(arrs[s]["close"]),):
-                raise ValueError(f"simulate_portfolio: `{name}[{s!r}]` has shape {a.shape}, "
-                                 f"bars[{s!r}] has {len(arrs[s]['close'])} rows")
+                raise ValueError(
+                    f"simulate_portfolio: `{name}[{s!r}]` has shape {a.shape}, "
+                    f"bars[{s!r}] has {len(arrs[s]['close'])} rows"
+                )
             out[rows[s], k] = a.astype(np.bool_)
     return out
 
 
-def simulate_portfolio(bars: Mapping[str, pd.DataFrame], entries: Mapping, exits: Mapping,
-                       bt_cfg: Any, funding: Optional[Mapping[str, pd.DataFrame]] = None,
-                       short_entries: Optional[Mapping] = None,
-                       short_exits: Optional[Mapping] = None, size_scale: Optional[Mapping] = None,
-                       **overrides) -> BacktestResult:
+def simulate_portfolio(
+    bars: Mapping[str, pd.DataFrame],
+    entries: Mapping,
+    exits: Mapping,
+    bt_cfg: Any,
+    funding: Optional[Mapping[str, pd.DataFrame]] = None,
+    short_entries: Optional[Mapping] = None,
+    short_exits: Optional[Mapping] = None,
+    size_scale: Optional[Mapping] = None,
+    **overrides,
+) -> BacktestResult:
     """Backtest several symbols with one cash balance.
 
     Parameters
@@ -101,8 +116,10 @@ def simulate_portfolio(bars: Mapping[str, pd.DataFrame], entries: Mapping, exits
     p = build_params(**opts)
     symbols, arrs, ts, rows = _merge(bars)
     T, K = len(ts), len(symbols)
-    g = {k: _grid(symbols, rows, T, {s: arrs[s][k] for s in symbols}, np.float64, np.nan)
-         for k in ("open", "high", "low", "close")}
+    g = {
+        k: _grid(symbols, rows, T, {s: arrs[s][k] for s in symbols}, np.float64, np.nan)
+        for k in ("open", "high", "low", "close")
+    }
     has = _grid(symbols, rows, T, {s: True for s in symbols}, np.bool_, False)
     if all(arrs[s]["volume"] is not None for s in symbols):
         vol = _grid(symbols, rows, T, {s: arrs[s]["volume"] for s in symbols}, np.float64, 0.0)
@@ -137,31 +154,83 @@ def simulate_portfolio(bars: Mapping[str, pd.DataFrame], entries: Mapping, exits
             np.add.at(fund[:, k], rows[s][idx[keep]], np.asarray(fr, np.float64)[keep])
     scale = np.zeros((0, 0))
     if size_scale is not None:
-        scale = _grid(symbols, rows, T, {s: bet_sizes(size_scale.get(s), len(arrs[s]["close"]),
-                                                      f"size_scale[{s!r}]") if size_scale.get(s) is not None
-                                         else None for s in symbols}, np.float64, 1.0)
+        scale = _grid(
+            symbols,
+            rows,
+            T,
+            {
+                s: bet_sizes(size_scale.get(s), len(arrs[s]["close"]), f"size_scale[{s!r}]")
+                if size_scale.get(s) is not None
+                else None
+                for s in symbols
+            },
+            np.float64,
+            1.0,
+        )
     eq = np.empty(T)
     cash = np.empty(T)
     pos = np.empty((T, K))
     orders = np.empty(3 * T * K + 2, dtype=order_dt)
     trades = np.empty(T * K + K, dtype=trade_dt)
     n_ord, n_tr, fees_paid, funding_paid, traded = _nb.portfolio_nb(
-        ts, has, g["open"], g["high"], g["low"], g["close"], vol, le, lx, se_, sx_, fund, scale, p,
-        eq, cash, pos, orders, trades)
+        ts,
+        has,
+        g["open"],
+        g["high"],
+        g["low"],
+        g["close"],
+        vol,
+        le,
+        lx,
+        se_,
+        sx_,
+        fund,
+        scale,
+        p,
+        eq,
+        cash,
+        pos,
+        orders,
+        trades,
+    )
     tr = trades[:n_tr]
     m = np.empty(N_METRICS)
-    _nb.equity_metrics_nb(ts, eq, p[P_INIT_CASH], (pos != 0).any(axis=1), tr["pnl"].copy(),
-                          tr["is_open"].astype(np.bool_), fees_paid, funding_paid, traded, m)
-    return BacktestResult(ts=ts, equity=eq, cash=cash, position=pos, orders=orders[:n_ord].copy(),
-                          trade_records=tr.copy(), metrics=metrics_dict(m),
-                          final_value=float(eq[-1]), init_cash=float(p[P_INIT_CASH]),
-                          symbols=symbols)
+    _nb.equity_metrics_nb(
+        ts,
+        eq,
+        p[P_INIT_CASH],
+        (pos != 0).any(axis=1),
+        tr["pnl"].copy(),
+        tr["is_open"].astype(np.bool_),
+        fees_paid,
+        funding_paid,
+        traded,
+        m,
+    )
+    return BacktestResult(
+        ts=ts,
+        equity=eq,
+        cash=cash,
+        position=pos,
+        orders=orders[:n_ord].copy(),
+        trade_records=tr.copy(),
+        metrics=metrics_dict(m),
+        final_value=float(eq[-1]),
+        init_cash=float(p[P_INIT_CASH]),
+        symbols=symbols,
+    )
 
 
-def simulate_cross_sectional(bars: Mapping[str, pd.DataFrame], scores: Mapping[str, Any],
-                             top_n: int, bottom_n: int, rebalance_every: Union[int, str],
-                             bt_cfg: Any, funding: Optional[Mapping] = None,
-                             **overrides) -> BacktestResult:
+def simulate_cross_sectional(
+    bars: Mapping[str, pd.DataFrame],
+    scores: Mapping[str, Any],
+    top_n: int,
+    bottom_n: int,
+    rebalance_every: Union[int, str],
+    bt_cfg: Any,
+    funding: Optional[Mapping] = None,
+    **overrides,
+) -> BacktestResult:
     """Rank symbols by score, long the top ``top_n``, short the bottom ``bottom_n``, rebalance on a
     schedule.
 
@@ -177,8 +246,9 @@ def simulate_cross_sectional(bars: Mapping[str, pd.DataFrame], scores: Mapping[s
         raise ValueError(f"simulate_cross_sectional: need top_n + bottom_n > 0, got {top_n}, {bottom_n}")
     symbols, arrs, ts, rows = _merge(bars)
     if top_n + bottom_n > len(symbols):
-        raise ValueError(f"simulate_cross_sectional: top_n + bottom_n = {top_n + bottom_n} exceeds "
-                         f"{len(symbols)} symbols")
+        raise ValueError(
+            f"simulate_cross_sectional: top_n + bottom_n = {top_n + bottom_n} exceeds {len(symbols)} symbols"
+        )
     T, K = len(ts), len(symbols)
     sc = np.full((T, K), np.nan)
     for k, s in enumerate(symbols):
@@ -186,10 +256,12 @@ def simulate_cross_sectional(bars: Mapping[str, pd.DataFrame], scores: Mapping[s
             raise KeyError(f"simulate_cross_sectional: no scores for symbol {s!r}")
         a = np.asarray(scores[s], dtype=np.float64)
         if a.shape != (len(arrs[s]["close"]),):
-            raise ValueError(f"simulate_cross_sectional: scores[{s!r}] has shape {a.shape}, "
-                             f"bars[{s!r}] has {len(arrs[s]['close'])} rows")
+            raise ValueError(
+                f"simulate_cross_sectional: scores[{s!r}] has shape {a.shape}, "
+                f"bars[{s!r}] has {len(arrs[s]['close'])} rows"
+            )
         sc[rows[s], k] = a
-    latest = pd.DataFrame(sc).ffill().to_numpy()          # latest score known at each time
+    latest = pd.DataFrame(sc).ffill().to_numpy()  # latest score known at each time
     if isinstance(rebalance_every, str):
         per = pd.to_datetime(ts, unit="us", utc=True).floor(rebalance_every).asi8
         reb = np.r_[True, per[1:] != per[:-1]]
@@ -197,8 +269,8 @@ def simulate_cross_sectional(bars: Mapping[str, pd.DataFrame], scores: Mapping[s
         if int(rebalance_every) < 1:
             raise ValueError(f"simulate_cross_sectional: rebalance_every must be >= 1, got {rebalance_every}")
         reb = np.zeros(T, dtype=bool)
-        reb[::int(rebalance_every)] = True
-    target = np.zeros((T, K), dtype=np.int8)               # at rebalance rows only
+        reb[:: int(rebalance_every)] = True
+    target = np.zeros((T, K), dtype=np.int8)  # at rebalance rows only
     for t in np.flatnonzero(reb):
         v = latest[t]
         ok = np.flatnonzero(np.isfinite(v))
@@ -234,9 +306,9 @@ def simulate_cross_sectional(bars: Mapping[str, pd.DataFrame], scores: Mapping[s
     if opts["size_mode"] == "all":
         opts["size_mode"] = "percent"
         opts["size"] = 1.0 / (top_n + bottom_n)
-    res = simulate_portfolio(bars, ent, ex, {}, funding=None, short_entries=sen, short_exits=sex,
-                             **opts)
+    res = simulate_portfolio(bars, ent, ex, {}, funding=None, short_entries=sen, short_exits=sex, **opts)
     if funding is not None and _get(bt_cfg, "funding", False):
-        res = simulate_portfolio(bars, ent, ex, {"funding": True}, funding=funding,
-                                 short_entries=sen, short_exits=sex, **opts)
+        res = simulate_portfolio(
+            bars, ent, ex, {"funding": True}, funding=funding, short_entries=sen, short_exits=sex, **opts
+        )
     return res

@@ -8,13 +8,13 @@ Chooses the engine entry point from the strategy and the data:
 
 Funding (``backtest.funding=true``) comes from the ingested ``fundingRate`` files of the lake.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-import numpy as np
 import pandas as pd
 
 from btsys.backtest.engine import BacktestResult, simulate_from_config
@@ -29,7 +29,7 @@ class StageResult:
 
     result: BacktestResult
     symbols: list
-    model_infos: Dict[str, dict] = field(default_factory=dict)   # symbol -> fitted ML model info
+    model_infos: Dict[str, dict] = field(default_factory=dict)  # symbol -> fitted ML model info
     extra_metrics: Dict[str, float] = field(default_factory=dict)
 
     # the reporter reads these like a BacktestResult
@@ -56,6 +56,7 @@ def load_frames(store, feats_entry, keep_partial: bool = False) -> Dict[str, pd.
 def load_funding(store, ingest_entry, symbols) -> Dict[str, pd.DataFrame]:
     """Funding-rate frames per symbol from the ingest listing (empty frames when none were ingested)."""
     from btsys.data.ingest import read_funding
+
     parts = (ingest_entry.meta or {}).get("funding", []) or []
     return {s: read_funding(store, [p["path"] for p in parts if p["symbol"] == s]) for s in symbols}
 
@@ -71,28 +72,48 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
     frames = load_frames(store, feats_entry, bool(cfg.bars.keep_partial))
     funding = load_funding(store, ingest_entry, frames) if bool(bt.funding) else None
     if bt.funding and not any(len(f) for f in funding.values()):
-        raise ValueError("backtest.funding=true but no funding rates were ingested: set data.funding=true "
-                         f"(futures markets only; data.market={cfg.data.market})")
+        raise ValueError(
+            "backtest.funding=true but no funding rates were ingested: set data.funding=true "
+            f"(futures markets only; data.market={cfg.data.market})"
+        )
     from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
 
     p = strategy_params(cfg.strategy)
     if p["name"] == "xs_momentum":
         scores = generate_scores(cfg.strategy, frames)
-        res = simulate_cross_sectional(frames, scores, top_n=p["top_n"], bottom_n=p["bottom_n"],
-                                       rebalance_every=p["rebalance_every"], bt_cfg=bt)
+        res = simulate_cross_sectional(
+            frames,
+            scores,
+            top_n=p["top_n"],
+            bottom_n=p["bottom_n"],
+            rebalance_every=p["rebalance_every"],
+            bt_cfg=bt,
+        )
         return StageResult(res, sorted(frames))
     sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
     model_infos = {s: g.model_info for s, g in sigs.items() if g.model_info}
     if len(frames) == 1:
-        (sym, frame), = frames.items()
+        ((sym, frame),) = frames.items()
         g = sigs[sym]
-        res = simulate_from_config(frame, g.entries, g.exits, bt, funding=(funding or {}).get(sym),
-                                   short_entries=g.short_entries, short_exits=g.short_exits,
-                                   size_scale=g.size)
+        res = simulate_from_config(
+            frame,
+            g.entries,
+            g.exits,
+            bt,
+            funding=(funding or {}).get(sym),
+            short_entries=g.short_entries,
+            short_exits=g.short_exits,
+            size_scale=g.size,
+        )
     else:
-        res = simulate_portfolio(frames, {s: g.entries for s, g in sigs.items()},
-                                 {s: g.exits for s, g in sigs.items()}, bt, funding=funding,
-                                 short_entries=_per_symbol(sigs, "short_entries"),
-                                 short_exits=_per_symbol(sigs, "short_exits"),
-                                 size_scale=_per_symbol(sigs, "size"))
+        res = simulate_portfolio(
+            frames,
+            {s: g.entries for s, g in sigs.items()},
+            {s: g.exits for s, g in sigs.items()},
+            bt,
+            funding=funding,
+            short_entries=_per_symbol(sigs, "short_entries"),
+            short_exits=_per_symbol(sigs, "short_exits"),
+            size_scale=_per_symbol(sigs, "size"),
+        )
     return StageResult(res, sorted(frames), model_infos=model_infos)

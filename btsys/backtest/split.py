@@ -15,6 +15,7 @@ of each (``is_sharpe_w000``, ``oos_sharpe_w000``, ...) and aggregated (``is_shar
 track record an investor following the walk-forward would have seen. Nothing looks ahead: a bar's
 return ``equity[t] / equity[t-1] - 1`` is attributed to the window holding bar ``t``.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from btsys.report.stats import daily_returns, max_drawdown, sharpe, sortino, PERIODS_PER_YEAR
+from btsys.report.stats import PERIODS_PER_YEAR, daily_returns, max_drawdown, sharpe, sortino
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -71,7 +72,8 @@ def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice
     if not out:
         raise ValueError(
             f"backtest.split: no complete window fits in {n_bars} bars (train_bars={train}, "
-            f"gap_bars={gap}, test_bars={test} need {train + gap + test})")
+            f"gap_bars={gap}, test_bars={test} need {train + gap + test})"
+        )
     return out
 
 
@@ -90,16 +92,28 @@ def _segment_metrics(ts: np.ndarray, bar_ret: np.ndarray, idx: np.ndarray) -> di
     """Metrics of the curve compounded from the returns of bars ``idx`` (sorted, unique)."""
     if len(idx) == 0:
         nan = float("nan")
-        return {"sharpe": nan, "sortino": nan, "total_return": nan, "annual_return": nan,
-                "max_drawdown": nan, "n_bars": 0}
+        return {
+            "sharpe": nan,
+            "sortino": nan,
+            "total_return": nan,
+            "annual_return": nan,
+            "max_drawdown": nan,
+            "n_bars": 0,
+        }
     curve = np.cumprod(1.0 + bar_ret[idx])
     # the curve starts at 1 just before the first bar of the segment
     days, dr = daily_returns(np.r_[ts[idx][0], ts[idx]], np.r_[1.0, curve])
     total = float(curve[-1] - 1.0)
-    span_days = float(max(len(days), 1))   # UTC calendar days touched (the daily-resampling basis)
+    span_days = float(max(len(days), 1))  # UTC calendar days touched (the daily-resampling basis)
     ann = float((1.0 + total) ** (PERIODS_PER_YEAR / span_days) - 1.0) if total > -1 else -1.0
-    return {"sharpe": sharpe(dr), "sortino": sortino(dr), "total_return": total, "annual_return": ann,
-            "max_drawdown": max_drawdown(np.r_[1.0, curve]), "n_bars": int(len(idx))}
+    return {
+        "sharpe": sharpe(dr),
+        "sortino": sortino(dr),
+        "total_return": total,
+        "annual_return": ann,
+        "max_drawdown": max_drawdown(np.r_[1.0, curve]),
+        "n_bars": int(len(idx)),
+    }
 
 
 def _ts_of(result: Any, n: int) -> np.ndarray:
@@ -121,9 +135,16 @@ def split_table(result: Any, split_cfg: Any) -> pd.DataFrame:
     for i, (tr, te) in enumerate(walk_forward_windows(len(eq), split_cfg)):
         m_is = _segment_metrics(ts, r, np.arange(tr.start, tr.stop))
         m_oos = _segment_metrics(ts, r, np.arange(te.start, te.stop))
-        row = {"window": i, "train_start": tr.start, "train_stop": tr.stop, "test_start": te.start,
-               "test_stop": te.stop, "train_ts_start": int(ts[tr.start]), "test_ts_start": int(ts[te.start]),
-               "test_ts_end": int(ts[te.stop - 1])}
+        row = {
+            "window": i,
+            "train_start": tr.start,
+            "train_stop": tr.stop,
+            "test_start": te.start,
+            "test_stop": te.stop,
+            "train_ts_start": int(ts[tr.start]),
+            "test_ts_start": int(ts[te.start]),
+            "test_ts_end": int(ts[te.stop - 1]),
+        }
         row.update({f"is_{k}": v for k, v in m_is.items() if k != "n_bars"})
         row.update({f"oos_{k}": v for k, v in m_oos.items() if k != "n_bars"})
         rows.append(row)
@@ -169,6 +190,7 @@ def split_metrics(result: Any, split_cfg: Any) -> dict:
     out["is_sharpe_mean"] = _nanmean(per_is)
     out["oos_sharpe_mean"] = _nanmean(per_oos)
     s_is, s_oos = out["is_sharpe"], out["oos_sharpe"]
-    out["wf_efficiency"] = float(s_oos / s_is) if (math.isfinite(s_is) and math.isfinite(s_oos)
-                                                   and s_is != 0) else float("nan")
+    out["wf_efficiency"] = (
+        float(s_oos / s_is) if (math.isfinite(s_is) and math.isfinite(s_oos) and s_is != 0) else float("nan")
+    )
     return out

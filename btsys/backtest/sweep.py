@@ -6,10 +6,10 @@ combination then runs the same event loop as :func:`btsys.backtest.simulate` wit
 call. Memory is the bars, one row per distinct window, two boolean buffers per thread and one
 metrics row per combination: nothing of size combinations x bars.
 """
+
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any, Mapping, Optional, Sequence
 
 import numba
@@ -18,11 +18,27 @@ import pandas as pd
 
 from btsys.backtest import _nb
 from btsys.backtest.engine import (
-    _bars_arrays, _f64, _funding_arrays, _get, bar_times, build_params, funding_per_bar, ohlc_arrays,
-    options_from_config, realised_vol,
+    _bars_arrays,
+    _f64,
+    _funding_arrays,
+    _get,
+    bar_times,
+    build_params,
+    funding_per_bar,
+    ohlc_arrays,
+    options_from_config,
+    realised_vol,
 )
 from btsys.backtest.enums import (
-    DAY_US, METRIC_NAMES, N_METRICS, P_IMPACT, P_SIZE_MODE, SWEEPABLE, SizeMode, order_dt, trade_dt,
+    DAY_US,
+    METRIC_NAMES,
+    N_METRICS,
+    P_IMPACT,
+    P_SIZE_MODE,
+    SWEEPABLE,
+    SizeMode,
+    order_dt,
+    trade_dt,
 )
 
 STRATEGIES = {"ma_cross": 0, "ema_cross": 1}
@@ -51,9 +67,21 @@ def ma_cross_signals(close, fast: int, slow: int, kind: str = "ma_cross"):
     return en, ex
 
 
-def sweep(close, grid: Mapping[str, Sequence], open=None, high=None, low=None,
-          strategy: str = "ma_cross", *, ts=None, volume=None, funding_ts=None, funding_rate=None,
-          daily_returns: bool = False, **fixed: Any):
+def sweep(
+    close,
+    grid: Mapping[str, Sequence],
+    open=None,
+    high=None,
+    low=None,
+    strategy: str = "ma_cross",
+    *,
+    ts=None,
+    volume=None,
+    funding_ts=None,
+    funding_rate=None,
+    daily_returns: bool = False,
+    **fixed: Any,
+):
     """Evaluate every combination of ``grid`` (cartesian product, keys in the given order).
 
     Parameters
@@ -95,8 +123,10 @@ def sweep(close, grid: Mapping[str, Sequence], open=None, high=None, low=None,
         if not v:
             raise ValueError(f"sweep: grid[{k!r}] must be a non-empty list of values")
         if k not in STRATEGY_PARAMS and k not in SWEEPABLE:
-            raise ValueError(f"sweep: grid key {k!r} is not a strategy window ({STRATEGY_PARAMS}) "
-                             f"nor a sweepable backtest option ({sorted(SWEEPABLE)})")
+            raise ValueError(
+                f"sweep: grid key {k!r} is not a strategy window ({STRATEGY_PARAMS}) "
+                f"nor a sweepable backtest option ({sorted(SWEEPABLE)})"
+            )
         values.append(v)
     for k, dflt in (("fast", fast0), ("slow", slow0)):
         if k not in grid and dflt is None:
@@ -139,16 +169,32 @@ def sweep(close, grid: Mapping[str, Sequence], open=None, high=None, low=None,
     if volume is None and (params[:, P_IMPACT] > 0).any():
         raise ValueError("sweep: `slippage_impact` > 0 needs `volume`")
     fund = funding_per_bar(t, funding_ts, funding_rate)
-    vol_est = (realised_vol(c, t, vol_window) if base[P_SIZE_MODE] == SizeMode.VOL_TARGET
-               else np.zeros(0))
+    vol_est = realised_vol(c, t, vol_window) if base[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros(0)
     mas = _nb.mas_nb(c, np.asarray(windows, dtype=np.int64), STRATEGIES[strategy])
     out = np.empty((n_comb, N_METRICS))
     first_day = int(t[0] // DAY_US)
     n_days = int(t[-1] // DAY_US) - first_day + 1 if daily_returns else 0
     daily = np.zeros((n_comb, n_days))
-    _nb.sweep_cross_nb(t, o, h, lo, c, volume_a, fund, vol_est, mas, fast_row, slow_row, params,
-                       dir_code, numba.get_num_threads(), np.zeros(0, dtype=order_dt),
-                       np.zeros(0, dtype=trade_dt), out, daily)
+    _nb.sweep_cross_nb(
+        t,
+        o,
+        h,
+        lo,
+        c,
+        volume_a,
+        fund,
+        vol_est,
+        mas,
+        fast_row,
+        slow_row,
+        params,
+        dir_code,
+        numba.get_num_threads(),
+        np.zeros(0, dtype=order_dt),
+        np.zeros(0, dtype=trade_dt),
+        out,
+        daily,
+    )
     df = pd.DataFrame(table)
     for j, name in enumerate(METRIC_NAMES):
         df[name] = out[:, j]
@@ -184,8 +230,13 @@ CONFIG_KEYS = {
 }
 
 
-def sweep_from_config(bars: pd.DataFrame, cfg: Any, grid: Mapping[str, Sequence],
-                      funding: Optional[pd.DataFrame] = None, daily_returns: bool = False):
+def sweep_from_config(
+    bars: pd.DataFrame,
+    cfg: Any,
+    grid: Mapping[str, Sequence],
+    funding: Optional[pd.DataFrame] = None,
+    daily_returns: bool = False,
+):
     """Sweep a bar table with the composed run config ``cfg`` (``cfg.strategy``, ``cfg.backtest``)
     over ``grid`` given with dotted config keys, e.g. ``{"strategy.fast": [5, 10],
     "strategy.slow": [50, 100], "backtest.risk.stop_loss": [0, 0.02]}`` (as ``sweep.grid`` holds
@@ -193,8 +244,10 @@ def sweep_from_config(bars: pd.DataFrame, cfg: Any, grid: Mapping[str, Sequence]
     dotted keys as parameter columns (and, with ``daily_returns``, the daily returns as in :func:`sweep`)."""
     strategy = _get(cfg, "strategy.name", None)
     if strategy not in STRATEGIES:
-        raise ValueError(f"sweep_from_config: strategy.name must be one of {sorted(STRATEGIES)} "
-                         f"for a kernel sweep, got {strategy!r}")
+        raise ValueError(
+            f"sweep_from_config: strategy.name must be one of {sorted(STRATEGIES)} "
+            f"for a kernel sweep, got {strategy!r}"
+        )
     bt = _get(cfg, "backtest", None)
     if bt is None:
         raise KeyError("sweep_from_config: config has no `backtest` section")
@@ -210,8 +263,10 @@ def sweep_from_config(bars: pd.DataFrame, cfg: Any, grid: Mapping[str, Sequence]
         elif key in CONFIG_KEYS:
             name, s = CONFIG_KEYS[key]
         else:
-            raise KeyError(f"sweep_from_config: grid key {key!r} cannot be swept in the kernel; "
-                           f"use strategy.fast/slow or one of {sorted(CONFIG_KEYS)}")
+            raise KeyError(
+                f"sweep_from_config: grid key {key!r} cannot be swept in the kernel; "
+                f"use strategy.fast/slow or one of {sorted(CONFIG_KEYS)}"
+            )
         if name in ("size",) and fixed["size_mode"] == "all":
             raise ValueError("sweep_from_config: backtest.size.value has no effect with size.mode=all")
         inner[name] = [v * s if s != 1.0 else v for v in vals]
@@ -219,12 +274,23 @@ def sweep_from_config(bars: pd.DataFrame, cfg: Any, grid: Mapping[str, Sequence]
         scale[key] = list(vals)
     a = _bars_arrays(bars, "sweep_from_config bars")
     fts, frate = _funding_arrays(funding) if _get(bt, "funding", False) else (None, None)
-    res = sweep(a["close"], inner, open=a["open"], high=a["high"], low=a["low"], strategy=strategy,
-                ts=a["ts_close"], volume=a["volume"], funding_ts=fts, funding_rate=frate,
-                daily_returns=daily_returns, **fixed)
+    res = sweep(
+        a["close"],
+        inner,
+        open=a["open"],
+        high=a["high"],
+        low=a["low"],
+        strategy=strategy,
+        ts=a["ts_close"],
+        volume=a["volume"],
+        funding_ts=fts,
+        funding_rate=frate,
+        daily_returns=daily_returns,
+        **fixed,
+    )
     df, daily = res if daily_returns else (res, None)
     df = df.rename(columns=rename)
-    for key, vals in scale.items():   # report the config's own units (e.g. bps, not a fraction)
+    for key, vals in scale.items():  # report the config's own units (e.g. bps, not a fraction)
         combos = itertools.product(*[grid[k] for k in grid])
         df[key] = [combo[list(grid).index(key)] for combo in combos]
     return (df, daily) if daily_returns else df

@@ -3,9 +3,32 @@
 ``build_bars`` (in memory) and the Spark job ``btsys.bars.job.run_bars`` use the same resumable
 numba kernels, so the bars of a distributed run equal those of one pass over the whole stream.
 """
-from btsys.bars.api import (BAR_COLUMNS, BAR_SCHEMA, KINDS, TICK_COLUMNS, BarsConfigError,
-                            BarsInputError, BarSpec, BarStream, build_bars, tick_arrays)
+
+from btsys.bars.api import (
+    BAR_COLUMNS,
+    BAR_SCHEMA,
+    KINDS,
+    TICK_COLUMNS,
+    BarsConfigError,
+    BarsInputError,
+    BarSpec,
+    BarStream,
+    build_bars,
+    tick_arrays,
+)
 from btsys.bars.job import load_bars, run_bars
 
-__all__ = ["build_bars", "load_bars", "run_bars", "BarStream", "BarSpec", "BarsInputError",
-           "BarsConfigError", "BAR_COLUMNS", "BAR_SCHEMA", "TICK_COLUMNS", "KINDS", "tick_arrays"]
+__all__ = [
+    "build_bars",
+    "load_bars",
+    "run_bars",
+    "BarStream",
+    "BarSpec",
+    "BarsInputError",
+    "BarsConfigError",
+    "BAR_COLUMNS",
+    "BAR_SCHEMA",
+    "TICK_COLUMNS",
+    "KINDS",
+    "tick_arrays",
+]

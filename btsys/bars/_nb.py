@@ -18,22 +18,23 @@ Tick side: ``side[i]`` is 0 for a taker buy (``is_buyer_maker == False``), 1 for
 2 for unknown; unknown ticks take the tick rule's sign (last non-zero price change, carried
 across calls; +1 before the first price change).
 """
+
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
 # ---------------------------------------------------------------- state layout (int64)
-I_HAS = 0        # 1 while a bar is open
+I_HAS = 0  # 1 while a bar is open
 I_TS_OPEN = 1
 I_TS_CLOSE = 2
-I_N = 3          # ticks in the open bar
-I_LAST_TS = 4    # last consumed tick (ordering check)
+I_N = 3  # ticks in the open bar
+I_LAST_TS = 4  # last consumed tick (ordering check)
 I_LAST_TID = 5
-I_SEEN = 6       # 1 once a tick has been consumed
-I_TR_SIGN = 7    # tick-rule sign (+1 / -1)
-I_BIN = 8        # time bars: bin of the open bar
-I_WARM = 9       # imbalance/run bars: 1 once the expectations are initialised
+I_SEEN = 6  # 1 once a tick has been consumed
+I_TR_SIGN = 7  # tick-rule sign (+1 / -1)
+I_BIN = 8  # time bars: bin of the open bar
+I_WARM = 9  # imbalance/run bars: 1 once the expectations are initialised
 N_ISTATE = 10
 
 # ---------------------------------------------------------------- state layout (float64)
@@ -44,16 +45,16 @@ F_CLOSE = 3
 F_VOL = 4
 F_QVOL = 5
 F_BUY = 6
-F_PV = 7         # sum(price * qty), for vwap
-F_ACC = 8        # threshold bars: accumulated measure of the open bar
-F_THR = 9        # threshold of the open bar (fixed when it opens)
+F_PV = 7  # sum(price * qty), for vwap
+F_ACC = 8  # threshold bars: accumulated measure of the open bar
+F_THR = 9  # threshold of the open bar (fixed when it opens)
 F_LAST_PRICE = 10
 F_DAY_TOTAL = 11  # threshold bars: measure accumulated since the caller last reset it
-F_E_T = 12       # imbalance/run: E[T], expected ticks per bar
-F_E_A = 13       # imbalance: E[b*v] per tick; run: E[v * 1{b=+1}] per tick
-F_E_B = 14       # run: E[v * 1{b=-1}] per tick
-F_THETA = 15     # imbalance: signed flow of the open bar; run: buy flow of the open bar
-F_SELL = 16      # run: sell flow of the open bar
+F_E_T = 12  # imbalance/run: E[T], expected ticks per bar
+F_E_A = 13  # imbalance: E[b*v] per tick; run: E[v * 1{b=+1}] per tick
+F_E_B = 14  # run: E[v * 1{b=-1}] per tick
+F_THETA = 15  # imbalance: signed flow of the open bar; run: buy flow of the open bar
+F_SELL = 16  # run: sell flow of the open bar
 N_FSTATE = 17
 
 N_OUT_I = 3
@@ -64,12 +65,12 @@ M_TICK = 0
 M_VOLUME = 1
 M_DOLLAR = 2
 
-ERR_PRICE = 1     # price not finite and > 0
-ERR_QTY = 2       # qty not finite and > 0
-ERR_QUOTE = 3     # quote_qty not finite and > 0
-ERR_ORDER = 4     # (ts, trade_id) not strictly increasing
-ERR_SIDE = 5      # side code not in {0, 1, 2}
-ERR_BIN = 6       # time bars: bin id decreased
+ERR_PRICE = 1  # price not finite and > 0
+ERR_QTY = 2  # qty not finite and > 0
+ERR_QUOTE = 3  # quote_qty not finite and > 0
+ERR_ORDER = 4  # (ts, trade_id) not strictly increasing
+ERR_SIDE = 5  # side code not in {0, 1, 2}
+ERR_BIN = 6  # time bars: bin id decreased
 
 ERR_TEXT = {
     ERR_PRICE: "price must be finite and > 0",
@@ -107,8 +108,9 @@ def _err_code_nb(p, q, d, sd):
 
 
 @nb.njit(cache=True, nogil=True)
-def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
-                      start, end, ist, fst, out_i, out_f, n_out):
+def threshold_bars_nb(
+    ts, tid, price, qty, quote, side, measure, threshold, start, end, ist, fst, out_i, out_f, n_out
+):
     """Tick / volume / dollar bars (``measure`` = M_TICK / M_VOLUME / M_DOLLAR).
 
     A bar opens on a tick with the accumulator at zero and takes ``threshold`` as its threshold
@@ -117,24 +119,52 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
     threshold, that tick included; overflow is discarded.
     """
     cap = out_i.shape[0]
-    has = ist[I_HAS]; ts_open = ist[I_TS_OPEN]; ts_close = ist[I_TS_CLOSE]; n = ist[I_N]
-    last_ts = ist[I_LAST_TS]; last_tid = ist[I_LAST_TID]; seen = ist[I_SEEN]; trs = ist[I_TR_SIGN]
-    o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
-    vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
-    acc = fst[F_ACC]; thr = fst[F_THR]; lastp = fst[F_LAST_PRICE]; day_total = fst[F_DAY_TOTAL]
+    has = ist[I_HAS]
+    ts_open = ist[I_TS_OPEN]
+    ts_close = ist[I_TS_CLOSE]
+    n = ist[I_N]
+    last_ts = ist[I_LAST_TS]
+    last_tid = ist[I_LAST_TID]
+    seen = ist[I_SEEN]
+    trs = ist[I_TR_SIGN]
+    o = fst[F_OPEN]
+    h = fst[F_HIGH]
+    lo = fst[F_LOW]
+    c = fst[F_CLOSE]
+    vol = fst[F_VOL]
+    qvol = fst[F_QVOL]
+    buy = fst[F_BUY]
+    pv = fst[F_PV]
+    acc = fst[F_ACC]
+    thr = fst[F_THR]
+    lastp = fst[F_LAST_PRICE]
+    day_total = fst[F_DAY_TOTAL]
     if seen == 0:
-        last_ts = _I64_MIN; lastp = 0.0
+        last_ts = _I64_MIN
+        lastp = 0.0
     err = 0
     i = start
     while i < end:
         if n_out >= cap:
             break
-        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        t = ts[i]
+        p = price[i]
+        q = qty[i]
+        d = quote[i]
+        sd = side[i]
         ti = tid[i]
         # branch-free validity and ordering test (no data-dependent branches: ties in ts are
         # common in real data and would be mispredicted)
-        ok = ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
-              & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
+        ok = (
+            (p > 0.0)
+            & (p < _INF)
+            & (q > 0.0)
+            & (q < _INF)
+            & (d > 0.0)
+            & (d < _INF)
+            & (sd <= 2)
+            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
+        )
         if not ok:
             err = _err_code_nb(p, q, d, sd)
         if err != 0:
@@ -142,15 +172,32 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
         # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
         sg = np.int64(p > lastp) - np.int64(p < lastp)
         trs = sg + np.int64(sg == 0) * trs
-        last_ts = t; last_tid = ti; lastp = p
+        last_ts = t
+        last_tid = ti
+        lastp = p
         is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
         fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
         if has == 0:
-            has = 1; ts_open = t; o = p; h = p; lo = p
-            vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; acc = 0.0; thr = threshold
-        h = max(h, p); lo = min(lo, p)  # branch-free (p is finite here)
-        c = p; ts_close = t; n += 1
-        vol += q; qvol += d; pv += p * q
+            has = 1
+            ts_open = t
+            o = p
+            h = p
+            lo = p
+            vol = 0.0
+            qvol = 0.0
+            buy = 0.0
+            pv = 0.0
+            n = 0
+            acc = 0.0
+            thr = threshold
+        h = max(h, p)
+        lo = min(lo, p)  # branch-free (p is finite here)
+        c = p
+        ts_close = t
+        n += 1
+        vol += q
+        qvol += d
+        pv += p * q
         buy += q * fb
         if measure == M_DOLLAR:
             m = d
@@ -161,28 +208,52 @@ def threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
         acc += m
         day_total += m
         if acc >= thr:
-            out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
-            out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
-            out_f[n_out, 4] = vol; out_f[n_out, 5] = qvol; out_f[n_out, 6] = buy
-            out_f[n_out, 7] = pv / vol; out_f[n_out, 8] = thr
+            out_i[n_out, 0] = ts_open
+            out_i[n_out, 1] = ts_close
+            out_i[n_out, 2] = n
+            out_f[n_out, 0] = o
+            out_f[n_out, 1] = h
+            out_f[n_out, 2] = lo
+            out_f[n_out, 3] = c
+            out_f[n_out, 4] = vol
+            out_f[n_out, 5] = qvol
+            out_f[n_out, 6] = buy
+            out_f[n_out, 7] = pv / vol
+            out_f[n_out, 8] = thr
             n_out += 1
             has = 0
         i += 1
-    ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    ist[I_HAS] = has
+    ist[I_TS_OPEN] = ts_open
+    ist[I_TS_CLOSE] = ts_close
+    ist[I_N] = n
     if i > start:
         seen = 1
     else:
         last_ts = ist[I_LAST_TS]
-    ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
-    fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
-    fst[F_VOL] = vol; fst[F_QVOL] = qvol; fst[F_BUY] = buy; fst[F_PV] = pv
-    fst[F_ACC] = acc; fst[F_THR] = thr; fst[F_LAST_PRICE] = lastp; fst[F_DAY_TOTAL] = day_total
+    ist[I_LAST_TS] = last_ts
+    ist[I_LAST_TID] = last_tid
+    ist[I_SEEN] = seen
+    ist[I_TR_SIGN] = trs
+    fst[F_OPEN] = o
+    fst[F_HIGH] = h
+    fst[F_LOW] = lo
+    fst[F_CLOSE] = c
+    fst[F_VOL] = vol
+    fst[F_QVOL] = qvol
+    fst[F_BUY] = buy
+    fst[F_PV] = pv
+    fst[F_ACC] = acc
+    fst[F_THR] = thr
+    fst[F_LAST_PRICE] = lastp
+    fst[F_DAY_TOTAL] = day_total
     return i, n_out, err
 
 
 @nb.njit(cache=True, nogil=True)
-def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
-                 start, end, ist, fst, out_i, out_f, n_out):
+def time_bars_nb(
+    ts, tid, price, qty, quote, side, bin_us, bins, label, start, end, ist, fst, out_i, out_f, n_out
+):
     """Time bars: all ticks whose bin is equal form one bar.
 
     The bin of tick ``i`` is ``ts[i] // bin_us`` when ``bin_us > 0`` (fixed intervals, epoch
@@ -191,25 +262,50 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
     ``label`` is written as the bar's threshold (the interval in microseconds, or NaN).
     """
     cap = out_i.shape[0]
-    has = ist[I_HAS]; ts_open = ist[I_TS_OPEN]; ts_close = ist[I_TS_CLOSE]; n = ist[I_N]
-    last_ts = ist[I_LAST_TS]; last_tid = ist[I_LAST_TID]; seen = ist[I_SEEN]; trs = ist[I_TR_SIGN]
+    has = ist[I_HAS]
+    ts_open = ist[I_TS_OPEN]
+    ts_close = ist[I_TS_CLOSE]
+    n = ist[I_N]
+    last_ts = ist[I_LAST_TS]
+    last_tid = ist[I_LAST_TID]
+    seen = ist[I_SEEN]
+    trs = ist[I_TR_SIGN]
     cur = ist[I_BIN]
-    o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
-    vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
+    o = fst[F_OPEN]
+    h = fst[F_HIGH]
+    lo = fst[F_LOW]
+    c = fst[F_CLOSE]
+    vol = fst[F_VOL]
+    qvol = fst[F_QVOL]
+    buy = fst[F_BUY]
+    pv = fst[F_PV]
     lastp = fst[F_LAST_PRICE]
     if seen == 0:
-        last_ts = _I64_MIN; lastp = 0.0
+        last_ts = _I64_MIN
+        lastp = 0.0
     err = 0
     i = start
     while i < end:
         if n_out >= cap:
             break
-        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        t = ts[i]
+        p = price[i]
+        q = qty[i]
+        d = quote[i]
+        sd = side[i]
         ti = tid[i]
         # branch-free validity and ordering test (no data-dependent branches: ties in ts are
         # common in real data and would be mispredicted)
-        ok = ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
-              & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
+        ok = (
+            (p > 0.0)
+            & (p < _INF)
+            & (q > 0.0)
+            & (q < _INF)
+            & (d > 0.0)
+            & (d < _INF)
+            & (sd <= 2)
+            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
+        )
         if not ok:
             err = _err_code_nb(p, q, d, sd)
         if bin_us > 0:
@@ -223,40 +319,97 @@ def time_bars_nb(ts, tid, price, qty, quote, side, bin_us, bins, label,
         # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
         sg = np.int64(p > lastp) - np.int64(p < lastp)
         trs = sg + np.int64(sg == 0) * trs
-        last_ts = t; last_tid = ti; lastp = p
+        last_ts = t
+        last_tid = ti
+        lastp = p
         is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
         fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
         if has != 0 and b != cur:
-            out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
-            out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
-            out_f[n_out, 4] = vol; out_f[n_out, 5] = qvol; out_f[n_out, 6] = buy
-            out_f[n_out, 7] = pv / vol; out_f[n_out, 8] = label
+            out_i[n_out, 0] = ts_open
+            out_i[n_out, 1] = ts_close
+            out_i[n_out, 2] = n
+            out_f[n_out, 0] = o
+            out_f[n_out, 1] = h
+            out_f[n_out, 2] = lo
+            out_f[n_out, 3] = c
+            out_f[n_out, 4] = vol
+            out_f[n_out, 5] = qvol
+            out_f[n_out, 6] = buy
+            out_f[n_out, 7] = pv / vol
+            out_f[n_out, 8] = label
             n_out += 1
             has = 0
         if has == 0:
-            has = 1; cur = b; ts_open = t; o = p; h = p; lo = p
-            vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0
-        h = max(h, p); lo = min(lo, p)  # branch-free (p is finite here)
-        c = p; ts_close = t; n += 1
-        vol += q; qvol += d; pv += p * q
+            has = 1
+            cur = b
+            ts_open = t
+            o = p
+            h = p
+            lo = p
+            vol = 0.0
+            qvol = 0.0
+            buy = 0.0
+            pv = 0.0
+            n = 0
+        h = max(h, p)
+        lo = min(lo, p)  # branch-free (p is finite here)
+        c = p
+        ts_close = t
+        n += 1
+        vol += q
+        qvol += d
+        pv += p * q
         buy += q * fb
         i += 1
-    ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    ist[I_HAS] = has
+    ist[I_TS_OPEN] = ts_open
+    ist[I_TS_CLOSE] = ts_close
+    ist[I_N] = n
     if i > start:
         seen = 1
     else:
         last_ts = ist[I_LAST_TS]
-    ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
+    ist[I_LAST_TS] = last_ts
+    ist[I_LAST_TID] = last_tid
+    ist[I_SEEN] = seen
+    ist[I_TR_SIGN] = trs
     ist[I_BIN] = cur
-    fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
-    fst[F_VOL] = vol; fst[F_QVOL] = qvol; fst[F_BUY] = buy; fst[F_PV] = pv
-    fst[F_LAST_PRICE] = lastp; fst[F_THR] = label
+    fst[F_OPEN] = o
+    fst[F_HIGH] = h
+    fst[F_LOW] = lo
+    fst[F_CLOSE] = c
+    fst[F_VOL] = vol
+    fst[F_QVOL] = qvol
+    fst[F_BUY] = buy
+    fst[F_PV] = pv
+    fst[F_LAST_PRICE] = lastp
+    fst[F_THR] = label
     return i, n_out, err
 
 
 @nb.njit(cache=True, nogil=True)
-def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t, alpha_a,
-                 min_ticks, max_ticks, start, end, ist, fst, out_i, out_f, n_out):
+def flow_bars_nb(
+    ts,
+    tid,
+    price,
+    qty,
+    quote,
+    side,
+    measure,
+    run,
+    t_init,
+    alpha_t,
+    alpha_a,
+    min_ticks,
+    max_ticks,
+    start,
+    end,
+    ist,
+    fst,
+    out_i,
+    out_f,
+    n_out,
+):
     """Imbalance (``run=False``) and run (``run=True``) bars, AFML 2.3.2.
 
     Per tick, ``v`` is 1, ``qty`` or ``quote_qty`` (``measure``) and ``b`` the tick's sign.
@@ -275,28 +428,59 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
     initialises E[T] and the flow expectations from its own (completed) ticks.
     """
     cap = out_i.shape[0]
-    has = ist[I_HAS]; ts_open = ist[I_TS_OPEN]; ts_close = ist[I_TS_CLOSE]; n = ist[I_N]
-    last_ts = ist[I_LAST_TS]; last_tid = ist[I_LAST_TID]; seen = ist[I_SEEN]; trs = ist[I_TR_SIGN]
+    has = ist[I_HAS]
+    ts_open = ist[I_TS_OPEN]
+    ts_close = ist[I_TS_CLOSE]
+    n = ist[I_N]
+    last_ts = ist[I_LAST_TS]
+    last_tid = ist[I_LAST_TID]
+    seen = ist[I_SEEN]
+    trs = ist[I_TR_SIGN]
     warm = ist[I_WARM]
-    o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]; c = fst[F_CLOSE]
-    vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
-    thr = fst[F_THR]; lastp = fst[F_LAST_PRICE]
-    e_t = fst[F_E_T]; e_a = fst[F_E_A]; e_b = fst[F_E_B]; theta = fst[F_THETA]; sell = fst[F_SELL]
-    fmin = float(min_ticks); fmax = float(max_ticks)
+    o = fst[F_OPEN]
+    h = fst[F_HIGH]
+    lo = fst[F_LOW]
+    c = fst[F_CLOSE]
+    vol = fst[F_VOL]
+    qvol = fst[F_QVOL]
+    buy = fst[F_BUY]
+    pv = fst[F_PV]
+    thr = fst[F_THR]
+    lastp = fst[F_LAST_PRICE]
+    e_t = fst[F_E_T]
+    e_a = fst[F_E_A]
+    e_b = fst[F_E_B]
+    theta = fst[F_THETA]
+    sell = fst[F_SELL]
+    fmin = float(min_ticks)
+    fmax = float(max_ticks)
     warm_len = min(max(np.int64(t_init + 0.5), min_ticks), max_ticks)
     if seen == 0:
-        last_ts = _I64_MIN; lastp = 0.0
+        last_ts = _I64_MIN
+        lastp = 0.0
     err = 0
     i = start
     while i < end:
         if n_out >= cap:
             break
-        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]
+        t = ts[i]
+        p = price[i]
+        q = qty[i]
+        d = quote[i]
+        sd = side[i]
         ti = tid[i]
         # branch-free validity and ordering test (no data-dependent branches: ties in ts are
         # common in real data and would be mispredicted)
-        ok = ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
-              & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
+        ok = (
+            (p > 0.0)
+            & (p < _INF)
+            & (q > 0.0)
+            & (q < _INF)
+            & (d > 0.0)
+            & (d < _INF)
+            & (sd <= 2)
+            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
+        )
         if not ok:
             err = _err_code_nb(p, q, d, sd)
         if err != 0:
@@ -304,12 +488,24 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
         # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
         sg = np.int64(p > lastp) - np.int64(p < lastp)
         trs = sg + np.int64(sg == 0) * trs
-        last_ts = t; last_tid = ti; lastp = p
+        last_ts = t
+        last_tid = ti
+        lastp = p
         is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
         fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
         if has == 0:
-            has = 1; ts_open = t; o = p; h = p; lo = p
-            vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0; theta = 0.0; sell = 0.0
+            has = 1
+            ts_open = t
+            o = p
+            h = p
+            lo = p
+            vol = 0.0
+            qvol = 0.0
+            buy = 0.0
+            pv = 0.0
+            n = 0
+            theta = 0.0
+            sell = 0.0
             if warm != 0:
                 et = min(max(e_t, fmin), fmax)
                 if run:
@@ -318,9 +514,14 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
                     thr = et * abs(e_a)
             else:
                 thr = np.nan
-        h = max(h, p); lo = min(lo, p)  # branch-free (p is finite here)
-        c = p; ts_close = t; n += 1
-        vol += q; qvol += d; pv += p * q
+        h = max(h, p)
+        lo = min(lo, p)  # branch-free (p is finite here)
+        c = p
+        ts_close = t
+        n += 1
+        vol += q
+        qvol += d
+        pv += p * q
         buy += q * fb
         if measure == M_DOLLAR:
             v = d
@@ -344,10 +545,18 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
             else:
                 close = abs(theta) >= thr
         if close:
-            out_i[n_out, 0] = ts_open; out_i[n_out, 1] = ts_close; out_i[n_out, 2] = n
-            out_f[n_out, 0] = o; out_f[n_out, 1] = h; out_f[n_out, 2] = lo; out_f[n_out, 3] = c
-            out_f[n_out, 4] = vol; out_f[n_out, 5] = qvol; out_f[n_out, 6] = buy
-            out_f[n_out, 7] = pv / vol; out_f[n_out, 8] = thr
+            out_i[n_out, 0] = ts_open
+            out_i[n_out, 1] = ts_close
+            out_i[n_out, 2] = n
+            out_f[n_out, 0] = o
+            out_f[n_out, 1] = h
+            out_f[n_out, 2] = lo
+            out_f[n_out, 3] = c
+            out_f[n_out, 4] = vol
+            out_f[n_out, 5] = qvol
+            out_f[n_out, 6] = buy
+            out_f[n_out, 7] = pv / vol
+            out_f[n_out, 8] = thr
             n_out += 1
             has = 0
             fn = float(n)
@@ -361,17 +570,34 @@ def flow_bars_nb(ts, tid, price, qty, quote, side, measure, run, t_init, alpha_t
                 e_a += alpha_a * (theta / fn - e_a)
                 e_b += alpha_a * (sell / fn - e_b)
         i += 1
-    ist[I_HAS] = has; ist[I_TS_OPEN] = ts_open; ist[I_TS_CLOSE] = ts_close; ist[I_N] = n
+    ist[I_HAS] = has
+    ist[I_TS_OPEN] = ts_open
+    ist[I_TS_CLOSE] = ts_close
+    ist[I_N] = n
     if i > start:
         seen = 1
     else:
         last_ts = ist[I_LAST_TS]
-    ist[I_LAST_TS] = last_ts; ist[I_LAST_TID] = last_tid; ist[I_SEEN] = seen; ist[I_TR_SIGN] = trs
+    ist[I_LAST_TS] = last_ts
+    ist[I_LAST_TID] = last_tid
+    ist[I_SEEN] = seen
+    ist[I_TR_SIGN] = trs
     ist[I_WARM] = warm
-    fst[F_OPEN] = o; fst[F_HIGH] = h; fst[F_LOW] = lo; fst[F_CLOSE] = c
-    fst[F_VOL] = vol; fst[F_QVOL] = qvol; fst[F_BUY] = buy; fst[F_PV] = pv
-    fst[F_THR] = thr; fst[F_LAST_PRICE] = lastp
-    fst[F_E_T] = e_t; fst[F_E_A] = e_a; fst[F_E_B] = e_b; fst[F_THETA] = theta; fst[F_SELL] = sell
+    fst[F_OPEN] = o
+    fst[F_HIGH] = h
+    fst[F_LOW] = lo
+    fst[F_CLOSE] = c
+    fst[F_VOL] = vol
+    fst[F_QVOL] = qvol
+    fst[F_BUY] = buy
+    fst[F_PV] = pv
+    fst[F_THR] = thr
+    fst[F_LAST_PRICE] = lastp
+    fst[F_E_T] = e_t
+    fst[F_E_A] = e_a
+    fst[F_E_B] = e_b
+    fst[F_THETA] = theta
+    fst[F_SELL] = sell
     return i, n_out, err
 
 
@@ -389,7 +615,7 @@ def day_runs_nb(ts, day_us):
             k += 1
             prev = dd
     out[k] = n
-    return out[:k + 1]
+    return out[: k + 1]
 
 
 # ---------------------------------------------------------------- threshold bars, two passes
@@ -409,7 +635,9 @@ def _segment_nb(ts, tid, price, qty, quote, side, s, e, start, fresh, ist, fst, 
         lastp = fst[F_LAST_PRICE] if seen != 0 else 0.0
         trs = ist[I_TR_SIGN]
     else:
-        last_ts = ts[s - 1]; last_tid = tid[s - 1]; lastp = price[s - 1]
+        last_ts = ts[s - 1]
+        last_tid = tid[s - 1]
+        lastp = price[s - 1]
         trs = ist[I_TR_SIGN]
         j = s - 1
         while j > start:
@@ -423,34 +651,75 @@ def _segment_nb(ts, tid, price, qty, quote, side, s, e, start, fresh, ist, fst, 
                 trs = 1 if price[start] > p0 else -1
     if fresh:
         p = price[s]
-        ts_open = ts[s]; o = p; h = p; lo = p
-        vol = 0.0; qvol = 0.0; buy = 0.0; pv = 0.0; n = 0
+        ts_open = ts[s]
+        o = p
+        h = p
+        lo = p
+        vol = 0.0
+        qvol = 0.0
+        buy = 0.0
+        pv = 0.0
+        n = 0
     else:
-        ts_open = ist[I_TS_OPEN]; n = ist[I_N]
-        o = fst[F_OPEN]; h = fst[F_HIGH]; lo = fst[F_LOW]
-        vol = fst[F_VOL]; qvol = fst[F_QVOL]; buy = fst[F_BUY]; pv = fst[F_PV]
+        ts_open = ist[I_TS_OPEN]
+        n = ist[I_N]
+        o = fst[F_OPEN]
+        h = fst[F_HIGH]
+        lo = fst[F_LOW]
+        vol = fst[F_VOL]
+        qvol = fst[F_QVOL]
+        buy = fst[F_BUY]
+        pv = fst[F_PV]
     ok = True
     for i in range(s, e):
-        t = ts[i]; p = price[i]; q = qty[i]; d = quote[i]; sd = side[i]; ti = tid[i]
-        ok &= ((p > 0.0) & (p < _INF) & (q > 0.0) & (q < _INF) & (d > 0.0) & (d < _INF) & (sd <= 2)
-               & ((t > last_ts) | ((t == last_ts) & (ti > last_tid))))
+        t = ts[i]
+        p = price[i]
+        q = qty[i]
+        d = quote[i]
+        sd = side[i]
+        ti = tid[i]
+        ok &= (
+            (p > 0.0)
+            & (p < _INF)
+            & (q > 0.0)
+            & (q < _INF)
+            & (d > 0.0)
+            & (d < _INF)
+            & (sd <= 2)
+            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
+        )
         sg = np.int64(p > lastp) - np.int64(p < lastp)
         trs = sg + np.int64(sg == 0) * trs
-        last_ts = t; last_tid = ti; lastp = p
+        last_ts = t
+        last_tid = ti
+        lastp = p
         fb = np.float64((sd == 0) | ((sd == 2) & (trs > 0)))
-        h = max(h, p); lo = min(lo, p)
-        vol += q; qvol += d; pv += p * q
+        h = max(h, p)
+        lo = min(lo, p)
+        vol += q
+        qvol += d
+        pv += p * q
         buy += q * fb
         n += 1
-    seg_i[g, 0] = ts_open; seg_i[g, 1] = ts[e - 1]; seg_i[g, 2] = n; seg_i[g, 3] = trs
-    seg_f[g, 0] = o; seg_f[g, 1] = h; seg_f[g, 2] = lo; seg_f[g, 3] = price[e - 1]
-    seg_f[g, 4] = vol; seg_f[g, 5] = qvol; seg_f[g, 6] = buy; seg_f[g, 7] = pv
+    seg_i[g, 0] = ts_open
+    seg_i[g, 1] = ts[e - 1]
+    seg_i[g, 2] = n
+    seg_i[g, 3] = trs
+    seg_f[g, 0] = o
+    seg_f[g, 1] = h
+    seg_f[g, 2] = lo
+    seg_f[g, 3] = price[e - 1]
+    seg_f[g, 4] = vol
+    seg_f[g, 5] = qvol
+    seg_f[g, 6] = buy
+    seg_f[g, 7] = pv
     return ok
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def threshold_bars_par_nb(ts, tid, price, qty, quote, side, measure, threshold,
-                          start, end, ist, fst, out_i, out_f, n_out):
+def threshold_bars_par_nb(
+    ts, tid, price, qty, quote, side, measure, threshold, start, end, ist, fst, out_i, out_f, n_out
+):
     """:func:`threshold_bars_nb` in two passes, the second on all numba threads; same results.
 
     Pass 1 (sequential) finds where bars close from the measure column alone, with exactly the
@@ -464,17 +733,23 @@ def threshold_bars_par_nb(ts, tid, price, qty, quote, side, measure, threshold,
     cap = out_i.shape[0]
     room = cap - n_out
     if room <= 0 or end <= start:
-        return threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
-                                 start, end, ist, fst, out_i, out_f, n_out)
+        return threshold_bars_nb(
+            ts, tid, price, qty, quote, side, measure, threshold, start, end, ist, fst, out_i, out_f, n_out
+        )
     # ---- pass 1: bar closes
-    has = ist[I_HAS]; acc = fst[F_ACC]; thr = fst[F_THR]; day_total = fst[F_DAY_TOTAL]
+    has = ist[I_HAS]
+    acc = fst[F_ACC]
+    thr = fst[F_THR]
+    day_total = fst[F_DAY_TOTAL]
     thr0 = thr if has != 0 else threshold  # threshold of the first bar of this call
     closes = np.empty(min(room, end - start), dtype=np.int64)
     k = 0
     i = start
     while i < end:
         if has == 0:
-            has = 1; acc = 0.0; thr = threshold
+            has = 1
+            acc = 0.0
+            thr = threshold
         if measure == M_DOLLAR:
             m = quote[i]
         elif measure == M_VOLUME:
@@ -502,25 +777,57 @@ def threshold_bars_par_nb(ts, tid, price, qty, quote, side, measure, threshold,
     for g in nb.prange(nseg):
         s = start if g == 0 else closes[g - 1] + 1
         e = closes[g] + 1 if g < k else stop
-        oks[g] = _segment_nb(ts, tid, price, qty, quote, side, s, e, start,
-                             not (g == 0 and carried), ist, fst, seg_i, seg_f, g)
+        oks[g] = _segment_nb(
+            ts, tid, price, qty, quote, side, s, e, start, not (g == 0 and carried), ist, fst, seg_i, seg_f, g
+        )
     for g in range(nseg):
         if not oks[g]:
-            return threshold_bars_nb(ts, tid, price, qty, quote, side, measure, threshold,
-                                     start, end, ist, fst, out_i, out_f, n_out)
+            return threshold_bars_nb(
+                ts,
+                tid,
+                price,
+                qty,
+                quote,
+                side,
+                measure,
+                threshold,
+                start,
+                end,
+                ist,
+                fst,
+                out_i,
+                out_f,
+                n_out,
+            )
     for g in range(k):
         r = n_out + g
-        out_i[r, 0] = seg_i[g, 0]; out_i[r, 1] = seg_i[g, 1]; out_i[r, 2] = seg_i[g, 2]
+        out_i[r, 0] = seg_i[g, 0]
+        out_i[r, 1] = seg_i[g, 1]
+        out_i[r, 2] = seg_i[g, 2]
         for c in range(7):
             out_f[r, c] = seg_f[g, c]
         out_f[r, 7] = seg_f[g, 7] / seg_f[g, 4]
         out_f[r, 8] = thr0 if g == 0 else threshold
     # ---- the state of the one-pass kernel after tick stop - 1
     G = nseg - 1
-    ist[I_HAS] = has; ist[I_TS_OPEN] = seg_i[G, 0]; ist[I_TS_CLOSE] = seg_i[G, 1]; ist[I_N] = seg_i[G, 2]
-    ist[I_LAST_TS] = ts[stop - 1]; ist[I_LAST_TID] = tid[stop - 1]; ist[I_SEEN] = 1
+    ist[I_HAS] = has
+    ist[I_TS_OPEN] = seg_i[G, 0]
+    ist[I_TS_CLOSE] = seg_i[G, 1]
+    ist[I_N] = seg_i[G, 2]
+    ist[I_LAST_TS] = ts[stop - 1]
+    ist[I_LAST_TID] = tid[stop - 1]
+    ist[I_SEEN] = 1
     ist[I_TR_SIGN] = seg_i[G, 3]
-    fst[F_OPEN] = seg_f[G, 0]; fst[F_HIGH] = seg_f[G, 1]; fst[F_LOW] = seg_f[G, 2]; fst[F_CLOSE] = seg_f[G, 3]
-    fst[F_VOL] = seg_f[G, 4]; fst[F_QVOL] = seg_f[G, 5]; fst[F_BUY] = seg_f[G, 6]; fst[F_PV] = seg_f[G, 7]
-    fst[F_ACC] = acc; fst[F_THR] = thr; fst[F_LAST_PRICE] = price[stop - 1]; fst[F_DAY_TOTAL] = day_total
+    fst[F_OPEN] = seg_f[G, 0]
+    fst[F_HIGH] = seg_f[G, 1]
+    fst[F_LOW] = seg_f[G, 2]
+    fst[F_CLOSE] = seg_f[G, 3]
+    fst[F_VOL] = seg_f[G, 4]
+    fst[F_QVOL] = seg_f[G, 5]
+    fst[F_BUY] = seg_f[G, 6]
+    fst[F_PV] = seg_f[G, 7]
+    fst[F_ACC] = acc
+    fst[F_THR] = thr
+    fst[F_LAST_PRICE] = price[stop - 1]
+    fst[F_DAY_TOTAL] = day_total
     return stop, n_out + k, 0

@@ -11,13 +11,14 @@ Output: the bar table of DESIGN.md (``ts_open``, ``ts_close``, ``open``, ``high`
 ``threshold`` (the threshold the bar was built with) and ``is_partial`` (True only on a trailing
 bar that has not closed; such a row exists only when asked for with ``keep_partial``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numba
 import numpy as np
@@ -31,20 +32,45 @@ log = logging.getLogger(__name__)
 DAY_US = 86_400_000_000
 
 TICK_COLUMNS = ["ts", "trade_id", "price", "qty", "quote_qty", "is_buyer_maker"]
-BAR_COLUMNS = ["ts_open", "ts_close", "open", "high", "low", "close", "volume", "quote_volume",
-               "buy_volume", "n_ticks", "vwap", "threshold", "is_partial"]
-BAR_SCHEMA = pa.schema([
-    ("ts_open", pa.int64()), ("ts_close", pa.int64()), ("open", pa.float64()),
-    ("high", pa.float64()), ("low", pa.float64()), ("close", pa.float64()),
-    ("volume", pa.float64()), ("quote_volume", pa.float64()), ("buy_volume", pa.float64()),
-    ("n_ticks", pa.int64()), ("vwap", pa.float64()), ("threshold", pa.float64()),
-    ("is_partial", pa.bool_()),
-])
+BAR_COLUMNS = [
+    "ts_open",
+    "ts_close",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "buy_volume",
+    "n_ticks",
+    "vwap",
+    "threshold",
+    "is_partial",
+]
+BAR_SCHEMA = pa.schema(
+    [
+        ("ts_open", pa.int64()),
+        ("ts_close", pa.int64()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("quote_volume", pa.float64()),
+        ("buy_volume", pa.float64()),
+        ("n_ticks", pa.int64()),
+        ("vwap", pa.float64()),
+        ("threshold", pa.float64()),
+        ("is_partial", pa.bool_()),
+    ]
+)
 
 THRESHOLD_KINDS = {"tick": _nb.M_TICK, "volume": _nb.M_VOLUME, "dollar": _nb.M_DOLLAR}
-FLOW_KINDS = {f"{m}_{k}": (_nb.M_TICK if m == "tick" else _nb.M_VOLUME if m == "volume" else _nb.M_DOLLAR,
-                           k == "run")
-              for m in ("tick", "volume", "dollar") for k in ("imbalance", "run")}
+FLOW_KINDS = {
+    f"{m}_{k}": (_nb.M_TICK if m == "tick" else _nb.M_VOLUME if m == "volume" else _nb.M_DOLLAR, k == "run")
+    for m in ("tick", "volume", "dollar")
+    for k in ("imbalance", "run")
+}
 KINDS = ["time", *THRESHOLD_KINDS, *FLOW_KINDS]
 WARMUPS = ("first_day", "fixed")
 
@@ -84,11 +110,15 @@ class BarSpec:
         if k not in KINDS:
             raise BarsConfigError(f"bars.kind must be one of {KINDS}, got {k!r}")
         if self.threshold_mode not in ("fixed", "dynamic"):
-            raise BarsConfigError(f"bars.threshold_mode must be fixed or dynamic, got {self.threshold_mode!r}")
+            raise BarsConfigError(
+                f"bars.threshold_mode must be fixed or dynamic, got {self.threshold_mode!r}"
+            )
         if k in THRESHOLD_KINDS:
             if self.threshold is None or not (np.isfinite(self.threshold) and self.threshold > 0):
-                raise BarsConfigError(f"bars.threshold must be a finite number > 0 for {k} bars "
-                                      f"(also the warm-up threshold of dynamic mode), got {self.threshold!r}")
+                raise BarsConfigError(
+                    f"bars.threshold must be a finite number > 0 for {k} bars "
+                    f"(also the warm-up threshold of dynamic mode), got {self.threshold!r}"
+                )
             if self.threshold_mode == "dynamic":
                 if not (np.isfinite(self.bars_per_day) and self.bars_per_day > 0):
                     raise BarsConfigError(f"bars.bars_per_day must be > 0, got {self.bars_per_day!r}")
@@ -100,15 +130,21 @@ class BarSpec:
             interval_us(self.interval)  # raises on a bad interval
         if k in FLOW_KINDS:
             if not (np.isfinite(self.expected_ticks_init) and self.expected_ticks_init >= 1):
-                raise BarsConfigError(f"bars.expected_ticks_init must be >= 1, got {self.expected_ticks_init!r}")
+                raise BarsConfigError(
+                    f"bars.expected_ticks_init must be >= 1, got {self.expected_ticks_init!r}"
+                )
             if int(self.ewma_span) < 1:
                 raise BarsConfigError(f"bars.ewma_span must be >= 1, got {self.ewma_span!r}")
             if self.imbalance_span is not None and int(self.imbalance_span) < 1:
                 raise BarsConfigError(f"bars.imbalance_span must be >= 1, got {self.imbalance_span!r}")
             if not (1 <= int(self.min_ticks) <= int(self.max_ticks)):
-                raise BarsConfigError(f"bars.min_ticks and bars.max_ticks must satisfy 1 <= min_ticks <= "
-                                      f"max_ticks, got {self.min_ticks!r}, {self.max_ticks!r}")
-            if self.imbalance_init is not None and not (np.isfinite(self.imbalance_init) and self.imbalance_init > 0):
+                raise BarsConfigError(
+                    f"bars.min_ticks and bars.max_ticks must satisfy 1 <= min_ticks <= "
+                    f"max_ticks, got {self.min_ticks!r}, {self.max_ticks!r}"
+                )
+            if self.imbalance_init is not None and not (
+                np.isfinite(self.imbalance_init) and self.imbalance_init > 0
+            ):
                 raise BarsConfigError(f"bars.imbalance_init must be > 0 or null, got {self.imbalance_init!r}")
 
     @property
@@ -126,6 +162,7 @@ class BarSpec:
         if cfg is not None:
             try:
                 from omegaconf import DictConfig, OmegaConf
+
                 if isinstance(cfg, DictConfig):
                     cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
             except ImportError:  # pragma: no cover
@@ -141,8 +178,10 @@ class BarSpec:
             raise BarsConfigError(f"unknown bars option(s) {bad}; known: {sorted(names | {'keep_partial'})}")
         d = {k: getattr(v, "value", v) for k, v in d.items()}
         if d.get("kind", "dollar") not in THRESHOLD_KINDS and d.get("threshold_mode") == "dynamic":
-            log.warning("bars.threshold_mode=dynamic applies to tick/volume/dollar bars only; "
-                        "ignored for %s bars", d.get("kind"))
+            log.warning(
+                "bars.threshold_mode=dynamic applies to tick/volume/dollar bars only; ignored for %s bars",
+                d.get("kind"),
+            )
             d["threshold_mode"] = "fixed"
         for key in ("threshold", "bars_per_day", "expected_ticks_init", "imbalance_init"):
             if d.get(key) is not None:
@@ -165,7 +204,9 @@ def interval_us(interval: str):
     if isinstance(off, pd.offsets.Tick):
         ns = int(off.nanos)
         if ns <= 0 or ns % 1000:
-            raise BarsConfigError(f"bars.interval must be a positive whole number of microseconds, got {interval!r}")
+            raise BarsConfigError(
+                f"bars.interval must be a positive whole number of microseconds, got {interval!r}"
+            )
         return ns // 1000
     return off
 
@@ -241,8 +282,9 @@ def tick_arrays(ticks: Any) -> dict:
         names = set(ticks)
         get = ticks.__getitem__
     else:
-        raise BarsInputError(f"ticks must be a DataFrame, a pyarrow Table or a mapping of columns, "
-                             f"got {type(ticks).__name__}")
+        raise BarsInputError(
+            f"ticks must be a DataFrame, a pyarrow Table or a mapping of columns, got {type(ticks).__name__}"
+        )
     missing = [c for c in TICK_COLUMNS[:5] if c not in names]
     if missing:
         raise BarsInputError(f"ticks lack column(s) {missing}; tick columns are {TICK_COLUMNS}")
@@ -250,8 +292,9 @@ def tick_arrays(ticks: Any) -> dict:
     for c in ("price", "qty", "quote_qty"):
         out[c] = _num(get(c), c, np.float64)
     n = len(out["ts"])
-    out["side"] = (_side_codes(get("is_buyer_maker")) if "is_buyer_maker" in names
-                   else np.full(n, 2, dtype=np.uint8))
+    out["side"] = (
+        _side_codes(get("is_buyer_maker")) if "is_buyer_maker" in names else np.full(n, 2, dtype=np.uint8)
+    )
     return out
 
 
@@ -380,29 +423,65 @@ class BarStream:
         while True:
             if s.kind in THRESHOLD_KINDS:
                 kern = _nb.threshold_bars_nb
-                par = (self.parallel and hi - i >= self.PAR_MIN and numba.get_num_threads() > 1
-                       and _PAR_LOCK.acquire(blocking=False))
+                par = (
+                    self.parallel
+                    and hi - i >= self.PAR_MIN
+                    and numba.get_num_threads() > 1
+                    and _PAR_LOCK.acquire(blocking=False)
+                )
                 try:
                     if par:
                         kern = _nb.threshold_bars_par_nb
                     i, self._n_out, err = kern(
-                        *args, THRESHOLD_KINDS[s.kind], self._thr, i, hi, self.ist, self.fst,
-                        self._out_i, self._out_f, self._n_out)
+                        *args,
+                        THRESHOLD_KINDS[s.kind],
+                        self._thr,
+                        i,
+                        hi,
+                        self.ist,
+                        self.fst,
+                        self._out_i,
+                        self._out_f,
+                        self._n_out,
+                    )
                 finally:
                     if par:
                         _PAR_LOCK.release()
             elif s.kind == "time":
                 label = float(self._bin_us) if self._bin_us else np.nan
                 i, self._n_out, err = _nb.time_bars_nb(
-                    *args, self._bin_us, bins, label, i, hi, self.ist, self.fst,
-                    self._out_i, self._out_f, self._n_out)
+                    *args,
+                    self._bin_us,
+                    bins,
+                    label,
+                    i,
+                    hi,
+                    self.ist,
+                    self.fst,
+                    self._out_i,
+                    self._out_f,
+                    self._n_out,
+                )
             else:
                 measure, run = FLOW_KINDS[s.kind]
                 span_a = s.imbalance_span if s.imbalance_span is not None else s.ewma_span
                 i, self._n_out, err = _nb.flow_bars_nb(
-                    *args, measure, run, float(s.expected_ticks_init), 2.0 / (s.ewma_span + 1.0),
-                    2.0 / (span_a + 1.0), int(s.min_ticks), int(s.max_ticks), i, hi,
-                    self.ist, self.fst, self._out_i, self._out_f, self._n_out)
+                    *args,
+                    measure,
+                    run,
+                    float(s.expected_ticks_init),
+                    2.0 / (s.ewma_span + 1.0),
+                    2.0 / (span_a + 1.0),
+                    int(s.min_ticks),
+                    int(s.max_ticks),
+                    i,
+                    hi,
+                    self.ist,
+                    self.fst,
+                    self._out_i,
+                    self._out_f,
+                    self._n_out,
+                )
             if err:
                 self._raise(a, i, err, source, row0)
             if self._n_out >= self.BUF:
@@ -412,17 +491,19 @@ class BarStream:
 
     def _flush(self) -> None:
         if self._n_out:
-            self._chunks.append((self._out_i[:self._n_out].copy(), self._out_f[:self._n_out].copy()))
+            self._chunks.append((self._out_i[: self._n_out].copy(), self._out_f[: self._n_out].copy()))
             self._n_out = 0
 
     def _raise(self, a, i: int, err: int, source: str, row0: int):
         vals = ", ".join(f"{c}={a[c][i].item()!r}" for c in ("ts", "trade_id", "price", "qty", "quote_qty"))
         extra = ""
         if err == _nb.ERR_ORDER:
-            extra = (f"; previous tick ts={int(self.ist[_nb.I_LAST_TS])}, "
-                     f"trade_id={int(self.ist[_nb.I_LAST_TID])}")
-        raise BarsInputError(f"{source}: row {row0 + i}: {_nb.ERR_TEXT.get(err, f'error {err}')} "
-                             f"({vals}{extra})")
+            extra = (
+                f"; previous tick ts={int(self.ist[_nb.I_LAST_TS])}, trade_id={int(self.ist[_nb.I_LAST_TID])}"
+            )
+        raise BarsInputError(
+            f"{source}: row {row0 + i}: {_nb.ERR_TEXT.get(err, f'error {err}')} ({vals}{extra})"
+        )
 
     # ---- results
     @property
@@ -444,8 +525,23 @@ class BarStream:
             ist, fst = self.ist, self.fst
             ci.append(np.array([[ist[_nb.I_TS_OPEN], ist[_nb.I_TS_CLOSE], ist[_nb.I_N]]], dtype=np.int64))
             vol = fst[_nb.F_VOL]
-            cf.append(np.array([[fst[_nb.F_OPEN], fst[_nb.F_HIGH], fst[_nb.F_LOW], fst[_nb.F_CLOSE], vol,
-                                 fst[_nb.F_QVOL], fst[_nb.F_BUY], fst[_nb.F_PV] / vol, fst[_nb.F_THR]]]))
+            cf.append(
+                np.array(
+                    [
+                        [
+                            fst[_nb.F_OPEN],
+                            fst[_nb.F_HIGH],
+                            fst[_nb.F_LOW],
+                            fst[_nb.F_CLOSE],
+                            vol,
+                            fst[_nb.F_QVOL],
+                            fst[_nb.F_BUY],
+                            fst[_nb.F_PV] / vol,
+                            fst[_nb.F_THR],
+                        ]
+                    ]
+                )
+            )
         oi = np.concatenate(ci) if ci else np.empty((0, _nb.N_OUT_I), dtype=np.int64)
         of = np.concatenate(cf) if cf else np.empty((0, _nb.N_OUT_F), dtype=np.float64)
         n_done = len(oi) - int(partial)
@@ -462,8 +558,15 @@ class BarStream:
         return self.table(keep_partial).to_pandas()
 
 
-def build_bars(ticks: Any, kind: str = "dollar", threshold: Optional[float] = None, *,
-               keep_partial: bool = False, spec: Optional[BarSpec] = None, **options: Any) -> pd.DataFrame:
+def build_bars(
+    ticks: Any,
+    kind: str = "dollar",
+    threshold: Optional[float] = None,
+    *,
+    keep_partial: bool = False,
+    spec: Optional[BarSpec] = None,
+    **options: Any,
+) -> pd.DataFrame:
     """Bars of one symbol's ticks, in memory (the same kernels as the Spark job).
 
     Parameters

@@ -13,6 +13,7 @@ Each written table holds the completed bars plus, if the stream ended inside a b
 bar flagged ``is_partial=True``; :func:`load_bars` drops it unless ``keep_partial=True``. So the
 output does not depend on ``bars.keep_partial`` (which is why the pipeline leaves it out of the key).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from btsys.bars.api import DAY_US, TICK_COLUMNS, BarSpec, BarStream, BarsInputError
+from btsys.bars.api import DAY_US, TICK_COLUMNS, BarsInputError, BarSpec, BarStream
 from btsys.storage import LocalStorage, Storage, storage_from_dict
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ def plan_symbols(partitions: list[Mapping[str, Any]]) -> dict[str, list[dict]]:
         sym = str(p["symbol"])
         m = str(p.get("market", ""))
         if markets.setdefault(sym, m) != m:
-            raise BarsInputError(f"symbol {sym!r} appears in markets {markets[sym]!r} and {m!r}; "
-                                 "bars need one stream per symbol")
+            raise BarsInputError(
+                f"symbol {sym!r} appears in markets {markets[sym]!r} and {m!r}; "
+                "bars need one stream per symbol"
+            )
         groups.setdefault(sym, []).append(dict(p))
     for sym in groups:
         groups[sym].sort(key=_order_key)  # stable: listing order where the keys tie
@@ -67,8 +70,11 @@ def plan_symbols(partitions: list[Mapping[str, Any]]) -> dict[str, list[dict]]:
 
 def _order_key(p: Mapping[str, Any]) -> tuple:
     """Stream order of a lake file: date, then (when the listing has them) first ts and first id."""
-    return (str(p.get("date", "")), int(p.get("first_ts", -1) if p.get("first_ts") is not None else -1),
-            int(p.get("min_id", -1) if p.get("min_id") is not None else -1))
+    return (
+        str(p.get("date", "")),
+        int(p.get("first_ts", -1) if p.get("first_ts") is not None else -1),
+        int(p.get("min_id", -1) if p.get("min_id") is not None else -1),
+    )
 
 
 _MMAP_FS = pafs.LocalFileSystem(use_mmap=True)
@@ -91,8 +97,9 @@ def _read(store: Storage, part: Mapping[str, Any]) -> pa.Table:
     return tbl
 
 
-def stream_symbol(store: Storage, spec: BarSpec, parts: list[Mapping[str, Any]],
-                  prefetch: bool = True) -> BarStream:
+def stream_symbol(
+    store: Storage, spec: BarSpec, parts: list[Mapping[str, Any]], prefetch: bool = True
+) -> BarStream:
     """Stream one symbol's lake files, in order, through one BarStream (next file read ahead)."""
     stream = BarStream(spec)
     if not parts:
@@ -138,8 +145,9 @@ def _arrow_threads(n: int):
             pa.set_cpu_count(old)
 
 
-def _symbol_task(item: tuple[str, list[dict]], spec_dict: dict, store_dict: dict, out_prefix: str,
-                 threads: int = 1) -> dict:
+def _symbol_task(
+    item: tuple[str, list[dict]], spec_dict: dict, store_dict: dict, out_prefix: str, threads: int = 1
+) -> dict:
     """Spark task: bars of one symbol, written to the store; returns that symbol's small meta.
 
     ``threads``: cores this task may use (pyarrow decode, prefetch) -- the driver's estimate of
@@ -154,9 +162,15 @@ def _symbol_task(item: tuple[str, list[dict]], spec_dict: dict, store_dict: dict
         key = bars_key(out_prefix, symbol)
         tbl = stream.table(keep_partial=True)
         store.write_parquet(tbl, key)
-    meta = {"symbol": symbol, "path": key, "n_bars": stream.n_bars, "partial": stream.has_partial,
-            "n_ticks": stream.n_ticks, "n_files": len(parts),
-            "seconds": round(time.perf_counter() - t0, 3)}
+    meta = {
+        "symbol": symbol,
+        "path": key,
+        "n_bars": stream.n_bars,
+        "partial": stream.has_partial,
+        "n_ticks": stream.n_ticks,
+        "n_files": len(parts),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     if spec.dynamic:
         meta["thresholds"] = {_day_str(d): v for d, v in sorted(stream.day_thresholds.items())}
     return meta
@@ -193,14 +207,23 @@ def run_bars(spark, bars_cfg: Any, store: Storage, ingest_entry: Any, out_prefix
     # of its files is multi-threaded), one each when there are at least as many symbols as cores
     par = max(1, int(spark.sparkContext.defaultParallelism))
     threads = max(1, par // min(len(items), par))
-    fn = functools.partial(_symbol_task, spec_dict=spec.to_dict(), store_dict=store.to_dict(),
-                           out_prefix=out_prefix, threads=threads)
+    fn = functools.partial(
+        _symbol_task,
+        spec_dict=spec.to_dict(),
+        store_dict=store.to_dict(),
+        out_prefix=out_prefix,
+        threads=threads,
+    )
     t0 = time.perf_counter()
     results = spark.sparkContext.parallelize(items, len(items)).map(fn).collect()
     for r in sorted(results, key=lambda r: r["symbol"]):
         out["symbols"][r.pop("symbol")] = r
-    log.info("bars: %d symbols, %d ticks in %.2fs", len(results),
-             sum(r["n_ticks"] for r in results), time.perf_counter() - t0)
+    log.info(
+        "bars: %d symbols, %d ticks in %.2fs",
+        len(results),
+        sum(r["n_ticks"] for r in results),
+        time.perf_counter() - t0,
+    )
     return out
 
 
@@ -211,8 +234,11 @@ def load_bars(store: Storage, entry: Any, symbol: str, keep_partial: bool = Fals
     storage prefix. The trailing partial bar (``is_partial``) is dropped unless ``keep_partial``.
     """
     path: Optional[str] = None
-    meta = getattr(entry, "meta", None) if not isinstance(entry, (str, Mapping)) else (
-        entry if isinstance(entry, Mapping) else None)
+    meta = (
+        getattr(entry, "meta", None)
+        if not isinstance(entry, (str, Mapping))
+        else (entry if isinstance(entry, Mapping) else None)
+    )
     if isinstance(meta, Mapping) and "symbols" in meta:
         syms = meta["symbols"]
         if symbol not in syms:
@@ -223,7 +249,9 @@ def load_bars(store: Storage, entry: Any, symbol: str, keep_partial: bool = Fals
     elif hasattr(entry, "prefix"):
         path = bars_key(entry.prefix, symbol)
     else:
-        raise TypeError(f"entry must be a CacheEntry, a bars meta dict or a prefix, got {type(entry).__name__}")
+        raise TypeError(
+            f"entry must be a CacheEntry, a bars meta dict or a prefix, got {type(entry).__name__}"
+        )
     df = store.read_parquet(path).to_pandas()
     if not keep_partial and "is_partial" in df.columns and len(df) and df["is_partial"].iloc[-1]:
         df = df.iloc[:-1].reset_index(drop=True)

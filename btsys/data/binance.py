@@ -13,6 +13,7 @@ Parsing (:func:`parse_csv`) turns one CSV member into the tick table of DESIGN.m
 ``pyarrow.csv`` (column types forced, never pandas row loops): header present or not, ``True`` /
 ``true`` booleans, ms or µs timestamps detected per file and normalised to µs, float64 prices.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -29,33 +30,73 @@ import pyarrow.csv as pacsv
 MARKETS = {"spot": "spot", "um": "futures/um", "cm": "futures/cm"}
 TICK_DATASETS = ("trades", "aggTrades")
 FUNDING = "fundingRate"
-DEFAULT_CONTRACT_SIZE = {"BTC": 100.0, "default": 10.0}   # USD per COIN-M contract
+DEFAULT_CONTRACT_SIZE = {"BTC": 100.0, "default": 10.0}  # USD per COIN-M contract
 SYMBOL_RE = re.compile(r"^[A-Z0-9_]{2,32}$")
 
 #: Parser version: bump when parsing/validation changes what lands in the lake (re-ingests files).
 PARSER_VERSION = 1
 
 #: Tick table schema (DESIGN.md).
-TICK_SCHEMA = pa.schema([
-    ("ts", pa.int64()), ("trade_id", pa.int64()), ("price", pa.float64()),
-    ("qty", pa.float64()), ("quote_qty", pa.float64()), ("is_buyer_maker", pa.bool_()),
-])
+TICK_SCHEMA = pa.schema(
+    [
+        ("ts", pa.int64()),
+        ("trade_id", pa.int64()),
+        ("price", pa.float64()),
+        ("qty", pa.float64()),
+        ("quote_qty", pa.float64()),
+        ("is_buyer_maker", pa.bool_()),
+    ]
+)
 FUNDING_SCHEMA = pa.schema([("ts", pa.int64()), ("interval_hours", pa.int64()), ("rate", pa.float64())])
 
 # Real layouts: (column names, arrow types). Names are ours (stable); the file's header, if any,
 # only has to have the same number of columns.
 _I, _F, _B = pa.int64(), pa.float64(), pa.bool_()
 LAYOUTS: dict[tuple[str, str], list[tuple[str, pa.DataType]]] = {
-    ("spot", "aggTrades"): [("agg_id", _I), ("price", _F), ("qty", _F), ("first_id", _I), ("last_id", _I),
-                            ("time", _I), ("is_buyer_maker", _B), ("is_best_match", _B)],
-    ("spot", "trades"): [("id", _I), ("price", _F), ("qty", _F), ("quote_qty", _F), ("time", _I),
-                         ("is_buyer_maker", _B), ("is_best_match", _B)],
-    ("um", "aggTrades"): [("agg_trade_id", _I), ("price", _F), ("quantity", _F), ("first_trade_id", _I),
-                          ("last_trade_id", _I), ("transact_time", _I), ("is_buyer_maker", _B)],
-    ("um", "trades"): [("id", _I), ("price", _F), ("qty", _F), ("quote_qty", _F), ("time", _I),
-                       ("is_buyer_maker", _B)],
-    ("cm", "trades"): [("id", _I), ("price", _F), ("qty", _F), ("base_qty", _F), ("time", _I),
-                       ("is_buyer_maker", _B)],
+    ("spot", "aggTrades"): [
+        ("agg_id", _I),
+        ("price", _F),
+        ("qty", _F),
+        ("first_id", _I),
+        ("last_id", _I),
+        ("time", _I),
+        ("is_buyer_maker", _B),
+        ("is_best_match", _B),
+    ],
+    ("spot", "trades"): [
+        ("id", _I),
+        ("price", _F),
+        ("qty", _F),
+        ("quote_qty", _F),
+        ("time", _I),
+        ("is_buyer_maker", _B),
+        ("is_best_match", _B),
+    ],
+    ("um", "aggTrades"): [
+        ("agg_trade_id", _I),
+        ("price", _F),
+        ("quantity", _F),
+        ("first_trade_id", _I),
+        ("last_trade_id", _I),
+        ("transact_time", _I),
+        ("is_buyer_maker", _B),
+    ],
+    ("um", "trades"): [
+        ("id", _I),
+        ("price", _F),
+        ("qty", _F),
+        ("quote_qty", _F),
+        ("time", _I),
+        ("is_buyer_maker", _B),
+    ],
+    ("cm", "trades"): [
+        ("id", _I),
+        ("price", _F),
+        ("qty", _F),
+        ("base_qty", _F),
+        ("time", _I),
+        ("is_buyer_maker", _B),
+    ],
     ("um", "fundingRate"): [("calc_time", _I), ("funding_interval_hours", _I), ("last_funding_rate", _F)],
 }
 LAYOUTS[("cm", "aggTrades")] = LAYOUTS[("um", "aggTrades")]
@@ -68,7 +109,7 @@ _ROLES = {
 }
 TRUE_VALUES = ["true", "True", "TRUE"]
 FALSE_VALUES = ["false", "False", "FALSE"]
-US_THRESHOLD = 10**14   # a ms timestamp below this is before year 5138; a µs one after 1973
+US_THRESHOLD = 10**14  # a ms timestamp below this is before year 5138; a µs one after 1973
 
 
 class FormatError(ValueError):
@@ -82,8 +123,10 @@ def check_symbol(symbol: str) -> str:
     This is what keeps a symbol like ``../etc`` out of URLs and storage keys.
     """
     if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
-        raise ValueError(f"data.symbols: invalid symbol {symbol!r}: must match {SYMBOL_RE.pattern} "
-                         "(upper-case letters, digits, underscore)")
+        raise ValueError(
+            f"data.symbols: invalid symbol {symbol!r}: must match {SYMBOL_RE.pattern} "
+            "(upper-case letters, digits, underscore)"
+        )
     return symbol
 
 
@@ -111,13 +154,14 @@ def parse_date(value, key: str) -> dt.date:
 @dataclass(frozen=True)
 class SourceFile:
     """One Binance zip: where it lives and which period it covers (``first``..``last`` inclusive)."""
+
     market: str
     dataset: str
     symbol: str
-    period: str          # daily | monthly
-    label: str           # 2025-01-01 | 2025-01
-    first: str           # first date covered (inclusive)
-    last: str            # last date covered (inclusive)
+    period: str  # daily | monthly
+    label: str  # 2025-01-01 | 2025-01
+    first: str  # first date covered (inclusive)
+    last: str  # last date covered (inclusive)
 
     @property
     def stem(self) -> str:
@@ -151,8 +195,9 @@ def source_file(market: str, dataset: str, symbol: str, period: str, label: str)
     if period == "monthly":
         y, m = (int(x) for x in label.split("-"))
         last = dt.date(y, m, calendar.monthrange(y, m)[1])
-        return SourceFile(market, dataset, symbol, "monthly", f"{y:04d}-{m:02d}", f"{y:04d}-{m:02d}-01",
-                          last.isoformat())
+        return SourceFile(
+            market, dataset, symbol, "monthly", f"{y:04d}-{m:02d}", f"{y:04d}-{m:02d}-01", last.isoformat()
+        )
     raise ValueError(f"period must be daily or monthly, got {period!r}")
 
 
@@ -191,8 +236,11 @@ def plan_funding(market: str, symbols: Iterable[str], start, end) -> list[Source
     if market == "spot":
         return []
     s, e = parse_date(start, "data.start"), parse_date(end, "data.end")
-    return [source_file(market, FUNDING, sym, "monthly", f"{y:04d}-{m:02d}")
-            for sym in symbols for y, m in _months(s, e)]
+    return [
+        source_file(market, FUNDING, sym, "monthly", f"{y:04d}-{m:02d}")
+        for sym in symbols
+        for y, m in _months(s, e)
+    ]
 
 
 def contract_size(symbol: str, table: Mapping[str, float]) -> float:
@@ -214,8 +262,8 @@ class ParseInfo:
     header: bool = False
     time_unit: str = "ms"
     rows_read: int = 0
-    malformed_rows: int = 0         # wrong column count (e.g. a cut last line), skipped and counted
-    unparseable_rows: int = 0       # a value that is not a number / boolean, skipped and counted
+    malformed_rows: int = 0  # wrong column count (e.g. a cut last line), skipped and counted
+    unparseable_rows: int = 0  # a value that is not a number / boolean, skipped and counted
     examples: Optional[list] = None  # first few bad rows: "row N: why"
 
 
@@ -229,36 +277,45 @@ def _has_header(first: bytes) -> bool:
     return not (field.lstrip(b"-").isdigit())
 
 
-def read_layout(data: bytes | pa.Buffer, layout: list[tuple[str, pa.DataType]], name: str,
-                block_size: int = 1 << 24) -> tuple[pa.Table, ParseInfo]:
+def read_layout(
+    data: bytes | pa.Buffer, layout: list[tuple[str, pa.DataType]], name: str, block_size: int = 1 << 24
+) -> tuple[pa.Table, ParseInfo]:
     """Read one CSV (bytes) with a known layout; header detected; bad rows skipped *and counted*.
 
     Wrong column counts go through pyarrow's ``invalid_row_handler``; a value that does not
     convert (``abc`` as a price) makes pyarrow fail the whole read, and then the file is re-read
     as strings and the offending rows are found, counted and dropped (slow path, errors only).
     """
-    raw = data.to_pybytes()[:1 << 16] if isinstance(data, pa.Buffer) else bytes(data[:1 << 16])
+    raw = data.to_pybytes()[: 1 << 16] if isinstance(data, pa.Buffer) else bytes(data[: 1 << 16])
     first = _first_line(raw)
     info = ParseInfo(header=bool(first) and _has_header(first), examples=[])
     names = [c for c, _ in layout]
     if info.header:
         got = first.decode("utf-8", "replace").split(",")
         if len(got) != len(names):
-            raise FormatError(f"{name}: header has {len(got)} columns {got}, expected {len(names)} "
-                              f"({','.join(names)})")
+            raise FormatError(
+                f"{name}: header has {len(got)} columns {got}, expected {len(names)} ({','.join(names)})"
+            )
     skip = 1 if info.header else 0
 
     def on_invalid(row) -> str:
         info.malformed_rows += 1
         if len(info.examples) < 5:
-            info.examples.append(f"row {row.number}: {row.actual_columns} columns, expected "
-                                 f"{row.expected_columns}: {row.text[:80]!r}")
+            info.examples.append(
+                f"row {row.number}: {row.actual_columns} columns, expected "
+                f"{row.expected_columns}: {row.text[:80]!r}"
+            )
         return "skip"
 
     ropts = pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=block_size)
     popts = pacsv.ParseOptions(invalid_row_handler=on_invalid)
-    copts = pacsv.ConvertOptions(column_types=dict(layout), true_values=TRUE_VALUES,
-                                 false_values=FALSE_VALUES, null_values=[], strings_can_be_null=False)
+    copts = pacsv.ConvertOptions(
+        column_types=dict(layout),
+        true_values=TRUE_VALUES,
+        false_values=FALSE_VALUES,
+        null_values=[],
+        strings_can_be_null=False,
+    )
     buf = pa.BufferReader(data)
     try:
         table = pacsv.read_csv(buf, read_options=ropts, parse_options=popts, convert_options=copts)
@@ -283,14 +340,16 @@ _PATTERNS = {
 
 def _read_slow(data, layout, names, skip, ropts, popts, info: ParseInfo, name: str) -> pa.Table:
     copts = pacsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=False)
-    table = pacsv.read_csv(pa.BufferReader(data), read_options=ropts, parse_options=popts,
-                           convert_options=copts)
+    table = pacsv.read_csv(
+        pa.BufferReader(data), read_options=ropts, parse_options=popts, convert_options=copts
+    )
     ok = np.ones(table.num_rows, dtype=bool)
     for col, typ in layout:
         good = pc.match_substring_regex(table[col], _PATTERNS[typ]).to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(ok & ~good)[: max(0, 5 - len(info.examples))]:
-            info.examples.append(f"row {i + 1 + skip}: column {col}={table[col][int(i)].as_py()!r} "
-                                 f"is not {typ}")
+            info.examples.append(
+                f"row {i + 1 + skip}: column {col}={table[col][int(i)].as_py()!r} is not {typ}"
+            )
         ok &= good
     info.unparseable_rows = int((~ok).sum())
     table = table.filter(pa.array(ok))
@@ -314,12 +373,19 @@ def detect_time_unit(t: np.ndarray, name: str) -> str:
         return "ms"
     if lo >= US_THRESHOLD:
         return "us"
-    raise FormatError(f"{name}: timestamps mix milliseconds and microseconds "
-                      f"(min {lo}, max {hi}); cannot normalise")
+    raise FormatError(
+        f"{name}: timestamps mix milliseconds and microseconds (min {lo}, max {hi}); cannot normalise"
+    )
 
 
-def parse_csv(data: bytes | pa.Buffer, market: str, dataset: str, symbol: str, name: str,
-              contract_sizes: Mapping[str, float]) -> tuple[pa.Table, ParseInfo]:
+def parse_csv(
+    data: bytes | pa.Buffer,
+    market: str,
+    dataset: str,
+    symbol: str,
+    name: str,
+    contract_sizes: Mapping[str, float],
+) -> tuple[pa.Table, ParseInfo]:
     """One trades/aggTrades CSV member -> tick table (DESIGN.md columns, file order, µs timestamps).
 
     ``quote_qty`` is ``price * qty`` for spot and USD-M and ``qty * contract_size`` for COIN-M
@@ -338,14 +404,17 @@ def parse_csv(data: bytes | pa.Buffer, market: str, dataset: str, symbol: str, n
         quote = qty * contract_size(symbol, contract_sizes)
     else:
         quote = price * qty
-    out = pa.table({
-        "ts": pa.array(ts, pa.int64()),
-        "trade_id": table.column(roles["id"]).combine_chunks(),
-        "price": table.column(roles["price"]).combine_chunks(),
-        "qty": table.column(roles["qty"]).combine_chunks(),
-        "quote_qty": pa.array(quote, pa.float64()),
-        "is_buyer_maker": table.column(roles["ibm"]).combine_chunks(),
-    }, schema=TICK_SCHEMA)
+    out = pa.table(
+        {
+            "ts": pa.array(ts, pa.int64()),
+            "trade_id": table.column(roles["id"]).combine_chunks(),
+            "price": table.column(roles["price"]).combine_chunks(),
+            "qty": table.column(roles["qty"]).combine_chunks(),
+            "quote_qty": pa.array(quote, pa.float64()),
+            "is_buyer_maker": table.column(roles["ibm"]).combine_chunks(),
+        },
+        schema=TICK_SCHEMA,
+    )
     return out, info
 
 
@@ -361,9 +430,12 @@ def parse_funding_csv(data: bytes | pa.Buffer, market: str, name: str) -> tuple[
     keep = np.ones(ts.size, dtype=bool)
     keep[1:] = ts[1:] != ts[:-1]
     idx = order[keep]
-    out = pa.table({
-        "ts": pa.array(ts[keep], pa.int64()),
-        "interval_hours": pa.array(table["funding_interval_hours"].to_numpy()[idx], pa.int64()),
-        "rate": pa.array(table["last_funding_rate"].to_numpy()[idx], pa.float64()),
-    }, schema=FUNDING_SCHEMA)
+    out = pa.table(
+        {
+            "ts": pa.array(ts[keep], pa.int64()),
+            "interval_hours": pa.array(table["funding_interval_hours"].to_numpy()[idx], pa.int64()),
+            "rate": pa.array(table["last_funding_rate"].to_numpy()[idx], pa.float64()),
+        },
+        schema=FUNDING_SCHEMA,
+    )
     return out, info

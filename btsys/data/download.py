@@ -10,6 +10,7 @@
   ``..``, no nested zip) and bounds decompression by size and ratio, counting the bytes actually
   inflated (the sizes a zip declares can lie).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,11 +55,11 @@ class UnsafeArchive(ValueError):
 
 @dataclass
 class Fetched:
-    path: str           # local file holding the bytes
+    path: str  # local file holding the bytes
     size: int
     sha256: str
     attempts: int
-    temporary: bool     # True if ``path`` is a temp file the caller must delete
+    temporary: bool  # True if ``path`` is a temp file the caller must delete
 
 
 def _file_path(url: str) -> str:
@@ -79,8 +80,14 @@ def _hash_file(path: str) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def fetch_to_file(url: str, dest_dir: Optional[str] = None, timeout: float = 30.0, retries: int = 4,
-                  backoff: float = 0.5, copy_local: bool = False) -> Fetched:
+def fetch_to_file(
+    url: str,
+    dest_dir: Optional[str] = None,
+    timeout: float = 30.0,
+    retries: int = 4,
+    backoff: float = 0.5,
+    copy_local: bool = False,
+) -> Fetched:
     """Fetch ``url`` to a local file, hashing it on the way.
 
     ``file://`` URLs are read in place (no copy) unless ``copy_local``. Retries (``retries`` after
@@ -133,8 +140,14 @@ def fetch_to_file(url: str, dest_dir: Optional[str] = None, timeout: float = 30.
                 last = DownloadError(f"HTTP {e.code} from {url}")
                 continue
             raise DownloadError(f"HTTP {e.code} from {url}") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, HTTPException,
-                OSError) as e:
+        except (
+            urllib.error.URLError,
+            socket.timeout,
+            TimeoutError,
+            ConnectionError,
+            HTTPException,
+            OSError,
+        ) as e:
             if os.path.exists(tmp):
                 os.remove(tmp)
             last = e
@@ -168,9 +181,15 @@ def parse_checksum(text: bytes | str, expected_name: Optional[str] = None, sourc
     return m.group(1).lower()
 
 
-def fetch_verified(url: str, name: str, dest_dir: Optional[str] = None, timeout: float = 30.0,
-                   retries: int = 4, backoff: float = 0.5, checksum: Optional[str] = None
-                   ) -> tuple[Fetched, str]:
+def fetch_verified(
+    url: str,
+    name: str,
+    dest_dir: Optional[str] = None,
+    timeout: float = 30.0,
+    retries: int = 4,
+    backoff: float = 0.5,
+    checksum: Optional[str] = None,
+) -> tuple[Fetched, str]:
     """Fetch ``url`` and ``url + '.CHECKSUM'`` and verify; one re-download on a mismatch.
 
     ``checksum`` (already fetched by the caller) is used for the first attempt; the retry fetches
@@ -178,13 +197,22 @@ def fetch_verified(url: str, name: str, dest_dir: Optional[str] = None, timeout:
     :class:`ChecksumMismatch`, whose ``fetched`` attribute still holds the zip (to quarantine it).
     """
     for attempt in (1, 2):
-        expected = checksum if (attempt == 1 and checksum) else parse_checksum(fetch_bytes(url + ".CHECKSUM", timeout, retries, backoff),
-                                  expected_name=name, source=f"{name}.CHECKSUM")
+        expected = (
+            checksum
+            if (attempt == 1 and checksum)
+            else parse_checksum(
+                fetch_bytes(url + ".CHECKSUM", timeout, retries, backoff),
+                expected_name=name,
+                source=f"{name}.CHECKSUM",
+            )
+        )
         got = fetch_to_file(url, dest_dir, timeout, retries, backoff)
         if got.sha256 == expected:
             return got, expected
-        msg = (f"{name}: SHA-256 mismatch (attempt {attempt}/2): file {got.sha256}, "
-               f"CHECKSUM {expected}, {got.size} bytes from {url}")
+        msg = (
+            f"{name}: SHA-256 mismatch (attempt {attempt}/2): file {got.sha256}, "
+            f"CHECKSUM {expected}, {got.size} bytes from {url}"
+        )
         if attempt == 1:
             log.warning("%s; downloading again", msg)
             if got.temporary:
@@ -197,8 +225,15 @@ def fetch_verified(url: str, name: str, dest_dir: Optional[str] = None, timeout:
 
 
 def _plain_member(name: str) -> bool:
-    return (bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
-            and ":" not in name and not name.startswith("~") and "\x00" not in name)
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+        and ":" not in name
+        and not name.startswith("~")
+        and "\x00" not in name
+    )
 
 
 def check_zip(path: str, label: str, max_bytes: int, max_ratio: float) -> zipfile.ZipInfo:
@@ -210,29 +245,37 @@ def check_zip(path: str, label: str, max_bytes: int, max_ratio: float) -> zipfil
     with zf:
         infos = zf.infolist()
         if len(infos) != 1:
-            raise UnsafeArchive(f"{label}: expected exactly one member, found {len(infos)}: "
-                                f"{[i.filename for i in infos][:5]}")
+            raise UnsafeArchive(
+                f"{label}: expected exactly one member, found {len(infos)}: {[i.filename for i in infos][:5]}"
+            )
         info = infos[0]
         if not _plain_member(info.filename) or info.is_dir():
-            raise UnsafeArchive(f"{label}: member {info.filename!r} is not a plain file name "
-                                "(paths, '..' and drive letters are refused)")
+            raise UnsafeArchive(
+                f"{label}: member {info.filename!r} is not a plain file name "
+                "(paths, '..' and drive letters are refused)"
+            )
         low = info.filename.lower()
         if low.endswith((".zip", ".gz", ".7z", ".tar", ".bz2", ".xz")):
             raise UnsafeArchive(f"{label}: member {info.filename!r} is a nested archive")
         if not low.endswith(".csv"):
             raise UnsafeArchive(f"{label}: member {info.filename!r} is not a .csv")
         if info.file_size > max_bytes:
-            raise UnsafeArchive(f"{label}: member {info.filename!r} declares {info.file_size} bytes, "
-                                f"over data.max_uncompressed_bytes={max_bytes}")
+            raise UnsafeArchive(
+                f"{label}: member {info.filename!r} declares {info.file_size} bytes, "
+                f"over data.max_uncompressed_bytes={max_bytes}"
+            )
         if info.file_size > (1 << 20) and info.file_size > max_ratio * max(info.compress_size, 1):
-            raise UnsafeArchive(f"{label}: member {info.filename!r} compression ratio "
-                                f"{info.file_size / max(info.compress_size, 1):.0f} over "
-                                f"data.max_compression_ratio={max_ratio:g}")
+            raise UnsafeArchive(
+                f"{label}: member {info.filename!r} compression ratio "
+                f"{info.file_size / max(info.compress_size, 1):.0f} over "
+                f"data.max_compression_ratio={max_ratio:g}"
+            )
         return info
 
 
-def extract_single_csv(path: str, label: str, max_bytes: int = 8 * 1024**3,
-                       max_ratio: float = 250.0) -> bytes:
+def extract_single_csv(
+    path: str, label: str, max_bytes: int = 8 * 1024**3, max_ratio: float = 250.0
+) -> bytes:
     """Inflate the one CSV member of the zip at ``path``, bounded by size and ratio.
 
     The member is inflated in one bounded ``zlib`` call (at most ``limit + 1`` output bytes, so a
@@ -244,47 +287,64 @@ def extract_single_csv(path: str, label: str, max_bytes: int = 8 * 1024**3,
     if info.flag_bits & 0x1:
         raise UnsafeArchive(f"{label}: member {info.filename!r} is encrypted")
     if info.compress_type not in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
-        raise UnsafeArchive(f"{label}: member {info.filename!r} uses compression method "
-                            f"{info.compress_type}; only deflate and stored are accepted")
+        raise UnsafeArchive(
+            f"{label}: member {info.filename!r} uses compression method "
+            f"{info.compress_type}; only deflate and stored are accepted"
+        )
     try:
         with open(path, "rb") as f:
             # the member's data follows its local header (30 bytes + name + extra field)
             f.seek(info.header_offset)
             head = f.read(30)
             if len(head) < 30 or head[:4] != b"PK\x03\x04":
-                raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
-                                    "bad local file header")
-            f.seek(info.header_offset + 30 + int.from_bytes(head[26:28], "little")
-                   + int.from_bytes(head[28:30], "little"))
+                raise UnsafeArchive(
+                    f"{label}: corrupt or truncated zip data in {info.filename!r}: bad local file header"
+                )
+            f.seek(
+                info.header_offset
+                + 30
+                + int.from_bytes(head[26:28], "little")
+                + int.from_bytes(head[28:30], "little")
+            )
             comp = f.read(info.compress_size)
         if len(comp) < info.compress_size:
-            raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
-                                f"{len(comp)} of {info.compress_size} compressed bytes")
+            raise UnsafeArchive(
+                f"{label}: corrupt or truncated zip data in {info.filename!r}: "
+                f"{len(comp)} of {info.compress_size} compressed bytes"
+            )
         if info.compress_type == zipfile.ZIP_STORED:
             out = comp
             if len(out) > limit:
-                raise UnsafeArchive(f"{label}: member {info.filename!r} is {len(out)} bytes, over "
-                                    f"data.max_uncompressed_bytes={max_bytes}")
+                raise UnsafeArchive(
+                    f"{label}: member {info.filename!r} is {len(out)} bytes, over "
+                    f"data.max_uncompressed_bytes={max_bytes}"
+                )
         else:
             # one bounded inflate: never produces more than ``limit + 1`` bytes
             d = zlib.decompressobj(-15)
             out = d.decompress(comp, limit + 1)
             del comp
             if len(out) > limit or d.unconsumed_tail:
-                raise UnsafeArchive(f"{label}: member {info.filename!r} inflates past {limit} bytes "
-                                    f"(data.max_uncompressed_bytes={max_bytes}, "
-                                    f"data.max_compression_ratio={max_ratio:g})")
+                raise UnsafeArchive(
+                    f"{label}: member {info.filename!r} inflates past {limit} bytes "
+                    f"(data.max_uncompressed_bytes={max_bytes}, "
+                    f"data.max_compression_ratio={max_ratio:g})"
+                )
             if not d.eof:
-                raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
-                                    "deflate stream ends early")
+                raise UnsafeArchive(
+                    f"{label}: corrupt or truncated zip data in {info.filename!r}: deflate stream ends early"
+                )
     except UnsafeArchive:
         raise
     except (zlib.error, OSError, ValueError) as e:
-        raise UnsafeArchive(f"{label}: corrupt or truncated zip data in {info.filename!r}: "
-                            f"{type(e).__name__}: {e}") from None
+        raise UnsafeArchive(
+            f"{label}: corrupt or truncated zip data in {info.filename!r}: {type(e).__name__}: {e}"
+        ) from None
     if len(out) != info.file_size or (zlib.crc32(out) & 0xFFFFFFFF) != info.CRC:
-        raise UnsafeArchive(f"{label}: corrupt zip data in {info.filename!r}: size/CRC-32 do not match "
-                            f"the directory ({len(out)} bytes vs {info.file_size} declared)")
+        raise UnsafeArchive(
+            f"{label}: corrupt zip data in {info.filename!r}: size/CRC-32 do not match "
+            f"the directory ({len(out)} bytes vs {info.file_size} declared)"
+        )
     if out[:2] == b"PK":
         raise UnsafeArchive(f"{label}: member {info.filename!r} is itself a zip (nested archive)")
     return out

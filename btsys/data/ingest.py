@@ -25,6 +25,7 @@ Files that failed or were quarantined make the job raise :class:`IngestError` (a
 else was written), so the pipeline does not cache an incomplete listing and the rerun retries
 exactly those files; missing days are an error only with ``data.require_complete=true``.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,19 @@ from typing import Any, Iterable, Iterator, Mapping, Optional
 import numpy as np
 import pyarrow as pa
 
-from btsys.data import binance as bn
-from btsys.data.download import (ChecksumMismatch, DownloadError, MissingFile, UnsafeArchive,
-                                 extract_single_csv, fetch_bytes, fetch_verified, parse_checksum)
-from btsys.data.validate import validate_ticks, split_by_date
 from btsys.config import to_plain
+from btsys.data import binance as bn
+from btsys.data.download import (
+    ChecksumMismatch,
+    DownloadError,
+    MissingFile,
+    UnsafeArchive,
+    extract_single_csv,
+    fetch_bytes,
+    fetch_verified,
+    parse_checksum,
+)
+from btsys.data.validate import split_by_date, validate_ticks
 from btsys.storage import Storage, storage_from_dict
 
 log = logging.getLogger("btsys.data.ingest")
@@ -88,7 +97,7 @@ def listing_is_current(store: Storage, listing: Mapping[str, Any]) -> bool:
         if f.get("status") != "ok":
             continue
         if not all(k in f for k in ("market", "symbol", "dataset", "file")):
-            return False                    # a listing from before these fields were recorded
+            return False  # a listing from before these fields were recorded
         key = f"{MANIFEST}/{f['market']}/{f['symbol']}/{f['dataset']}/{f['file']}.json"
         cur = _read_manifest(store, key)
         if cur is None or cur.get("sha256") != f.get("sha256") or cur.get("status") != "ok":
@@ -139,8 +148,9 @@ def _quarantine(store: Storage, sf: bn.SourceFile, path: str) -> str:
     return key
 
 
-def ingest_file(sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any],
-                tmp_dir: Optional[str] = None) -> dict:
+def ingest_file(
+    sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any], tmp_dir: Optional[str] = None
+) -> dict:
     """Ingest one source file; returns its manifest (also written to the store unless reused).
 
     Never raises for bad input: the manifest's ``status`` is ``ok``, ``missing`` (404),
@@ -151,9 +161,21 @@ def ingest_file(sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any],
     url = sf.url(settings["base_url"])
     mkey = manifest_key(sf)
     fp = _fingerprint(sf, settings)
-    man: dict = {"file": sf.name, "url": url, "rel": sf.rel, **sf.to_dict(), "status": "failed",
-                 "error": None, "size": None, "sha256": None, "rows": 0, "partitions": [],
-                 "fingerprint": fp, "reused": False, "attempts": 0}
+    man: dict = {
+        "file": sf.name,
+        "url": url,
+        "rel": sf.rel,
+        **sf.to_dict(),
+        "status": "failed",
+        "error": None,
+        "size": None,
+        "sha256": None,
+        "rows": 0,
+        "partitions": [],
+        "fingerprint": fp,
+        "reused": False,
+        "attempts": 0,
+    }
     net = dict(timeout=settings["timeout_s"], retries=settings["retries"], backoff=settings["backoff_s"])
 
     def finish(status: str, error: Optional[str] = None) -> dict:
@@ -162,22 +184,34 @@ def ingest_file(sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any],
         man["ingested_at"] = time.time()
         store.write_text(mkey, json.dumps(man, sort_keys=True))
         level = logging.INFO if status == "ok" else logging.WARNING
-        log.log(level, "%s: %s, %d rows, %s bytes%s", sf.name, status, man["rows"], man["size"],
-                f": {error}" if error else "")
+        log.log(
+            level,
+            "%s: %s, %d rows, %s bytes%s",
+            sf.name,
+            status,
+            man["rows"],
+            man["size"],
+            f": {error}" if error else "",
+        )
         return man
 
     try:
-        expected = parse_checksum(fetch_bytes(url + ".CHECKSUM", **net), expected_name=sf.name,
-                                  source=f"{sf.name}.CHECKSUM")
+        expected = parse_checksum(
+            fetch_bytes(url + ".CHECKSUM", **net), expected_name=sf.name, source=f"{sf.name}.CHECKSUM"
+        )
     except MissingFile as e:
         return finish("missing", str(e))
     except (DownloadError, ValueError) as e:
         return finish("failed", str(e))
 
     old = _read_manifest(store, mkey)
-    if (old and old.get("status") == "ok" and old.get("sha256") == expected
-            and old.get("fingerprint") == fp
-            and all(store.exists(p["path"]) for p in old.get("partitions", []))):
+    if (
+        old
+        and old.get("status") == "ok"
+        and old.get("sha256") == expected
+        and old.get("fingerprint") == fp
+        and all(store.exists(p["path"]) for p in old.get("partitions", []))
+    ):
         old["reused"] = True
         log.info("%s: already in the lake (sha256 %s..), skipped", sf.name, expected[:12])
         return old
@@ -199,8 +233,9 @@ def ingest_file(sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any],
     man.update(size=fetched.size, sha256=sha, attempts=fetched.attempts)
     try:
         try:
-            data = extract_single_csv(fetched.path, sf.name, settings["max_uncompressed_bytes"],
-                                      settings["max_compression_ratio"])
+            data = extract_single_csv(
+                fetched.path, sf.name, settings["max_uncompressed_bytes"], settings["max_compression_ratio"]
+            )
             csv_name = sf.stem + ".csv"
             if sf.dataset == bn.FUNDING:
                 _ingest_funding(sf, store, data, csv_name, man)
@@ -222,8 +257,14 @@ def ingest_file(sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any],
 def _ingest_ticks(sf, store, data: bytes, csv_name: str, settings, man: dict) -> None:
     table, info = bn.parse_csv(data, sf.market, sf.dataset, sf.symbol, csv_name, settings["contract_size"])
     del data
-    clean, rep = validate_ticks(table, csv_name, sf.first, sf.last, row_base=2 if info.header else 1,
-                                cut_last_line=info.malformed_rows > 0)
+    clean, rep = validate_ticks(
+        table,
+        csv_name,
+        sf.first,
+        sf.last,
+        row_base=2 if info.header else 1,
+        cut_last_line=info.malformed_rows > 0,
+    )
     dropped = dict(rep.dropped)
     if info.malformed_rows:
         dropped["malformed"] = info.malformed_rows
@@ -236,15 +277,40 @@ def _ingest_ticks(sf, store, data: bytes, csv_name: str, settings, man: dict) ->
         store.write_parquet(part, key)
         ids = part["trade_id"].to_numpy()
         ts = part["ts"].to_numpy()
-        parts.append({"date": date, "path": key, "rows": part.num_rows, "min_id": int(ids.min()),
-                      "max_id": int(ids.max()), "first_ts": int(ts[0]), "last_ts": int(ts[-1])})
-    flags = [f for f, on in [("truncated", rep.truncated), ("unsorted", rep.unsorted),
-                             ("id_gaps", rep.id_gaps > 0)] if on]
-    man.update(rows=clean.num_rows, rows_in=rep.rows_in + info.malformed_rows + info.unparseable_rows,
-               partitions=parts, header=info.header, time_unit=info.time_unit, dropped=dropped,
-               examples=examples[:10], id_gaps=rep.id_gaps, gap_events=rep.gap_events,
-               unsorted=rep.unsorted, truncated=rep.truncated, empty_days=rep.empty_days,
-               min_id=rep.min_id, max_id=rep.max_id, flags=flags, cross_file_duplicates=0)
+        parts.append(
+            {
+                "date": date,
+                "path": key,
+                "rows": part.num_rows,
+                "min_id": int(ids.min()),
+                "max_id": int(ids.max()),
+                "first_ts": int(ts[0]),
+                "last_ts": int(ts[-1]),
+            }
+        )
+    flags = [
+        f
+        for f, on in [("truncated", rep.truncated), ("unsorted", rep.unsorted), ("id_gaps", rep.id_gaps > 0)]
+        if on
+    ]
+    man.update(
+        rows=clean.num_rows,
+        rows_in=rep.rows_in + info.malformed_rows + info.unparseable_rows,
+        partitions=parts,
+        header=info.header,
+        time_unit=info.time_unit,
+        dropped=dropped,
+        examples=examples[:10],
+        id_gaps=rep.id_gaps,
+        gap_events=rep.gap_events,
+        unsorted=rep.unsorted,
+        truncated=rep.truncated,
+        empty_days=rep.empty_days,
+        min_id=rep.min_id,
+        max_id=rep.max_id,
+        flags=flags,
+        cross_file_duplicates=0,
+    )
 
 
 def _ingest_funding(sf, store, data: bytes, csv_name: str, man: dict) -> None:
@@ -256,9 +322,15 @@ def _ingest_funding(sf, store, data: bytes, csv_name: str, man: dict) -> None:
         dropped["malformed"] = info.malformed_rows
     if info.unparseable_rows:
         dropped["unparseable"] = info.unparseable_rows
-    man.update(rows=table.num_rows, partitions=[{"month": sf.label, "path": key, "rows": table.num_rows}],
-               header=info.header, time_unit=info.time_unit, dropped=dropped,
-               examples=[f"{csv_name} {x}" for x in (info.examples or [])][:10], flags=[])
+    man.update(
+        rows=table.num_rows,
+        partitions=[{"month": sf.label, "path": key, "rows": table.num_rows}],
+        header=info.header,
+        time_unit=info.time_unit,
+        dropped=dropped,
+        examples=[f"{csv_name} {x}" for x in (info.examples or [])][:10],
+        flags=[],
+    )
 
 
 # --------------------------------------------------------------------------- the Spark job
@@ -272,13 +344,22 @@ def _task_fn(store_dict: dict, settings: dict, acc_files, acc_bytes, acc_rows):
                 try:
                     man = ingest_file(sf, store, settings, tmp)
                 except Exception as e:  # storage outage etc.: report, never lose the file silently
-                    man = {"file": sf.name, **sf.to_dict(), "url": sf.url(settings["base_url"]),
-                           "status": "failed", "error": f"{type(e).__name__}: {e}", "rows": 0,
-                           "partitions": [], "size": None, "reused": False}
+                    man = {
+                        "file": sf.name,
+                        **sf.to_dict(),
+                        "url": sf.url(settings["base_url"]),
+                        "status": "failed",
+                        "error": f"{type(e).__name__}: {e}",
+                        "rows": 0,
+                        "partitions": [],
+                        "size": None,
+                        "reused": False,
+                    }
                 acc_files.add(1)
                 acc_bytes.add(int(man.get("size") or 0))
                 acc_rows.add(int(man.get("rows") or 0))
                 yield json.dumps(man)
+
     return run
 
 
@@ -309,36 +390,59 @@ def dedupe_across_files(store: Storage, manifests: list[dict]) -> dict:
             _, p, m = parts[i]
             tab = store.read_parquet(p["path"])
             ids = tab["trade_id"].to_numpy()
-            earlier = np.concatenate([store.read_parquet(parts[j][1]["path"], columns=["trade_id"])
-                                      ["trade_id"].to_numpy() for j in over])
+            earlier = np.concatenate(
+                [
+                    store.read_parquet(parts[j][1]["path"], columns=["trade_id"])["trade_id"].to_numpy()
+                    for j in over
+                ]
+            )
             dup = np.isin(ids, earlier)
             n = int(dup.sum())
             if not n:
                 continue
-            log.warning("%s: %d trade ids of %s already in %s; dropped", m["file"], n, p["path"],
-                        sorted({parts[j][2]["file"] for j in over}))
+            log.warning(
+                "%s: %d trade ids of %s already in %s; dropped",
+                m["file"],
+                n,
+                p["path"],
+                sorted({parts[j][2]["file"] for j in over}),
+            )
             keep = tab.filter(pa.array(~dup))
             if keep.num_rows:
                 store.write_parquet(keep, p["path"])
                 kid, kts = keep["trade_id"].to_numpy(), keep["ts"].to_numpy()
-                p.update(rows=keep.num_rows, min_id=int(kid.min()), max_id=int(kid.max()),
-                         first_ts=int(kts[0]), last_ts=int(kts[-1]))
+                p.update(
+                    rows=keep.num_rows,
+                    min_id=int(kid.min()),
+                    max_id=int(kid.max()),
+                    first_ts=int(kts[0]),
+                    last_ts=int(kts[-1]),
+                )
                 mins[i], maxs[i] = p["min_id"], p["max_id"]
             else:
                 store.delete_prefix(p["path"])
                 p["rows"] = 0
             m["rows"] -= n
             m["cross_file_duplicates"] = m.get("cross_file_duplicates", 0) + n
-            m.setdefault("dropped", {})["duplicate_across_files"] = \
+            m.setdefault("dropped", {})["duplicate_across_files"] = (
                 m["dropped"].get("duplicate_across_files", 0) + n
+            )
             total_dups += n
             dirty.add(id(m))
         for _, _, m in parts:
             if id(m) in dirty:
                 m["partitions"] = [p for p in m["partitions"] if p["rows"] > 0]
-                store.write_text(manifest_key(bn.SourceFile(**{k: m[k] for k in (
-                    "market", "dataset", "symbol", "period", "label", "first", "last")})),
-                    json.dumps({k: v for k, v in m.items() if k != "reused"}, sort_keys=True))
+                store.write_text(
+                    manifest_key(
+                        bn.SourceFile(
+                            **{
+                                k: m[k]
+                                for k in ("market", "dataset", "symbol", "period", "label", "first", "last")
+                            }
+                        )
+                    ),
+                    json.dumps({k: v for k, v in m.items() if k != "reused"}, sort_keys=True),
+                )
                 dirty.discard(id(m))
         live = sorted((p["min_id"], p["max_id"]) for _, p, _ in parts if p["rows"] > 0)
         for (a0, a1), (b0, b1) in zip(live, live[1:]):
@@ -349,7 +453,10 @@ def dedupe_across_files(store: Storage, manifests: list[dict]) -> dict:
 
 
 def _summary(manifests: list[dict], extra: dict, seconds: float) -> dict:
-    st = {s: sum(1 for m in manifests if m.get("status") == s) for s in ("ok", "missing", "quarantined", "failed")}
+    st = {
+        s: sum(1 for m in manifests if m.get("status") == s)
+        for s in ("ok", "missing", "quarantined", "failed")
+    }
     dropped: dict[str, int] = {}
     for m in manifests:
         for k, v in (m.get("dropped") or {}).items():
@@ -357,7 +464,8 @@ def _summary(manifests: list[dict], extra: dict, seconds: float) -> dict:
     rows = sum(int(m.get("rows") or 0) for m in manifests)
     fresh_rows = sum(int(m.get("rows") or 0) for m in manifests if not m.get("reused"))
     return {
-        "files": len(manifests), **st,
+        "files": len(manifests),
+        **st,
         "reused": sum(1 for m in manifests if m.get("reused")),
         "rows": rows,
         "bytes": sum(int(m.get("size") or 0) for m in manifests if not m.get("reused")),
@@ -368,8 +476,11 @@ def _summary(manifests: list[dict], extra: dict, seconds: float) -> dict:
         "unsorted_files": sum(1 for m in manifests if m.get("unsorted")),
         "truncated_files": sorted(m["file"] for m in manifests if m.get("truncated")),
         "missing_files": sorted(m["file"] for m in manifests if m.get("status") == "missing"),
-        "failed_files": [{"file": m["file"], "status": m["status"], "error": m.get("error")}
-                         for m in manifests if m.get("status") in ("failed", "quarantined")],
+        "failed_files": [
+            {"file": m["file"], "status": m["status"], "error": m.get("error")}
+            for m in manifests
+            if m.get("status") in ("failed", "quarantined")
+        ],
         "seconds": round(seconds, 3),
         "rows_per_s": round(fresh_rows / seconds, 1) if seconds > 0 else None,
     }
@@ -381,15 +492,19 @@ def format_summary(report: dict) -> str:
     for m in report["files"]:
         drop = sum((m.get("dropped") or {}).values())
         status = m["status"] + ("*" if m.get("reused") else "")
-        lines.append(f"{m['file'][:44]:<44} {status:<11} {int(m.get('rows') or 0):>11,} "
-                     f"{(m.get('size') or 0) / 1e6:>8.1f} {drop:>8} {int(m.get('id_gaps') or 0):>6} "
-                     f"{','.join(m.get('flags') or [])}")
+        lines.append(
+            f"{m['file'][:44]:<44} {status:<11} {int(m.get('rows') or 0):>11,} "
+            f"{(m.get('size') or 0) / 1e6:>8.1f} {drop:>8} {int(m.get('id_gaps') or 0):>6} "
+            f"{','.join(m.get('flags') or [])}"
+        )
     s = report["summary"]
-    lines.append(f"total: {s['files']} files ({s['ok']} ok, {s['reused']} reused*, {s['missing']} missing, "
-                 f"{s['quarantined']} quarantined, {s['failed']} failed), {s['rows']:,} rows, "
-                 f"{s['bytes'] / 1e6:.1f} MB fetched, dropped {s['dropped'] or 0}, "
-                 f"{s['duplicates_across_files']} cross-file duplicates, {s['seconds']:.1f}s "
-                 f"({s['rows_per_s'] or 0:,.0f} rows/s)")
+    lines.append(
+        f"total: {s['files']} files ({s['ok']} ok, {s['reused']} reused*, {s['missing']} missing, "
+        f"{s['quarantined']} quarantined, {s['failed']} failed), {s['rows']:,} rows, "
+        f"{s['bytes'] / 1e6:.1f} MB fetched, dropped {s['dropped'] or 0}, "
+        f"{s['duplicates_across_files']} cross-file duplicates, {s['seconds']:.1f}s "
+        f"({s['rows_per_s'] or 0:,.0f} rows/s)"
+    )
     return "\n".join(lines)
 
 
@@ -430,13 +545,22 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
             bn.contract_size(s, data.get("contract_size") or bn.DEFAULT_CONTRACT_SIZE)
     settings = task_settings(data, base_url)
     tasks = [sf.to_dict() for sf in files]
-    log.info("ingest: %d files (%s %s %s %s..%s) from %s", len(tasks), market, dataset, ",".join(symbols),
-             data.get("start"), data.get("end"), base_url)
+    log.info(
+        "ingest: %d files (%s %s %s %s..%s) from %s",
+        len(tasks),
+        market,
+        dataset,
+        ",".join(symbols),
+        data.get("start"),
+        data.get("end"),
+        base_url,
+    )
 
     sc = spark.sparkContext
     acc_files, acc_bytes, acc_rows = sc.accumulator(0), sc.accumulator(0), sc.accumulator(0)
     rdd = sc.parallelize(tasks, len(tasks)).mapPartitions(
-        _task_fn(store.to_dict(), settings, acc_files, acc_bytes, acc_rows))
+        _task_fn(store.to_dict(), settings, acc_files, acc_bytes, acc_rows)
+    )
     sc.setJobDescription(f"btsys ingest: {len(tasks)} files")
     box: dict = {}
 
@@ -451,8 +575,13 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
     while th.is_alive():
         th.join(timeout=2.0)
         if th.is_alive():
-            log.info("ingest progress: %d/%d files, %.1f MB, %s rows", acc_files.value, len(tasks),
-                     acc_bytes.value / 1e6, f"{acc_rows.value:,}")
+            log.info(
+                "ingest progress: %d/%d files, %.1f MB, %s rows",
+                acc_files.value,
+                len(tasks),
+                acc_bytes.value / 1e6,
+                f"{acc_rows.value:,}",
+            )
     if "err" in box:
         raise box["err"]
     manifests = [json.loads(x) for x in box["out"]]
@@ -464,20 +593,46 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
             continue
         for p in m.get("partitions", []):
             if m["dataset"] == bn.FUNDING:
-                funding.append({"market": m["market"], "symbol": m["symbol"], "month": p["month"],
-                                "path": p["path"], "rows": p["rows"]})
+                funding.append(
+                    {
+                        "market": m["market"],
+                        "symbol": m["symbol"],
+                        "month": p["month"],
+                        "path": p["path"],
+                        "rows": p["rows"],
+                    }
+                )
             else:
-                partitions.append({"market": m["market"], "symbol": m["symbol"], "date": p["date"],
-                                   "path": p["path"], "rows": p["rows"], "dataset": m["dataset"],
-                                   "source": m["file"], "first_ts": p.get("first_ts"),
-                                   "last_ts": p.get("last_ts"), "min_id": p.get("min_id"),
-                                   "max_id": p.get("max_id")})
+                partitions.append(
+                    {
+                        "market": m["market"],
+                        "symbol": m["symbol"],
+                        "date": p["date"],
+                        "path": p["path"],
+                        "rows": p["rows"],
+                        "dataset": m["dataset"],
+                        "source": m["file"],
+                        "first_ts": p.get("first_ts"),
+                        "last_ts": p.get("last_ts"),
+                        "min_id": p.get("min_id"),
+                        "max_id": p.get("max_id"),
+                    }
+                )
     partitions.sort(key=lambda p: (p["symbol"], p["date"], p["path"]))
     funding.sort(key=lambda p: (p["symbol"], p["month"]))
     manifests.sort(key=lambda m: (m["symbol"], m["dataset"], m["first"], m["period"]))
-    report = {"market": market, "dataset": dataset, "symbols": symbols, "start": data.get("start"),
-              "end": data.get("end"), "base_url": base_url, "partitions": partitions, "funding": funding,
-              "files": manifests, "summary": _summary(manifests, extra, time.perf_counter() - t0)}
+    report = {
+        "market": market,
+        "dataset": dataset,
+        "symbols": symbols,
+        "start": data.get("start"),
+        "end": data.get("end"),
+        "base_url": base_url,
+        "partitions": partitions,
+        "funding": funding,
+        "files": manifests,
+        "summary": _summary(manifests, extra, time.perf_counter() - t0),
+    }
     store.write_text(f"{listing_prefix.rstrip('/')}/listing.json", json.dumps(report, sort_keys=True))
     log.info("ingest summary\n%s", format_summary(report))
 
@@ -486,16 +641,46 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
     if data.get("require_complete") and s["missing_files"]:
         problems += [f"{f}: missing (data.require_complete=true)" for f in s["missing_files"]]
     if problems:
-        raise IngestError(f"ingest incomplete: {len(problems)} of {len(manifests)} files not ingested "
-                          "(rerun retries only these):\n  " + "\n  ".join(problems), report)
-    return {k: report[k] for k in ("partitions", "funding", "summary", "market", "dataset", "symbols",
-                                   "start", "end", "base_url")} | {"files": [_brief(m) for m in manifests]}
+        raise IngestError(
+            f"ingest incomplete: {len(problems)} of {len(manifests)} files not ingested "
+            "(rerun retries only these):\n  " + "\n  ".join(problems),
+            report,
+        )
+    return {
+        k: report[k]
+        for k in (
+            "partitions",
+            "funding",
+            "summary",
+            "market",
+            "dataset",
+            "symbols",
+            "start",
+            "end",
+            "base_url",
+        )
+    } | {"files": [_brief(m) for m in manifests]}
 
 
 def _brief(m: dict) -> dict:
     """The manifest fields worth keeping in the cache marker (the full ones are in listing.json)."""
-    keys = ("file", "market", "symbol", "dataset", "url", "status", "error", "size", "sha256", "rows",
-            "reused", "dropped", "id_gaps", "flags", "cross_file_duplicates")
+    keys = (
+        "file",
+        "market",
+        "symbol",
+        "dataset",
+        "url",
+        "status",
+        "error",
+        "size",
+        "sha256",
+        "rows",
+        "reused",
+        "dropped",
+        "id_gaps",
+        "flags",
+        "cross_file_duplicates",
+    )
     return {k: m.get(k) for k in keys if k in m}
 
 
@@ -523,10 +708,16 @@ def read_funding(store: Storage, paths: Iterable[str]):
     """Funding rates of the given ``funding`` parts as a DataFrame: ``ts`` (int64 µs), ``rate`` (f64),
     ``interval_hours``; sorted by ``ts``, duplicate times dropped."""
     import pandas as pd
+
     paths = list(paths)
     if not paths:
-        return pd.DataFrame({"ts": np.array([], np.int64), "rate": np.array([], np.float64),
-                             "interval_hours": np.array([], np.int64)})
+        return pd.DataFrame(
+            {
+                "ts": np.array([], np.int64),
+                "rate": np.array([], np.float64),
+                "interval_hours": np.array([], np.int64),
+            }
+        )
     t = pa.concat_tables([store.read_parquet(p) for p in paths])
     df = t.to_pandas()[["ts", "rate", "interval_hours"]]
     df = df.sort_values("ts", kind="stable").drop_duplicates("ts").reset_index(drop=True)

@@ -19,6 +19,7 @@ Timestamps follow Binance: spot in µs from 2025-01-01 (ms before), futures in m
 have a header, spot files do not. Monthly futures files can be written slightly out of order
 (as Binance's sometimes are). Futures markets can also get monthly ``fundingRate`` files.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -43,7 +44,7 @@ from btsys.data.validate import US_PER_DAY, day_number
 
 MIRROR_VERSION = 1
 SPOT_US_FROM = "2025-01-01"
-BLOCKS_PER_DAY = 288              # 5-minute blocks
+BLOCKS_PER_DAY = 288  # 5-minute blocks
 _ZIP_TIME = (2025, 1, 1, 0, 0, 0)  # fixed member time: identical bytes for identical settings
 
 _PRICE0 = {"BTC": 90_000.0, "ETH": 3_300.0, "BNB": 650.0, "SOL": 190.0, "XRP": 2.2}
@@ -62,15 +63,23 @@ def _price0(symbol: str) -> float:
     if base in _PRICE0:
         return _PRICE0[base]
     h = zlib.crc32(base.encode()) / 2**32
-    return float(round(10 ** (h * 4 - 1), 4))          # 0.1 .. 1000
+    return float(round(10 ** (h * 4 - 1), 4))  # 0.1 .. 1000
 
 
 def _rng(seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(zlib.crc32(p.encode()) for p in parts)])
 
 
-def simulate_ticks(symbol: str, market: str, first_day: int, n_days: int, ticks_per_day: int,
-                   seed: int = 7, annual_vol: float = 0.6, contract_size: float = 100.0) -> dict:
+def simulate_ticks(
+    symbol: str,
+    market: str,
+    first_day: int,
+    n_days: int,
+    ticks_per_day: int,
+    seed: int = 7,
+    annual_vol: float = 0.6,
+    contract_size: float = 100.0,
+) -> dict:
     """Ticks of one (market, symbol) over ``n_days`` days from epoch day ``first_day``.
 
     Returns numpy arrays: ``ts`` (int64 µs, sorted), ``price``, ``qty`` (contracts on cm),
@@ -86,7 +95,7 @@ def simulate_ticks(symbol: str, market: str, first_day: int, n_days: int, ticks_
     u = rng.random(nb)
     regime = np.empty(nb, dtype=np.int8)
     state = 0
-    for i in range(nb):                      # nb is small (288 per day): a plain loop is fine
+    for i in range(nb):  # nb is small (288 per day): a plain loop is fine
         if u[i] > p_stay[state]:
             state = 1 - state
         regime[i] = state
@@ -102,10 +111,11 @@ def simulate_ticks(symbol: str, market: str, first_day: int, n_days: int, ticks_
     for d in range(n_days):
         cdf = np.concatenate([[0.0], np.cumsum(intensity[d])])
         cdf /= cdf[-1]
-        x = np.interp(np.sort(rng.random(ticks_per_day)), cdf, grid)   # in blocks, 0..288
+        x = np.interp(np.sort(rng.random(ticks_per_day)), cdf, grid)  # in blocks, 0..288
         sl = slice(d * ticks_per_day, (d + 1) * ticks_per_day)
         ts[sl] = (first_day + d) * US_PER_DAY + np.minimum(
-            (x * (US_PER_DAY / BLOCKS_PER_DAY)).astype(np.int64), US_PER_DAY - 1)
+            (x * (US_PER_DAY / BLOCKS_PER_DAY)).astype(np.int64), US_PER_DAY - 1
+        )
         block_of_tick[sl] = d * BLOCKS_PER_DAY + np.minimum(x.astype(np.int64), BLOCKS_PER_DAY - 1)
 
     sigma = annual_vol / np.sqrt(365.0 * ticks_per_day)
@@ -123,38 +133,60 @@ def simulate_ticks(symbol: str, market: str, first_day: int, n_days: int, ticks_
         qty = np.minimum(np.ceil(rng.pareto(1.3, n) * 3 + 1e-9), 50_000).astype(np.float64)
     else:
         lot = 10.0 ** min(-2, -int(np.floor(np.log10(p0))) - 1)
-        qmin = max(200.0 / p0, lot)            # about 200 USD minimum-ish trade
+        qmin = max(200.0 / p0, lot)  # about 200 USD minimum-ish trade
         qty = np.round(np.minimum(qmin * (1 + rng.pareto(1.3, n)), qmin * 1e4) / lot) * lot
         qty = np.round(np.maximum(qty, lot), 8)
     n_trades = rng.geometric(0.55, n).astype(np.int64)
     agg0 = int(1_000_000 + (zlib.crc32(f"{market}:{symbol}".encode()) % 1_000_000_000))
     agg_id = agg0 + first_day * ticks_per_day + np.arange(n, dtype=np.int64)
     first_id = 3 * agg0 + first_day * ticks_per_day * 3 + np.concatenate([[0], np.cumsum(n_trades)[:-1]])
-    return {"ts": ts, "price": price, "qty": qty, "is_buyer_maker": ibm, "n_trades": n_trades,
-            "agg_id": agg_id, "first_id": first_id}
+    return {
+        "ts": ts,
+        "price": price,
+        "qty": qty,
+        "is_buyer_maker": ibm,
+        "n_trades": n_trades,
+        "agg_id": agg_id,
+        "first_id": first_id,
+    }
 
 
 def _bool_col(flags: np.ndarray, title: bool) -> pa.Array:
     if not title:
         return pa.array(flags, pa.bool_())
-    return pa.DictionaryArray.from_arrays(pa.array(flags.astype(np.int8)), pa.array(["False", "True"])
-                                          ).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(flags.astype(np.int8)), pa.array(["False", "True"])).cast(
+        pa.string()
+    )
 
 
-def to_csv(ticks: Mapping[str, np.ndarray], market: str, dataset: str, symbol: str, time_unit: str,
-           header: bool, contract_size: float = 100.0) -> bytes:
+def to_csv(
+    ticks: Mapping[str, np.ndarray],
+    market: str,
+    dataset: str,
+    symbol: str,
+    time_unit: str,
+    header: bool,
+    contract_size: float = 100.0,
+) -> bytes:
     """Render ticks in a market's real CSV layout (bytes)."""
     ts = ticks["ts"] if time_unit == "us" else ticks["ts"] // 1000
-    title = market == "spot"                  # spot writes True/False, futures true/false
+    title = market == "spot"  # spot writes True/False, futures true/false
     price, qty, ibm = ticks["price"], ticks["qty"], ticks["is_buyer_maker"]
     if dataset == "aggTrades":
-        cols = [ticks["agg_id"], price, qty, ticks["first_id"], ticks["first_id"] + ticks["n_trades"] - 1,
-                ts, _bool_col(ibm, title)]
+        cols = [
+            ticks["agg_id"],
+            price,
+            qty,
+            ticks["first_id"],
+            ticks["first_id"] + ticks["n_trades"] - 1,
+            ts,
+            _bool_col(ibm, title),
+        ]
         if market == "spot":
             cols.append(_bool_col(np.ones(ts.size, bool), True))
     else:
         if market == "cm":
-            third = np.round(qty * contract_size / price, 8)   # base_qty: coins
+            third = np.round(qty * contract_size / price, 8)  # base_qty: coins
         else:
             third = np.round(price * qty, 8)
         cols = [ticks["agg_id"], price, qty, third, ts, _bool_col(ibm, title)]
@@ -199,13 +231,25 @@ def funding_csv(market: str, symbol: str, year: int, month: int, seed: int) -> b
     return ("\n".join(lines) + "\n").encode()
 
 
-def generate_mirror(root: str, markets: Iterable[str] = ("spot",), datasets: Iterable[str] = ("aggTrades",),
-                    symbols: Iterable[str] = ("BTCUSDT",), start: str = "2025-01-01", end: str = "2025-01-03",
-                    seed: int = 7, ticks_per_day: int = 20_000, annual_vol: float = 0.6,
-                    monthly: bool = True, daily: str = "needed", funding: bool = False,
-                    contract_sizes: Optional[Mapping[str, float]] = None, futures_header: bool = True,
-                    unsorted_monthly_futures: bool = True, spot_us_from: str = SPOT_US_FROM,
-                    compresslevel: int = 1) -> dict:
+def generate_mirror(
+    root: str,
+    markets: Iterable[str] = ("spot",),
+    datasets: Iterable[str] = ("aggTrades",),
+    symbols: Iterable[str] = ("BTCUSDT",),
+    start: str = "2025-01-01",
+    end: str = "2025-01-03",
+    seed: int = 7,
+    ticks_per_day: int = 20_000,
+    annual_vol: float = 0.6,
+    monthly: bool = True,
+    daily: str = "needed",
+    funding: bool = False,
+    contract_sizes: Optional[Mapping[str, float]] = None,
+    futures_header: bool = True,
+    unsorted_monthly_futures: bool = True,
+    spot_us_from: str = SPOT_US_FROM,
+    compresslevel: int = 1,
+) -> dict:
     """Write a Binance-layout mirror under ``root`` (``root/data/...``); returns an inventory.
 
     Parameters
@@ -254,7 +298,7 @@ def generate_mirror(root: str, markets: Iterable[str] = ("spot",), datasets: Ite
                     if market == "spot":
                         unit, header = ("us" if day_number(sf.first) >= us_from else "ms"), False
                         if day_number(sf.first) < us_from <= day_number(sf.last):
-                            unit = "ms"               # a month straddling the switch: ms, as before
+                            unit = "ms"  # a month straddling the switch: ms, as before
                     else:
                         unit, header = "ms", futures_header
                     if sf.period == "monthly" and market != "spot" and unsorted_monthly_futures:
@@ -262,19 +306,38 @@ def generate_mirror(root: str, markets: Iterable[str] = ("spot",), datasets: Ite
                     payload = to_csv(part, market, dataset, symbol, unit, header, cs)
                     path = os.path.join(root, *sf.rel.split("/"))
                     sha = write_zip(path, sf.stem + ".csv", payload, compresslevel)
-                    files.append({"rel": sf.rel, "rows": int(part["ts"].size), "csv_bytes": len(payload),
-                                  "sha256": sha, "time_unit": unit, "header": header})
+                    files.append(
+                        {
+                            "rel": sf.rel,
+                            "rows": int(part["ts"].size),
+                            "csv_bytes": len(payload),
+                            "sha256": sha,
+                            "time_unit": unit,
+                            "header": header,
+                        }
+                    )
             if funding and market != "spot":
                 for sf in bn.plan_funding(market, [symbol], s, e):
                     y, m = (int(x) for x in sf.label.split("-"))
                     payload = funding_csv(market, symbol, y, m, seed)
                     path = os.path.join(root, *sf.rel.split("/"))
                     sha = write_zip(path, sf.stem + ".csv", payload, compresslevel)
-                    files.append({"rel": sf.rel, "rows": payload.count(b"\n") - 1, "csv_bytes": len(payload),
-                                  "sha256": sha, "time_unit": "ms", "header": True})
-    return {"root": os.path.abspath(root), "files": files,
-            "rows": sum(f["rows"] for f in files if "fundingRate" not in f["rel"]),
-            "csv_bytes": sum(f["csv_bytes"] for f in files)}
+                    files.append(
+                        {
+                            "rel": sf.rel,
+                            "rows": payload.count(b"\n") - 1,
+                            "csv_bytes": len(payload),
+                            "sha256": sha,
+                            "time_unit": "ms",
+                            "header": True,
+                        }
+                    )
+    return {
+        "root": os.path.abspath(root),
+        "files": files,
+        "rows": sum(f["rows"] for f in files if "fundingRate" not in f["rel"]),
+        "csv_bytes": sum(f["csv_bytes"] for f in files),
+    }
 
 
 def _dates(sf: bn.SourceFile) -> list[str]:
@@ -288,7 +351,7 @@ def _jumble(part: dict, rng: np.random.Generator) -> dict:
     if n < 3:
         return part
     idx = np.arange(n)
-    k = 2 * rng.choice((n - 1) // 2, size=max(1, n // 100), replace=False)   # disjoint pairs
+    k = 2 * rng.choice((n - 1) // 2, size=max(1, n // 100), replace=False)  # disjoint pairs
     idx[k], idx[k + 1] = idx[k + 1].copy(), idx[k].copy()
     return {key: v[idx] for key, v in part.items()}
 
@@ -297,11 +360,20 @@ def _jumble(part: dict, rng: np.random.Generator) -> dict:
 def mirror_key(data_cfg: Any) -> str:
     """Hash of everything that determines the mirror's bytes."""
     from btsys.config import to_plain as _plain
+
     d = _plain(data_cfg)
     syn = d.get("synthetic") or {}
-    payload = {"v": MIRROR_VERSION, "synthetic": syn, "market": d.get("market"), "dataset": d.get("dataset"),
-               "symbols": d.get("symbols"), "start": str(d.get("start")), "end": str(d.get("end")),
-               "funding": bool(d.get("funding")), "contract_size": d.get("contract_size")}
+    payload = {
+        "v": MIRROR_VERSION,
+        "synthetic": syn,
+        "market": d.get("market"),
+        "dataset": d.get("dataset"),
+        "symbols": d.get("symbols"),
+        "start": str(d.get("start")),
+        "end": str(d.get("end")),
+        "funding": bool(d.get("funding")),
+        "contract_size": d.get("contract_size"),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -314,6 +386,7 @@ def ensure_mirror(data_cfg: Any, base_dir: str = os.path.join("data", "mirror"))
     concurrent runs both end with the same complete one.
     """
     from btsys.config import to_plain as _plain
+
     d = _plain(data_cfg)
     key = mirror_key(d)
     root = os.path.abspath(os.path.join(base_dir, key))
@@ -324,15 +397,23 @@ def ensure_mirror(data_cfg: Any, base_dir: str = os.path.join("data", "mirror"))
         os.makedirs(os.path.dirname(root), exist_ok=True)
         tmp = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            inv = generate_mirror(tmp, markets=markets, datasets=[d.get("dataset", "aggTrades")],
-                                  symbols=list(d.get("symbols") or []), start=str(d.get("start")),
-                                  end=str(d.get("end")), seed=int(syn.get("seed", 7)),
-                                  ticks_per_day=int(syn.get("ticks_per_day", 20_000)),
-                                  annual_vol=float(syn.get("annual_vol", 0.6)),
-                                  funding=bool(d.get("funding")), contract_sizes=d.get("contract_size"))
+            inv = generate_mirror(
+                tmp,
+                markets=markets,
+                datasets=[d.get("dataset", "aggTrades")],
+                symbols=list(d.get("symbols") or []),
+                start=str(d.get("start")),
+                end=str(d.get("end")),
+                seed=int(syn.get("seed", 7)),
+                ticks_per_day=int(syn.get("ticks_per_day", 20_000)),
+                annual_vol=float(syn.get("annual_vol", 0.6)),
+                funding=bool(d.get("funding")),
+                contract_sizes=d.get("contract_size"),
+            )
             with open(os.path.join(tmp, "_MIRROR.json"), "w") as f:
-                json.dump({"key": key, "config": d, "files": len(inv["files"]), "rows": inv["rows"]}, f,
-                          default=str)
+                json.dump(
+                    {"key": key, "config": d, "files": len(inv["files"]), "rows": inv["rows"]}, f, default=str
+                )
             try:
                 os.rename(tmp, root)
             except OSError:

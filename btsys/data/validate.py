@@ -13,6 +13,7 @@ Also reported (not dropped): ``id_gaps`` (ids missing inside the file's id range
 (the data starts or ends more than ``edge_tolerance_us`` inside the file's period, or the last line
 was cut). Duplicates *across* files are handled by :func:`btsys.data.ingest.dedupe_across_files`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -62,9 +63,15 @@ def _note(rep: ValidationReport, reason: str, mask: np.ndarray, name: str, row_b
         rep.examples.append(f"{name} row {int(i) + row_base}: {reason} ({what(int(i))})")
 
 
-def validate_ticks(table: pa.Table, name: str, first_date: str, last_date: str, row_base: int = 1,
-                   edge_tolerance_us: int = 3_600_000_000, cut_last_line: bool = False
-                   ) -> tuple[pa.Table, ValidationReport]:
+def validate_ticks(
+    table: pa.Table,
+    name: str,
+    first_date: str,
+    last_date: str,
+    row_base: int = 1,
+    edge_tolerance_us: int = 3_600_000_000,
+    cut_last_line: bool = False,
+) -> tuple[pa.Table, ValidationReport]:
     """Validate, dedupe and sort one file's ticks; returns the clean table and the report.
 
     Parameters
@@ -90,8 +97,14 @@ def validate_ticks(table: pa.Table, name: str, first_date: str, last_date: str, 
     out = ((ts < lo) | (ts >= hi)) & ~bad_price & ~bad_qty
     _note(rep, "bad_price", bad_price, name, row_base, lambda i: f"price {float(price[i])!r}")
     _note(rep, "bad_qty", bad_qty, name, row_base, lambda i: f"qty {float(qty[i])!r}")
-    _note(rep, "out_of_period", out, name, row_base,
-          lambda i: f"ts {int(ts[i])} outside {first_date}..{last_date}")
+    _note(
+        rep,
+        "out_of_period",
+        out,
+        name,
+        row_base,
+        lambda i: f"ts {int(ts[i])} outside {first_date}..{last_date}",
+    )
     keep = ~(bad_price | bad_qty | out)
 
     # ids: contiguity over every parsed row (a bad row still used its id), duplicates dropped.
@@ -128,12 +141,14 @@ def validate_ticks(table: pa.Table, name: str, first_date: str, last_date: str, 
     rep.rows_out = table.num_rows
     if ts.size:
         rep.first_ts, rep.last_ts = int(ts[0]), int(ts[-1])
-        rep.truncated = bool(cut_last_line or ts[0] - lo > edge_tolerance_us
-                             or hi - 1 - ts[-1] > edge_tolerance_us)
-        days = ts // US_PER_DAY                            # ts is sorted here
+        rep.truncated = bool(
+            cut_last_line or ts[0] - lo > edge_tolerance_us or hi - 1 - ts[-1] > edge_tolerance_us
+        )
+        days = ts // US_PER_DAY  # ts is sorted here
         seen = set(days[np.concatenate([[True], days[1:] != days[:-1]])].tolist())
-        rep.empty_days = [day_string(x) for x in range(day_number(first_date), day_number(last_date) + 1)
-                          if x not in seen]
+        rep.empty_days = [
+            day_string(x) for x in range(day_number(first_date), day_number(last_date) + 1) if x not in seen
+        ]
     else:
         rep.truncated = True
         rep.empty_days = [day_string(x) for x in range(day_number(first_date), day_number(last_date) + 1)]

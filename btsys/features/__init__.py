@@ -3,16 +3,33 @@
 ``compute_features(bars, specs)`` adds one float64 column per spec; ``compute_features_stage`` is
 the cached pipeline stage (``btsys.pipeline.features_stage``) that does it for every symbol.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-from btsys.features.library import (BAR_COLUMNS, FEATURES, NON_FEATURE_COLUMNS, FeatureError,
-                                    compute_feature, compute_features, normalize_specs,
-                                    parse_feature_name)
+from btsys.features.library import (
+    BAR_COLUMNS,
+    FEATURES,
+    NON_FEATURE_COLUMNS,
+    FeatureError,
+    compute_feature,
+    compute_features,
+    normalize_specs,
+    parse_feature_name,
+)
 
-__all__ = ["BAR_COLUMNS", "FEATURES", "NON_FEATURE_COLUMNS", "FeatureError", "compute_feature", "compute_features",
-           "compute_features_stage", "normalize_specs", "parse_feature_name"]
+__all__ = [
+    "BAR_COLUMNS",
+    "FEATURES",
+    "NON_FEATURE_COLUMNS",
+    "FeatureError",
+    "compute_feature",
+    "compute_features",
+    "compute_features_stage",
+    "normalize_specs",
+    "parse_feature_name",
+]
 
 
 def compute_features_stage(features_cfg: Any, store, bars_entry, prefix: str) -> dict:
@@ -24,11 +41,14 @@ def compute_features_stage(features_cfg: Any, store, bars_entry, prefix: str) ->
     """
     import pyarrow as pa
 
-    specs = normalize_specs(features_cfg.get("specs") if hasattr(features_cfg, "get")
-                            else getattr(features_cfg, "specs", []))
+    specs = normalize_specs(
+        features_cfg.get("specs") if hasattr(features_cfg, "get") else getattr(features_cfg, "specs", [])
+    )
     symbols = (bars_entry.meta or {}).get("symbols")
     if not isinstance(symbols, dict):
-        raise FeatureError(f"bars cache entry {getattr(bars_entry, 'key', '?')} has no meta['symbols'] mapping")
+        raise FeatureError(
+            f"bars cache entry {getattr(bars_entry, 'key', '?')} has no meta['symbols'] mapping"
+        )
     out = {}
     for sym in sorted(symbols):
         info = symbols[sym]
@@ -43,6 +63,6 @@ def compute_features_stage(features_cfg: Any, store, bars_entry, prefix: str) ->
         key = f"{prefix}/symbol={sym}/features.parquet"
         store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), key)
         out[sym] = {"path": key, "n_bars": int(len(frame))}
-        if isinstance(info, dict) and "partial" in info:   # the trailing bar is unfinished
+        if isinstance(info, dict) and "partial" in info:  # the trailing bar is unfinished
             out[sym]["partial"] = bool(info["partial"])
     return {"symbols": out, "columns": [s.name for s in specs]}

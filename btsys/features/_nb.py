@@ -12,6 +12,7 @@ Rolling (co)variances do the same on deviations from the window mean of the last
 recomputation, which keeps them accurate at large price offsets (BTC at 1e5 with a standard
 deviation of 10) while costing O(n) instead of O(n * window).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ import numpy as np
 from numba import njit
 
 _RESYNC = 4096
-_RESYNC_MOMENTS = 256   # the reference point drifts away with the price; re-centre often
+_RESYNC_MOMENTS = 256  # the reference point drifts away with the price; re-centre often
 
 
 @njit(cache=True)
@@ -95,8 +96,8 @@ def rolling_moments_nb(x, y, window):
     last_nan = -1
     rx = 0.0
     ry = 0.0
-    a = 0.0   # sum (x - rx)
-    b = 0.0   # sum (y - ry)
+    a = 0.0  # sum (x - rx)
+    b = 0.0  # sum (y - ry)
     aa = 0.0  # sum (x - rx)^2
     ab = 0.0  # sum (x - rx)(y - ry)
     valid = False

@@ -34,6 +34,7 @@ amihud             mean |r| / quote_volume over w bars, times scale           sc
 roll_spread        2 sqrt(max(-cov(dC_t, dC_{t-1}), 0)) over w pairs
 =================  =========================================================  ==================
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,19 @@ import pandas as pd
 
 from btsys.features import _nb
 
-BAR_COLUMNS = ["ts_open", "ts_close", "open", "high", "low", "close", "volume", "quote_volume",
-               "buy_volume", "n_ticks", "vwap"]
+BAR_COLUMNS = [
+    "ts_open",
+    "ts_close",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "buy_volume",
+    "n_ticks",
+    "vwap",
+]
 #: Bar-table columns plus the extras the bars stage writes; never model inputs by default.
 NON_FEATURE_COLUMNS = BAR_COLUMNS + ["threshold", "is_partial"]
 
@@ -61,7 +73,7 @@ class FeatureError(ValueError):
 @dataclass(frozen=True)
 class FeatureDef:
     fn: Callable[[Mapping[str, np.ndarray], int, Dict[str, float]], np.ndarray]
-    columns: tuple            # bar columns it reads
+    columns: tuple  # bar columns it reads
     params: Dict[str, float]  # allowed params and their defaults
     min_window: int = 1
 
@@ -140,13 +152,17 @@ _ANN = {"periods_per_year": 0.0}
 #: fn name -> definition. Add a feature by adding a kernel in ``_nb.py`` and an entry here.
 FEATURES: Dict[str, FeatureDef] = {
     "log_return": FeatureDef(lambda b, w, p: _nb.log_return_nb(b["close"], w), ("close",), {}),
-    "realized_vol": FeatureDef(lambda b, w, p: _ann(_nb.realized_vol_nb(b["close"], w), p),
-                               ("close",), dict(_ANN)),
-    "parkinson_vol": FeatureDef(lambda b, w, p: _ann(_nb.parkinson_vol_nb(b["high"], b["low"], w), p),
-                                ("high", "low"), dict(_ANN)),
+    "realized_vol": FeatureDef(
+        lambda b, w, p: _ann(_nb.realized_vol_nb(b["close"], w), p), ("close",), dict(_ANN)
+    ),
+    "parkinson_vol": FeatureDef(
+        lambda b, w, p: _ann(_nb.parkinson_vol_nb(b["high"], b["low"], w), p), ("high", "low"), dict(_ANN)
+    ),
     "garman_klass_vol": FeatureDef(
         lambda b, w, p: _ann(_nb.garman_klass_vol_nb(b["open"], b["high"], b["low"], b["close"], w), p),
-        ("open", "high", "low", "close"), dict(_ANN)),
+        ("open", "high", "low", "close"),
+        dict(_ANN),
+    ),
     "sma": FeatureDef(lambda b, w, p: _nb.rolling_mean_nb(b["close"], w), ("close",), {}),
     "ema": FeatureDef(lambda b, w, p: _nb.ema_nb(b["close"], w), ("close",), {}),
     "bb_mid": FeatureDef(lambda b, w, p: _bb_memo(b, w, p)[0], ("close",), {"k": 2.0}),
@@ -156,20 +172,32 @@ FEATURES: Dict[str, FeatureDef] = {
     "bb_width": FeatureDef(_width, ("close",), {"k": 2.0}),
     "rsi": FeatureDef(lambda b, w, p: _nb.rsi_nb(b["close"], w), ("close",), {}),
     "macd": FeatureDef(lambda b, w, p: _macd(b["close"], w, p), ("close",), {"fast": 12.0}, 2),
-    "macd_signal": FeatureDef(lambda b, w, p: _macd_signal(b["close"], w, p), ("close",),
-                              {"fast": 12.0, "signal": 9.0}, 2),
-    "macd_hist": FeatureDef(lambda b, w, p: _macd(b["close"], w, p) - _macd_signal(b["close"], w, p),
-                            ("close",), {"fast": 12.0, "signal": 9.0}, 2),
+    "macd_signal": FeatureDef(
+        lambda b, w, p: _macd_signal(b["close"], w, p), ("close",), {"fast": 12.0, "signal": 9.0}, 2
+    ),
+    "macd_hist": FeatureDef(
+        lambda b, w, p: _macd(b["close"], w, p) - _macd_signal(b["close"], w, p),
+        ("close",),
+        {"fast": 12.0, "signal": 9.0},
+        2,
+    ),
     "atr": FeatureDef(_atr, ("high", "low", "close"), {"relative": 0.0}),
     "vwap_dev": FeatureDef(
         lambda b, w, p: b["close"] / _nb.ratio_of_sums_nb(b["quote_volume"], b["volume"], w) - 1.0,
-        ("close", "quote_volume", "volume"), {}),
-    "taker_buy_ratio": FeatureDef(lambda b, w, p: _nb.ratio_of_sums_nb(b["buy_volume"], b["volume"], w),
-                                  ("buy_volume", "volume"), {}),
-    "ofi": FeatureDef(lambda b, w, p: _nb.ratio_of_sums_nb(_signed_volume(b), b["volume"], w),
-                      ("buy_volume", "volume"), {}),
-    "vpin": FeatureDef(lambda b, w, p: _nb.ratio_of_sums_nb(np.abs(_signed_volume(b)), b["volume"], w),
-                       ("buy_volume", "volume"), {}),
+        ("close", "quote_volume", "volume"),
+        {},
+    ),
+    "taker_buy_ratio": FeatureDef(
+        lambda b, w, p: _nb.ratio_of_sums_nb(b["buy_volume"], b["volume"], w), ("buy_volume", "volume"), {}
+    ),
+    "ofi": FeatureDef(
+        lambda b, w, p: _nb.ratio_of_sums_nb(_signed_volume(b), b["volume"], w), ("buy_volume", "volume"), {}
+    ),
+    "vpin": FeatureDef(
+        lambda b, w, p: _nb.ratio_of_sums_nb(np.abs(_signed_volume(b)), b["volume"], w),
+        ("buy_volume", "volume"),
+        {},
+    ),
     "kyle_lambda": FeatureDef(_kyle, ("close", "buy_volume", "volume"), {}, 2),
     "amihud": FeatureDef(_amihud, ("close", "quote_volume"), {"scale": 1e6}),
     "roll_spread": FeatureDef(lambda b, w, p: _nb.roll_spread_nb(b["close"], w), ("close",), {}, 2),
@@ -207,14 +235,17 @@ def normalize_spec(spec: Any, where: str = "spec") -> Spec:
     d = FEATURES[fn]
     window = _get(spec, "window", 14)
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < d.min_window:
-        raise FeatureError(f"features.specs {where}: window must be an integer >= {d.min_window}, "
-                           f"got {window!r}")
+        raise FeatureError(
+            f"features.specs {where}: window must be an integer >= {d.min_window}, got {window!r}"
+        )
     given = _get(spec, "params", None) or {}
     given = dict(given.items()) if hasattr(given, "items") else given
     unknown = set(given) - set(d.params)
     if unknown:
-        raise FeatureError(f"features.specs {where}: unknown params {sorted(unknown)} for fn {fn!r}; "
-                           f"allowed: {sorted(d.params) or 'none'}")
+        raise FeatureError(
+            f"features.specs {where}: unknown params {sorted(unknown)} for fn {fn!r}; "
+            f"allowed: {sorted(d.params) or 'none'}"
+        )
     params = dict(d.params)
     for k, v in given.items():
         try:
@@ -223,8 +254,9 @@ def normalize_spec(spec: Any, where: str = "spec") -> Spec:
             raise FeatureError(f"features.specs {where}: params.{k} must be a number, got {v!r}") from None
     for k in ("fast", "signal"):
         if k in params and (params[k] < 1 or params[k] != int(params[k])):
-            raise FeatureError(f"features.specs {where}: params.{k} must be a positive integer, "
-                               f"got {params[k]!r}")
+            raise FeatureError(
+                f"features.specs {where}: params.{k} must be a positive integer, got {params[k]!r}"
+            )
     return Spec(name, fn, int(window), params)
 
 
@@ -248,17 +280,24 @@ def _bar_arrays(bars: pd.DataFrame, columns: Iterable[str], what: str) -> Dict[s
         if bad.size:
             raise FeatureError(f"{what}: column {c!r} has a non-finite value at row {int(bad[0])}")
         if c in ("open", "high", "low", "close") and (a <= 0).any():
-            raise FeatureError(f"{what}: column {c!r} has a non-positive price at row "
-                               f"{int(np.flatnonzero(a <= 0)[0])}")
+            raise FeatureError(
+                f"{what}: column {c!r} has a non-positive price at row {int(np.flatnonzero(a <= 0)[0])}"
+            )
         arrays[c] = a
     return arrays
 
 
-def compute_feature(bars: pd.DataFrame, fn: str, window: int, params: Mapping[str, float] | None = None,
-                    name: str | None = None) -> np.ndarray:
+def compute_feature(
+    bars: pd.DataFrame,
+    fn: str,
+    window: int,
+    params: Mapping[str, float] | None = None,
+    name: str | None = None,
+) -> np.ndarray:
     """One feature as a float64 array aligned to ``bars`` (validated like a spec)."""
-    spec = normalize_spec({"name": name or f"{fn}_{window}", "fn": fn, "window": window,
-                           "params": dict(params or {})})
+    spec = normalize_spec(
+        {"name": name or f"{fn}_{window}", "fn": fn, "window": window, "params": dict(params or {})}
+    )
     return _compute(bars, spec)
 
 

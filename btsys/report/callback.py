@@ -25,16 +25,15 @@ Enable it in ``conf/config.yaml``::
   two swept parameters, the best trial, the deflated Sharpe ratio and PBO (CSCV) — then closes it.
   If the sweep dies before that, an ``atexit`` hook closes the parent as FAILED.
 """
+
 from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import tempfile
 from typing import Any, Optional
 
-import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
 
@@ -45,6 +44,7 @@ log = logging.getLogger("btsys.report")
 
 def _strip_hydra(config: Any) -> Any:
     from omegaconf import OmegaConf
+
     d = OmegaConf.to_container(config, resolve=False)
     d.pop("hydra", None)
     return OmegaConf.create(d)
@@ -62,8 +62,9 @@ class MlflowSweepCallback(Callback):
     pbo_splits : number of CSCV blocks S for PBO (reduced to fit the common days of returns).
     """
 
-    def __init__(self, continue_on_failure: bool = True, failure_value: Optional[float] = None,
-                 pbo_splits: int = 16) -> None:
+    def __init__(
+        self, continue_on_failure: bool = True, failure_value: Optional[float] = None, pbo_splits: int = 16
+    ) -> None:
         self.continue_on_failure = bool(continue_on_failure)
         self.failure_value = failure_value
         self.pbo_splits = int(pbo_splits)
@@ -86,8 +87,12 @@ class MlflowSweepCallback(Callback):
         tags["btsys.overrides"] = " ".join(overrides)
         tags["btsys.sweeper"] = str(config.hydra.sweeper.get("_target_", ""))
         tags["btsys.launcher"] = str(config.hydra.launcher.get("_target_", ""))
-        run = client.create_run(exp, tags=tags, run_name=f"{cfg.get('name', 'btsys')} sweep "
-                                                          + " ".join(o for o in overrides if "," in o or "(" in o))
+        run = client.create_run(
+            exp,
+            tags=tags,
+            run_name=f"{cfg.get('name', 'btsys')} sweep "
+            + " ".join(o for o in overrides if "," in o or "(" in o),
+        )
         self._parent, self._job_cfg, self._sweep_dir = run.info.run_id, cfg, sweep_dir
         try:
             ml._log_batch(client, self._parent, params=ml.param_items(cfg))
@@ -95,8 +100,10 @@ class MlflowSweepCallback(Callback):
                 with open(os.path.join(d, "config.yaml"), "w") as f:
                     f.write(ml.config_yaml(cfg))
                 client.log_artifacts(self._parent, d)
-            ml.write_parent(sweep_dir, {"run_id": self._parent, "experiment_id": exp,
-                                        "tracking_uri": str(cfg.mlflow.tracking_uri)})
+            ml.write_parent(
+                sweep_dir,
+                {"run_id": self._parent, "experiment_id": exp, "tracking_uri": str(cfg.mlflow.tracking_uri)},
+            )
         except BaseException as e:
             ml._fail_run(client, self._parent, e)
             self._parent = None
@@ -108,8 +115,11 @@ class MlflowSweepCallback(Callback):
         if self._parent is None:
             return
         parent, self._parent = self._parent, None
-        ml._fail_run(ml.client_for(self._job_cfg), parent,
-                     RuntimeError("the sweep ended before on_multirun_end (a job or the sweeper raised)"))
+        ml._fail_run(
+            ml.client_for(self._job_cfg),
+            parent,
+            RuntimeError("the sweep ended before on_multirun_end (a job or the sweeper raised)"),
+        )
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if self._parent is None:
@@ -135,8 +145,13 @@ class MlflowSweepCallback(Callback):
         for t in trials:
             ov = ml.parse_overrides(t.get("overrides") or [])
             all_params.append(ov)
-            row = {"job": int(t["job_num"]), "run_id": t.get("run_id"), "status": t.get("status"),
-                   "reused": bool(t.get("reused")), "error": t.get("error", "")}
+            row = {
+                "job": int(t["job_num"]),
+                "run_id": t.get("run_id"),
+                "status": t.get("status"),
+                "reused": bool(t.get("reused")),
+                "error": t.get("error", ""),
+            }
             row.update({f"param:{k}": v for k, v in ov.items()})
             if t.get("run_id") and t.get("status") == "FINISHED":
                 run = client.get_run(t["run_id"])
@@ -147,10 +162,15 @@ class MlflowSweepCallback(Callback):
                         f = pd.read_parquet(p)
                     returns[int(t["job_num"])] = pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
                 except Exception as e:
-                    log.warning("run %s has no readable returns.parquet (%s): left out of PBO", t["run_id"], e)
+                    log.warning(
+                        "run %s has no readable returns.parquet (%s): left out of PBO", t["run_id"], e
+                    )
             rows.append(row)
-        table = pd.DataFrame(rows).set_index("job") if rows else pd.DataFrame(
-            columns=["run_id", "status", "reused", "error"])
+        table = (
+            pd.DataFrame(rows).set_index("job")
+            if rows
+            else pd.DataFrame(columns=["run_id", "status", "reused", "error"])
+        )
         # swept parameters: the override keys whose values differ between trials
         keys = sorted({k for p in all_params for k in p})
         varying = [k for k in keys if len({p.get(k) for p in all_params}) > 1]
@@ -163,14 +183,16 @@ class MlflowSweepCallback(Callback):
         ret_df = pd.DataFrame(returns).sort_index() if returns else None
         with tempfile.TemporaryDirectory(prefix="btsys-summary-") as d:
             metrics, tags, params = ml.summarize_sweep(
-                d, table, varying, objective, direction, returns=ret_df, n_splits=self.pbo_splits)
-            params["sweep.params"] = ",".join(varying)[:ml.MAX_PARAM_VALUE]
+                d, table, varying, objective, direction, returns=ret_df, n_splits=self.pbo_splits
+            )
+            params["sweep.params"] = ",".join(varying)[: ml.MAX_PARAM_VALUE]
             ml._log_batch(client, parent, params=params, metrics=metrics, tags=tags)
             client.log_artifacts(parent, d)
 
     # ------------------------------------------------------------------ job process
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
+
         if job_return is None or job_return.status != JobStatus.FAILED:
             return
         exc = job_return._return_value
@@ -186,8 +208,15 @@ class MlflowSweepCallback(Callback):
         if value is None:
             direction = str(hydra_cfg.sweeper.get("direction", "")) if hydra_cfg is not None else ""
             value = 1e9 if "min" in direction.lower() else -1e9
-        log.error("job %s failed (%s: %s); recorded in mlflow run %s; reporting objective %g and "
-                  "continuing the sweep", job["job_num"], type(exc).__name__, exc, rid, value,
-                  exc_info=(type(exc), exc, exc.__traceback__))
+        log.error(
+            "job %s failed (%s: %s); recorded in mlflow run %s; reporting objective %g and "
+            "continuing the sweep",
+            job["job_num"],
+            type(exc).__name__,
+            exc,
+            rid,
+            value,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
         job_return.status = JobStatus.COMPLETED
         job_return.return_value = float(value)

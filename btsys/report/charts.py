@@ -9,6 +9,7 @@ Figures are built on :class:`matplotlib.figure.Figure` directly (thread- and pro
 global figure registry) and long curves are bucketed to at most ``MAX_POINTS`` points (last
 equity and lowest drawdown per bucket), so a chart costs tens of milliseconds whatever the bar count.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,6 +29,7 @@ CHART_NAMES = ("equity_drawdown", "monthly_returns", "returns_distribution", "ro
 def _figure(w: float = 10.0, h: float = 4.0):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(w, h), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
@@ -47,6 +49,7 @@ def _dates(ts_us: np.ndarray) -> np.ndarray:
 
 def _date_axis(ax) -> None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
     loc = AutoDateLocator()
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
@@ -204,8 +207,9 @@ def trade_pnl_png(trades: Optional[pd.DataFrame]) -> bytes:
             ax.scatter(x[sel], pnl[sel], s=14, color=color, alpha=0.7, label=name)
         sel_o = (direction == sign) & is_open
         if sel_o.any():
-            ax.scatter(x[sel_o], pnl[sel_o], s=30, facecolors="none", edgecolors=color,
-                       label=f"{name} (open)")
+            ax.scatter(
+                x[sel_o], pnl[sel_o], s=30, facecolors="none", edgecolors=color, label=f"{name} (open)"
+            )
     ax.axhline(0, color="k", lw=0.8)
     ax.set_title(f"Trade PnL ({len(t)} trades)")
     ax.set_ylabel("pnl (quote)")

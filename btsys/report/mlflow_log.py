@@ -25,6 +25,7 @@ Inside a Hydra multirun the parent run id is found in ``<sweep dir>/.btsys_mlflo
 ``<sweep dir>/.btsys_mlflow/trials/<job num>.json`` so the callback can summarise the sweep,
 including trials skipped because they were already logged.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,6 +65,7 @@ def _mlflow():
     global _MLFLOW
     if _MLFLOW is None:
         import mlflow  # noqa: WPS433 (deliberately lazy: ~1.7 s)
+
         _MLFLOW = mlflow
     return _MLFLOW
 
@@ -91,12 +93,14 @@ def _section(cfg: Any, key: str) -> Any:
 def plain_config(cfg: Any) -> dict:
     """Resolved plain dict of a config (DictConfig / dataclass / dict), ``hydra`` node dropped."""
     from btsys.config import to_plain
+
     return {k: v for k, v in to_plain(cfg).items() if k != "hydra"}
 
 
 def config_yaml(cfg: Any) -> str:
     """The resolved config as YAML (what is logged as ``config.yaml``)."""
     from omegaconf import OmegaConf
+
     return OmegaConf.to_yaml(OmegaConf.create(plain_config(cfg)))
 
 
@@ -127,7 +131,7 @@ def param_items(cfg: Any) -> dict[str, str]:
         else:
             s = str(v)
         if len(k) > MAX_PARAM_KEY:
-            k = k[:MAX_PARAM_KEY - 24] + "~" + _short_hash(k)
+            k = k[: MAX_PARAM_KEY - 24] + "~" + _short_hash(k)
         if len(s) > MAX_PARAM_VALUE:
             s = f"{_short_hash(s)} (len {len(s)}, full value in config.yaml)"
         out[k] = s
@@ -146,11 +150,29 @@ def git_info() -> tuple[str, str]:
     if _GIT is None:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         try:
-            commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                                    text=True, timeout=10).stdout.strip() or "unknown"
-            dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no",
-                                    "--", "btsys", "conf", "jobs"],
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            commit = (
+                subprocess.run(
+                    ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+                ).stdout.strip()
+                or "unknown"
+            )
+            dirty = subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    root,
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    "btsys",
+                    "conf",
+                    "jobs",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
             _GIT = (commit, "true" if dirty else "false") if commit != "unknown" else ("unknown", "unknown")
         except (OSError, subprocess.SubprocessError):
             _GIT = ("unknown", "unknown")
@@ -162,6 +184,7 @@ def client_for(cfg: Any):
     uri = str(_get(_section(cfg, "mlflow"), "tracking_uri", "sqlite:///mlflow.db"))
     if uri not in _CLIENTS:
         from mlflow.tracking import MlflowClient
+
         _mlflow()
         _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]
@@ -187,16 +210,25 @@ def experiment_id(cfg: Any, client: Any = None) -> str:
             eid = exp.experiment_id
     else:
         if exp.lifecycle_stage == "deleted":
-            raise RuntimeError(f"mlflow experiment {name!r} is deleted in {uri}: restore it or set "
-                               f"mlflow.experiment_name to another name")
+            raise RuntimeError(
+                f"mlflow experiment {name!r} is deleted in {uri}: restore it or set "
+                f"mlflow.experiment_name to another name"
+            )
         eid = exp.experiment_id
     _EXPERIMENTS[(uri, name)] = eid
     return eid
 
 
-def _log_batch(client: Any, run_id: str, params: Mapping[str, str] = (),
-               metrics: Mapping[str, float] = (), tags: Mapping[str, str] = (), step: int = 0) -> None:
+def _log_batch(
+    client: Any,
+    run_id: str,
+    params: Mapping[str, str] = (),
+    metrics: Mapping[str, float] = (),
+    tags: Mapping[str, str] = (),
+    step: int = 0,
+) -> None:
     from mlflow.entities import Metric, Param, RunTag
+
     now = int(time.time() * 1000)
     p = [Param(k, v) for k, v in dict(params).items()]
     m = []
@@ -208,11 +240,16 @@ def _log_batch(client: Any, run_id: str, params: Mapping[str, str] = (),
         m.append(Metric(k, fv, now, step))
     t = [RunTag(k, str(v)[:5000]) for k, v in dict(tags).items()]
     # MLflow limits one batch to 100 params, 100 tags, 1000 metrics and 1000 entities in all
-    n = max(-(-len(p) // PARAMS_PER_BATCH), -(-len(t) // PARAMS_PER_BATCH), -(-len(m) // METRICS_PER_BATCH), 1)
+    n = max(
+        -(-len(p) // PARAMS_PER_BATCH), -(-len(t) // PARAMS_PER_BATCH), -(-len(m) // METRICS_PER_BATCH), 1
+    )
     for i in range(n):
-        client.log_batch(run_id, metrics=m[i * METRICS_PER_BATCH:(i + 1) * METRICS_PER_BATCH],
-                         params=p[i * PARAMS_PER_BATCH:(i + 1) * PARAMS_PER_BATCH],
-                         tags=t[i * PARAMS_PER_BATCH:(i + 1) * PARAMS_PER_BATCH])
+        client.log_batch(
+            run_id,
+            metrics=m[i * METRICS_PER_BATCH : (i + 1) * METRICS_PER_BATCH],
+            params=p[i * PARAMS_PER_BATCH : (i + 1) * PARAMS_PER_BATCH],
+            tags=t[i * PARAMS_PER_BATCH : (i + 1) * PARAMS_PER_BATCH],
+        )
 
 
 def _metric_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -235,6 +272,7 @@ def hydra_job(hydra_cfg: Any = None) -> Optional[dict]:
     if hc is None:
         try:
             from hydra.core.hydra_config import HydraConfig
+
             if not HydraConfig.initialized():
                 return None
             hc = HydraConfig.get()
@@ -244,9 +282,11 @@ def hydra_job(hydra_cfg: Any = None) -> Optional[dict]:
     if "MULTIRUN" not in mode:
         return None
     job = _get(hc, "job", {})
-    return {"sweep_dir": str(_get(_get(hc, "sweep", {}), "dir", "")),
-            "job_num": int(_get(job, "num", 0) or 0),
-            "overrides": [str(o) for o in (_get(_get(hc, "overrides", {}), "task", []) or [])]}
+    return {
+        "sweep_dir": str(_get(_get(hc, "sweep", {}), "dir", "")),
+        "job_num": int(_get(job, "num", 0) or 0),
+        "overrides": [str(o) for o in (_get(_get(hc, "overrides", {}), "task", []) or [])],
+    }
 
 
 def _state_dir(sweep_dir: str) -> str:
@@ -273,14 +313,23 @@ def read_parent(sweep_dir: str) -> Optional[dict]:
         return None
 
 
-def register_trial(job: Optional[dict], run_id: Optional[str], status: str, reused: bool = False,
-                   error: str = "") -> None:
+def register_trial(
+    job: Optional[dict], run_id: Optional[str], status: str, reused: bool = False, error: str = ""
+) -> None:
     """Record in the sweep dir which run a multirun job produced (no-op outside a multirun)."""
     if not job or not job.get("sweep_dir"):
         return
-    _write_json_atomic(os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json"),
-                       {"job_num": job["job_num"], "run_id": run_id, "status": status, "reused": reused,
-                        "error": error, "overrides": job["overrides"]})
+    _write_json_atomic(
+        os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json"),
+        {
+            "job_num": job["job_num"],
+            "run_id": run_id,
+            "status": status,
+            "reused": reused,
+            "error": error,
+            "overrides": job["overrides"],
+        },
+    )
 
 
 def read_trials(sweep_dir: str) -> list[dict]:
@@ -328,9 +377,14 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- runs
 def _base_tags(cfg: Any, kind: str, parent: Optional[str], job: Optional[dict]) -> dict[str, str]:
     commit, dirty = git_info()
-    tags = {"btsys.run_kind": kind, "btsys.git_commit": commit, "btsys.git_dirty": dirty,
-            "mlflow.source.git.commit": commit, "btsys.name": str(_get(cfg, "name", "")),
-            "mlflow.user": os.environ.get("USER", "btsys")}
+    tags = {
+        "btsys.run_kind": kind,
+        "btsys.git_commit": commit,
+        "btsys.git_dirty": dirty,
+        "mlflow.source.git.commit": commit,
+        "btsys.name": str(_get(cfg, "name", "")),
+        "mlflow.user": os.environ.get("USER", "btsys"),
+    }
     if parent:
         tags["mlflow.parentRunId"] = parent
     if job:
@@ -346,7 +400,9 @@ def _run_name(cfg: Any, job: Optional[dict], extra: str = "") -> str:
     if job:
         ov = parse_overrides(job["overrides"])
         ov.pop("experiment", None)
-        name = f"{name}#{job['job_num']}" + ("" if not ov else " " + ",".join(f"{k.split('.')[-1]}={v}" for k, v in ov.items()))
+        name = f"{name}#{job['job_num']}" + (
+            "" if not ov else " " + ",".join(f"{k.split('.')[-1]}={v}" for k, v in ov.items())
+        )
     return (name + (" " + extra if extra else ""))[:250]
 
 
@@ -373,6 +429,7 @@ def _fail_run(client: Any, run_id: str, exc: BaseException) -> None:
 def returns_frame(result: Any) -> pd.DataFrame:
     """Daily returns of a result as logged in ``returns.parquet``: ``ts`` (day start, µs), ``ret``."""
     from btsys.report.stats import DAY_US, daily_returns
+
     eq = np.asarray(result.equity, dtype=np.float64)
     ts = getattr(result, "ts", None)
     ts = np.arange(len(eq), dtype=np.int64) * DAY_US if ts is None else np.asarray(ts, dtype=np.int64)
@@ -380,13 +437,22 @@ def returns_frame(result: Any) -> pd.DataFrame:
     return pd.DataFrame({"ts": days.astype(np.int64), "ret": r.astype(np.float64)})
 
 
-def _write_result_artifacts(d: str, cfg: Any, result: Any, metrics: Mapping[str, float],
-                            charts: bool, wf: Optional[pd.DataFrame], title: str) -> None:
+def _write_result_artifacts(
+    d: str,
+    cfg: Any,
+    result: Any,
+    metrics: Mapping[str, float],
+    charts: bool,
+    wf: Optional[pd.DataFrame],
+    title: str,
+) -> None:
     yaml_text = config_yaml(cfg)
     with open(os.path.join(d, "config.yaml"), "w") as f:
         f.write(yaml_text)
     with open(os.path.join(d, "metrics.json"), "w") as f:
-        json.dump({k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}, f, indent=1, sort_keys=True)
+        json.dump(
+            {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}, f, indent=1, sort_keys=True
+        )
     returns_frame(result).to_parquet(os.path.join(d, "returns.parquet"), index=False)
     trades = getattr(result, "trades", None)
     if isinstance(trades, pd.DataFrame):
@@ -396,6 +462,7 @@ def _write_result_artifacts(d: str, cfg: Any, result: Any, metrics: Mapping[str,
     if charts:
         from btsys.report.charts import render_charts
         from btsys.report.tearsheet import render_tearsheet
+
         pngs = render_charts(result, title=title)
         os.makedirs(os.path.join(d, "charts"), exist_ok=True)
         for name, png in pngs.items():
@@ -405,16 +472,30 @@ def _write_result_artifacts(d: str, cfg: Any, result: Any, metrics: Mapping[str,
         params = {f"strategy.{k}": v for k, v in strat.items()} if isinstance(strat, dict) else {}
         base = set(getattr(result, "metrics", {}) or {})
         extra = {k: v for k, v in metrics.items() if k not in base}
-        html_text = render_tearsheet(result, pngs, title=title,
-                                     subtitle=f"config hash {config_hash(cfg)} · git {git_info()[0][:10]}",
-                                     params=params, extra_metrics=extra, config_yaml=yaml_text,
-                                     walk_forward=wf)
+        html_text = render_tearsheet(
+            result,
+            pngs,
+            title=title,
+            subtitle=f"config hash {config_hash(cfg)} · git {git_info()[0][:10]}",
+            params=params,
+            extra_metrics=extra,
+            config_yaml=yaml_text,
+            walk_forward=wf,
+        )
         with open(os.path.join(d, "tearsheet.html"), "w", encoding="utf-8") as f:
             f.write(html_text)
 
 
-def _log_trial(client: Any, exp_id: str, cfg: Any, result: Any, keys: Mapping[str, str],
-               parent: Optional[str], job: Optional[dict], run_name: Optional[str] = None) -> str:
+def _log_trial(
+    client: Any,
+    exp_id: str,
+    cfg: Any,
+    result: Any,
+    keys: Mapping[str, str],
+    parent: Optional[str],
+    job: Optional[dict],
+    run_name: Optional[str] = None,
+) -> str:
     tags = _base_tags(cfg, "trial", parent, job)
     tags["btsys.config_hash"] = config_hash(cfg)
     for k, v in (keys or {}).items():
@@ -428,6 +509,7 @@ def _log_trial(client: Any, exp_id: str, cfg: Any, result: Any, keys: Mapping[st
         split = _get(_section(cfg, "backtest"), "split", None)
         if split is not None and bool(_get(split, "enabled", False)):
             from btsys.backtest.split import split_metrics, split_table
+
             metrics.update(_metric_dict(split_metrics(result, split)))
             wf = split_table(result, split)
         _log_batch(client, rid, params=param_items(cfg), metrics=metrics)
@@ -458,8 +540,9 @@ def log_run(cfg: Any, result: Any, keys: Optional[Mapping[str, str]] = None) -> 
     if not _enabled(cfg):
         return None
     if result is None or getattr(result, "equity", None) is None:
-        raise ValueError("log_run: result must be a BacktestResult with an equity array, got "
-                         f"{type(result).__name__}")
+        raise ValueError(
+            f"log_run: result must be a BacktestResult with an equity array, got {type(result).__name__}"
+        )
     client = client_for(cfg)
     exp = experiment_id(cfg, client)
     job = hydra_job()
@@ -486,9 +569,13 @@ def find_logged_run(cfg: Any) -> Optional[str]:
     h = config_hash(cfg)
     runs = client.search_runs(
         [exp.experiment_id],
-        filter_string=(f"tags.`btsys.config_hash` = '{h}' and tags.`btsys.run_kind` = 'trial' "
-                       "and attributes.status = 'FINISHED'"),
-        max_results=1, order_by=["attributes.start_time DESC"])
+        filter_string=(
+            f"tags.`btsys.config_hash` = '{h}' and tags.`btsys.run_kind` = 'trial' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
     if not runs:
         return None
     rid = runs[0].info.run_id
@@ -538,10 +625,17 @@ def record_failure(cfg: Any, exc: BaseException, hydra_cfg: Any = None) -> Optio
 
 
 # --------------------------------------------------------------------------- sweep summary
-def summarize_sweep(out_dir: str, table: pd.DataFrame, param_cols: Sequence[str], objective: str,
-                    direction: str = "maximize", returns: Optional[pd.DataFrame] = None,
-                    best_returns: Optional[np.ndarray] = None, n_splits: int = 16,
-                    returns_basis: str = "all") -> tuple[dict, dict, dict]:
+def summarize_sweep(
+    out_dir: str,
+    table: pd.DataFrame,
+    param_cols: Sequence[str],
+    objective: str,
+    direction: str = "maximize",
+    returns: Optional[pd.DataFrame] = None,
+    best_returns: Optional[np.ndarray] = None,
+    n_splits: int = 16,
+    returns_basis: str = "all",
+) -> tuple[dict, dict, dict]:
     """Write the sweep artifacts to ``out_dir`` and compute the overfitting statistics.
 
     Parameters
@@ -559,6 +653,7 @@ def summarize_sweep(out_dir: str, table: pd.DataFrame, param_cols: Sequence[str]
     metrics, tags, params : for the summary run.
     """
     from btsys.report.stats import choose_splits, dsr_from_trials, pbo_cscv
+
     os.makedirs(out_dir, exist_ok=True)
     table.to_parquet(os.path.join(out_dir, "sweep_trials.parquet"))
     table.to_csv(os.path.join(out_dir, "sweep_trials.csv"))
@@ -584,6 +679,7 @@ def summarize_sweep(out_dir: str, table: pd.DataFrame, param_cols: Sequence[str]
         tags["btsys.best_trial"] = str(best_label)
     if len(param_cols) == 2 and len(vals):
         from btsys.report.charts import sweep_heatmap_png
+
         with open(os.path.join(out_dir, "sweep_heatmap.png"), "wb") as f:
             f.write(sweep_heatmap_png(ok, param_cols[0], param_cols[1], objective))
     # deflated Sharpe of the best trial against all trials' Sharpe ratios
@@ -592,8 +688,9 @@ def summarize_sweep(out_dir: str, table: pd.DataFrame, param_cols: Sequence[str]
         if br is None and returns is not None and best_label in returns.columns:
             br = returns[best_label].to_numpy()
         if br is not None:
-            d = dsr_from_trials(br, pd.to_numeric(table["sharpe"], errors="coerce").to_numpy(),
-                                n_trials=len(table))
+            d = dsr_from_trials(
+                br, pd.to_numeric(table["sharpe"], errors="coerce").to_numpy(), n_trials=len(table)
+            )
             metrics.update({k: float(v) for k, v in d.items()})
     # PBO by CSCV across the trials' daily returns
     if returns is not None and returns.shape[1] >= 2:
@@ -606,22 +703,41 @@ def summarize_sweep(out_dir: str, table: pd.DataFrame, param_cols: Sequence[str]
             metrics[f"{name}_splits"] = float(s)
             metrics[f"{name}_combinations"] = float(res.n_combinations)
             metrics[f"{name}_degradation_slope"] = res.degradation_slope
-            pd.DataFrame({"logit": res.logits, "is_best": [str(returns.columns[i]) for i in res.is_best],
-                          "oos_rank": res.oos_rank, "perf_is": res.perf_is, "perf_oos": res.perf_oos}
-                         ).to_csv(os.path.join(out_dir, f"{name}_cscv.csv"), index=False)
+            pd.DataFrame(
+                {
+                    "logit": res.logits,
+                    "is_best": [str(returns.columns[i]) for i in res.is_best],
+                    "oos_rank": res.oos_rank,
+                    "perf_is": res.perf_is,
+                    "perf_oos": res.perf_oos,
+                }
+            ).to_csv(os.path.join(out_dir, f"{name}_cscv.csv"), index=False)
         else:
             tags[f"btsys.{name}_skipped"] = f"only {len(m)} common days of returns: too few for CSCV"
         tags["btsys.pbo_basis"] = returns_basis
     with open(os.path.join(out_dir, "sweep_summary.json"), "w") as f:
-        json.dump({"metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()},
-                   "tags": tags, "params": params, "param_cols": list(param_cols)}, f, indent=1)
+        json.dump(
+            {
+                "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()},
+                "tags": tags,
+                "params": params,
+                "param_cols": list(param_cols),
+            },
+            f,
+            indent=1,
+        )
     return metrics, tags, params
 
 
-def log_sweep_table(cfg: Any, table: pd.DataFrame, param_cols: Sequence[str], objective: str,
-                    top_results: Sequence[tuple[Mapping[str, Any], Any]],
-                    returns: Optional[pd.DataFrame] = None,
-                    keys: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def log_sweep_table(
+    cfg: Any,
+    table: pd.DataFrame,
+    param_cols: Sequence[str],
+    objective: str,
+    top_results: Sequence[tuple[Mapping[str, Any], Any]],
+    returns: Optional[pd.DataFrame] = None,
+    keys: Optional[Mapping[str, str]] = None,
+) -> Optional[str]:
     """Log a kernel-mode sweep (``sweep.mode=kernel``) as ONE run plus child runs for the top K.
 
     Parameters
@@ -638,10 +754,12 @@ def log_sweep_table(cfg: Any, table: pd.DataFrame, param_cols: Sequence[str], ob
     if not _enabled(cfg):
         return None
     from omegaconf import OmegaConf
+
     missing = [c for c in param_cols if c not in table.columns]
     if missing:
-        raise KeyError(f"log_sweep_table: param_cols {missing} are not columns of the table "
-                       f"({list(table.columns)[:20]})")
+        raise KeyError(
+            f"log_sweep_table: param_cols {missing} are not columns of the table ({list(table.columns)[:20]})"
+        )
     if objective not in table.columns:
         raise KeyError(f"log_sweep_table: objective {objective!r} is not a column of the table")
     client = client_for(cfg)
@@ -660,8 +778,10 @@ def log_sweep_table(cfg: Any, table: pd.DataFrame, param_cols: Sequence[str], ob
         best_ret = None
         if top_results:
             sign = 1.0 if direction == "maximize" else -1.0
-            scored = [(sign * float((r.metrics or {}).get(objective, float("nan"))), i)
-                      for i, (_, r) in enumerate(top_results)]
+            scored = [
+                (sign * float((r.metrics or {}).get(objective, float("nan"))), i)
+                for i, (_, r) in enumerate(top_results)
+            ]
             scored = [s for s in scored if math.isfinite(s[0])]
             if scored:
                 best_ret = returns_frame(top_results[max(scored)[1]][1])["ret"].to_numpy()
@@ -679,8 +799,15 @@ def log_sweep_table(cfg: Any, table: pd.DataFrame, param_cols: Sequence[str], ob
         params["sweep.param_cols"] = ",".join(param_cols)
         with tempfile.TemporaryDirectory(prefix="btsys-sweep-") as d:
             metrics, stags, sparams = summarize_sweep(
-                d, table, list(param_cols), objective, direction, returns=rets, best_returns=best_ret,
-                returns_basis=basis)
+                d,
+                table,
+                list(param_cols),
+                objective,
+                direction,
+                returns=rets,
+                best_returns=best_ret,
+                returns_basis=basis,
+            )
             with open(os.path.join(d, "config.yaml"), "w") as f:
                 f.write(config_yaml(cfg))
             params.update(sparams)
@@ -692,8 +819,16 @@ def log_sweep_table(cfg: Any, table: pd.DataFrame, param_cols: Sequence[str], ob
             for k, v in p.items():
                 OmegaConf.update(child, k, v.item() if isinstance(v, np.generic) else v, force_add=True)
             label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in p.items())
-            _log_trial(client, exp, child, r, keys or {}, rid, None,
-                       run_name=f"{_get(cfg, 'name', 'btsys')} top{i + 1} {label}"[:250])
+            _log_trial(
+                client,
+                exp,
+                child,
+                r,
+                keys or {},
+                rid,
+                None,
+                run_name=f"{_get(cfg, 'name', 'btsys')} top{i + 1} {label}"[:250],
+            )
         client.set_terminated(rid, "FINISHED")
     except BaseException as e:
         _fail_run(client, rid, e)

@@ -13,6 +13,7 @@
 All Sharpe ratios passed to the DSR functions are **per observation** (not annualised): divide an
 annualised daily Sharpe by ``sqrt(365)`` first (:func:`deannualise_sharpe`).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -44,7 +45,9 @@ def daily_equity(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.nda
     ts = np.asarray(ts)
     eq = np.asarray(equity, dtype=np.float64)
     if ts.ndim != 1 or eq.ndim != 1 or len(ts) != len(eq):
-        raise ValueError(f"ts and equity must be 1-d arrays of one length, got shapes {ts.shape} and {eq.shape}")
+        raise ValueError(
+            f"ts and equity must be 1-d arrays of one length, got shapes {ts.shape} and {eq.shape}"
+        )
     if len(ts) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     ts = ts.astype(np.int64, copy=False)
@@ -120,8 +123,11 @@ def drawdown_series(equity: np.ndarray) -> np.ndarray:
 
 def deannualise_sharpe(sr_annual: Union[float, np.ndarray], periods: float = PERIODS_PER_YEAR):
     """Per-observation Sharpe from an annualised one (``SR / sqrt(periods)``)."""
-    return np.asarray(sr_annual, dtype=np.float64) / math.sqrt(periods) if np.ndim(sr_annual) \
+    return (
+        np.asarray(sr_annual, dtype=np.float64) / math.sqrt(periods)
+        if np.ndim(sr_annual)
         else float(sr_annual) / math.sqrt(periods)
+    )
 
 
 # --------------------------------------------------------------------------- deflated Sharpe
@@ -131,11 +137,13 @@ def _norm_cdf(x: float) -> float:
 
 def _norm_ppf(p: float) -> float:
     from scipy.stats import norm
+
     return float(norm.ppf(p))
 
 
-def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew: float = 0.0,
-                               kurtosis: float = 3.0) -> float:
+def probabilistic_sharpe_ratio(
+    sr: float, sr_benchmark: float, n_obs: int, skew: float = 0.0, kurtosis: float = 3.0
+) -> float:
     """PSR: probability that the true per-observation Sharpe exceeds ``sr_benchmark``.
 
     ``PSR = Z[(SR - SR*) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2)]`` with ``g3`` the skewness
@@ -147,8 +155,10 @@ def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew:
         return float("nan")
     var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
     if not var > 0:
-        raise ValueError(f"non-positive variance term 1 - skew*SR + (kurtosis-1)/4*SR^2 = {var} "
-                         f"(skew={skew}, kurtosis={kurtosis}, sr={sr})")
+        raise ValueError(
+            f"non-positive variance term 1 - skew*SR + (kurtosis-1)/4*SR^2 = {var} "
+            f"(skew={skew}, kurtosis={kurtosis}, sr={sr})"
+        )
     return _norm_cdf((sr - sr_benchmark) * math.sqrt(n_obs - 1.0) / math.sqrt(var))
 
 
@@ -164,12 +174,15 @@ def expected_max_sharpe(sr_variance: float, n_trials: int) -> float:
         raise ValueError(f"sr_variance must be a finite non-negative number, got {sr_variance}")
     if n_trials == 1:
         return 0.0
-    return math.sqrt(sr_variance) * ((1.0 - EULER_GAMMA) * _norm_ppf(1.0 - 1.0 / n_trials)
-                                      + EULER_GAMMA * _norm_ppf(1.0 - 1.0 / (n_trials * math.e)))
+    return math.sqrt(sr_variance) * (
+        (1.0 - EULER_GAMMA) * _norm_ppf(1.0 - 1.0 / n_trials)
+        + EULER_GAMMA * _norm_ppf(1.0 - 1.0 / (n_trials * math.e))
+    )
 
 
-def deflated_sharpe_ratio(sr: float, n_obs: int, n_trials: int, sr_variance: float,
-                          skew: float = 0.0, kurtosis: float = 3.0) -> tuple[float, float]:
+def deflated_sharpe_ratio(
+    sr: float, n_obs: int, n_trials: int, sr_variance: float, skew: float = 0.0, kurtosis: float = 3.0
+) -> tuple[float, float]:
     """Deflated Sharpe ratio of the best of ``n_trials``.
 
     Parameters
@@ -188,23 +201,34 @@ def deflated_sharpe_ratio(sr: float, n_obs: int, n_trials: int, sr_variance: flo
     return probabilistic_sharpe_ratio(sr, sr0, n_obs, skew, kurtosis), sr0
 
 
-def dsr_from_trials(best_returns: np.ndarray, trial_sharpes_annual: np.ndarray,
-                    periods: float = PERIODS_PER_YEAR, n_trials: Optional[int] = None) -> dict:
+def dsr_from_trials(
+    best_returns: np.ndarray,
+    trial_sharpes_annual: np.ndarray,
+    periods: float = PERIODS_PER_YEAR,
+    n_trials: Optional[int] = None,
+) -> dict:
     """DSR of a sweep from the best trial's daily returns and every trial's annualised Sharpe.
 
     Non-finite Sharpe ratios (e.g. flat trials) are left out of the variance but still count as
     trials. Returns a dict with ``dsr``, ``dsr_sr0`` (per observation), ``dsr_sr`` (best trial, per
     observation), ``dsr_n_trials``, ``dsr_n_obs``, ``dsr_skew``, ``dsr_kurtosis``.
     """
-    from scipy.stats import kurtosis as _kurt, skew as _skew
+    from scipy.stats import kurtosis as _kurt
+    from scipy.stats import skew as _skew
 
     r = np.asarray(best_returns, dtype=np.float64)
     r = r[np.isfinite(r)]
     srs = np.asarray(trial_sharpes_annual, dtype=np.float64)
     n = int(n_trials if n_trials is not None else len(srs))
-    out = {"dsr": float("nan"), "dsr_sr0": float("nan"), "dsr_sr": float("nan"),
-           "dsr_n_trials": n, "dsr_n_obs": int(len(r)), "dsr_skew": float("nan"),
-           "dsr_kurtosis": float("nan")}
+    out = {
+        "dsr": float("nan"),
+        "dsr_sr0": float("nan"),
+        "dsr_sr": float("nan"),
+        "dsr_n_trials": n,
+        "dsr_n_obs": int(len(r)),
+        "dsr_skew": float("nan"),
+        "dsr_kurtosis": float("nan"),
+    }
     if len(r) < 3 or n < 1 or not r.std(ddof=1) > 0:
         return out
     sr = float(r.mean() / r.std(ddof=1))
@@ -221,14 +245,15 @@ def dsr_from_trials(best_returns: np.ndarray, trial_sharpes_annual: np.ndarray,
 class PboResult:
     """Outcome of CSCV: ``pbo`` is the share of splits whose in-sample best is at or below the
     out-of-sample median (logit <= 0)."""
+
     pbo: float
     logits: np.ndarray
     n_splits: int
     n_combinations: int
-    is_best: np.ndarray = field(repr=False)       # index of the IS-best trial per combination
-    oos_rank: np.ndarray = field(repr=False)      # its OOS rank (1 = worst .. N = best)
-    perf_is: np.ndarray = field(repr=False)       # IS performance of the IS best
-    perf_oos: np.ndarray = field(repr=False)      # its OOS performance
+    is_best: np.ndarray = field(repr=False)  # index of the IS-best trial per combination
+    oos_rank: np.ndarray = field(repr=False)  # its OOS rank (1 = worst .. N = best)
+    perf_is: np.ndarray = field(repr=False)  # IS performance of the IS best
+    perf_oos: np.ndarray = field(repr=False)  # its OOS performance
 
     @property
     def degradation_slope(self) -> float:
@@ -254,9 +279,13 @@ def _mean_cols(m: np.ndarray) -> np.ndarray:
 _METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"sharpe": _sharpe_cols, "mean": _mean_cols}
 
 
-def pbo_cscv(returns: np.ndarray, n_splits: int = 16,
-             metric: Union[str, Callable[[np.ndarray], np.ndarray]] = "sharpe",
-             max_combinations: int = 20_000, seed: int = 0) -> PboResult:
+def pbo_cscv(
+    returns: np.ndarray,
+    n_splits: int = 16,
+    metric: Union[str, Callable[[np.ndarray], np.ndarray]] = "sharpe",
+    max_combinations: int = 20_000,
+    seed: int = 0,
+) -> PboResult:
     """Probability of backtest overfitting by combinatorially symmetric cross-validation.
 
     Parameters
@@ -294,8 +323,11 @@ def pbo_cscv(returns: np.ndarray, n_splits: int = 16,
     fn = _METRICS[metric] if isinstance(metric, str) else metric
     size = t // n_splits
     blocks = [np.arange(i * size, (i + 1) * size) for i in range(n_splits)]
-    combos = list(itertools.combinations(range(n_splits), n_splits // 2)) \
-        if math.comb(n_splits, n_splits // 2) <= max_combinations else None
+    combos = (
+        list(itertools.combinations(range(n_splits), n_splits // 2))
+        if math.comb(n_splits, n_splits // 2) <= max_combinations
+        else None
+    )
     if combos is None:
         rng = np.random.default_rng(seed)
         seen: set = set()
@@ -325,24 +357,32 @@ def pbo_cscv(returns: np.ndarray, n_splits: int = 16,
                 test = np.concatenate([blocks[b] for b in np.flatnonzero(~c_mask[i])])
                 perf_tr[i - lo] = np.asarray(fn(m[train]), dtype=np.float64)
                 perf_te[i - lo] = np.asarray(fn(m[test]), dtype=np.float64)
-        b = np.argmax(perf_tr, axis=1)                    # first index on ties, like np.argmax
+        b = np.argmax(perf_tr, axis=1)  # first index on ties, like np.argmax
         rows = np.arange(hi - lo)
         chosen = perf_te[rows, b][:, None]
         less = (perf_te < chosen).sum(axis=1)
-        equal = (perf_te == chosen).sum(axis=1)           # includes the chosen trial itself
+        equal = (perf_te == chosen).sum(axis=1)  # includes the chosen trial itself
         best[lo:hi] = b
-        rank[lo:hi] = less + (equal + 1) / 2.0            # 1 = worst .. N = best, ties averaged
+        rank[lo:hi] = less + (equal + 1) / 2.0  # 1 = worst .. N = best, ties averaged
         perf_is[lo:hi] = perf_tr[rows, b]
         perf_oos[lo:hi] = perf_te[rows, b]
     w = rank / (n + 1.0)
     lg = np.log(w / (1.0 - w))
-    return PboResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=n_splits,
-                     n_combinations=len(combos), is_best=best, oos_rank=rank,
-                     perf_is=perf_is, perf_oos=perf_oos)
+    return PboResult(
+        pbo=float(np.mean(lg <= 0.0)),
+        logits=lg,
+        n_splits=n_splits,
+        n_combinations=len(combos),
+        is_best=best,
+        oos_rank=rank,
+        perf_is=perf_is,
+        perf_oos=perf_oos,
+    )
 
 
-def _block_metric(sums: tuple[np.ndarray, np.ndarray], size: int, c_mask: np.ndarray,
-                  metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _block_metric(
+    sums: tuple[np.ndarray, np.ndarray], size: int, c_mask: np.ndarray, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Training/testing performance of every trial for the given combinations, from per-block sums.
 
     ``sums`` are the per-block sums and sums of squares, each (S, N), of blocks of ``size`` rows.

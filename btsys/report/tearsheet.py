@@ -3,6 +3,7 @@
 The page has no scripts and no external resources (CSS inline), so it renders the same from a
 ``file://`` URL, in a browser offline, and in the MLflow UI's artifact viewer (a sandboxed iframe).
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,20 @@ pre{background:#f6f8fa;padding:10px;font-size:11px;overflow:auto}
 """
 
 _PCT = {"total_return", "annual_return", "max_drawdown", "win_rate", "exposure", "return"}
-_HEADLINE = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "calmar",
-             "win_rate", "profit_factor", "n_trades", "exposure", "fees_paid", "funding_paid")
+_HEADLINE = (
+    "total_return",
+    "annual_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "win_rate",
+    "profit_factor",
+    "n_trades",
+    "exposure",
+    "fees_paid",
+    "funding_paid",
+)
 
 
 def _fmt(key: str, v: Any) -> str:
@@ -62,14 +75,17 @@ def _metric_cards(metrics: Mapping[str, Any]) -> str:
         cls = ""
         if isinstance(v, (int, float, np.number)) and k in ("total_return", "annual_return", "sharpe"):
             cls = " pos" if float(v) > 0 else (" neg" if float(v) < 0 else "")
-        out.append(f'<div class="card"><div class="v{cls}">{_fmt(k, v)}</div>'
-                   f'<div class="n">{html.escape(k)}</div></div>')
+        out.append(
+            f'<div class="card"><div class="v{cls}">{_fmt(k, v)}</div>'
+            f'<div class="n">{html.escape(k)}</div></div>'
+        )
     return '<div class="metrics">' + "".join(out) + "</div>"
 
 
 def _kv_table(d: Mapping[str, Any]) -> str:
-    rows = "".join(f'<tr><td class="k">{html.escape(str(k))}</td><td>{_fmt(str(k), v)}</td></tr>'
-                   for k, v in d.items())
+    rows = "".join(
+        f'<tr><td class="k">{html.escape(str(k))}</td><td>{_fmt(str(k), v)}</td></tr>' for k, v in d.items()
+    )
     return f'<table><tr><th class="k">name</th><th>value</th></tr>{rows}</table>'
 
 
@@ -98,15 +114,22 @@ def _trades_view(trades: Optional[pd.DataFrame]) -> pd.DataFrame:
     t = trades.copy()
     for c in ("entry_ts", "exit_ts"):
         if c in t:
-            t[c] = pd.to_datetime(np.asarray(t[c], dtype=np.int64), unit="us", utc=True).strftime("%Y-%m-%d %H:%M:%S")
+            t[c] = pd.to_datetime(np.asarray(t[c], dtype=np.int64), unit="us", utc=True).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            )
     return t
 
 
-def render_tearsheet(result: Any, charts: Mapping[str, bytes], title: str = "btsys backtest",
-                     subtitle: str = "", params: Optional[Mapping[str, Any]] = None,
-                     extra_metrics: Optional[Mapping[str, Any]] = None,
-                     config_yaml: Optional[str] = None,
-                     walk_forward: Optional[pd.DataFrame] = None) -> str:
+def render_tearsheet(
+    result: Any,
+    charts: Mapping[str, bytes],
+    title: str = "btsys backtest",
+    subtitle: str = "",
+    params: Optional[Mapping[str, Any]] = None,
+    extra_metrics: Optional[Mapping[str, Any]] = None,
+    config_yaml: Optional[str] = None,
+    walk_forward: Optional[pd.DataFrame] = None,
+) -> str:
     """The tearsheet as one HTML string.
 
     Parameters
@@ -119,20 +142,27 @@ def render_tearsheet(result: Any, charts: Mapping[str, bytes], title: str = "bts
     walk_forward : per-window table from :func:`btsys.backtest.split.split_table`.
     """
     metrics = dict(getattr(result, "metrics", {}) or {})
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     if subtitle:
         parts.append(f'<div class="sub">{html.escape(subtitle)}</div>')
     if params:
-        parts.append('<div class="sub">' + " &middot; ".join(
-            f"{html.escape(str(k))}={html.escape(str(v))}" for k, v in params.items()) + "</div>")
+        parts.append(
+            '<div class="sub">'
+            + " &middot; ".join(f"{html.escape(str(k))}={html.escape(str(v))}" for k, v in params.items())
+            + "</div>"
+        )
     parts.append(_metric_cards(metrics))
     order = [n for n in CHART_NAMES if n in charts] + [n for n in charts if n not in CHART_NAMES]
     for name in order:
         b64 = base64.b64encode(charts[name]).decode("ascii")
-        parts.append(f"<h2>{html.escape(name.replace('_', ' ').capitalize())}</h2>"
-                     f'<img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">')
+        parts.append(
+            f"<h2>{html.escape(name.replace('_', ' ').capitalize())}</h2>"
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
+        )
     allm = dict(metrics)
     allm.update(extra_metrics or {})
     parts.append("<h2>Metrics</h2>" + _kv_table({k: allm[k] for k in sorted(allm)}))
@@ -140,13 +170,17 @@ def render_tearsheet(result: Any, charts: Mapping[str, bytes], title: str = "bts
         wf = walk_forward.copy()
         for c in ("train_ts_start", "test_ts_start", "test_ts_end"):
             if c in wf:
-                wf[c] = pd.to_datetime(wf[c].astype("int64"), unit="us", utc=True).dt.strftime("%Y-%m-%d %H:%M")
+                wf[c] = pd.to_datetime(wf[c].astype("int64"), unit="us", utc=True).dt.strftime(
+                    "%Y-%m-%d %H:%M"
+                )
         parts.append("<h2>Walk-forward windows</h2>" + _df_table(wf))
     trades = _trades_view(getattr(result, "trades", None))
     parts.append(f"<h2>Trades ({len(trades):,})</h2>")
     parts.append(_df_table(trades) if len(trades) else '<div class="sub">no trades</div>')
     if config_yaml:
-        parts.append("<h2>Config</h2><details><summary>config.yaml</summary><pre>"
-                     f"{html.escape(config_yaml)}</pre></details>")
+        parts.append(
+            "<h2>Config</h2><details><summary>config.yaml</summary><pre>"
+            f"{html.escape(config_yaml)}</pre></details>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -4,9 +4,25 @@
 ``generate_scores(strategy_cfg, frames) -> {symbol: scores}`` for ``xs_momentum``. The ML pieces
 (``btsys.signals.ml``, ``btsys.signals.labels``) import scikit-learn lazily.
 """
-from btsys.signals.rules import RuleError, evaluate_rule, parse_rule
-from btsys.signals.strategies import (STRATEGIES, Signals, StrategyError, generate_scores,
-                                      generate_signals, strategy_params)
 
-__all__ = ["RuleError", "STRATEGIES", "Signals", "StrategyError", "evaluate_rule", "generate_scores",
-           "generate_signals", "parse_rule", "strategy_params"]
+from btsys.signals.rules import RuleError, evaluate_rule, parse_rule
+from btsys.signals.strategies import (
+    STRATEGIES,
+    Signals,
+    StrategyError,
+    generate_scores,
+    generate_signals,
+    strategy_params,
+)
+
+__all__ = [
+    "RuleError",
+    "STRATEGIES",
+    "Signals",
+    "StrategyError",
+    "evaluate_rule",
+    "generate_scores",
+    "generate_signals",
+    "parse_rule",
+    "strategy_params",
+]

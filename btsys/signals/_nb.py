@@ -1,4 +1,5 @@
 """Numba kernels for labels and sample weights (AFML ch. 3-4). Indices are bar positions."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -13,6 +13,7 @@ Events whose barriers are not reached before the data ends have no label yet (``
 dropped by :func:`triple_barrier_labels`; they still matter for concurrency, so callers that
 weight samples pass them with ``t1 = n_bars - 1`` (see :func:`open_spans`).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -49,16 +50,18 @@ def ewm_vol(close, span: int) -> np.ndarray:
     return r.ewm(span=int(span), min_periods=int(span)).std().to_numpy(dtype=np.float64)
 
 
-def triple_barrier(close, t0, target, pt: float = 1.0, sl: float = 1.0, vertical_bars: int = 20,
-                   side=None):
+def triple_barrier(close, t0, target, pt: float = 1.0, sl: float = 1.0, vertical_bars: int = 20, side=None):
     """Raw kernel call with validation: ``(t1, ret, barrier)`` per event (``t1 = -1``: unknown yet)."""
     c = _close(close)
     t0 = np.ascontiguousarray(np.asarray(t0, dtype=np.int64))
     if t0.size and (t0.min() < 0 or t0.max() >= c.shape[0]):
         raise LabelError(f"event index out of range [0, {c.shape[0]}): {int(t0.min())}..{int(t0.max())}")
     target = np.ascontiguousarray(np.broadcast_to(np.asarray(target, dtype=np.float64), t0.shape))
-    side_a = np.ones(t0.shape[0]) if side is None else np.ascontiguousarray(
-        np.broadcast_to(np.asarray(side, dtype=np.float64), t0.shape))
+    side_a = (
+        np.ones(t0.shape[0])
+        if side is None
+        else np.ascontiguousarray(np.broadcast_to(np.asarray(side, dtype=np.float64), t0.shape))
+    )
     if int(vertical_bars) < 1:
         raise LabelError(f"vertical_bars must be >= 1, got {vertical_bars!r}")
     if pt < 0 or sl < 0:
@@ -66,9 +69,18 @@ def triple_barrier(close, t0, target, pt: float = 1.0, sl: float = 1.0, vertical
     return _nb.triple_barrier_nb(c, t0, target, float(pt), float(sl), int(vertical_bars), side_a)
 
 
-def triple_barrier_labels(close, events=None, target=None, pt: float = 1.0, sl: float = 1.0,
-                          vertical_bars: int = 20, vol_span: int = 50, min_ret: float = 0.0,
-                          zero_vertical: bool = False, side=None) -> pd.DataFrame:
+def triple_barrier_labels(
+    close,
+    events=None,
+    target=None,
+    pt: float = 1.0,
+    sl: float = 1.0,
+    vertical_bars: int = 20,
+    vol_span: int = 50,
+    min_ret: float = 0.0,
+    zero_vertical: bool = False,
+    side=None,
+) -> pd.DataFrame:
     """Triple-barrier labels of the events whose label is known within the data.
 
     Parameters
@@ -107,12 +119,30 @@ def triple_barrier_labels(close, events=None, target=None, pt: float = 1.0, sl: 
     label = np.sign(ret[ok]).astype(np.int64)
     if zero_vertical:
         label[barrier[ok] == 0] = 0
-    return pd.DataFrame({"t0": ev[ok], "t1": t1[ok], "ret": ret[ok], "target": tgt[ok],
-                         "barrier": barrier[ok].astype(np.int64), "label": label, "side": sd[ok]})
+    return pd.DataFrame(
+        {
+            "t0": ev[ok],
+            "t1": t1[ok],
+            "ret": ret[ok],
+            "target": tgt[ok],
+            "barrier": barrier[ok].astype(np.int64),
+            "label": label,
+            "side": sd[ok],
+        }
+    )
 
 
-def meta_labels(close, side, events=None, target=None, pt: float = 1.0, sl: float = 1.0,
-                vertical_bars: int = 20, vol_span: int = 50, min_ret: float = 0.0) -> pd.DataFrame:
+def meta_labels(
+    close,
+    side,
+    events=None,
+    target=None,
+    pt: float = 1.0,
+    sl: float = 1.0,
+    vertical_bars: int = 20,
+    vol_span: int = 50,
+    min_ret: float = 0.0,
+) -> pd.DataFrame:
     """Meta-labels (AFML 3.6): for bars where the primary model takes a side, 1 if that bet paid.
 
     Returns the :func:`triple_barrier_labels` frame (events with ``side != 0``) with ``label``
@@ -120,8 +150,7 @@ def meta_labels(close, side, events=None, target=None, pt: float = 1.0, sl: floa
     (and how much to bet on) the primary signal.
     """
     side = np.asarray(side, dtype=np.float64)
-    out = triple_barrier_labels(close, events, target, pt, sl, vertical_bars, vol_span, min_ret,
-                                side=side)
+    out = triple_barrier_labels(close, events, target, pt, sl, vertical_bars, vol_span, min_ret, side=side)
     out["label"] = (out["ret"].to_numpy() > 0).astype(np.int64)
     return out
 

@@ -25,6 +25,7 @@ The final model (fitted on every labelled event, for inspection and MLflow) is n
 signals; its purged K-fold scores (:class:`PurgedKFold`, ``cv_folds``) and the walk-forward
 fold scores go to ``Signals.model_info``; :func:`log_model_info` logs them to MLflow.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,7 @@ import pandas as pd
 
 from btsys.features import NON_FEATURE_COLUMNS
 from btsys.signals import labels as L
-from btsys.signals.strategies import Signals, StrategyError, strategy_params
+from btsys.signals.strategies import Signals, StrategyError
 
 log = logging.getLogger("btsys.signals.ml")
 
@@ -87,13 +88,15 @@ class PurgedKFold:
 @dataclass(frozen=True)
 class Fold:
     """One walk-forward step: train on ``train`` events, predict bars ``[start, stop)``."""
+
     start: int
     stop: int
-    train: np.ndarray       # indices into the event arrays
+    train: np.ndarray  # indices into the event arrays
 
 
-def walk_forward_folds(t0, t1, n_bars: int, min_train: int, retrain_every: int, embargo: int,
-                       train_bars: int = 0) -> List[Fold]:
+def walk_forward_folds(
+    t0, t1, n_bars: int, min_train: int, retrain_every: int, embargo: int, train_bars: int = 0
+) -> List[Fold]:
     """The walk-forward schedule over ``n_bars`` bars.
 
     Events are given by their start ``t0`` and label end ``t1`` (``-1`` = not known within the
@@ -101,8 +104,10 @@ def walk_forward_folds(t0, t1, n_bars: int, min_train: int, retrain_every: int, 
     events with ``0 <= t1 < b - embargo`` (and ``t0 >= b - train_bars`` when ``train_bars > 0``).
     """
     if min_train < 1 or retrain_every < 1 or embargo < 0 or train_bars < 0:
-        raise ValueError(f"need min_train >= 1, retrain_every >= 1, embargo >= 0, train_bars >= 0; got "
-                         f"{min_train}, {retrain_every}, {embargo}, {train_bars}")
+        raise ValueError(
+            f"need min_train >= 1, retrain_every >= 1, embargo >= 0, train_bars >= 0; got "
+            f"{min_train}, {retrain_every}, {embargo}, {train_bars}"
+        )
     t0 = np.asarray(t0, dtype=np.int64)
     t1 = np.asarray(t1, dtype=np.int64)
     folds = []
@@ -123,11 +128,16 @@ def make_model(name: str, params: Optional[Mapping[str, Any]] = None, seed: int 
     from sklearn.preprocessing import StandardScaler
 
     if name not in DEFAULT_PARAMS:
-        raise StrategyError(f"strategy ml_classifier: model must be one of {sorted(DEFAULT_PARAMS)}, got {name!r}")
+        raise StrategyError(
+            f"strategy ml_classifier: model must be one of {sorted(DEFAULT_PARAMS)}, got {name!r}"
+        )
     kw = dict(DEFAULT_PARAMS[name])
     kw.update(dict(params or {}))
-    cls = {"logistic": LogisticRegression, "random_forest": RandomForestClassifier,
-           "hist_gb": HistGradientBoostingClassifier}[name]
+    cls = {
+        "logistic": LogisticRegression,
+        "random_forest": RandomForestClassifier,
+        "hist_gb": HistGradientBoostingClassifier,
+    }[name]
     allowed = set(cls().get_params())
     bad = sorted(set(kw) - allowed)
     if bad:
@@ -147,23 +157,27 @@ def _importances(model, names: Sequence[str], X, y, w, seed: int) -> Dict[str, f
         imp = imp / imp.sum() if imp.sum() > 0 else imp
     else:  # hist_gb: permutation importance (in-sample, on at most 2000 events)
         from sklearn.inspection import permutation_importance
+
         k = min(len(y), 2000)
-        r = permutation_importance(model, X[-k:], y[-k:], n_repeats=3, random_state=seed,
-                                   sample_weight=w[-k:])
+        r = permutation_importance(
+            model, X[-k:], y[-k:], n_repeats=3, random_state=seed, sample_weight=w[-k:]
+        )
         imp = np.asarray(r.importances_mean, dtype=float)
     return {n: float(v) for n, v in zip(names, imp)}
 
 
 def _scores(y_true, proba, weight=None) -> Dict[str, float]:
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
     out = {"n": int(len(y_true))}
     if len(y_true) == 0:
         return out
     out["accuracy"] = float(accuracy_score(y_true, proba > 0.5, sample_weight=weight))
     if len(np.unique(y_true)) == 2:
         out["auc"] = float(roc_auc_score(y_true, proba, sample_weight=weight))
-        out["log_loss"] = float(log_loss(y_true, np.clip(proba, 1e-12, 1 - 1e-12), sample_weight=weight,
-                                         labels=[0, 1]))
+        out["log_loss"] = float(
+            log_loss(y_true, np.clip(proba, 1e-12, 1 - 1e-12), sample_weight=weight, labels=[0, 1])
+        )
     return out
 
 
@@ -178,19 +192,29 @@ def feature_columns(frame: pd.DataFrame, wanted: Sequence[str] = ()) -> List[str
     if wanted:
         missing = [c for c in wanted if c not in frame.columns]
         if missing:
-            raise StrategyError(f"strategy ml_classifier: features {missing} are not columns of the frame "
-                                f"(add them to features.specs); columns: {list(frame.columns)}")
+            raise StrategyError(
+                f"strategy ml_classifier: features {missing} are not columns of the frame "
+                f"(add them to features.specs); columns: {list(frame.columns)}"
+            )
         return list(wanted)
-    cols = [c for c in frame.columns if c not in NON_FEATURE_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
-            and not pd.api.types.is_bool_dtype(frame[c])]
+    cols = [
+        c
+        for c in frame.columns
+        if c not in NON_FEATURE_COLUMNS
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    ]
     if not cols:
-        raise StrategyError("strategy ml_classifier: the frame has no feature columns; configure features.specs")
+        raise StrategyError(
+            "strategy ml_classifier: the frame has no feature columns; configure features.specs"
+        )
     return cols
 
 
 def bet_size(p: np.ndarray, step: float = 0.0) -> np.ndarray:
     """AFML 10.1 for two classes: ``|2 Phi((p - 0.5) / sqrt(p (1 - p))) - 1|``; NaN p -> 0."""
     from scipy.stats import norm
+
     p = np.asarray(p, dtype=np.float64)
     out = np.zeros_like(p)
     ok = np.isfinite(p)
@@ -211,6 +235,7 @@ def walk_forward_proba(p: Mapping[str, Any], frame: pd.DataFrame) -> Tuple[np.nd
     import sklearn.ensemble  # noqa: F401  (load the OpenMP runtime before limiting it)
     import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1):
         return _walk_forward_proba(p, frame)
 
@@ -218,8 +243,10 @@ def walk_forward_proba(p: Mapping[str, Any], frame: pd.DataFrame) -> Tuple[np.nd
 def _walk_forward_proba(p: Mapping[str, Any], frame: pd.DataFrame) -> Tuple[np.ndarray, dict]:
     n = len(frame)
     lab = p["label"] if isinstance(p["label"], Mapping) else {}
-    lab = {**{"pt": 1.0, "sl": 1.0, "vertical_bars": 20, "vol_span": 50, "min_ret": 0.0,
-              "zero_vertical": False}, **lab}
+    lab = {
+        **{"pt": 1.0, "sl": 1.0, "vertical_bars": 20, "vol_span": 50, "min_ret": 0.0, "zero_vertical": False},
+        **lab,
+    }
     names = feature_columns(frame, list(p.get("features") or []))
     X_all = frame[names].to_numpy(dtype=np.float64)
     if "close" not in frame.columns:
@@ -229,11 +256,15 @@ def _walk_forward_proba(p: Mapping[str, Any], frame: pd.DataFrame) -> Tuple[np.n
     retrain = int(p["retrain_every"])
     embargo, min_train, train_bars = int(p["embargo_bars"]), int(p["min_train"]), int(p["train_bars"])
     thr = float(p["threshold"])
-    for k, v, ok in [("event_stride", stride, stride >= 1), ("retrain_every", retrain, retrain >= 1),
-                     ("embargo_bars", embargo, embargo >= 0), ("min_train", min_train, min_train >= 1),
-                     ("train_bars", train_bars, train_bars >= 0), ("threshold", thr, 0.5 <= thr < 1),
-                     ("exit_threshold", float(p["exit_threshold"]),
-                      1 - thr <= float(p["exit_threshold"]) <= thr)]:
+    for k, v, ok in [
+        ("event_stride", stride, stride >= 1),
+        ("retrain_every", retrain, retrain >= 1),
+        ("embargo_bars", embargo, embargo >= 0),
+        ("min_train", min_train, min_train >= 1),
+        ("train_bars", train_bars, train_bars >= 0),
+        ("threshold", thr, 0.5 <= thr < 1),
+        ("exit_threshold", float(p["exit_threshold"]), 1 - thr <= float(p["exit_threshold"]) <= thr),
+    ]:
         if not ok:
             raise StrategyError(f"strategy ml_classifier: bad {k} = {v!r}")
 
@@ -241,8 +272,9 @@ def _walk_forward_proba(p: Mapping[str, Any], frame: pd.DataFrame) -> Tuple[np.n
     target = L.ewm_vol(close, int(lab["vol_span"]))
     ev = np.arange(0, n, stride, dtype=np.int64)
     ev = ev[finite[ev] & np.isfinite(target[ev]) & (target[ev] > 0) & (target[ev] >= float(lab["min_ret"]))]
-    t1, ret, barrier = L.triple_barrier(close, ev, target[ev], float(lab["pt"]), float(lab["sl"]),
-                                        int(lab["vertical_bars"]))
+    t1, ret, barrier = L.triple_barrier(
+        close, ev, target[ev], float(lab["pt"]), float(lab["sl"]), int(lab["vertical_bars"])
+    )
     label = np.sign(np.nan_to_num(ret)).astype(np.int64)
     if lab["zero_vertical"]:
         label[barrier == 0] = 0
@@ -291,10 +323,25 @@ def _weight_kw(model, w) -> dict:
 
 def _final_model(p, names, ev, t1, X_ev, y_ev, n) -> dict:
     known = t1 >= 0
-    info: Dict[str, Any] = {"model_name": p["model"], "features": list(names), "model": None,
-                            "importances": {}, "cv_scores": [],
-                            "params": {k: p[k] for k in ("model", "threshold", "exit_threshold", "retrain_every",
-                                                         "embargo_bars", "min_train", "train_bars")}}
+    info: Dict[str, Any] = {
+        "model_name": p["model"],
+        "features": list(names),
+        "model": None,
+        "importances": {},
+        "cv_scores": [],
+        "params": {
+            k: p[k]
+            for k in (
+                "model",
+                "threshold",
+                "exit_threshold",
+                "retrain_every",
+                "embargo_bars",
+                "min_train",
+                "train_bars",
+            )
+        },
+    }
     if known.sum() < MIN_TRAIN_EVENTS or np.unique(y_ev[known]).size < 2:
         return info
     e0, e1, X, y = ev[known], t1[known], X_ev[known], y_ev[known]
@@ -325,8 +372,15 @@ def ml_signals(p: Mapping[str, Any], frame: pd.DataFrame) -> Signals:
     size = None
     if str(p["bet_sizing"]) == "prob":
         size = bet_size(proba, float(p["size_step"]))
-    return Signals(entries=ok & (q > thr), exits=ok & (q < ex), short_entries=ok & (q < 1 - thr),
-                   short_exits=ok & (q > 1 - ex), size=size, model_info=info, indicators={"p_up": proba})
+    return Signals(
+        entries=ok & (q > thr),
+        exits=ok & (q < ex),
+        short_entries=ok & (q < 1 - thr),
+        short_exits=ok & (q > 1 - ex),
+        size=size,
+        model_info=info,
+        indicators={"p_up": proba},
+    )
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -346,8 +400,11 @@ def log_model_info(model_info: Optional[dict], artifact_name: str = "model", pre
         return
     if mlflow.active_run() is None:
         raise RuntimeError("log_model_info needs an active MLflow run (call it inside mlflow.start_run())")
-    metrics = {f"{prefix}ml_oos_{k}": float(v) for k, v in (model_info.get("oos") or {}).items()
-               if isinstance(v, (int, float)) and math.isfinite(v)}
+    metrics = {
+        f"{prefix}ml_oos_{k}": float(v)
+        for k, v in (model_info.get("oos") or {}).items()
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    }
     cv = model_info.get("cv_scores") or []
     for key in ("accuracy", "auc", "log_loss"):
         vals = [s[key] for s in cv if key in s]
@@ -358,19 +415,27 @@ def log_model_info(model_info: Optional[dict], artifact_name: str = "model", pre
     if metrics:
         items = list(metrics.items())
         for i in range(0, len(items), 100):
-            mlflow.log_metrics(dict(items[i:i + 100]))
+            mlflow.log_metrics(dict(items[i : i + 100]))
     for f in model_info.get("fold_scores") or []:
         for key in ("oos_accuracy", "oos_auc", "oos_log_loss"):
             if key in f:
                 mlflow.log_metric(f"{prefix}ml_fold_{key}", float(f[key]), step=int(f["fold"]))
     mlflow.log_dict(model_info.get("importances") or {}, f"ml/{prefix}feature_importances.json")
-    mlflow.log_dict({"fold_scores": model_info.get("fold_scores") or [], "cv_scores": cv,
-                     "oos": model_info.get("oos") or {}, "features": model_info.get("features") or [],
-                     "params": model_info.get("params") or {}}, f"ml/{prefix}folds.json")
+    mlflow.log_dict(
+        {
+            "fold_scores": model_info.get("fold_scores") or [],
+            "cv_scores": cv,
+            "oos": model_info.get("oos") or {},
+            "features": model_info.get("features") or [],
+            "params": model_info.get("params") or {},
+        },
+        f"ml/{prefix}folds.json",
+    )
     model = model_info.get("model")
     if model is not None:
         import mlflow.sklearn
         from mlflow.models import infer_signature
+
         ex = model_info.get("input_example")
         kw = {}
         if ex is not None:
@@ -380,5 +445,7 @@ def log_model_info(model_info: Optional[dict], artifact_name: str = "model", pre
         mlflow.sklearn.log_model(model, name=artifact_name, skops_trusted_types=list(_TRUSTED_TYPES), **kw)
 
 
-_TRUSTED_TYPES = ("sklearn.tree._tree.Tree",
-                  "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
+_TRUSTED_TYPES = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)

@@ -14,6 +14,7 @@ small interpreter over numpy arrays; Python's ``eval`` is never used. Every oper
 element-wise on the same bar, so a rule can never read a later bar. Comparisons with NaN (a
 feature in its warm-up) are False.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,16 +23,42 @@ from typing import Callable, Dict, Iterable, Set
 
 import numpy as np
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_CMPOPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-           ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_WHAT = {ast.Attribute: "attribute access", ast.Call: "function calls", ast.Subscript: "subscripts",
-         ast.Lambda: "lambdas", ast.IfExp: "conditional expressions", ast.ListComp: "comprehensions",
-         ast.GeneratorExp: "comprehensions", ast.DictComp: "comprehensions", ast.SetComp: "comprehensions",
-         ast.List: "lists", ast.Tuple: "tuples", ast.Dict: "dicts", ast.Set: "sets",
-         ast.Starred: "starred expressions", ast.NamedExpr: "assignment expressions",
-         ast.JoinedStr: "f-strings", ast.Await: "await", ast.Slice: "slices"}
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_CMPOPS = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
+_WHAT = {
+    ast.Attribute: "attribute access",
+    ast.Call: "function calls",
+    ast.Subscript: "subscripts",
+    ast.Lambda: "lambdas",
+    ast.IfExp: "conditional expressions",
+    ast.ListComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.List: "lists",
+    ast.Tuple: "tuples",
+    ast.Dict: "dicts",
+    ast.Set: "sets",
+    ast.Starred: "starred expressions",
+    ast.NamedExpr: "assignment expressions",
+    ast.JoinedStr: "f-strings",
+    ast.Await: "await",
+    ast.Slice: "slices",
+}
 
 
 class RuleError(ValueError):
@@ -41,8 +68,10 @@ class RuleError(ValueError):
 def _fail(expr: str, node: ast.AST, what: str) -> RuleError:
     col = getattr(node, "col_offset", None)
     where = f" at column {col + 1}" if col is not None else ""
-    return RuleError(f"rule {expr!r}: {what}{where} is not allowed; a rule may use only feature names, "
-                     f"numbers, comparisons, and/or/not and + - * / % **")
+    return RuleError(
+        f"rule {expr!r}: {what}{where} is not allowed; a rule may use only feature names, "
+        f"numbers, comparisons, and/or/not and + - * / % **"
+    )
 
 
 def parse_rule(expr: str, known: Callable[[str], bool] | Iterable[str] | None = None) -> ast.Expression:
@@ -67,8 +96,22 @@ def parse_rule(expr: str, known: Callable[[str], bool] | Iterable[str] | None = 
     else:
         is_known = known
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Expression, ast.Load, ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd,
-                             ast.BoolOp, ast.UnaryOp, ast.BinOp, ast.Compare)):
+        if isinstance(
+            node,
+            (
+                ast.Expression,
+                ast.Load,
+                ast.And,
+                ast.Or,
+                ast.Not,
+                ast.USub,
+                ast.UAdd,
+                ast.BoolOp,
+                ast.UnaryOp,
+                ast.BinOp,
+                ast.Compare,
+            ),
+        ):
             if isinstance(node, ast.UnaryOp) and type(node.op) not in (ast.Not, ast.USub, ast.UAdd):
                 raise _fail(expr, node, f"unary operator {type(node.op).__name__}")
             if isinstance(node, ast.BinOp) and type(node.op) not in _BINOPS:
@@ -80,8 +123,9 @@ def parse_rule(expr: str, known: Callable[[str], bool] | Iterable[str] | None = 
         if type(node) in _BINOPS or type(node) in _CMPOPS:
             continue
         if isinstance(node, ast.Constant):
-            if isinstance(node.value, bool) or (isinstance(node.value, (int, float))
-                                                and not isinstance(node.value, complex)):
+            if isinstance(node.value, bool) or (
+                isinstance(node.value, (int, float)) and not isinstance(node.value, complex)
+            ):
                 continue
             raise _fail(expr, node, f"constant {node.value!r} (only numbers)")
         if isinstance(node, ast.Name):
@@ -89,8 +133,10 @@ def parse_rule(expr: str, known: Callable[[str], bool] | Iterable[str] | None = 
                 raise _fail(expr, node, f"name {node.id!r} (private names)")
             if is_known is not None and not is_known(node.id):
                 avail = f"; available columns: {sorted(names_set)}" if names_set is not None else ""
-                raise RuleError(f"rule {expr!r}: {node.id!r} is not a feature (not a column of the "
-                                f"frame nor a library feature like sma_200){avail}")
+                raise RuleError(
+                    f"rule {expr!r}: {node.id!r} is not a feature (not a column of the "
+                    f"frame nor a library feature like sma_200){avail}"
+                )
             continue
         raise _fail(expr, node, _WHAT.get(type(node), type(node).__name__))
     return tree

@@ -12,6 +12,7 @@ Conventions shared by every strategy:
 * The ``rule`` strategy emits its expressions' values bar by bar (levels, not edges).
 * Indicators a strategy needs are computed on the fly from the bar columns (not cached).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,10 +62,14 @@ def strategy_params(strategy_cfg: Any) -> Dict[str, Any]:
 
     strategy_cfg = to_plain(strategy_cfg)
     if not isinstance(strategy_cfg, Mapping):
-        raise StrategyError(f"strategy config must be a mapping with 'name', got {type(strategy_cfg).__name__}")
+        raise StrategyError(
+            f"strategy config must be a mapping with 'name', got {type(strategy_cfg).__name__}"
+        )
     name = strategy_cfg.get("name")
     if name not in STRATEGY_SCHEMAS:
-        raise StrategyError(f"strategy.name {name!r} is not a known strategy; known: {sorted(STRATEGY_SCHEMAS)}")
+        raise StrategyError(
+            f"strategy.name {name!r} is not a known strategy; known: {sorted(STRATEGY_SCHEMAS)}"
+        )
     schema = STRATEGY_SCHEMAS[name]
     fields = {f.name: f for f in dataclasses.fields(schema)}
     unknown = set(strategy_cfg) - set(fields)
@@ -106,8 +111,9 @@ def _num(p: Mapping, key: str) -> float:
     return f
 
 
-def _feature(frame: pd.DataFrame, fn: str, window: int, params: Optional[dict] = None,
-             who: str = "strategy") -> np.ndarray:
+def _feature(
+    frame: pd.DataFrame, fn: str, window: int, params: Optional[dict] = None, who: str = "strategy"
+) -> np.ndarray:
     try:
         return compute_feature(frame, fn, window, params)
     except FeatureError as e:
@@ -130,9 +136,13 @@ def _gt(a: np.ndarray, b) -> np.ndarray:
 
 def _state_signals(long_state: np.ndarray, short_state: np.ndarray, **ind) -> Signals:
     """Edges of a long and a short state (a falling long state is a long exit)."""
-    return Signals(entries=rising(long_state), exits=rising(~long_state) & _was(long_state),
-                   short_entries=rising(short_state), short_exits=rising(~short_state) & _was(short_state),
-                   indicators=ind)
+    return Signals(
+        entries=rising(long_state),
+        exits=rising(~long_state) & _was(long_state),
+        short_entries=rising(short_state),
+        short_exits=rising(~short_state) & _was(short_state),
+        indicators=ind,
+    )
 
 
 def _was(state: np.ndarray) -> np.ndarray:
@@ -166,11 +176,17 @@ def rsi_reversion(p: Mapping, frame: pd.DataFrame) -> Signals:
     w = _int(p, "window")
     lower, upper, ex = _num(p, "lower"), _num(p, "upper"), _num(p, "exit")
     if not 0 <= lower <= ex <= upper <= 100:
-        raise StrategyError(f"strategy rsi_reversion: need 0 <= lower ({lower}) <= exit ({ex}) "
-                            f"<= upper ({upper}) <= 100")
+        raise StrategyError(
+            f"strategy rsi_reversion: need 0 <= lower ({lower}) <= exit ({ex}) <= upper ({upper}) <= 100"
+        )
     r = _feature(frame, "rsi", w, who="strategy rsi_reversion")
-    return Signals(entries=rising(_gt(lower, r)), exits=rising(_gt(r, ex)),
-                   short_entries=rising(_gt(r, upper)), short_exits=rising(_gt(ex, r)), indicators={"rsi": r})
+    return Signals(
+        entries=rising(_gt(lower, r)),
+        exits=rising(_gt(r, ex)),
+        short_entries=rising(_gt(r, upper)),
+        short_exits=rising(_gt(ex, r)),
+        indicators={"rsi": r},
+    )
 
 
 def bollinger_breakout(p: Mapping, frame: pd.DataFrame) -> Signals:
@@ -183,9 +199,13 @@ def bollinger_breakout(p: Mapping, frame: pd.DataFrame) -> Signals:
     up = _feature(frame, "bb_upper", w, {"k": k}, who)
     lo = _feature(frame, "bb_lower", w, {"k": k}, who)
     c = _close(frame, who)
-    return Signals(entries=rising(_gt(c, up)), exits=rising(_gt(mid, c)),
-                   short_entries=rising(_gt(lo, c)), short_exits=rising(_gt(c, mid)),
-                   indicators={"bb_mid": mid, "bb_upper": up, "bb_lower": lo})
+    return Signals(
+        entries=rising(_gt(c, up)),
+        exits=rising(_gt(mid, c)),
+        short_entries=rising(_gt(lo, c)),
+        short_exits=rising(_gt(c, mid)),
+        indicators={"bb_mid": mid, "bb_upper": up, "bb_lower": lo},
+    )
 
 
 def momentum(p: Mapping, frame: pd.DataFrame) -> Signals:
@@ -214,8 +234,12 @@ def rule(p: Mapping, frame: pd.DataFrame) -> Signals:
                 raise StrategyError(f"strategy rule: {k}: {err}") from None
         else:
             out[k] = None
-    return Signals(entries=out["entry"], exits=out["exit"], short_entries=out["short_entry"],
-                   short_exits=out["short_exit"])
+    return Signals(
+        entries=out["entry"],
+        exits=out["exit"],
+        short_entries=out["short_entry"],
+        short_exits=out["short_exit"],
+    )
 
 
 def rule_columns(frame: pd.DataFrame, exprs) -> Dict[str, np.ndarray]:
@@ -223,13 +247,20 @@ def rule_columns(frame: pd.DataFrame, exprs) -> Dict[str, np.ndarray]:
 
     Raises :class:`StrategyError` naming the rule and the unknown name.
     """
-    numeric = {c for c in frame.columns if isinstance(c, str) and pd.api.types.is_numeric_dtype(frame[c])
-               and not pd.api.types.is_bool_dtype(frame[c])}
+    numeric = {
+        c
+        for c in frame.columns
+        if isinstance(c, str)
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    }
     env: Dict[str, np.ndarray] = {}
     for e in exprs:
         try:
-            parse_rule(str(e), lambda nm: nm in numeric or parse_feature_name(nm) is not None
-                       or nm in ("True", "False"))
+            parse_rule(
+                str(e),
+                lambda nm: nm in numeric or parse_feature_name(nm) is not None or nm in ("True", "False"),
+            )
             names = rule_names(str(e))
         except RuleError as err:
             raise StrategyError(f"strategy rule: {err}") from None
@@ -252,17 +283,27 @@ def _close(frame: pd.DataFrame, who: str) -> np.ndarray:
 
 def _ml(p: Mapping, frame: pd.DataFrame) -> Signals:
     from btsys.signals.ml import ml_signals
+
     return ml_signals(p, frame)
 
 
 def _xs(p: Mapping, frame: pd.DataFrame) -> Signals:
-    raise StrategyError("strategy xs_momentum is cross-sectional: call btsys.signals.generate_scores("
-                        "strategy_cfg, {symbol: frame}) and btsys.backtest simulate_cross_sectional")
+    raise StrategyError(
+        "strategy xs_momentum is cross-sectional: call btsys.signals.generate_scores("
+        "strategy_cfg, {symbol: frame}) and btsys.backtest simulate_cross_sectional"
+    )
 
 
-STRATEGIES = {"ma_cross": ma_cross, "ema_cross": ema_cross, "rsi_reversion": rsi_reversion,
-              "bollinger_breakout": bollinger_breakout, "momentum": momentum, "rule": rule,
-              "ml_classifier": _ml, "xs_momentum": _xs}
+STRATEGIES = {
+    "ma_cross": ma_cross,
+    "ema_cross": ema_cross,
+    "rsi_reversion": rsi_reversion,
+    "bollinger_breakout": bollinger_breakout,
+    "momentum": momentum,
+    "rule": rule,
+    "ml_classifier": _ml,
+    "xs_momentum": _xs,
+}
 
 
 def generate_signals(strategy_cfg: Any, frame: pd.DataFrame) -> Signals:
@@ -298,7 +339,9 @@ def generate_scores(strategy_cfg: Any, frames: Mapping[str, pd.DataFrame]) -> Di
     """
     p = strategy_params(strategy_cfg)
     if p["name"] != "xs_momentum":
-        raise StrategyError(f"generate_scores is for cross-sectional strategies (xs_momentum), got {p['name']!r}")
+        raise StrategyError(
+            f"generate_scores is for cross-sectional strategies (xs_momentum), got {p['name']!r}"
+        )
     lb, skip = _int(p, "lookback"), _int(p, "skip", 0)
     _int(p, "top_n", 0), _int(p, "bottom_n", 0), _int(p, "rebalance_every")
     if skip >= lb:
@@ -306,16 +349,20 @@ def generate_scores(strategy_cfg: Any, frames: Mapping[str, pd.DataFrame]) -> Di
     if not frames:
         raise StrategyError("strategy xs_momentum: no symbols given")
     if p["top_n"] + p["bottom_n"] > len(frames):
-        raise StrategyError(f"strategy xs_momentum: top_n + bottom_n = {p['top_n'] + p['bottom_n']} exceeds "
-                            f"the {len(frames)} symbols {sorted(frames)}")
+        raise StrategyError(
+            f"strategy xs_momentum: top_n + bottom_n = {p['top_n'] + p['bottom_n']} exceeds "
+            f"the {len(frames)} symbols {sorted(frames)}"
+        )
     out = {}
     for sym, frame in frames.items():
         c = _close(frame, f"strategy xs_momentum ({sym})")
         if (c <= 0).any() or not np.isfinite(c).all():
-            raise StrategyError(f"strategy xs_momentum ({sym}): close must be finite and > 0 "
-                                f"(row {int(np.flatnonzero(~(c > 0) | ~np.isfinite(c))[0])})")
+            raise StrategyError(
+                f"strategy xs_momentum ({sym}): close must be finite and > 0 "
+                f"(row {int(np.flatnonzero(~(c > 0) | ~np.isfinite(c))[0])})"
+            )
         s = np.full(c.shape[0], np.nan)
         if c.shape[0] > lb:
-            s[lb:] = np.log(c[lb - skip:c.shape[0] - skip] / c[:c.shape[0] - lb])
+            s[lb:] = np.log(c[lb - skip : c.shape[0] - skip] / c[: c.shape[0] - lb])
         out[sym] = s
     return out

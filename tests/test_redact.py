@@ -1,0 +1,38 @@
+"""Credentials in URLs never survive redaction; URLs without them pass unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from btsys.redact import MASK, redact, redact_text, redact_url
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://user:s3cret@host/data/", f"https://{MASK}@host/data/"),
+        ("https://token@host:8443/x", f"https://{MASK}@host:8443/x"),
+        (
+            "http://127.0.0.1:8000/a?token=s3cret&symbol=BTC",
+            f"http://127.0.0.1:8000/a?token={MASK}&symbol=BTC",
+        ),
+        ("https://b.s3.amazonaws.com/k?X-Amz-Signature=s3cret&X-Amz-Credential=AK", None),
+        ("https://data.binance.vision", "https://data.binance.vision"),
+        ("file:///tmp/mirror", "file:///tmp/mirror"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redact_url(url, expected):
+    out = redact_url(url)
+    assert "s3cret" not in out and "AK" not in out.split("?", 1)[-1].replace(MASK, "")
+    if expected is not None:
+        assert out == expected
+
+
+def test_redact_text_and_nested_structures():
+    msg = "GET https://u:s3cret@h/x.zip failed; retry http://h2/y?sig=s3cret"
+    assert "s3cret" not in redact_text(msg)
+    assert redact_text(msg).startswith(f"GET https://{MASK}@h/x.zip failed")
+    doc = {"source": {"base_url": "https://u:s3cret@h/"}, "urls": ["https://u:s3cret@h/a"], "n": 3}
+    out = redact(doc)
+    assert "s3cret" not in repr(out) and out["n"] == 3 and out["source"]["base_url"] == f"https://{MASK}@h/"
