@@ -61,7 +61,8 @@ MANIFESTS = [
      "dropped": {"bad_price": 2, "duplicate": 1}},
     {"file": "AUSDT-aggTrades-2025-01-02.zip", "symbol": "AUSDT", "dataset": "aggTrades", "status": "ok",
      "flags": ["truncated"]},
-    {"file": "AUSDT-aggTrades-2025-01-03.zip", "symbol": "AUSDT", "dataset": "aggTrades", "status": "missing"},
+    {"file": "AUSDT-aggTrades-2025-01-03.zip", "symbol": "AUSDT", "dataset": "aggTrades",
+     "status": "missing"},
     {"file": "BUSDT-aggTrades-2025-01.zip", "symbol": "BUSDT", "dataset": "aggTrades", "status": "ok",
      "dropped": {"out_of_period": 7}},
 ]  # fmt: skip
