@@ -185,7 +185,8 @@ def quality_table(ctx: RunContext, quality: CacheEntry):
     from btsys.data.quality import apply_policy, policy_from_config
 
     table = apply_policy(
-        ctx.store.read_parquet(quality.meta["path"]).to_pandas(), policy_from_config(ctx.cfg.data.get("quality"))
+        ctx.store.read_parquet(quality.meta["path"]).to_pandas(),
+        policy_from_config(ctx.cfg.data.get("quality")),
     )
     for r in table[table["excluded"]].itertuples(index=False):
         log.warning("quality: %s %s excluded (bars restart after it): %s", r.symbol, r.date, r.exclude_reason)
@@ -199,7 +200,9 @@ def bars_stage(ctx: RunContext, ingest: CacheEntry, excluded: Optional[dict] = N
 
     input_key = ingest.key
     if excluded:
-        input_key += ":excluded:" + hashlib.sha256(json.dumps(excluded, sort_keys=True).encode()).hexdigest()[:16]
+        input_key += (
+            ":excluded:" + hashlib.sha256(json.dumps(excluded, sort_keys=True).encode()).hexdigest()[:16]
+        )
     key = stage_key("bars", ctx.cfg.bars, input_key)
     return cached(
         ctx.store,
@@ -222,6 +225,20 @@ def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
         lambda prefix: compute_features_stage(ctx.cfg.features, ctx.store, bars, prefix),
         force=ctx.cfg.force,
     )
+
+
+def check_universe_and_quality(cfg: Any, mode: str) -> None:
+    """Fail fast (before any Spark job) on bad ``universe`` or ``data.quality`` settings."""
+    from btsys.data.quality import policy_from_config
+    from btsys.universe.membership import UniverseSpec
+
+    policy_from_config(cfg.data.get("quality"))
+    spec = UniverseSpec.from_config(cfg.get("universe"))
+    if spec.dynamic and mode in ("kernel", "spark"):
+        raise ValueError(
+            f"universe={spec.kind} is not supported with sweep.mode={mode} (the grid kernels trade every "
+            "symbol); use a Hydra multirun (sweep.mode=hydra) or universe=static"
+        )
 
 
 def universe_membership(ctx: RunContext, qtable):
@@ -301,6 +318,7 @@ def run(cfg: Any) -> dict:
     resolve_symbols(cfg)  # before the config hash: a symbols file's content, not its path, counts
     stage = str(getattr(cfg.stage, "value", cfg.stage))
     mode = str(getattr(cfg.sweep.mode, "value", cfg.sweep.mode))
+    check_universe_and_quality(cfg, mode)
     if stage == "all" and mode == "hydra" and not cfg.force:
         rid = mlflow_log.find_logged_run(cfg)
         if rid is not None:
@@ -332,11 +350,6 @@ def run(cfg: Any) -> dict:
     keys = {"ingest": ingest.key, "quality": quality.key, "bars": bars.key, "features": feats.key}
     membership = universe_membership(ctx, qtable)
     if mode in ("kernel", "spark"):
-        if membership is not None:
-            raise ValueError(
-                f"universe={membership.spec.kind} is not supported with sweep.mode={mode} (the grid "
-                "kernels trade every symbol); use sweep.mode=hydra, or universe=static"
-            )
         from btsys.backtest.grid import run_grid
 
         grid = run_grid(cfg, ctx.store, feats, ingest, spark=ctx.spark if mode == "spark" else None)

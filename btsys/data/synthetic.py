@@ -290,13 +290,21 @@ def generate_mirror(
         for symbol in symbols:
             bn.check_symbol(symbol)
             cs = bn.contract_size(symbol, cs_table) if market == "cm" else 1.0
-            lo_day, hi_day, qty_scale = symbol_profile(symbol, (profiles or {}).get(symbol), first_day, n_days)
-            for dataset in datasets:
+            lo_day, hi_day, qty_scale = symbol_profile(
+                symbol, (profiles or {}).get(symbol), first_day, n_days
+            )
+            for dataset in datasets if lo_day <= hi_day else ():  # never listed in the range: no files
                 dataset = bn.check_dataset(dataset)
-                if hi_day < lo_day:
-                    break  # never listed inside the range: no files at all
                 ticks = simulate_ticks(
-                    symbol, market, lo_day, hi_day - lo_day + 1, ticks_per_day, seed, annual_vol, cs, qty_scale
+                    symbol,
+                    market,
+                    lo_day,
+                    hi_day - lo_day + 1,
+                    ticks_per_day,
+                    seed,
+                    annual_vol,
+                    cs,
+                    qty_scale,
                 )
                 planned = bn.plan_files(market, dataset, [symbol], s, e) if monthly else []
                 wanted = [f for f in planned if f.period == "monthly"]
@@ -305,11 +313,12 @@ def generate_mirror(
                     day = (s + dt.timedelta(days=i)).isoformat()
                     if daily == "all" or (daily == "needed" and day not in covered):
                         wanted.append(bn.source_file(market, dataset, symbol, "daily", day))
-                for sf in wanted:
+                # files of the listed days only, each with the listed days' ticks
+                for sf in [
+                    f for f in wanted if day_number(f.first) <= hi_day and day_number(f.last) >= lo_day
+                ]:
                     lo = max(day_number(sf.first), lo_day) - lo_day
                     hi = min(day_number(sf.last), hi_day) - lo_day + 1
-                    if hi <= lo:
-                        continue  # not listed on any day of this file
                     sl = slice(lo * ticks_per_day, hi * ticks_per_day)
                     part = {k: v[sl] for k, v in ticks.items()}
                     if market == "spot":
@@ -368,14 +377,18 @@ def symbol_profile(
         raise ValueError(f"data.synthetic.profiles.{symbol}: unknown keys {sorted(unknown)}")
     lo, hi = first_day, first_day + n_days - 1
     if p.get("listing"):
-        lo = max(lo, day_number(bn.parse_date(p["listing"], f"data.synthetic.profiles.{symbol}.listing").isoformat()))
+        lo = max(
+            lo,
+            day_number(bn.parse_date(p["listing"], f"data.synthetic.profiles.{symbol}.listing").isoformat()),
+        )
     if p.get("delisting"):
         d = bn.parse_date(p["delisting"], f"data.synthetic.profiles.{symbol}.delisting")
         hi = min(hi, day_number(d.isoformat()))
     scale, trend = float(p.get("volume_scale", 1.0)), float(p.get("volume_trend", 1.0))
     if not (scale > 0 and trend > 0 and np.isfinite(scale) and np.isfinite(trend)):
         raise ValueError(
-            f"data.synthetic.profiles.{symbol}: volume_scale and volume_trend must be > 0, got {scale}, {trend}"
+            f"data.synthetic.profiles.{symbol}: volume_scale and volume_trend must be > 0, "
+            f"got {scale}, {trend}"
         )
     if (scale == 1.0 and trend == 1.0) or hi < lo:
         return lo, hi, None

@@ -37,7 +37,9 @@ def quality_heatmap_png(table: pd.DataFrame) -> bytes:
     fig = _figure(min(4 + 0.3 * nd, 18), min(2 + 0.28 * ns, 16))
     ax = fig.add_axes((0.14, 0.16, 0.74, 0.74))
     cax = fig.add_axes((0.9, 0.16, 0.02, 0.74))
-    im = ax.imshow(piv.to_numpy(np.float64), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    im = ax.imshow(
+        piv.to_numpy(np.float64), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+    )
     fig.colorbar(im, cax=cax, label="coverage")
     pos = {(s, d): (i, j) for i, s in enumerate(syms) for j, d in enumerate(dates)}
     for col, mark in (("excluded", "x"), ("status", "t")):

@@ -82,8 +82,8 @@ def membership_png(membership: Any) -> bytes:
     ax.set_yticklabels(list(piv.index)[::ystep], fontsize=7)
     spec = membership.spec
     ax.set_title(
-        f"universe top {spec.n} by {spec.measure} ({spec.lookback_days}d lookback, rebalance {spec.rebalance}): "
-        "dark = member, light = eligible, grey = not eligible",
+        f"universe top {spec.n} by {spec.measure} ({spec.lookback_days}d lookback, "
+        f"rebalance {spec.rebalance}): dark = member, light = eligible, grey = not eligible",
         fontsize=9,
     )
     return _png(fig)
@@ -121,7 +121,9 @@ def quality_metrics(table: pd.DataFrame) -> dict:
     }
 
 
-def attach_run_reports(result: Any, qtable: pd.DataFrame, membership: Any = None, charts: bool = True) -> None:
+def attach_run_reports(
+    result: Any, qtable: pd.DataFrame, membership: Any = None, charts: bool = True
+) -> None:
     """Add the quality table, the universe membership/turnover and the PnL by symbol to a backtest
     stage result: ``extra_metrics`` (``quality_*``, ``universe_*``), ``extra_artifacts``
     (``quality/quality.parquet``, ``universe/membership.parquet``, ``universe/turnover.parquet``,
@@ -133,7 +135,9 @@ def attach_run_reports(result: Any, qtable: pd.DataFrame, membership: Any = None
     res.extra_artifacts["quality/quality.parquet"] = parquet_bytes(qtable)
     res.extra_tables["Data quality by symbol"] = quality_by_symbol(qtable)
     if "excluded" in qtable and qtable["excluded"].any():
-        res.extra_tables["Excluded days"] = qtable.loc[qtable["excluded"], ["symbol", "date", "exclude_reason"]]
+        res.extra_tables["Excluded days"] = qtable.loc[
+            qtable["excluded"], ["symbol", "date", "exclude_reason"]
+        ]
     if charts:
         res.extra_charts["quality_heatmap"] = quality_heatmap_png(qtable)
     symbols = list(getattr(res, "symbols", None) or [])
