@@ -148,3 +148,24 @@ def test_policy_excludes_days_and_bars_restart(demo, monkeypatch):
     segs = P.lookup(store, "bars", res["bars_key"]).meta["symbols"]["BTCUSDT"]["segments"]
     assert any(a["last"] < worst["date"] < b["first"] for a, b in zip(segs, segs[1:], strict=False))
     assert np.isfinite(res["final_value"])
+
+
+def _job(name):
+    import importlib.util
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"jobs_{name}", os.path.join(repo, "jobs", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_jobs_entry_points_share_the_pipelines_quality_and_bars(demo, capsys, monkeypatch):
+    """jobs/quality.py prints the summary; jobs/bars.py applies the same policy: the pipeline's keys."""
+    tmp, out = demo
+    monkeypatch.chdir(tmp)
+    args = [*SMALL, f"storage.root={tmp / 'store'}"]
+    q = _job("quality").main(args)
+    text = capsys.readouterr().out
+    assert q["quality_key"] == out["quality_key"] and q["cache_hit"] and "total: 372 symbol-days" in text
+    assert _job("bars").main(args)["bars_key"] == out["bars_key"]
