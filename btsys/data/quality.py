@@ -44,8 +44,10 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from btsys.storage import Storage, storage_from_dict
+from btsys.storage import LocalStorage, Storage, storage_from_dict
 
 log = logging.getLogger("btsys.data.quality")
 
@@ -102,8 +104,17 @@ def day_stats(ts: np.ndarray, ids: np.ndarray, day_start: int, gap_us: int) -> d
     return out
 
 
+_MMAP_FS = pafs.LocalFileSystem(use_mmap=True)
+
+
+def _read(store: Storage, path: str) -> pa.Table:
+    if isinstance(store, LocalStorage):  # memory-mapped: far fewer page faults than read buffers
+        return pq.read_table(store.arrow_path(path), columns=READ_COLUMNS, filesystem=_MMAP_FS)
+    return store.read_parquet(path, columns=READ_COLUMNS)
+
+
 def _read_day(store: Storage, paths: list[str]) -> pa.Table:
-    tables = [store.read_parquet(p, columns=READ_COLUMNS) for p in paths]
+    tables = [_read(store, p) for p in paths]
     tables.sort(key=lambda t: int(t["ts"][0].as_py()) if t.num_rows else 0)
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
