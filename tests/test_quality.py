@@ -138,3 +138,19 @@ def test_policy_excludes_with_reasons_and_defaults_report_only():
 def test_bad_policy_names_the_key(q, msg):
     with pytest.raises(ValueError, match=msg):
         policy_from_config(q)
+
+
+def test_a_tick_outside_its_date_partition_is_named(tmp_path):
+    import pyarrow as pa
+
+    from btsys.data.quality import day_row
+    from btsys.storage import LocalStorage
+
+    store = LocalStorage(str(tmp_path))
+    ts = np.array([D0 + 5 * S, D0 + DAY_US + 1], np.int64)
+    t = pa.table({"ts": ts, "trade_id": np.array([1, 2]), "qty": np.ones(2), "quote_qty": np.ones(2)})
+    store.write_parquet(t, "lake/x/date=2025-01-01/part.parquet")
+    with pytest.raises(
+        ValueError, match=r"AUSDT 2025-01-01: tick at ts .* outside its date partition .*part.parquet"
+    ):
+        day_row(store, "AUSDT", "2025-01-01", ["lake/x/date=2025-01-01/part.parquet"], 300 * S)

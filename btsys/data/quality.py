@@ -75,10 +75,6 @@ def policy_from_config(quality_cfg: Any) -> dict:
     return {"gap_s": gap_s, "min_coverage": min_cov, "max_gap_s": max_gap}
 
 
-def policy_active(policy: Mapping[str, float]) -> bool:
-    return policy["min_coverage"] > 0.0 or math.isfinite(policy["max_gap_s"])
-
-
 # --------------------------------------------------------------------------- one day
 def day_stats(ts: np.ndarray, ids: np.ndarray, day_start: int, gap_us: int) -> dict:
     """Gap, coverage and id statistics of one day's ticks (``ts`` sorted, µs; ``ids`` trade ids)."""
@@ -133,6 +129,12 @@ def day_row(store: Storage, symbol: str, date: str, paths: list[str], gap_us: in
     if ts.size > 1 and (np.diff(ts) < 0).any():
         order = np.lexsort((ids, ts))
         ts, ids = ts[order], ids[order]
+    if ts.size and (ts[0] < day_start or ts[-1] >= day_start + DAY_US):
+        bad = int(ts[0] if ts[0] < day_start else ts[-1])
+        raise ValueError(
+            f"quality: {symbol} {date}: tick at ts {bad} lies outside its date partition "
+            f"({[store.uri(p) for p in paths]}); re-ingest the day"
+        )
     row = {
         "symbol": symbol,
         "date": date,
