@@ -116,7 +116,7 @@ def main(argv=None):
     reference(store, parts, gap_us)  # every file once: the same warm cache for all below
     n_ref, t_ref = reference(store, parts, gap_us)
     print("\n-- reference (same lake, this run)")
-    print(f"one process, pyarrow read + day_stats   {n_ref / t_ref / 1e6:8.1f} M ticks/s  ({t_ref:7.3f} s)")
+    print(f"one process, day_row over every file     {n_ref / t_ref / 1e6:8.1f} M ticks/s  ({t_ref:7.3f} s)")
 
     print("\n-- quality job (Spark local[2]: tasks over symbol-day files; table written)")
     me = psutil.Process()
