@@ -204,3 +204,21 @@ def test_cross_sectional_ranks_members_only_and_closes_leavers():
     assert held[2]["ts"].min() < 20 * H
     no_univ = simulate_cross_sectional(bars, scores, top_n=1, bottom_n=0, rebalance_every=10, bt_cfg={})
     assert set(pd.DataFrame(no_univ.orders)["col"]) == {0}  # without a universe only A is ever held
+
+
+def test_pnl_by_symbol_adds_up_to_the_total_return_open_positions_included():
+    from btsys.report.universe import contribution_table
+
+    _, bars, ent, ex = _random_case(7)
+    ent["C"][-5] = True  # leaves C open at the end (marked at its last close)
+    r = simulate_portfolio(bars, ent, ex, {**CFG, "funding": False})
+    c = contribution_table(r)
+    assert c["symbol"].tolist() == sorted(c["symbol"], key=lambda s: -c.set_index("symbol").loc[s, "pnl"])
+    assert set(c["symbol"]) == {"A", "B", "C"}
+    assert c["pnl"].sum() == pytest.approx(r.final_value - r.init_cash, abs=1e-8)
+    assert c["return_contribution"].sum() == pytest.approx(r.metrics["total_return"], abs=1e-12)
+    by = c.set_index("symbol")
+    for s in "ABC":
+        t = r.trades[r.trades["symbol"] == s]
+        assert by.loc[s, "pnl"] == pytest.approx(t["pnl"].sum()) and by.loc[s, "n_trades"] == len(t)
+        assert by.loc[s, "open_pnl"] == pytest.approx(t.loc[t["is_open"], "pnl"].sum())

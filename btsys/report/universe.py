@@ -130,32 +130,31 @@ def attach_run_reports(
     ``universe/pnl_by_symbol.parquet``), ``extra_charts`` (``quality_heatmap``,
     ``universe_membership``, ``pnl_by_symbol``; only with ``charts``) and ``extra_tables`` (tearsheet
     sections)."""
-    res = result
-    res.extra_metrics.update(quality_metrics(qtable))
-    res.extra_artifacts["quality/quality.parquet"] = parquet_bytes(qtable)
-    res.extra_tables["Data quality by symbol"] = quality_by_symbol(qtable)
+    result.extra_metrics.update(quality_metrics(qtable))
+    result.extra_artifacts["quality/quality.parquet"] = parquet_bytes(qtable)
+    result.extra_tables["Data quality by symbol"] = quality_by_symbol(qtable)
     if "excluded" in qtable and qtable["excluded"].any():
-        res.extra_tables["Excluded days"] = qtable.loc[
+        result.extra_tables["Excluded days"] = qtable.loc[
             qtable["excluded"], ["symbol", "date", "exclude_reason"]
         ]
     if charts:
-        res.extra_charts["quality_heatmap"] = quality_heatmap_png(qtable)
-    symbols = list(getattr(res, "symbols", None) or [])
+        result.extra_charts["quality_heatmap"] = quality_heatmap_png(qtable)
+    symbols = list(getattr(result, "symbols", None) or [])
     if membership is None and len(symbols) < 2:
         return
-    contrib = contribution_table(res, symbols)
+    contrib = contribution_table(result, symbols)
     if membership is not None:
         days = member_days(membership, int(qtable["day"].max()) + DAY_US)
         contrib["member_days"] = contrib["symbol"].map(days).fillna(0.0)
         turnover = membership.turnover()
-        res.extra_metrics.update(membership.metrics())
-        res.extra_artifacts["universe/membership.parquet"] = parquet_bytes(membership.table)
-        res.extra_artifacts["universe/turnover.parquet"] = parquet_bytes(turnover)
+        result.extra_metrics.update(membership.metrics())
+        result.extra_artifacts["universe/membership.parquet"] = parquet_bytes(membership.table)
+        result.extra_artifacts["universe/turnover.parquet"] = parquet_bytes(turnover)
         changes = turnover[(turnover["joined"] != "") | (turnover["left"] != "")]
-        res.extra_tables["Universe changes"] = changes.drop(columns="ts")
+        result.extra_tables["Universe changes"] = changes.drop(columns="ts")
         if charts:
-            res.extra_charts["universe_membership"] = membership_png(membership)
-    res.extra_artifacts["universe/pnl_by_symbol.parquet"] = parquet_bytes(contrib)
-    res.extra_tables["PnL by symbol"] = contrib
+            result.extra_charts["universe_membership"] = membership_png(membership)
+    result.extra_artifacts["universe/pnl_by_symbol.parquet"] = parquet_bytes(contrib)
+    result.extra_tables["PnL by symbol"] = contrib
     if charts:
-        res.extra_charts["pnl_by_symbol"] = contribution_png(contrib)
+        result.extra_charts["pnl_by_symbol"] = contribution_png(contrib)
