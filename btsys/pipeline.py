@@ -188,8 +188,9 @@ def quality_table(ctx: RunContext, quality: CacheEntry):
         ctx.store.read_parquet(quality.meta["path"]).to_pandas(),
         policy_from_config(ctx.cfg.data.get("quality")),
     )
-    for r in table[table["excluded"]].itertuples(index=False):
-        log.warning("quality: %s %s excluded (bars restart after it): %s", r.symbol, r.date, r.exclude_reason)
+    for sym, g in table[table["excluded"]].groupby("symbol"):
+        days = "; ".join(f"{d} ({why})" for d, why in zip(g["date"], g["exclude_reason"], strict=True))
+        log.warning("quality: %s: %d days excluded, bars restart after each: %s", sym, len(g), days)
     return table
 
 

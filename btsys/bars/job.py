@@ -81,7 +81,7 @@ def split_segments(parts: list[dict], excluded: Optional[Iterable[str]]) -> list
     skip = set(excluded or ())
     segments: list[list[dict]] = [[]]
     for p in parts:
-        if str(p.get("date", "")) in skip:
+        if p["date"] in skip:
             if segments[-1]:
                 segments.append([])
             continue
