@@ -179,6 +179,8 @@ def test_bad_universe_tables_are_refused():
         simulate_portfolio(bars, e, e, {}, universe=universe([(0, {"B": True})]))
     with pytest.raises(ValueError, match="must increase; row 1"):
         simulate_portfolio(bars, e, e, {}, universe=universe([(H, {"A": True}), (0, {"A": True})]))
+    with pytest.raises(ValueError, match=r"columns \['A'\] must be boolean"):
+        simulate_portfolio(bars, e, e, {}, universe=pd.DataFrame({"ts": [0], "A": [np.nan]}))
     with pytest.raises(ValueError, match="`ts` column"):
         simulate_portfolio(bars, e, e, {}, universe=pd.DataFrame({"A": [True]}))
 

@@ -87,6 +87,9 @@ def _member_grid(universe: Optional[pd.DataFrame], symbols: list, ts: np.ndarray
     missing = [s for s in symbols if s not in universe.columns]
     if missing:
         raise KeyError(f"simulate_portfolio: `universe` has no column for symbols {missing}")
+    not_bool = [s for s in symbols if universe[s].dtype != np.bool_]
+    if not_bool:
+        raise ValueError(f"simulate_portfolio: `universe` columns {not_bool} must be boolean (member or not)")
     wide = universe[symbols].to_numpy(dtype=np.bool_)
     row = np.searchsorted(uts, ts, side="right") - 1
     out = np.zeros((len(ts), len(symbols)), dtype=np.bool_)
