@@ -36,6 +36,7 @@ class Dataset(str, Enum):
 
 class Stage(str, Enum):
     ingest = "ingest"
+    quality = "quality"
     bars = "bars"
     backtest = "backtest"
     all = "all"
@@ -99,11 +100,31 @@ class SourceConfig:
 
 
 @dataclass
+class SymbolProfile:
+    """One synthetic symbol's life and size (see :func:`btsys.data.synthetic.symbol_profile`)."""
+
+    listing: Optional[str] = None  # first UTC date with trades; null: from data.start
+    delisting: Optional[str] = None  # last UTC date with trades; null: to data.end
+    volume_scale: float = 1.0  # trade-size factor
+    volume_trend: float = 1.0  # factor reached (geometrically) on data.end, relative to data.start
+
+
+@dataclass
 class SyntheticConfig:
     seed: int = 7
     ticks_per_day: int = 20_000
     markets: List[str] = field(default_factory=lambda: ["spot"])
     annual_vol: float = 0.6
+    profiles: Dict[str, SymbolProfile] = field(default_factory=dict)  # symbol -> profile
+
+
+@dataclass
+class QualityConfig:
+    """Data-quality report per symbol-day (btsys.data.quality) and the policy that excludes days."""
+
+    gap_s: float = 300.0  # a stretch without trades longer than this is a gap
+    min_coverage: float = 0.0  # exclude days whose coverage is below; 0: report only
+    max_gap_s: float = math.inf  # exclude days whose longest gap is longer (seconds); inf: report only
 
 
 @dataclass
@@ -122,6 +143,7 @@ class DataConfig:
     max_compression_ratio: float = 250.0
     archive_raw: bool = False  # keep verified zips under storage raw/
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 # --------------------------------------------------------------------------- bars
@@ -261,6 +283,29 @@ class MlClassifierConfig(StrategyConfig):
     seed: int = 0
 
 
+# --------------------------------------------------------------------------- universe
+@dataclass
+class StaticUniverseConfig:
+    """Every symbol of ``data.symbols``, all the time."""
+
+    name: str = "static"
+
+
+@dataclass
+class TopNUniverseConfig:
+    """The top ``n`` of ``data.symbols`` by a trailing daily measure (btsys.universe.membership)."""
+
+    name: str = "top_n"
+    n: int = 10
+    lookback_days: int = 30  # whole UTC days strictly before each rebalance
+    rebalance: str = "7d"  # a whole number of days; instants at UTC midnight from data.start
+    min_history_days: int = 0  # days since the first trade before a symbol is eligible
+    measure: str = "quote_volume"  # quote_volume | volume | trades
+
+
+UNIVERSE_SCHEMAS: Dict[str, type] = {"static": StaticUniverseConfig, "top_n": TopNUniverseConfig}
+
+
 # --------------------------------------------------------------------------- backtest
 @dataclass
 class FeesConfig:
@@ -367,6 +412,7 @@ class Config:
     bars: BarsConfig = MISSING
     features: FeaturesConfig = MISSING
     strategy: Any = MISSING
+    universe: Any = MISSING
     backtest: BacktestConfig = MISSING
     spark: SparkConfig = MISSING
     storage: StorageConfig = MISSING
@@ -406,6 +452,8 @@ def register_configs() -> None:
         cs.store(group=group, name=f"{group}_schema", node=node)
     for name, node in STRATEGY_SCHEMAS.items():
         cs.store(group="strategy", name=f"{name}_schema", node=node)
+    for name, node in UNIVERSE_SCHEMAS.items():
+        cs.store(group="universe", name=f"{name}_schema", node=node)
 
 
 register_configs()

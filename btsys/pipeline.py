@@ -28,11 +28,12 @@ from btsys.storage import Storage
 log = logging.getLogger("btsys.pipeline")
 
 #: Bump a stage's version when its code changes what it writes; old cache entries are then ignored.
-STAGE_VERSIONS = {"mirror": 1, "ingest": 2, "bars": 1, "features": 1}
+STAGE_VERSIONS = {"mirror": 1, "ingest": 2, "quality": 1, "bars": 1, "features": 1}
 
 #: Config keys that do not change a stage's output (excluded from its key).
 NON_DETERMINING = {
-    "ingest": {"source.timeout_s", "source.retries", "source.backoff_s", "archive_raw"},
+    "mirror": {"quality"},
+    "ingest": {"source.timeout_s", "source.retries", "source.backoff_s", "archive_raw", "quality"},
     "bars": {"keep_partial"},
 }
 
@@ -117,7 +118,9 @@ class RunContext:
 
     def __init__(self, cfg: Any):
         from btsys.storage import make_storage
+        from btsys.universe.symbols import resolve_symbols
 
+        resolve_symbols(cfg)  # data.symbols entries file:PATH -> the file's symbols
         self.cfg = cfg
         self.store = make_storage(cfg.storage)
         self._spark = None
@@ -159,16 +162,54 @@ def ingest_stage(ctx: RunContext) -> CacheEntry:
     return cached(ctx.store, "ingest", key, build, force=force)
 
 
-def bars_stage(ctx: RunContext, ingest: CacheEntry) -> CacheEntry:
-    """Bars per symbol from the tick lake (Spark job), cached by bars config + ingest key."""
+def quality_stage(ctx: RunContext, ingest: CacheEntry) -> CacheEntry:
+    """Data quality per symbol-day from the lake and the manifests (Spark job; btsys.data.quality),
+    cached by ``data.quality.gap_s`` + ingest key. Also the daily sums the universe ranks on."""
+    from btsys.data.quality import policy_from_config, run_quality
+
+    gap_s = policy_from_config(ctx.cfg.data.get("quality"))["gap_s"]
+    key = stage_key("quality", {"gap_s": gap_s}, ingest.key)
+    symbols = list(ctx.cfg.data.symbols)
+    return cached(
+        ctx.store,
+        "quality",
+        key,
+        lambda prefix: run_quality(ctx.spark, ctx.store, ingest.meta, gap_s, prefix, symbols=symbols),
+        force=ctx.cfg.force,
+    )
+
+
+def quality_table(ctx: RunContext, quality: CacheEntry):
+    """The quality table with the run's policy applied (``excluded``, ``exclude_reason``); the
+    excluded days are logged with their reason."""
+    from btsys.data.quality import apply_policy, policy_from_config
+
+    table = apply_policy(
+        ctx.store.read_parquet(quality.meta["path"]).to_pandas(),
+        policy_from_config(ctx.cfg.data.get("quality")),
+    )
+    for sym, g in table[table["excluded"]].groupby("symbol"):
+        days = "; ".join(f"{d} ({why})" for d, why in zip(g["date"], g["exclude_reason"], strict=True))
+        log.warning("quality: %s: %d days excluded, bars restart after each: %s", sym, len(g), days)
+    return table
+
+
+def bars_stage(ctx: RunContext, ingest: CacheEntry, excluded: Optional[dict] = None) -> CacheEntry:
+    """Bars per symbol from the tick lake (Spark job), cached by bars config + ingest key (+ the
+    days the quality policy excluded, when there are any)."""
     from btsys.bars.job import run_bars
 
-    key = stage_key("bars", ctx.cfg.bars, ingest.key)
+    input_key = ingest.key
+    if excluded:
+        input_key += (
+            ":excluded:" + hashlib.sha256(json.dumps(excluded, sort_keys=True).encode()).hexdigest()[:16]
+        )
+    key = stage_key("bars", ctx.cfg.bars, input_key)
     return cached(
         ctx.store,
         "bars",
         key,
-        lambda prefix: run_bars(ctx.spark, ctx.cfg.bars, ctx.store, ingest, prefix),
+        lambda prefix: run_bars(ctx.spark, ctx.cfg.bars, ctx.store, ingest, prefix, excluded=excluded),
         force=ctx.cfg.force,
     )
 
@@ -185,6 +226,38 @@ def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
         lambda prefix: compute_features_stage(ctx.cfg.features, ctx.store, bars, prefix),
         force=ctx.cfg.force,
     )
+
+
+def check_universe_and_quality(cfg: Any, mode: str) -> None:
+    """Fail fast (before any Spark job) on bad ``universe`` or ``data.quality`` settings."""
+    from btsys.data.quality import policy_from_config
+    from btsys.universe.membership import UniverseSpec
+
+    policy_from_config(cfg.data.get("quality"))
+    spec = UniverseSpec.from_config(cfg.get("universe"))
+    if spec.dynamic and mode in ("kernel", "spark"):
+        raise ValueError(
+            f"universe={spec.kind} is not supported with sweep.mode={mode} (the grid kernels trade every "
+            "symbol); use a Hydra multirun (sweep.mode=hydra) or universe=static"
+        )
+
+
+def universe_membership(ctx: RunContext, qtable):
+    """The run's universe membership (``None`` for ``universe=static``) from the quality table's
+    daily sums; ranked on the driver (btsys.universe.membership)."""
+    from btsys.universe.membership import membership_from_config
+
+    m = membership_from_config(ctx.cfg.get("universe"), qtable[qtable["rows"] > 0], ctx.cfg.data)
+    if m is not None:
+        t = m.turnover()
+        log.info(
+            "universe %s: %d rebalances, %.1f members on average, turnover %.3f",
+            m.spec.kind,
+            len(t),
+            t["n_members"].mean(),
+            m.metrics()["universe_turnover"],
+        )
+    return m
 
 
 def save_results(store: Storage, config_hash: str, result: Any) -> str:
@@ -210,6 +283,8 @@ def save_results(store: Storage, config_hash: str, result: Any) -> str:
         f"{prefix}/metrics.json",
         json.dumps(_plain(dict(result.metrics)), sort_keys=True, default=float, indent=1),
     )
+    for name, data in (getattr(result, "extra_artifacts", None) or {}).items():
+        store.write_bytes(f"{prefix}/{name}", data)  # quality/ and universe/ tables
     return store.uri(prefix)
 
 
@@ -239,9 +314,12 @@ def run(cfg: Any) -> dict:
     ``sweep.grid`` in this one run (see :mod:`btsys.backtest.grid`).
     """
     from btsys.report import mlflow_log
+    from btsys.universe.symbols import resolve_symbols
 
+    resolve_symbols(cfg)  # before the config hash: a symbols file's content, not its path, counts
     stage = str(getattr(cfg.stage, "value", cfg.stage))
     mode = str(getattr(cfg.sweep.mode, "value", cfg.sweep.mode))
+    check_universe_and_quality(cfg, mode)
     if stage == "all" and mode == "hydra" and not cfg.force:
         rid = mlflow_log.find_logged_run(cfg)
         if rid is not None:
@@ -250,15 +328,28 @@ def run(cfg: Any) -> dict:
     out: dict = {}
     ingest = ingest_stage(ctx)
     out["ingest_key"] = ingest.key
+    quality = quality_stage(ctx, ingest)
+    out["quality_key"] = quality.key
     if stage == "ingest":
         return out
-    bars = bars_stage(ctx, ingest)
+    qtable = quality_table(ctx, quality)
+    if stage == "quality":
+        from btsys.data.quality import format_summary, summarize
+
+        print(format_summary(qtable), flush=True)
+        out["quality"] = ctx.store.uri(quality.meta["path"])
+        out.update({f"quality_{k}": v for k, v in summarize(qtable).items()})
+        return out
+    from btsys.data.quality import excluded_days
+
+    bars = bars_stage(ctx, ingest, excluded_days(qtable))
     out["bars_key"] = bars.key
     if stage == "bars":
         return out
     feats = features_stage(ctx, bars)
     out["features_key"] = feats.key
-    keys = {"ingest": ingest.key, "bars": bars.key, "features": feats.key}
+    keys = {"ingest": ingest.key, "quality": quality.key, "bars": bars.key, "features": feats.key}
+    membership = universe_membership(ctx, qtable)
     if mode in ("kernel", "spark"):
         from btsys.backtest.grid import run_grid
 
@@ -278,8 +369,13 @@ def run(cfg: Any) -> dict:
         return out
     from btsys.backtest.run import run_backtest_stage
 
-    result = run_backtest_stage(cfg, ctx.store, feats, ingest)
+    universe = membership.wide() if membership is not None else None
+    result = run_backtest_stage(cfg, ctx.store, feats, ingest, universe=universe)
+    from btsys.report.universe import attach_run_reports
+
+    attach_run_reports(result, qtable, membership, charts=stage == "all" and bool(cfg.mlflow.charts))
     out.update(result.metrics)
+    out.update(result.extra_metrics)
     out["results"] = save_results(ctx.store, mlflow_log.config_hash(cfg), result)
     if stage == "backtest":  # stop before the report stage: results in the store only
         return out

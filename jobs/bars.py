@@ -7,6 +7,8 @@ Usage (plain Python or spark-submit; arguments are Hydra overrides of the repo's
     spark-submit jobs/bars.py +experiment=demo spark=cluster storage=s3
 
 Prints one JSON line: the ingest and bars cache keys, the bars entry prefix and per-symbol meta.
+The data-quality stage runs first (cached), so the days its policy excludes are left out exactly as
+in ``python -m btsys`` (same bars key).
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ if REPO not in sys.path:  # run from a checkout without installing
 
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
-    from btsys.pipeline import RunContext, bars_stage, ingest_stage
+    from btsys.data.quality import excluded_days
+    from btsys.pipeline import RunContext, bars_stage, ingest_stage, quality_stage, quality_table
 
     cfg = job_config(argv, "bars")
     ctx = RunContext(cfg)
     ingest = ingest_stage(ctx)
-    bars = bars_stage(ctx, ingest)
+    quality = quality_stage(ctx, ingest)
+    bars = bars_stage(ctx, ingest, excluded_days(quality_table(ctx, quality)))
     out = {
         "ingest_key": ingest.key,
+        "quality_key": quality.key,
         "bars_key": bars.key,
         "bars_prefix": ctx.store.uri(bars.prefix),
         "cache_hit": bars.hit,

@@ -130,7 +130,7 @@ def test_stage_backtest_stops_before_the_report(tmp_path, spark, monkeypatch):
         f"mlflow.tracking_uri=sqlite:///{db}",
     ]
     out = P.run(_cfg([*small, "stage=bars"]))
-    assert set(out) == {"ingest_key", "bars_key"}
+    assert set(out) == {"ingest_key", "quality_key", "bars_key"}
     out = P.run(_cfg([*small, "stage=backtest"]))
     assert "final_value" in out and "mlflow_run_id" not in out
     store = LocalStorage(str(tmp_path / "store"))

@@ -74,6 +74,8 @@ _TP = OrderKind.TAKE_PROFIT
 _LIQ = OrderKind.LIQUIDATION
 _TIME = OrderKind.TIME_STOP
 _KILL = OrderKind.KILL_SWITCH
+_UNIV = OrderKind.UNIVERSE_EXIT
+_DELISTED = OrderKind.DELISTED
 _S_ALL = SizeMode.ALL
 _S_QTY = SizeMode.QTY
 _S_NOTIONAL = SizeMode.NOTIONAL
@@ -1347,6 +1349,74 @@ def equity_metrics_nb(
 
 # --------------------------------------------------------------------------- portfolios
 @njit(cache=True, error_model="numpy")
+def _last_rows_nb(has):
+    """Per column, the last row where ``has`` is True (-1 for none)."""
+    T, K = has.shape
+    out = np.full(K, -1, dtype=np.int64)
+    for t in range(T):
+        for k in range(K):
+            if has[t, k]:
+                out[k] = t
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _close_delisted_nb(
+    t,
+    ts_t,
+    member,
+    last_row,
+    acc,
+    orders,
+    trades,
+    n_ord,
+    n_tr,
+    cash,
+    pos,
+    margin,
+    pe,
+    last_close,
+    entry_t,
+    entry_fee,
+    tr_fund,
+    fee,
+    fee_fixed,
+    min_fee,
+):
+    """Close, at its last close, every open position whose data has ended (after its last row)
+    and that is no longer a member at row ``t`` (kind ``DELISTED``); returns ``(cash, n_ord, n_tr)``."""
+    for k in range(pos.shape[0]):
+        if pos[k] != 0.0 and t > last_row[k] and not member[t, k]:
+            cash += _exit_nb(
+                acc,
+                True,
+                orders,
+                trades,
+                n_ord,
+                n_tr,
+                k,
+                t,
+                ts_t,
+                _DELISTED,
+                last_close[k],
+                pos[k],
+                margin[k],
+                pe[k],
+                entry_t[k],
+                entry_fee[k],
+                tr_fund[k],
+                fee,
+                fee_fixed,
+                min_fee,
+            )
+            n_ord += 1
+            n_tr += 1
+            pos[k] = 0.0
+            margin[k] = 0.0
+    return cash, n_ord, n_tr
+
+
+@njit(cache=True, error_model="numpy")
 def portfolio_nb(
     ts,
     has,
@@ -1361,6 +1431,7 @@ def portfolio_nb(
     sx,
     funding,
     scale,
+    member,
     p,
     eq_out,
     cash_out,
@@ -1377,6 +1448,13 @@ def portfolio_nb(
     Size mode ``all`` splits the free cash evenly over the flat symbols that may still enter.
     The kill switch watches portfolio equity and flattens every symbol. Returns
     ``(n_orders, n_trades, fees_paid, funding_paid, traded)``.
+
+    ``member[t, k]`` (shape ``(T, K)``, or ``(0, 0)``: always a member) is the dynamic universe:
+    a symbol that is not a member at its bar's close opens nothing (a pending entry is dropped,
+    it does not count as a flat symbol for size mode ``all``) and its open position is closed by
+    the bar's close decision (kind ``UNIVERSE_EXIT``, filled like any exit). A symbol that is no
+    longer a member after its last bar (its data ended: delisted) is closed at its last close,
+    fee charged, on the first row where it is not a member (kind ``DELISTED``).
     """
     T, K = close.shape
     (
@@ -1432,15 +1510,41 @@ def portfolio_nb(
     pend_dir = np.zeros(K, dtype=np.int64)
     pend_scale = np.ones(K)
     has_scale = scale.shape[0] > 0
+    has_member = member.shape[0] > 0
+    last_row = _last_rows_nb(has) if has_member else np.zeros(0, dtype=np.int64)
     halted = False
     kill_now = False
     kpeak = init_cash
     n_ord = 0
     n_tr = 0
     for t in range(T):
+        if has_member:
+            cash, n_ord, n_tr = _close_delisted_nb(
+                t,
+                ts[t],
+                member,
+                last_row,
+                acc,
+                orders,
+                trades,
+                n_ord,
+                n_tr,
+                cash,
+                pos,
+                margin,
+                pe,
+                last_close,
+                entry_t,
+                entry_fee,
+                tr_fund,
+                fee,
+                fee_fixed,
+                min_fee,
+            )
         for k in range(K):
             if not has[t, k]:
                 continue
+            in_univ = not has_member or member[t, k]
             nbar[k] += 1
             b = nbar[k]
             c = close[t, k]
@@ -1483,6 +1587,7 @@ def portfolio_nb(
                 if (
                     d != 0
                     and pos[k] == 0.0
+                    and in_univ
                     and not halted
                     and not (cooldown > 0 and b - last_exit[k] <= cooldown)
                 ):
@@ -1490,7 +1595,7 @@ def portfolio_nb(
                     n_flat = 0
                     for j in range(K):
                         eq_now += margin[j] + pos[j] * (last_close[j] - pe[j])
-                        if pos[j] == 0.0:
+                        if pos[j] == 0.0 and (not has_member or member[t, j]):
                             n_flat += 1
                     budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
                     q, px, f, m = _entry_nb(
@@ -1617,10 +1722,13 @@ def portfolio_nb(
                 if b - entry_idx[k] + held_extra >= time_stop:
                     dx = True
                     dk = _TIME
+            if not in_univ and pos[k] != 0.0 and not dx:
+                dx = True
+                dk = _UNIV
             if kill_now and pos[k] != 0.0:
                 dx = True
                 dk = _KILL
-            if halted or (d > 0 and not allow_long) or (d < 0 and not allow_short):
+            if halted or not in_univ or (d > 0 and not allow_long) or (d < 0 and not allow_short):
                 d = 0
             if dx or d != 0:
                 if not fill_close:
@@ -1666,7 +1774,7 @@ def portfolio_nb(
                         n_flat = 0
                         for j in range(K):
                             eq_now += margin[j] + pos[j] * (last_close[j] - pe[j])
-                            if pos[j] == 0.0:
+                            if pos[j] == 0.0 and (not has_member or member[t, j]):
                                 n_flat += 1
                         budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
                         q, px, f, m = _entry_nb(

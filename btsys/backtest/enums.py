@@ -40,6 +40,8 @@ class OrderKind:
     LIQUIDATION = 5
     TIME_STOP = 6
     KILL_SWITCH = 7  # maximum-drawdown kill switch
+    UNIVERSE_EXIT = 8  # left the dynamic universe: closed on its first bar after leaving
+    DELISTED = 9  # left the universe after its data ended: closed at its last close
 
 
 FILL_NAMES = {"next_open": FillMode.NEXT_OPEN, "close": FillMode.CLOSE}

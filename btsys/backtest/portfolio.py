@@ -69,6 +69,35 @@ def _grid(symbols, rows, T, per_symbol, dtype, fill):
     return out
 
 
+def _member_grid(universe: Optional[pd.DataFrame], symbols: list, ts: np.ndarray) -> np.ndarray:
+    """The (time x symbol) membership of a universe table at the merged bar times.
+
+    ``universe`` has an int64 ``ts`` column (µs, increasing: the instants at which membership
+    changes) and one boolean column per symbol; a row holds from its ``ts`` (inclusive) to the
+    next. Before the first row nobody is a member. ``None`` -> a ``(0, 0)`` array (everyone, always).
+    """
+    if universe is None:
+        return np.zeros((0, 0), dtype=np.bool_)
+    if not isinstance(universe, pd.DataFrame) or "ts" not in universe.columns:
+        raise ValueError("simulate_portfolio: `universe` must be a DataFrame with a `ts` column")
+    uts = np.asarray(universe["ts"], dtype=np.int64)
+    if uts.size and (np.diff(uts) <= 0).any():
+        i = int(np.flatnonzero(np.diff(uts) <= 0)[0]) + 1
+        raise ValueError(f"simulate_portfolio: universe.ts must increase; row {i}")
+    missing = [s for s in symbols if s not in universe.columns]
+    if missing:
+        raise KeyError(f"simulate_portfolio: `universe` has no column for symbols {missing}")
+    not_bool = [s for s in symbols if universe[s].dtype != np.bool_]
+    if not_bool:
+        raise ValueError(f"simulate_portfolio: `universe` columns {not_bool} must be boolean (member or not)")
+    wide = universe[symbols].to_numpy(dtype=np.bool_)
+    row = np.searchsorted(uts, ts, side="right") - 1
+    out = np.zeros((len(ts), len(symbols)), dtype=np.bool_)
+    ok = row >= 0
+    out[ok] = wide[row[ok]]
+    return out
+
+
 def _signal_grid(name, sig: Optional[Mapping], symbols, arrs, rows, T):
     out = np.zeros((T, len(symbols)), dtype=np.bool_)
     if sig is None:
@@ -97,6 +126,7 @@ def simulate_portfolio(
     short_entries: Optional[Mapping] = None,
     short_exits: Optional[Mapping] = None,
     size_scale: Optional[Mapping] = None,
+    universe: Optional[pd.DataFrame] = None,
     **overrides,
 ) -> BacktestResult:
     """Backtest several symbols with one cash balance.
@@ -109,8 +139,13 @@ def simulate_portfolio(
     bt_cfg : the ``backtest`` config node (or dict); ``overrides`` replace single simulate options.
     funding : symbol -> DataFrame (``ts`` µs, ``rate``), charged when ``bt_cfg.funding``.
     size_scale : symbol -> per-bar bet size (>= 0, aligned to that symbol's bars) scaling its entries.
+    universe : dynamic membership (see :func:`_member_grid`; ``btsys.universe.Membership.wide()``):
+        a symbol trades only while a member at its bar's close; a leaver's position is closed on
+        its first bar after leaving (order kind ``UNIVERSE_EXIT``) or, when its data has ended,
+        at its last close (``DELISTED``). ``None``: every symbol is always a member.
 
-    Size mode ``all`` gives each entry the free cash divided by the number of flat symbols.
+    Size mode ``all`` gives each entry the free cash divided by the number of flat symbols (flat
+    members, with a universe).
     """
     opts = {**_opts(bt_cfg), **overrides}
     p = build_params(**opts)
@@ -167,6 +202,7 @@ def simulate_portfolio(
             np.float64,
             1.0,
         )
+    member = _member_grid(universe, symbols, ts)
     eq = np.empty(T)
     cash = np.empty(T)
     pos = np.empty((T, K))
@@ -186,6 +222,7 @@ def simulate_portfolio(
         sx_,
         fund,
         scale,
+        member,
         p,
         eq,
         cash,
@@ -229,6 +266,7 @@ def simulate_cross_sectional(
     rebalance_every: Union[int, str],
     bt_cfg: Any,
     funding: Optional[Mapping] = None,
+    universe: Optional[pd.DataFrame] = None,
     **overrides,
 ) -> BacktestResult:
     """Rank symbols by score, long the top ``top_n``, short the bottom ``bottom_n``, rebalance on a
@@ -240,7 +278,8 @@ def simulate_cross_sectional(
     first bar closing at or after t (no look-ahead): selected symbols enter (or reverse into) their
     side, the others are flattened; a symbol that stays selected on the same side is held, not
     resized. With size mode ``all``, each position gets ``1 / (top_n + bottom_n)`` of equity as
-    margin.
+    margin. With a ``universe`` (as in :func:`simulate_portfolio`), only the symbols that are
+    members at t are ranked, and a symbol that leaves between two rebalances is closed then.
     """
     if top_n < 0 or bottom_n < 0 or top_n + bottom_n == 0:
         raise ValueError(f"simulate_cross_sectional: need top_n + bottom_n > 0, got {top_n}, {bottom_n}")
@@ -262,6 +301,8 @@ def simulate_cross_sectional(
             )
         sc[rows[s], k] = a
     latest = pd.DataFrame(sc).ffill().to_numpy()  # latest score known at each time
+    if universe is not None:
+        latest[~_member_grid(universe, symbols, ts)] = np.nan  # rank members only
     if isinstance(rebalance_every, str):
         per = pd.to_datetime(ts, unit="us", utc=True).floor(rebalance_every).asi8
         reb = np.r_[True, per[1:] != per[:-1]]
@@ -306,9 +347,19 @@ def simulate_cross_sectional(
     if opts["size_mode"] == "all":
         opts["size_mode"] = "percent"
         opts["size"] = 1.0 / (top_n + bottom_n)
-    res = simulate_portfolio(bars, ent, ex, {}, funding=None, short_entries=sen, short_exits=sex, **opts)
+    res = simulate_portfolio(
+        bars, ent, ex, {}, funding=None, short_entries=sen, short_exits=sex, universe=universe, **opts
+    )
     if funding is not None and _get(bt_cfg, "funding", False):
         res = simulate_portfolio(
-            bars, ent, ex, {"funding": True}, funding=funding, short_entries=sen, short_exits=sex, **opts
+            bars,
+            ent,
+            ex,
+            {"funding": True},
+            funding=funding,
+            short_entries=sen,
+            short_exits=sex,
+            universe=universe,
+            **opts,
         )
     return res

@@ -3,8 +3,11 @@
 Chooses the engine entry point from the strategy and the data:
 
 * ``xs_momentum`` (cross-sectional): scores per symbol -> :func:`simulate_cross_sectional`;
-* one symbol: :func:`simulate_from_config`;
+* one symbol (and no dynamic universe): :func:`simulate_from_config`;
 * several symbols: one strategy per symbol on a shared-cash portfolio -> :func:`simulate_portfolio`.
+
+With a dynamic universe (``universe``: the membership table of :mod:`btsys.universe`), the
+portfolio and cross-sectional engines trade members only.
 
 Funding (``backtest.funding=true``) comes from the ingested ``fundingRate`` files of the lake.
 """
@@ -31,6 +34,9 @@ class StageResult:
     symbols: list
     model_infos: Dict[str, dict] = field(default_factory=dict)  # symbol -> fitted ML model info
     extra_metrics: Dict[str, float] = field(default_factory=dict)
+    extra_artifacts: Dict[str, bytes] = field(default_factory=dict)  # relative path -> file bytes
+    extra_charts: Dict[str, bytes] = field(default_factory=dict)  # chart name -> PNG
+    extra_tables: Dict[str, pd.DataFrame] = field(default_factory=dict)  # tearsheet title -> table
 
     # the reporter reads these like a BacktestResult
     def __getattr__(self, name: str) -> Any:
@@ -67,7 +73,9 @@ def _per_symbol(sigs: dict, attr: str) -> Optional[dict]:
     return d if any(v is not None for v in d.values()) else None
 
 
-def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResult:
+def run_backtest_stage(
+    cfg: Any, store, feats_entry, ingest_entry, universe: Optional[pd.DataFrame] = None
+) -> StageResult:
     bt = cfg.backtest
     frames = load_frames(store, feats_entry, bool(cfg.bars.keep_partial))
     funding = load_funding(store, ingest_entry, frames) if bool(bt.funding) else None
@@ -88,11 +96,12 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
             bottom_n=p["bottom_n"],
             rebalance_every=p["rebalance_every"],
             bt_cfg=bt,
+            universe=universe,
         )
         return StageResult(res, sorted(frames))
     sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
     model_infos = {s: g.model_info for s, g in sigs.items() if g.model_info}
-    if len(frames) == 1:
+    if len(frames) == 1 and universe is None:
         ((sym, frame),) = frames.items()
         g = sigs[sym]
         res = simulate_from_config(
@@ -115,5 +124,6 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
             short_entries=_per_symbol(sigs, "short_entries"),
             short_exits=_per_symbol(sigs, "short_exits"),
             size_scale=_per_symbol(sigs, "size"),
+            universe=universe,
         )
     return StageResult(res, sorted(frames), model_infos=model_infos)

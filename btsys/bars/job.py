@@ -12,6 +12,14 @@ task itself through the :class:`~btsys.storage.Storage`, so no tick ever reaches
 Each written table holds the completed bars plus, if the stream ended inside a bar, that trailing
 bar flagged ``is_partial=True``; :func:`load_bars` drops it unless ``keep_partial=True``. So the
 output does not depend on ``bars.keep_partial`` (which is why the pipeline leaves it out of the key).
+
+**Excluded days** (the data-quality policy, :mod:`btsys.data.quality`): bars are not built across
+an excluded day. The symbol's stream is cut into segments at its excluded days, whose ticks are
+left out; each segment is streamed by a fresh :class:`BarStream` (threshold, dynamic-threshold
+history and imbalance expectations start again, exactly as if the symbol's data began on the
+segment's first day), and the unfinished bar at the end of a segment before an excluded day is
+discarded (counted in the meta's ``segments``). The bars of a segment equal the bars of one pass
+over that segment's ticks alone.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -66,6 +74,21 @@ def plan_symbols(partitions: list[Mapping[str, Any]]) -> dict[str, list[dict]]:
     for sym in groups:
         groups[sym].sort(key=_order_key)  # stable: listing order where the keys tie
     return groups
+
+
+def split_segments(parts: list[dict], excluded: Optional[Iterable[str]]) -> list[list[dict]]:
+    """A symbol's ordered lake files cut at its excluded dates (whose files are left out)."""
+    skip = set(excluded or ())
+    segments: list[list[dict]] = [[]]
+    for p in parts:
+        if p["date"] in skip:
+            if segments[-1]:
+                segments.append([])
+            continue
+        if segments[-1] and any(segments[-1][-1]["date"] < d < p["date"] for d in skip):
+            segments.append([])
+        segments[-1].append(p)
+    return [seg for seg in segments if seg]
 
 
 def _order_key(p: Mapping[str, Any]) -> tuple:
@@ -146,37 +169,67 @@ def _arrow_threads(n: int):
 
 
 def _symbol_task(
-    item: tuple[str, list[dict]], spec_dict: dict, store_dict: dict, out_prefix: str, threads: int = 1
+    item: tuple[str, list[list[dict]]], spec_dict: dict, store_dict: dict, out_prefix: str, threads: int = 1
 ) -> dict:
     """Spark task: bars of one symbol, written to the store; returns that symbol's small meta.
 
-    ``threads``: cores this task may use (pyarrow decode, prefetch) -- the driver's estimate of
-    the cores per concurrently running symbol task.
+    ``item`` is ``(symbol, segments)``: its lake files in stream order, cut at excluded days (one
+    segment without exclusions; see the module docstring). ``threads``: cores this task may use
+    (pyarrow decode, prefetch) -- the driver's estimate of the cores per concurrently running
+    symbol task.
     """
-    symbol, parts = item
+    symbol, segments = item
     t0 = time.perf_counter()
     store = storage_from_dict(store_dict)
     spec = BarSpec(**spec_dict)
+    streams, tables = [], []
     with _arrow_threads(threads):
-        stream = stream_symbol(store, spec, parts)
+        for k, parts in enumerate(segments):
+            stream = stream_symbol(store, spec, parts)
+            tables.append(stream.table(keep_partial=k == len(segments) - 1))
+            streams.append(stream)
         key = bars_key(out_prefix, symbol)
-        tbl = stream.table(keep_partial=True)
+        tbl = (
+            pa.concat_tables(tables)
+            if len(tables) > 1
+            else (tables[0] if tables else BarStream(spec).table())
+        )
         store.write_parquet(tbl, key)
     meta = {
         "symbol": symbol,
         "path": key,
-        "n_bars": stream.n_bars,
-        "partial": stream.has_partial,
-        "n_ticks": stream.n_ticks,
-        "n_files": len(parts),
+        "n_bars": sum(st.n_bars for st in streams),
+        "partial": bool(streams and streams[-1].has_partial),
+        "n_ticks": sum(st.n_ticks for st in streams),
+        "n_files": sum(len(p) for p in segments),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if len(segments) > 1:
+        meta["segments"] = [
+            {
+                "first": p[0]["date"],
+                "last": p[-1]["date"],
+                "n_bars": st.n_bars,
+                "partial_dropped": st.has_partial,
+            }
+            for p, st in zip(segments[:-1], streams[:-1], strict=True)
+        ] + [
+            {"first": segments[-1][0]["date"], "last": segments[-1][-1]["date"], "n_bars": streams[-1].n_bars}
+        ]
     if spec.dynamic:
-        meta["thresholds"] = {_day_str(d): v for d, v in sorted(stream.day_thresholds.items())}
+        days = {d: v for st in streams for d, v in st.day_thresholds.items()}
+        meta["thresholds"] = {_day_str(d): v for d, v in sorted(days.items())}
     return meta
 
 
-def run_bars(spark, bars_cfg: Any, store: Storage, ingest_entry: Any, out_prefix: str) -> dict:
+def run_bars(
+    spark,
+    bars_cfg: Any,
+    store: Storage,
+    ingest_entry: Any,
+    out_prefix: str,
+    excluded: Optional[Mapping[str, Iterable[str]]] = None,
+) -> dict:
     """Bars stage: one Spark task per symbol over the lake files listed by the ingest entry.
 
     Parameters
@@ -187,6 +240,7 @@ def run_bars(spark, bars_cfg: Any, store: Storage, ingest_entry: Any, out_prefix
     ingest_entry : CacheEntry (or its ``meta`` dict) whose ``meta["partitions"]`` lists
         ``{"market", "symbol", "date", "path", "rows"}``
     out_prefix : storage prefix to write under (``{out_prefix}/symbol={SYM}/bars.parquet``)
+    excluded : ``{symbol: [date, ...]}`` days left out, bars restarting after each (module docstring)
 
     Returns
     -------
@@ -198,8 +252,10 @@ def run_bars(spark, bars_cfg: Any, store: Storage, ingest_entry: Any, out_prefix
     if not isinstance(meta_in, Mapping) or "partitions" not in meta_in:
         raise BarsInputError("ingest entry has no meta['partitions'] listing the tick lake files")
     groups = plan_symbols(list(meta_in["partitions"]))
+    excluded = excluded or {}
+    segs = {sym: split_segments(parts, excluded.get(sym)) for sym, parts in groups.items()}
     # biggest symbols first, so they do not start last
-    items = sorted(groups.items(), key=lambda kv: -sum(int(p.get("rows") or 0) for p in kv[1]))
+    items = sorted(segs.items(), key=lambda kv: -sum(int(p.get("rows") or 0) for s in kv[1] for p in s))
     out = {"kind": spec.kind, "symbols": {}}
     if not items:
         return out

@@ -79,12 +79,14 @@ def simulate_ticks(
     seed: int = 7,
     annual_vol: float = 0.6,
     contract_size: float = 100.0,
+    qty_scale: Optional[np.ndarray] = None,
 ) -> dict:
     """Ticks of one (market, symbol) over ``n_days`` days from epoch day ``first_day``.
 
     Returns numpy arrays: ``ts`` (int64 µs, sorted), ``price``, ``qty`` (contracts on cm),
     ``is_buyer_maker``, ``n_trades`` (trades per aggregate trade), ``agg_id``, ``first_id``.
     Exactly ``ticks_per_day`` ticks per day. The same arguments give the same arrays.
+    ``qty_scale`` (one factor per day) multiplies the trade sizes of each day.
     """
     if ticks_per_day < 1 or n_days < 1:
         raise ValueError(f"ticks_per_day ({ticks_per_day}) and n_days ({n_days}) must be >= 1")
@@ -129,11 +131,14 @@ def simulate_ticks(
     price = np.round(price, 8)
     # sides lean with the move: a down-tick is more often a taker sell (buyer is maker)
     ibm = rng.random(n) < (0.5 - 0.25 * np.sign(r))
+    scale = 1.0 if qty_scale is None else np.repeat(np.asarray(qty_scale, np.float64), ticks_per_day)
     if market == "cm":
         qty = np.minimum(np.ceil(rng.pareto(1.3, n) * 3 + 1e-9), 50_000).astype(np.float64)
+        if qty_scale is not None:
+            qty = np.maximum(np.round(qty * scale), 1.0)
     else:
         lot = 10.0 ** min(-2, -int(np.floor(np.log10(p0))) - 1)
-        qmin = max(200.0 / p0, lot)  # about 200 USD minimum-ish trade
+        qmin = max(200.0 / p0, lot) * scale  # about 200 USD minimum-ish trade
         qty = np.round(np.minimum(qmin * (1 + rng.pareto(1.3, n)), qmin * 1e4) / lot) * lot
         qty = np.round(np.maximum(qty, lot), 8)
     n_trades = rng.geometric(0.55, n).astype(np.int64)
@@ -249,6 +254,7 @@ def generate_mirror(
     unsorted_monthly_futures: bool = True,
     spot_us_from: str = SPOT_US_FROM,
     compresslevel: int = 1,
+    profiles: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> dict:
     """Write a Binance-layout mirror under ``root`` (``root/data/...``); returns an inventory.
 
@@ -265,6 +271,10 @@ def generate_mirror(
     unsorted_monthly_futures : shuffle ~1% of neighbouring rows in monthly futures files.
     spot_us_from : spot timestamps are µs from this date on, ms before.
     compresslevel : deflate level; 1 (fast) by default: any level is a valid Binance-style zip.
+    profiles : per symbol, optional ``listing`` / ``delisting`` (first / last UTC date with trades:
+        no file exists outside them, and a monthly file holds only the listed days, as on
+        Binance), ``volume_scale`` (trade-size factor) and ``volume_trend`` (the factor reached,
+        geometrically, on ``end``): see :func:`symbol_profile`.
     """
     s, e = bn.parse_date(start, "start"), bn.parse_date(end, "end")
     if e < s:
@@ -280,9 +290,22 @@ def generate_mirror(
         for symbol in symbols:
             bn.check_symbol(symbol)
             cs = bn.contract_size(symbol, cs_table) if market == "cm" else 1.0
-            for dataset in datasets:
+            lo_day, hi_day, qty_scale = symbol_profile(
+                symbol, (profiles or {}).get(symbol), first_day, n_days
+            )
+            for dataset in datasets if lo_day <= hi_day else ():  # never listed in the range: no files
                 dataset = bn.check_dataset(dataset)
-                ticks = simulate_ticks(symbol, market, first_day, n_days, ticks_per_day, seed, annual_vol, cs)
+                ticks = simulate_ticks(
+                    symbol,
+                    market,
+                    lo_day,
+                    hi_day - lo_day + 1,
+                    ticks_per_day,
+                    seed,
+                    annual_vol,
+                    cs,
+                    qty_scale,
+                )
                 planned = bn.plan_files(market, dataset, [symbol], s, e) if monthly else []
                 wanted = [f for f in planned if f.period == "monthly"]
                 covered = {d for f in wanted for d in _dates(f)}
@@ -290,9 +313,12 @@ def generate_mirror(
                     day = (s + dt.timedelta(days=i)).isoformat()
                     if daily == "all" or (daily == "needed" and day not in covered):
                         wanted.append(bn.source_file(market, dataset, symbol, "daily", day))
-                for sf in wanted:
-                    lo = day_number(sf.first) - first_day
-                    hi = day_number(sf.last) - first_day + 1
+                # files of the listed days only, each with the listed days' ticks
+                for sf in [
+                    f for f in wanted if day_number(f.first) <= hi_day and day_number(f.last) >= lo_day
+                ]:
+                    lo = max(day_number(sf.first), lo_day) - lo_day
+                    hi = min(day_number(sf.last), hi_day) - lo_day + 1
                     sl = slice(lo * ticks_per_day, hi * ticks_per_day)
                     part = {k: v[sl] for k, v in ticks.items()}
                     if market == "spot":
@@ -338,6 +364,36 @@ def generate_mirror(
         "rows": sum(f["rows"] for f in files if "fundingRate" not in f["rel"]),
         "csv_bytes": sum(f["csv_bytes"] for f in files),
     }
+
+
+def symbol_profile(
+    symbol: str, profile: Optional[Mapping[str, Any]], first_day: int, n_days: int
+) -> tuple[int, int, Optional[np.ndarray]]:
+    """``(first listed day, last listed day, per-day trade-size factors or None)`` of a symbol in
+    a mirror of ``n_days`` days from epoch day ``first_day`` (days since the epoch)."""
+    p = dict(profile or {})
+    unknown = set(p) - {"listing", "delisting", "volume_scale", "volume_trend"}
+    if unknown:
+        raise ValueError(f"data.synthetic.profiles.{symbol}: unknown keys {sorted(unknown)}")
+    lo, hi = first_day, first_day + n_days - 1
+    if p.get("listing"):
+        lo = max(
+            lo,
+            day_number(bn.parse_date(p["listing"], f"data.synthetic.profiles.{symbol}.listing").isoformat()),
+        )
+    if p.get("delisting"):
+        d = bn.parse_date(p["delisting"], f"data.synthetic.profiles.{symbol}.delisting")
+        hi = min(hi, day_number(d.isoformat()))
+    scale, trend = float(p.get("volume_scale", 1.0)), float(p.get("volume_trend", 1.0))
+    if not (scale > 0 and trend > 0 and np.isfinite(scale) and np.isfinite(trend)):
+        raise ValueError(
+            f"data.synthetic.profiles.{symbol}: volume_scale and volume_trend must be > 0, "
+            f"got {scale}, {trend}"
+        )
+    if (scale == 1.0 and trend == 1.0) or hi < lo:
+        return lo, hi, None
+    frac = (np.arange(lo, hi + 1) - first_day) / max(n_days - 1, 1)
+    return lo, hi, scale * trend**frac
 
 
 def _dates(sf: bn.SourceFile) -> list[str]:
@@ -409,6 +465,7 @@ def ensure_mirror(data_cfg: Any, base_dir: str = os.path.join("data", "mirror"))
                 annual_vol=float(syn.get("annual_vol", 0.6)),
                 funding=bool(d.get("funding")),
                 contract_sizes=d.get("contract_size"),
+                profiles=syn.get("profiles") or None,
             )
             with open(os.path.join(tmp, "_MIRROR.json"), "w") as f:
                 json.dump(

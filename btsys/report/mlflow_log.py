@@ -459,11 +459,15 @@ def _write_result_artifacts(
         trades.to_parquet(os.path.join(d, "trades.parquet"), index=False)
     if wf is not None:
         wf.to_csv(os.path.join(d, "walk_forward.csv"), index=False)
+    for name, data in (getattr(result, "extra_artifacts", None) or {}).items():  # quality/, universe/
+        os.makedirs(os.path.dirname(os.path.join(d, name)), exist_ok=True)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
     if charts:
         from btsys.report.charts import render_charts
         from btsys.report.tearsheet import render_tearsheet
 
-        pngs = render_charts(result, title=title)
+        pngs = {**render_charts(result, title=title), **(getattr(result, "extra_charts", None) or {})}
         os.makedirs(os.path.join(d, "charts"), exist_ok=True)
         for name, png in pngs.items():
             with open(os.path.join(d, "charts", f"{name}.png"), "wb") as f:
@@ -481,6 +485,7 @@ def _write_result_artifacts(
             extra_metrics=extra,
             config_yaml=yaml_text,
             walk_forward=wf,
+            tables=getattr(result, "extra_tables", None),
         )
         with open(os.path.join(d, "tearsheet.html"), "w", encoding="utf-8") as f:
             f.write(html_text)
@@ -505,6 +510,7 @@ def _log_trial(
     rid = run.info.run_id
     try:
         metrics = _metric_dict(getattr(result, "metrics", {}) or {})
+        metrics.update(_metric_dict(getattr(result, "extra_metrics", None) or {}))  # quality_*, universe_*
         wf = None
         split = _get(_section(cfg, "backtest"), "split", None)
         if split is not None and bool(_get(split, "enabled", False)):

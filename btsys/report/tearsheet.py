@@ -129,6 +129,7 @@ def render_tearsheet(
     extra_metrics: Optional[Mapping[str, Any]] = None,
     config_yaml: Optional[str] = None,
     walk_forward: Optional[pd.DataFrame] = None,
+    tables: Optional[Mapping[str, pd.DataFrame]] = None,
 ) -> str:
     """The tearsheet as one HTML string.
 
@@ -140,6 +141,7 @@ def render_tearsheet(
     extra_metrics : further metrics (e.g. walk-forward ``is_*``/``oos_*``) listed with the others.
     config_yaml : the resolved config, shown folded at the end.
     walk_forward : per-window table from :func:`btsys.backtest.split.split_table`.
+    tables : further sections, title -> table (PnL by symbol, universe changes, data quality).
     """
     metrics = dict(getattr(result, "metrics", {}) or {})
     parts = [
@@ -174,6 +176,8 @@ def render_tearsheet(
                     "%Y-%m-%d %H:%M"
                 )
         parts.append("<h2>Walk-forward windows</h2>" + _df_table(wf))
+    for name, table in (tables or {}).items():
+        parts.append(f"<h2>{html.escape(name)}</h2>" + _df_table(table))
     trades = _trades_view(getattr(result, "trades", None))
     parts.append(f"<h2>Trades ({len(trades):,})</h2>")
     parts.append(_df_table(trades) if len(trades) else '<div class="sub">no trades</div>')
