@@ -64,7 +64,6 @@ from btsys.backtest.enums import (
     trade_dt,
 )
 from btsys.backtest.inputs import prices_and_clock
-from btsys.backtest.metrics import metrics_dict  # noqa: F401  (re-exported for the kernels' wrappers)
 from btsys.backtest.result import BacktestResult, make_result
 
 __all__ = ["BacktestResult", "simulate", "simulate_from_config", "options_from_config"]
@@ -476,25 +475,9 @@ def simulate(
         se = sx = none
     elif d == "short":
         le = lx = none
+    scale = bet_sizes(size_scale, n)
     try:
-        return _run(
-            t,
-            o,
-            h,
-            lo,
-            c,
-            v,
-            le,
-            lx,
-            se,
-            sx,
-            fund,
-            vol_est,
-            bet_sizes(size_scale, n),
-            p,
-            check,
-            clock is not None,
-        )
+        return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check, clock is not None)
     except _BadInput:
         # the kernel stopped at a bad row: the separate checks name the argument and the row
         ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo, "simulate")

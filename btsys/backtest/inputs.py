@@ -190,7 +190,7 @@ def per_symbol(name: str, sig: Any, tables: Mapping[str, pd.DataFrame], who: str
     if sig is None:
         return None
     if isinstance(sig, pd.DataFrame):
-        sig = {s: sig[s] for s in sig.columns}
+        sig = {str(s): sig[s] for s in sig.columns}
     if not isinstance(sig, Mapping):
         raise ValueError(f"{who}: `{name}` must be a dict symbol -> array or a DataFrame of symbols")
     out = {}

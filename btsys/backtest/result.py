@@ -66,7 +66,9 @@ def _times(ts: Optional[np.ndarray], rows: np.ndarray) -> pd.Series:
 
 
 def _labels(codes: np.ndarray, labels: dict) -> pd.Categorical:
-    return pd.Categorical([labels[int(c)] for c in codes], categories=list(dict.fromkeys(labels.values())))
+    """Integer codes as named categories (a code without a name shows as ``code_<n>``)."""
+    names = [labels.get(int(c), f"code_{int(c)}") for c in codes]
+    return pd.Categorical(names, categories=list(dict.fromkeys([*labels.values(), *names])))
 
 
 @dataclass(frozen=True, repr=False)
