@@ -249,10 +249,11 @@ class BacktestResult:
             span = f"{t0} -> {t1} UTC"
         else:
             span = "no bar times"
+        g = lambda k: m.get(k, math.nan)  # noqa: E731
         return (
-            f"<BacktestResult {who}{n:,} bars, {span}: total_return {m['total_return']:+.2%} "
-            f"(buy & hold {m['benchmark_return']:+.2%}), sharpe {m['sharpe']:.2f}, "
-            f"max_drawdown {m['max_drawdown']:.2%}, {int(m['n_trades'])} trades, "
+            f"<BacktestResult {who}{n:,} bars, {span}: total_return {g('total_return'):+.2%} "
+            f"(buy & hold {g('benchmark_return'):+.2%}), sharpe {g('sharpe'):.2f}, "
+            f"max_drawdown {g('max_drawdown'):.2%}, {g('n_trades'):.0f} trades, "
             f"final_value {self.final_value:,.2f}>"
         )
 
