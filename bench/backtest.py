@@ -1,6 +1,7 @@
 """Backtest engine benchmark: one 1 M-bar backtest and a 100-combination x 1 M-bar MA sweep.
 
-Prints, in the same run: btsys ``simulate`` (fees + stops on), a bare numba loop (the floor),
+Prints, in the same run: btsys ``simulate`` (fees + stops on; with bar times and without them,
+which must not be slower), a bare numba loop (the floor),
 btsys ``sweep`` (signals + simulation + metrics for 100 fast/slow pairs), and vectorbt's
 ``Portfolio.from_signals`` on the same arrays when vectorbt is installed. Peak memory is the
 process's peak RSS growth measured in a child process per case (``resource.ru_maxrss``).
@@ -79,16 +80,17 @@ def case(name: str, n: int, q):
     e, x = ma_cross_signals(c, 10, 50)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     info = ""
-    if name == "simulate":
+    if name in ("simulate", "simulate_no_ts"):
         kw = dict(
             open=o, high=h, low=l, ts=ts, fees=0.001, stop_loss=0.02, take_profit=0.04, trailing_stop=0.01
         )
-        simulate(
-            c[:1000],
-            e[:1000],
-            x[:1000],
-            **{**kw, "open": o[:1000], "high": h[:1000], "low": l[:1000], "ts": ts[:1000]},
-        )
+        if name == "simulate_no_ts":  # bars without times: calendar metrics NaN, nothing per day
+            import warnings
+
+            warnings.simplefilter("ignore")
+            kw.pop("ts")
+        small = {k: v[:1000] if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+        simulate(c[:1000], e[:1000], x[:1000], **small)
         sec, r = best_of(lambda: simulate(c, e, x, **kw), 7)
         info = f"{len(r.orders)} orders, final {r.final_value:.6g}"
     elif name == "bare":
@@ -189,7 +191,9 @@ def main() -> None:
         f"bars={n:,}  cpus={os.cpu_count()}  numba threads={numba.get_num_threads()}  "
         f"load={os.getloadavg()[0]:.2f}"
     )
-    cases = ["bare", "simulate", "sweep"] + (["vbt_simulate", "vbt_sweep"] if have_vbt else [])
+    cases = ["bare", "simulate", "simulate_no_ts", "sweep"] + (
+        ["vbt_simulate", "vbt_sweep"] if have_vbt else []
+    )
     for name in cases:
         name, sec, info, peak = run_case(name, n)
         work = n * (len(FAST) * len(SLOW) if "sweep" in name else 1)

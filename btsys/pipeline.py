@@ -134,17 +134,31 @@ class RunContext:
         return self._spark
 
 
+def ingest_key(cfg: Any) -> str:
+    """The ingest stage's key: the ``data`` section; for synthetic data the mirror's own key (from
+    the synthetic settings) replaces the source URL."""
+    section = _plain(cfg.data)
+    if section.get("name") == "synthetic":
+        section["source"] = {"base_url": "synthetic:" + stage_key("mirror", _plain(cfg.data))}
+    return stage_key("ingest", section)
+
+
+def stage_keys(cfg: Any) -> dict:
+    """Keys of the cached stages a config reads (``ingest``, ``bars``, ``features``), computed
+    without running anything: what :func:`run` returns as ``*_key``."""
+    keys = {"ingest": ingest_key(cfg)}
+    keys["bars"] = stage_key("bars", cfg.bars, keys["ingest"])
+    keys["features"] = stage_key("features", cfg.features, keys["bars"])
+    return keys
+
+
 def ingest_stage(ctx: RunContext) -> CacheEntry:
     """Tick lake partitions for the configured data (Spark job; the lake is shared, the listing cached)."""
     from btsys.data.ingest import listing_is_current, run_ingest
     from btsys.data.synthetic import ensure_mirror
 
     data = ctx.cfg.data
-    section = _plain(data)
-    if data.name == "synthetic":
-        # The mirror replaces the source URL; its own key (from the synthetic settings) enters the key.
-        section["source"] = {"base_url": "synthetic:" + stage_key("mirror", _plain(data))}
-    key = stage_key("ingest", section)
+    key = ingest_key(ctx.cfg)
 
     def build(prefix: str) -> dict:
         base_url = ensure_mirror(data) if data.name == "synthetic" else data.source.base_url

@@ -11,6 +11,8 @@ import pytest
 from btsys.backtest import simulate, simulate_from_config
 from btsys.backtest.engine import realised_vol
 from btsys.backtest.enums import DAY_US, OrderKind
+from btsys.backtest.inputs import NoCalendarWarning
+from btsys.backtest.metrics import CALENDAR_METRICS
 
 F = np.zeros(4, dtype=bool)  # no signal, 4 bars
 
@@ -194,7 +196,7 @@ def test_long_liquidation_at_liquidation_price():
         size=10.0,
     )
     liq = 100 * (1 - 0.1) / (1 - 0.005)
-    assert r.orders["kind"][1] == OrderKind.LIQUIDATION
+    assert r.order_records["kind"][1] == OrderKind.LIQUIDATION
     assert r.orders["idx"][1] == 2
     assert r.orders["price"][1] == pytest.approx(liq)
     # remaining maintenance margin returns: margin 100 + 10 * (liq - 100)
@@ -218,7 +220,7 @@ def test_short_liquidation_and_gap_through_level():
         size=10.0,
     )
     liq = 100 * (1 + 0.2) / (1 + 0.005)
-    assert r.orders["kind"][1] == OrderKind.LIQUIDATION
+    assert r.order_records["kind"][1] == OrderKind.LIQUIDATION
     assert r.orders["price"][1] == pytest.approx(liq)  # gapped through: filled at the level
     assert r.final_value == pytest.approx(10_000 - 10 * (liq - 100))
 
@@ -233,7 +235,7 @@ def test_stop_loss_inside_bar_and_gap_at_open():
     c, o, h, l = bars4()
     l[2] = 97.0
     r = simulate(c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", stop_loss=0.02, size=1.0)
-    assert r.orders["kind"][1] == OrderKind.STOP_LOSS and r.orders["price"][1] == pytest.approx(98)
+    assert r.order_records["kind"][1] == OrderKind.STOP_LOSS and r.orders["price"][1] == pytest.approx(98)
     o2 = o.copy()
     o2[2] = 96.0
     l[2] = 95.0
@@ -245,13 +247,13 @@ def test_take_profit_and_both_in_one_bar_takes_the_worse():
     c, o, h, l = bars4()
     h[2] = 106.0
     r = simulate(c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", take_profit=0.05, size=1.0)
-    assert r.orders["kind"][1] == OrderKind.TAKE_PROFIT
+    assert r.order_records["kind"][1] == OrderKind.TAKE_PROFIT
     assert r.orders["price"][1] == pytest.approx(105.0)
     l[2] = 97.0
     r = simulate(
         c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", take_profit=0.05, stop_loss=0.02, size=1.0
     )
-    assert r.orders["kind"][1] == OrderKind.STOP_LOSS
+    assert r.order_records["kind"][1] == OrderKind.STOP_LOSS
     assert r.orders["price"][1] == pytest.approx(98.0)
 
 
@@ -261,7 +263,7 @@ def test_short_stops_mirror():
     l[2] = 94.0
     kw = dict(open=o, high=h, low=l, fill="close", size=1.0, direction="short")
     r = simulate(c, sig(4, 0), sig(4), stop_loss=0.02, take_profit=0.05, **kw)
-    assert r.orders["kind"][1] == OrderKind.STOP_LOSS
+    assert r.order_records["kind"][1] == OrderKind.STOP_LOSS
     assert r.orders["price"][1] == pytest.approx(102.0)
     r = simulate(c, sig(4, 0), sig(4), take_profit=0.05, **kw)
     assert r.orders["price"][1] == pytest.approx(95.0)
@@ -276,7 +278,7 @@ def test_trailing_stop_from_previous_highs():
     r = simulate(c, sig(5, 0), sig(5), open=o, high=h, low=l, fill="close", trailing_stop=0.1, size=1.0)
     # bar 2: level from the high of bar 1 (110) -> 99 not hit; bar 3: from 125 -> 112.5 hit
     assert list(r.orders["idx"]) == [0, 3]
-    assert r.orders["kind"][1] == OrderKind.TRAILING_STOP
+    assert r.order_records["kind"][1] == OrderKind.TRAILING_STOP
     assert r.orders["price"][1] == pytest.approx(112.5)
 
 
@@ -287,7 +289,7 @@ def test_time_stop_cooldown_and_kill_switch():
     r = simulate(c, ent, np.zeros(n, bool), fill="close", time_stop=3, size=1.0)
     idx = list(r.orders["idx"])
     assert idx[:4] == [0, 3, 4, 7]  # exit after 3 bars, re-enter next bar
-    assert r.orders["kind"][1] == OrderKind.TIME_STOP
+    assert r.order_records["kind"][1] == OrderKind.TIME_STOP
     r = simulate(c, ent, np.zeros(n, bool), fill="close", time_stop=3, cooldown=2, size=1.0)
     assert list(r.orders["idx"])[:4] == [0, 3, 6, 9]  # bars 4, 5 blocked after the exit at 3
     r = simulate(c, ent, np.zeros(n, bool), time_stop=2, size=1.0)  # next_open
@@ -296,7 +298,7 @@ def test_time_stop_cooldown_and_kill_switch():
     c = np.array([100.0, 100.0, 120.0, 90.0, 80.0, 100.0, 120.0])
     r = simulate(c, np.ones(7, bool), np.zeros(7, bool), fill="close", max_drawdown=0.2)
     assert list(r.orders["idx"]) == [0, 3]
-    assert r.orders["kind"][1] == OrderKind.KILL_SWITCH
+    assert r.order_records["kind"][1] == OrderKind.KILL_SWITCH
     assert r.position[3:].tolist() == [0.0] * 4
 
 
@@ -305,7 +307,7 @@ def test_direction_both_reverses_and_short_accounting():
     r = simulate(c, sig(5, 0, 3), sig(5, 1), fill="close", direction="both", size=1.0)
     # long 0 -> reverse at 1 (sell 1 to close, sell 1 to open short) -> reverse at 3
     assert list(r.orders["idx"]) == [0, 1, 1, 3, 3]
-    assert list(r.orders["side"]) == [1, -1, -1, 1, 1]
+    assert list(r.order_records["side"]) == [1, -1, -1, 1, 1]
     assert list(r.trades["pnl"]) == pytest.approx([0.0, 5.0, 5.0])
     assert list(r.trades["is_open"]) == [False, False, True]
     assert r.final_value == pytest.approx(10_010.0)
@@ -358,7 +360,8 @@ def test_accounting_identities(direction, lev, fill):
         if t.is_open:
             rows = np.arange(t.entry_idx, n)
         margin = t["size"] * t.entry_price / lev
-        value[rows] = margin + t.direction * t["size"] * (c[rows] - t.entry_price)
+        side = {"long": 1, "short": -1}[t.direction]
+        value[rows] = margin + side * t["size"] * (c[rows] - t.entry_price)
     np.testing.assert_allclose(r.cash + value, r.equity, rtol=1e-10, atol=1e-7)
     if lev == 1.0 and direction == "long":
         np.testing.assert_allclose(r.cash + r.position * c, r.equity, rtol=1e-12)
@@ -416,12 +419,21 @@ def test_metrics_against_pandas():
     assert m["max_drawdown_duration"] == pytest.approx(longest / DAY_US)
 
 
-def test_ts_none_means_one_bar_per_day():
+def test_without_bar_times_calendar_metrics_are_refused_and_freq_gives_them():
+    """No ts, DatetimeIndex or freq: the calendar metrics are NaN (with a warning), never per bar;
+    freq="1D" spaces the bars a day apart and computes them."""
     c = np.array([100.0, 101.0, 99.0, 102.0])
-    r = simulate(c, sig(4, 0), sig(4), fill="close")
-    assert list(r.ts) == [0, DAY_US, 2 * DAY_US, 3 * DAY_US]
-    rets = np.diff(np.r_[10_000.0, r.equity]) / np.r_[10_000.0, r.equity][:-1]
-    assert r.metrics["sharpe"] == pytest.approx(rets.mean() / rets.std(ddof=1) * math.sqrt(365))
+    with pytest.warns(NoCalendarWarning, match="sharpe"):
+        r = simulate(c, sig(4, 0), sig(4), fill="close")
+    assert r.ts is None
+    assert all(math.isnan(r.metrics[k]) for k in CALENDAR_METRICS)
+    d = simulate(c, sig(4, 0), sig(4), fill="close", freq="1D")
+    assert list(d.ts) == [0, DAY_US, 2 * DAY_US, 3 * DAY_US]
+    rets = np.diff(np.r_[10_000.0, d.equity]) / np.r_[10_000.0, d.equity][:-1]
+    assert d.metrics["sharpe"] == pytest.approx(rets.mean() / rets.std(ddof=1) * math.sqrt(365))
+    for k, v in r.metrics.items():
+        if k not in CALENDAR_METRICS:
+            assert v == pytest.approx(d.metrics[k], nan_ok=True), k
 
 
 # --------------------------------------------------------------------------- validation + config
@@ -501,7 +513,7 @@ def test_simulate_from_config_maps_every_group_field():
         volume=np.ones(n),
     )
     assert r.final_value == direct.final_value
-    assert r.orders["kind"][1] == OrderKind.STOP_LOSS
+    assert r.order_records["kind"][1] == OrderKind.STOP_LOSS
     assert r.orders["price"][0] == pytest.approx(100.1)
     assert r.metrics["funding_paid"] == pytest.approx(2 * 100 * 0.001)
     with pytest.raises(KeyError, match="close"):
@@ -525,8 +537,8 @@ def test_bet_size_scales_the_entry_of_its_signal_bar():
         size_mode="qty",
         size_scale=np.array([0.5, 1.0, 1.0, 0.25, 1.0, 1.0]),
     )
-    buys_full = full.orders[full.orders["side"] == 1]["size"]
-    buys_half = half.orders[half.orders["side"] == 1]["size"]
+    buys_full = full.orders[full.orders["side"] == "buy"]["size"]
+    buys_half = half.orders[half.orders["side"] == "buy"]["size"]
     np.testing.assert_allclose(buys_full, [10.0, 10.0])
     np.testing.assert_allclose(buys_half, [5.0, 2.5])
     # pnl: 5 units * +0 on the first trade, 2.5 units * +11 on the second

@@ -31,7 +31,7 @@ def test_parallel_and_single_thread_paths_agree(direction):
     with engine._PAR_LOCK:  # lock taken: the loop checks in its own pass
         b = simulate(c, e, x, open=o, high=h, low=lo, ts=ts, direction=direction, **KW)
     assert len(a.orders) > 10
-    for k in ("equity", "cash", "position", "orders", "trade_records"):
+    for k in ("equity", "cash", "position", "order_records", "trade_records"):
         assert np.array_equal(getattr(a, k), getattr(b, k)), k
     np.testing.assert_equal(a.metrics, b.metrics)  # NaN == NaN here
 

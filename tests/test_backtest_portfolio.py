@@ -103,12 +103,12 @@ def test_cross_sectional_long_top_short_bottom():
     )
     o = pd.DataFrame(r.orders)
     first = o[o.idx == 0]
-    assert sorted(zip(first.col, first.side)) == [(0, 1), (2, -1)]  # long A, short C
+    assert sorted(zip(first.col, first.side)) == [(0, "buy"), (2, "sell")]  # long A, short C
     # each side gets half the equity as margin
     assert first.loc[first.col == 0, "size"].iloc[0] == pytest.approx(5000 / 100)
     second = o[o.idx == 3]
     # at row 3 the ranking flips: A -> short, C -> long (reversals: two orders each)
-    assert sorted(zip(second.col, second.side)) == [(0, -1), (0, -1), (2, 1), (2, 1)]
+    assert sorted(zip(second.col, second.side)) == [(0, "sell"), (0, "sell"), (2, "buy"), (2, "buy")]
     assert r.metrics["n_trades"] == 4
     with pytest.raises(ValueError, match="top_n"):
         simulate_cross_sectional(bars, scores, 2, 2, 3, {})
@@ -137,8 +137,8 @@ def test_streaming_metrics_equal_metrics_from_arrays():
         r.metrics["funding_paid"],
         float((r.orders["size"] * r.orders["price"]).sum()),
     )
-    for k, v in r.metrics.items():
-        assert m[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k
+    for k, v in m.items():
+        assert r.metrics[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k
 
 
 def test_portfolio_bet_sizes_scale_each_symbols_entries():
@@ -161,7 +161,7 @@ def test_portfolio_bet_sizes_scale_each_symbols_entries():
     res = simulate_portfolio(
         bars, entries, exits, cfg, size_scale={"AAA": np.array([0.5, 1, 1, 1]), "BBB": None}
     )
-    buys = res.orders[res.orders["side"] == 1]
+    buys = res.orders[res.order_records["side"] == 1]
     got = {res.symbols[c]: q for c, q in zip(buys["col"], buys["size"])}
     assert got == {"AAA": pytest.approx(5.0), "BBB": pytest.approx(10.0)}
     assert res.final_value == pytest.approx(10_000.0 + 5 * 2.0 + 10 * 5.0)

@@ -161,7 +161,7 @@ def test_orders_equal_vectorbt_from_signals():
     np.testing.assert_allclose(o["size"], r.orders["size"], rtol=1e-9)
     np.testing.assert_allclose(o["price"], r.orders["price"], rtol=1e-9)
     np.testing.assert_allclose(o["fees"], r.orders["fees"], rtol=1e-9)
-    np.testing.assert_array_equal(np.where(o["side"] == 0, 1, -1), r.orders["side"])
+    np.testing.assert_array_equal(np.where(o["side"] == 0, 1, -1), r.order_records["side"])
     assert r.final_value == pytest.approx(float(pf.final_value()), rel=1e-9)
 
 

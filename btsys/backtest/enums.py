@@ -44,6 +44,22 @@ class OrderKind:
     DELISTED = 9  # left the universe after its data ended: closed at its last close
 
 
+#: Names of the integer codes of the order and trade records (readable result frames).
+ORDER_KIND_LABELS = {
+    OrderKind.ENTRY: "entry",
+    OrderKind.EXIT: "exit_signal",
+    OrderKind.STOP_LOSS: "stop_loss",
+    OrderKind.TRAILING_STOP: "trailing_stop",
+    OrderKind.TAKE_PROFIT: "take_profit",
+    OrderKind.LIQUIDATION: "liquidation",
+    OrderKind.TIME_STOP: "time_stop",
+    OrderKind.KILL_SWITCH: "kill_switch",
+    -1: "open",  # trade_dt.exit_kind of a position still open at the end
+}
+SIDE_LABELS = {1: "buy", -1: "sell"}
+TRADE_DIRECTION_LABELS = {1: "long", -1: "short"}
+
+
 FILL_NAMES = {"next_open": FillMode.NEXT_OPEN, "close": FillMode.CLOSE}
 DIRECTION_NAMES = {"long": Direction.LONG, "short": Direction.SHORT, "both": Direction.BOTH}
 SIZE_MODE_NAMES = {

@@ -22,10 +22,11 @@ from btsys.backtest.engine import (
     _get,
     bet_sizes,
     build_params,
-    metrics_dict,
     options_from_config,
 )
 from btsys.backtest.enums import N_METRICS, P_INIT_CASH, order_dt, trade_dt
+from btsys.backtest.inputs import bar_tables, per_symbol
+from btsys.backtest.result import make_result
 
 
 def _opts(bt_cfg: Any) -> dict:
@@ -118,10 +119,10 @@ def _signal_grid(name, sig: Optional[Mapping], symbols, arrs, rows, T):
 
 
 def simulate_portfolio(
-    bars: Mapping[str, pd.DataFrame],
-    entries: Mapping,
-    exits: Mapping,
-    bt_cfg: Any,
+    bars: Union[Mapping[str, pd.DataFrame], pd.DataFrame],
+    entries: Union[Mapping, pd.DataFrame],
+    exits: Union[Mapping, pd.DataFrame],
+    bt_cfg: Any = None,
     funding: Optional[Mapping[str, pd.DataFrame]] = None,
     short_entries: Optional[Mapping] = None,
     short_exits: Optional[Mapping] = None,
@@ -133,10 +134,14 @@ def simulate_portfolio(
 
     Parameters
     ----------
-    bars : symbol -> bar table (``ts_close, open, high, low, close[, volume]``).
-    entries, exits : symbol -> boolean array aligned to that symbol's bars (direction semantics as
-        in :func:`btsys.backtest.engine.signal_arrays`, per symbol).
-    bt_cfg : the ``backtest`` config node (or dict); ``overrides`` replace single simulate options.
+    bars : symbol -> bar table (``ts_close, open, high, low, close[, volume]``; without
+        ``ts_close``, its DatetimeIndex; a close Series works too), or one DataFrame of closes
+        (DatetimeIndex x symbols, NaN where a symbol has no bar).
+    entries, exits : symbol -> boolean array aligned to that symbol's bars, or a Series / a
+        DataFrame of symbols matched to each symbol's bars by DatetimeIndex (direction semantics
+        as in :func:`btsys.backtest.engine.signal_arrays`, per symbol).
+    bt_cfg : the ``backtest`` config node (or dict; ``None``: the defaults); ``overrides`` replace
+        single simulate options (``fees=0.001``, ``direction="both"``, ...).
     funding : symbol -> DataFrame (``ts`` µs, ``rate``), charged when ``bt_cfg.funding``.
     size_scale : symbol -> per-bar bet size (>= 0, aligned to that symbol's bars) scaling its entries.
     universe : dynamic membership (see :func:`_member_grid`; ``btsys.universe.Membership.wide()``):
@@ -147,6 +152,18 @@ def simulate_portfolio(
     Size mode ``all`` gives each entry the free cash divided by the number of flat symbols (flat
     members, with a universe).
     """
+    bt_cfg = {} if bt_cfg is None else bt_cfg
+    bars = bar_tables(bars)
+    entries, exits, short_entries, short_exits, size_scale = (
+        per_symbol(k, v, bars)
+        for k, v in (
+            ("entries", entries),
+            ("exits", exits),
+            ("short_entries", short_entries),
+            ("short_exits", short_exits),
+            ("size_scale", size_scale),
+        )
+    )
     opts = {**_opts(bt_cfg), **overrides}
     p = build_params(**opts)
     symbols, arrs, ts, rows = _merge(bars)
@@ -244,15 +261,15 @@ def simulate_portfolio(
         traded,
         m,
     )
-    return BacktestResult(
+    return make_result(
         ts=ts,
         equity=eq,
         cash=cash,
         position=pos,
-        orders=orders[:n_ord].copy(),
+        order_records=orders[:n_ord].copy(),
         trade_records=tr.copy(),
-        metrics=metrics_dict(m),
-        final_value=float(eq[-1]),
+        metric_vector=m,
+        close=g["close"],
         init_cash=float(p[P_INIT_CASH]),
         symbols=symbols,
     )
@@ -283,6 +300,8 @@ def simulate_cross_sectional(
     """
     if top_n < 0 or bottom_n < 0 or top_n + bottom_n == 0:
         raise ValueError(f"simulate_cross_sectional: need top_n + bottom_n > 0, got {top_n}, {bottom_n}")
+    bars = bar_tables(bars, "simulate_cross_sectional")
+    scores = per_symbol("scores", scores, bars, "simulate_cross_sectional")
     symbols, arrs, ts, rows = _merge(bars)
     if top_n + bottom_n > len(symbols):
         raise ValueError(

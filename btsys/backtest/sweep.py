@@ -40,6 +40,8 @@ from btsys.backtest.enums import (
     order_dt,
     trade_dt,
 )
+from btsys.backtest.inputs import prices_and_clock
+from btsys.backtest.metrics import CALENDAR_METRICS
 
 STRATEGIES = {"ma_cross": 0, "ema_cross": 1}
 STRATEGY_PARAMS = ("fast", "slow")
@@ -76,6 +78,7 @@ def sweep(
     strategy: str = "ma_cross",
     *,
     ts=None,
+    freq=None,
     volume=None,
     funding_ts=None,
     funding_rate=None,
@@ -86,7 +89,9 @@ def sweep(
 
     Parameters
     ----------
-    close, open, high, low : float64 bars (open/high/low default to close).
+    close, open, high, low : float64 bars (open/high/low default to close); pandas inputs as in
+        :func:`btsys.backtest.simulate` (a DatetimeIndex gives ``ts``; ``freq=`` spaces bars
+        without times; with neither, the calendar metrics are NaN).
     grid : ``{"fast": [...], "slow": [...], <backtest option>: [...]}``; strategy windows default to
         ``fixed["fast"]``/``fixed["slow"]`` when absent. Backtest options that may vary:
         ``enums.SWEEPABLE`` (fees, slippage, stop_loss, take_profit, trailing_stop, leverage, ...).
@@ -106,6 +111,15 @@ def sweep(
         raise ValueError(f"sweep: `strategy` must be one of {sorted(STRATEGIES)}, got {strategy!r}")
     if not isinstance(grid, Mapping) or not grid:
         raise ValueError("sweep: `grid` must be a non-empty mapping of name -> list of values")
+    close, a, ts = prices_and_clock(
+        close,
+        dict(open=open, high=high, low=low, volume=volume),
+        ts,
+        freq,
+        "sweep",
+        needs_times="daily_returns=True" if daily_returns else None,
+    )
+    open, high, low, volume = a["open"], a["high"], a["low"], a["volume"]
     c, o, h, lo = ohlc_arrays(close, open, high, low, "sweep")
     n = c.shape[0]
     t = bar_times(ts, n)
@@ -168,8 +182,12 @@ def sweep(
     volume_a = np.zeros(0) if volume is None else _f64("volume", volume, n)
     if volume is None and (params[:, P_IMPACT] > 0).any():
         raise ValueError("sweep: `slippage_impact` > 0 needs `volume`")
-    fund = funding_per_bar(t, funding_ts, funding_rate)
-    vol_est = realised_vol(c, t, vol_window) if base[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros(0)
+    fund = funding_per_bar(None if ts is None else t, funding_ts, funding_rate)
+    vol_est = (
+        realised_vol(c, None if ts is None else t, vol_window)
+        if base[P_SIZE_MODE] == SizeMode.VOL_TARGET
+        else np.zeros(0)
+    )
     mas = _nb.mas_nb(c, np.asarray(windows, dtype=np.int64), STRATEGIES[strategy])
     out = np.empty((n_comb, N_METRICS))
     first_day = int(t[0] // DAY_US)
@@ -197,7 +215,7 @@ def sweep(
     )
     df = pd.DataFrame(table)
     for j, name in enumerate(METRIC_NAMES):
-        df[name] = out[:, j]
+        df[name] = out[:, j] if ts is not None or name not in CALENDAR_METRICS else np.nan
     if not daily_returns:
         return df
     days = (first_day + np.arange(n_days, dtype=np.int64)) * DAY_US

@@ -196,16 +196,16 @@ def trade_pnl_png(trades: Optional[pd.DataFrame]) -> bytes:
         ax.set_title("Trade PnL")
         return _png(fig)
     t = trades
-    dated = "exit_ts" in t
-    x = _dates(np.asarray(t["exit_ts"], dtype=np.int64)) if dated else np.arange(len(t))
+    dated = "exit_time" in t and t["exit_time"].notna().all()
+    x = _dates(t["exit_time"].astype("int64").to_numpy() // 1000) if dated else np.arange(len(t))
     pnl = np.asarray(t["pnl"], dtype=np.float64)
-    direction = np.asarray(t["direction"]) if "direction" in t else np.ones(len(t))
+    direction = np.asarray(t["direction"] if "direction" in t else ["long"] * len(t), dtype=object)
     is_open = np.asarray(t["is_open"], dtype=bool) if "is_open" in t else np.zeros(len(t), bool)
-    for sign, color, name in ((1, "#2ca02c", "long"), (-1, "#d62728", "short")):
-        sel = (direction == sign) & ~is_open
+    for color, name in (("#2ca02c", "long"), ("#d62728", "short")):
+        sel = (direction == name) & ~is_open
         if sel.any():
             ax.scatter(x[sel], pnl[sel], s=14, color=color, alpha=0.7, label=name)
-        sel_o = (direction == sign) & is_open
+        sel_o = (direction == name) & is_open
         if sel_o.any():
             ax.scatter(
                 x[sel_o], pnl[sel_o], s=30, facecolors="none", edgecolors=color, label=f"{name} (open)"

@@ -112,11 +112,9 @@ def _trades_view(trades: Optional[pd.DataFrame]) -> pd.DataFrame:
     if trades is None or len(trades) == 0:
         return pd.DataFrame()
     t = trades.copy()
-    for c in ("entry_ts", "exit_ts"):
+    for c in ("entry_time", "exit_time"):
         if c in t:
-            t[c] = pd.to_datetime(np.asarray(t[c], dtype=np.int64), unit="us", utc=True).strftime(
-                "%Y-%m-%d %H:%M:%S"
-            )
+            t[c] = t[c].dt.strftime("%Y-%m-%d %H:%M:%S")
     return t
 
 
