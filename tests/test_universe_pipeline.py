@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from btsys import pipeline as P
-from btsys.backtest.enums import OrderKind
 from btsys.config import compose
 from btsys.universe import UniverseSpec, compute_membership, members_at
 
@@ -97,13 +96,17 @@ def test_only_members_are_entered_and_leavers_are_closed(demo):
         "2025-01-31",
     )
     assert len(trades) > 10
+
+    def us(t):  # trades.parquet holds UTC datetimes; membership instants are µs
+        return pd.Timestamp(t).value // 1000
+
     for t in trades.itertuples():
-        assert t.symbol in members_at(mem, t.entry_ts), (t.symbol, t.entry_ts)
-        if t.exit_kind in (OrderKind.UNIVERSE_EXIT, OrderKind.DELISTED):
-            assert t.symbol not in members_at(mem, t.exit_ts)
+        assert t.symbol in members_at(mem, us(t.entry_time)), (t.symbol, t.entry_time)
+        if t.exit_reason in ("universe_exit", "delisted"):
+            assert t.symbol not in members_at(mem, us(t.exit_time))
         elif not t.is_open:
-            assert t.symbol in members_at(mem, t.exit_ts)  # any other exit happened while a member
-    assert (trades["exit_kind"] == OrderKind.UNIVERSE_EXIT).any()
+            assert t.symbol in members_at(mem, us(t.exit_time))  # any other exit happened while a member
+    assert (trades["exit_reason"] == "universe_exit").any()
     # LTC's data ends on Jan 18; it leaves at the Jan 21 rebalance: a position still open then is
     # closed at its last close (DELISTED) on the first bar time at or after that instant
     from btsys.bars.job import load_bars
@@ -112,14 +115,12 @@ def test_only_members_are_entered_and_leavers_are_closed(demo):
     store = LocalStorage(str(tmp / "store"))
     last_close = load_bars(store, P.lookup(store, "bars", out["bars_key"]), "LTCUSDT")["close"].iloc[-1]
     late = trades[
-        (trades["symbol"] == "LTCUSDT") & (trades["exit_ts"] >= pd.Timestamp("2025-01-19").value // 1000)
+        (trades["symbol"] == "LTCUSDT") & (trades["exit_time"] >= pd.Timestamp("2025-01-19", tz="UTC"))
     ]
     for t in late.itertuples():
-        assert t.exit_kind == OrderKind.DELISTED and t.exit_price == last_close
+        assert t.exit_reason == "delisted" and t.exit_price == last_close
         assert (
-            pd.Timestamp("2025-01-21")
-            <= pd.Timestamp(t.exit_ts, unit="us")
-            < pd.Timestamp("2025-01-21 01:00")
+            pd.Timestamp("2025-01-21", tz="UTC") <= t.exit_time < pd.Timestamp("2025-01-21 01:00", tz="UTC")
         )
 
 

@@ -71,7 +71,7 @@ def _random_case(seed):
 def assert_same(a, b):
     np.testing.assert_array_equal(a.equity, b.equity)
     np.testing.assert_array_equal(a.cash, b.cash)
-    np.testing.assert_array_equal(a.orders, b.orders)
+    np.testing.assert_array_equal(a.order_records, b.order_records)
     np.testing.assert_array_equal(a.trade_records, b.trade_records)
 
 
@@ -82,7 +82,7 @@ def test_all_member_universe_equals_no_universe(fill):
     a = simulate_portfolio(bars, ent, ex, {**CFG, "fill": fill})
     b = simulate_portfolio(bars, ent, ex, {**CFG, "fill": fill}, universe=everyone)
     assert_same(a, b)
-    assert len(a.orders) > 20
+    assert len(a.order_records) > 20
 
 
 def test_leaver_closed_on_first_bar_after_leaving_and_no_entries_while_out():
@@ -93,19 +93,19 @@ def test_leaver_closed_on_first_bar_after_leaving_and_no_entries_while_out():
     # B leaves at 3h (its bar closing at 3.5h is the first after leaving) and never comes back
     u = universe([(0, {"A": True, "B": True}), (3 * H, {"A": True, "B": False})])
     r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "next_open"}, universe=u)
-    o = r.orders
+    o = r.order_records
     assert list(o["col"]) == [1, 1]
     assert list(o["kind"]) == [OrderKind.ENTRY, OrderKind.UNIVERSE_EXIT]
     # entry decided at B's 0.5h close fills at its 1.5h open; the exit is decided at the close of
     # 3.5h (the first bar after 3h) and fills at the next open (4.5h bar: 56)
     assert list(o["ts"]) == [H + H // 2, 4 * H + H // 2]
     assert o["price"][1] == 56.0
-    tr = r.trades
+    tr = r.trade_records
     assert list(tr["exit_kind"]) == [OrderKind.UNIVERSE_EXIT] and not tr["is_open"].any()
     # fill at the close: the exit fills at the 3.5h close itself
     rc = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "close"}, universe=u)
-    assert list(rc.orders["kind"]) == [OrderKind.ENTRY, OrderKind.UNIVERSE_EXIT]
-    assert rc.orders["ts"][1] == 3 * H + H // 2
+    assert list(rc.order_records["kind"]) == [OrderKind.ENTRY, OrderKind.UNIVERSE_EXIT]
+    assert rc.order_records["ts"][1] == 3 * H + H // 2
 
 
 def test_pending_entry_of_a_leaver_is_dropped():
@@ -116,7 +116,7 @@ def test_pending_entry_of_a_leaver_is_dropped():
     # decided at the 1.5h close (member), the fill bar closes at 2.5h, after B left at 2h
     u = universe([(0, {"A": True, "B": True}), (2 * H, {"A": True, "B": False})])
     r = simulate_portfolio({"A": a, "B": b}, ent, ex, {}, universe=u)
-    assert len(r.orders) == 0
+    assert len(r.order_records) == 0
 
 
 def test_delisted_symbol_closed_at_its_last_price_when_it_leaves():
@@ -126,7 +126,7 @@ def test_delisted_symbol_closed_at_its_last_price_when_it_leaves():
     ex = {"A": np.zeros(8, bool), "B": np.zeros(3, bool)}
     u = universe([(0, {"A": True, "B": True}), (5 * H, {"A": True, "B": False})])
     r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fees": {"taker": 0.001}}, universe=u)
-    o = r.orders
+    o = r.order_records
     assert list(o["kind"]) == [OrderKind.ENTRY, OrderKind.DELISTED]
     assert o["ts"][1] == 5 * H and o["price"][1] == 40.0  # the last close, no slippage
     assert o["fees"][1] == pytest.approx(o["size"][1] * 40.0 * 0.001)
@@ -134,7 +134,7 @@ def test_delisted_symbol_closed_at_its_last_price_when_it_leaves():
     assert r.position[t5 - 1, 1] > 0 and r.position[t5, 1] == 0
     # until it leaves it is held (marked at its last close); the cash comes back when it leaves
     assert r.cash[t5] == pytest.approx(r.cash[t5 - 1] + o["size"][1] * 40.0 - o["fees"][1])
-    assert r.trades["exit_kind"].tolist() == [OrderKind.DELISTED]
+    assert r.trade_records["exit_kind"].tolist() == [OrderKind.DELISTED]
 
 
 def test_size_all_splits_cash_over_flat_members_only():
@@ -145,9 +145,9 @@ def test_size_all_splits_cash_over_flat_members_only():
     r = simulate_portfolio(
         bars, ent, ex, {"fill": "close", "slippage": {"bps": 0}, "fees": {"taker": 0}}, universe=u
     )
-    assert r.orders["size"][0] == pytest.approx(10_000 / 2 / 10)  # 2 flat members, not 3 symbols
+    assert r.order_records["size"][0] == pytest.approx(10_000 / 2 / 10)  # 2 flat members, not 3 symbols
     r3 = simulate_portfolio(bars, ent, ex, {"fill": "close", "slippage": {"bps": 0}, "fees": {"taker": 0}})
-    assert r3.orders["size"][0] == pytest.approx(10_000 / 3 / 10)
+    assert r3.order_records["size"][0] == pytest.approx(10_000 / 3 / 10)
 
 
 def test_membership_changes_after_t_leave_everything_before_t_unchanged():
@@ -167,8 +167,10 @@ def test_membership_changes_after_t_leave_everything_before_t_unchanged():
             b = simulate_portfolio(bars, ent, ex, {**CFG, "fill": fill}, universe=changed)
             before = a.ts < tau
             np.testing.assert_array_equal(a.equity[before], b.equity[before])
-            np.testing.assert_array_equal(a.orders[a.orders["ts"] < tau], b.orders[b.orders["ts"] < tau])
-            out = b.orders[(b.orders["ts"] >= tau) & (b.orders["col"] == 1)]
+            np.testing.assert_array_equal(
+                a.order_records[a.order_records["ts"] < tau], b.order_records[b.order_records["ts"] < tau]
+            )
+            out = b.order_records[(b.order_records["ts"] >= tau) & (b.order_records["col"] == 1)]
             assert len(out) <= 1 and (out["kind"] != OrderKind.ENTRY).all()  # B left: one exit at most
 
 
@@ -199,13 +201,13 @@ def test_cross_sectional_ranks_members_only_and_closes_leavers():
         ]
     )
     r = simulate_cross_sectional(bars, scores, top_n=1, bottom_n=0, rebalance_every=10, bt_cfg={}, universe=u)
-    o = pd.DataFrame(r.orders)
+    o = pd.DataFrame(r.order_records)
     held = {int(c): o[o["col"] == c] for c in o["col"].unique()}
     # C is the best member until A joins; A is never held before 20h
     assert held[0]["ts"].min() >= 20 * H
     assert held[2]["ts"].min() < 20 * H
     no_univ = simulate_cross_sectional(bars, scores, top_n=1, bottom_n=0, rebalance_every=10, bt_cfg={})
-    assert set(pd.DataFrame(no_univ.orders)["col"]) == {0}  # without a universe only A is ever held
+    assert set(pd.DataFrame(no_univ.order_records)["col"]) == {0}  # without a universe only A is ever held
 
 
 def test_pnl_by_symbol_adds_up_to_the_total_return_open_positions_included():

@@ -54,6 +54,8 @@ ORDER_KIND_LABELS = {
     OrderKind.LIQUIDATION: "liquidation",
     OrderKind.TIME_STOP: "time_stop",
     OrderKind.KILL_SWITCH: "kill_switch",
+    OrderKind.UNIVERSE_EXIT: "universe_exit",
+    OrderKind.DELISTED: "delisted",
     -1: "open",  # trade_dt.exit_kind of a position still open at the end
 }
 SIDE_LABELS = {1: "buy", -1: "sell"}
