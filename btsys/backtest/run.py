@@ -31,6 +31,7 @@ class StageResult:
     symbols: list
     model_infos: Dict[str, dict] = field(default_factory=dict)  # symbol -> fitted ML model info
     extra_metrics: Dict[str, float] = field(default_factory=dict)
+    prices: Dict[str, tuple] = field(default_factory=dict)  # symbol -> (ts_close µs, close): charts
 
     # the reporter reads these like a BacktestResult
     def __getattr__(self, name: str) -> Any:
@@ -67,6 +68,11 @@ def _per_symbol(sigs: dict, attr: str) -> Optional[dict]:
     return d if any(v is not None for v in d.values()) else None
 
 
+def _prices(frames: Dict[str, pd.DataFrame]) -> Dict[str, tuple]:
+    """Close prices per symbol for the report's price chart and number formats."""
+    return {s: (f["ts_close"].to_numpy("int64"), f["close"].to_numpy("float64")) for s, f in frames.items()}
+
+
 def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResult:
     bt = cfg.backtest
     frames = load_frames(store, feats_entry, bool(cfg.bars.keep_partial))
@@ -89,7 +95,7 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
             rebalance_every=p["rebalance_every"],
             bt_cfg=bt,
         )
-        return StageResult(res, sorted(frames))
+        return StageResult(res, sorted(frames), prices=_prices(frames))
     sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
     model_infos = {s: g.model_info for s, g in sigs.items() if g.model_info}
     if len(frames) == 1:
@@ -116,4 +122,4 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
             short_exits=_per_symbol(sigs, "short_exits"),
             size_scale=_per_symbol(sigs, "size"),
         )
-    return StageResult(res, sorted(frames), model_infos=model_infos)
+    return StageResult(res, sorted(frames), model_infos=model_infos, prices=_prices(frames))

@@ -508,13 +508,16 @@ def _write_result_artifacts(
         from btsys.report.charts import render_charts
         from btsys.report.tearsheet import render_tearsheet
 
-        pngs = render_charts(result, title=title)
+        prices = getattr(result, "prices", None)  # {symbol: (ts, close)} from the backtest stage
+        pngs = render_charts(result, title=title, prices=prices)
         os.makedirs(os.path.join(d, "charts"), exist_ok=True)
         for name, png in pngs.items():
             with open(os.path.join(d, "charts", f"{name}.png"), "wb") as f:
                 f.write(png)
         strat = plain_config(cfg).get("strategy") or {}
-        params = {f"strategy.{k}": v for k, v in strat.items()} if isinstance(strat, dict) else {}
+        params = (
+            {f"strategy.{k}": v for k, v in strat.items() if k != "name"} if isinstance(strat, dict) else {}
+        )
         base = set(getattr(result, "metrics", {}) or {})
         extra = {k: v for k, v in metrics.items() if k not in base}
         html_text = render_tearsheet(
@@ -526,6 +529,7 @@ def _write_result_artifacts(
             extra_metrics=extra,
             config_yaml=yaml_text,
             walk_forward=wf,
+            prices=prices,
         )
         with open(os.path.join(d, "tearsheet.html"), "w", encoding="utf-8") as f:
             f.write(html_text)
