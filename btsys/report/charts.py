@@ -137,7 +137,7 @@ def price_decimals(prices: np.ndarray, max_decimals: int = 8) -> int:
         p = p[np.linspace(0, len(p) - 1, 2000).astype(np.int64)]
     for d in range(max_decimals + 1):
         x = p * 10.0**d
-        if np.all(np.abs(x - np.round(x)) <= 1e-9 * np.maximum(1.0, np.abs(x))):
+        if np.all(np.abs(x - np.round(x)) <= np.maximum(1e-6, 4 * np.finfo(np.float64).eps * np.abs(x))):
             return d
     return max_decimals
 
@@ -322,14 +322,19 @@ def period_returns(
     return full * period_us, r
 
 
-def returns_distribution_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
-    """Histogram of the returns per :func:`return_period`, returns of exactly zero (periods out of
-    the market) left out and counted in the title."""
+def histogram_returns(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, int, str]:
+    """(returns per :func:`return_period` that are not exactly zero, how many were zero: periods
+    out of the market, the period's name)."""
     period, name = return_period(ts)
     _, r = period_returns(ts, equity, period)
     r = r[np.isfinite(r)]
-    flat = int(np.sum(r == 0.0))
-    r = r[r != 0.0] * 100.0
+    return r[r != 0.0], int(np.sum(r == 0.0)), name
+
+
+def returns_distribution_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
+    """Histogram of :func:`histogram_returns`; the flat periods left out are counted in the title."""
+    r, flat, name = histogram_returns(ts, equity)
+    r = r * 100.0
     fig = _figure(10, 4)
     ax = fig.add_axes((0.08, 0.14, 0.9, 0.76))
     if len(r) == 0:

@@ -119,10 +119,8 @@ def make_client(uri: str):
     check_tracking_uri(uri)
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
     with store_lock(uri):
-        client.search_experiments(max_results=1)  # creates or migrates the schema once
-    return client
+        return MlflowClient(tracking_uri=uri)  # the constructor creates or migrates the schema
 
 
 def default_artifact_location(uri: str, experiment: str) -> Optional[str]:
