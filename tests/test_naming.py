@@ -86,7 +86,7 @@ def test_sweep_names_show_the_swept_values(tmp_path):
 
 def test_logged_run_name_tags_and_params(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
-    cfg = compose(tmp_path, "data.symbols=[BTCUSDT]")
+    cfg = compose(tmp_path, "data.symbols=[BTCUSDT]", "mlflow.charts=false")
     rid = ml.log_run(cfg, result, {})
     run = ml.client_for(cfg).get_run(rid)
     assert run.info.run_name == "ma_cross fast=10 slow=50 BTCUSDT dollar"

@@ -285,8 +285,10 @@ def _metric_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
 def hydra_job(hydra_cfg: Any = None) -> Optional[dict]:
     """Multirun context of the current Hydra job: sweep dir, job number, task overrides.
 
-    ``None`` outside Hydra or in a single run.
+    ``None`` outside Hydra or in a single run. Credentials in URLs of the overrides are masked.
     """
+    from btsys.redact import redact_text
+
     hc = hydra_cfg
     if hc is None:
         try:
@@ -304,7 +306,7 @@ def hydra_job(hydra_cfg: Any = None) -> Optional[dict]:
     return {
         "sweep_dir": str(_get(_get(hc, "sweep", {}), "dir", "")),
         "job_num": int(_get(job, "num", 0) or 0),
-        "overrides": [str(o) for o in (_get(_get(hc, "overrides", {}), "task", []) or [])],
+        "overrides": [redact_text(str(o)) for o in (_get(_get(hc, "overrides", {}), "task", []) or [])],
     }
 
 
@@ -335,9 +337,13 @@ def read_parent(sweep_dir: str) -> Optional[dict]:
 def register_trial(
     job: Optional[dict], run_id: Optional[str], status: str, reused: bool = False, error: str = ""
 ) -> None:
-    """Record in the sweep dir which run a multirun job produced (no-op outside a multirun)."""
+    """Record in the sweep dir which run a multirun job produced (no-op outside a multirun); URLs in
+    the error are redacted."""
+    from btsys.redact import redact_text
+
     if not job or not job.get("sweep_dir"):
         return
+    error = redact_text(error)
     _write_json_atomic(
         os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json"),
         {
