@@ -95,10 +95,10 @@ def test_logged_run_name_tags_and_params(tmp_path, monkeypatch, result):
     p = run.data.params
     # synthetic data: the real site's URL (and download settings) are not params; the generator's are
     assert not any(k.startswith("data.source.") for k in p) and p["data.synthetic.seed"] == "7"
-    real = ml.param_items(
-        compose(tmp_path, "data=binance", 'data.source.base_url="https://user:pw@host/x?token=t"')
-    )
+    real_cfg = compose(tmp_path, "data=binance", 'data.source.base_url="https://user:pw@host/x?token=t"')
+    real = ml.param_items(real_cfg)
     assert real["data.source.base_url"] == "https://***@host/x?token=***"
+    assert "base_url: https://***@host/x?token=***" in ml.config_yaml(real_cfg)
     assert not any(k.startswith("data.synthetic.") for k in real)
 
 
