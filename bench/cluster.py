@@ -20,6 +20,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT"]
 
@@ -71,7 +72,9 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--master", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--executors", type=int, default=0, help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = parse_args(
+        ap, quick={"symbols": 1, "days": 1, "ticks_per_day": 5_000, "repeat": 1, "executor_mb": 1024}
+    )
     if a.child:
         return child(a)
     a.root = a.root or os.path.join(tempfile.gettempdir(), "btsys-bench-cluster")

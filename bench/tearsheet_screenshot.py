@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import numpy as np
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -103,7 +104,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("html", nargs="?")
     ap.add_argument("--out", default="tearsheet_screenshot.png")
-    a = ap.parse_args()
+    a = parse_args(ap)
     tmp = tempfile.mkdtemp(prefix="btsys-tearsheet-")
     try:
         html = a.html or demo_tearsheet(tmp)
