@@ -58,8 +58,11 @@ lint: setup
 bench: setup
 	@for b in $(BENCH); do echo "== $$b"; $(VPY) $$b $(BENCH_ARGS) || exit 1; done
 
+# one local user: one worker (MLflow's default 4 take long to start); MLflow 3.17's UI opens in its
+# GenAI view, ?workflowType=machine_learning (the links btsys prints) selects the runs view
 ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning"
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 clean:
 	rm -rf data outputs multirun mlflow.db mlflow.db.lock mlruns

@@ -32,8 +32,8 @@ SUMMARY = (
 )
 
 
-def summary_line(name: str, metrics: dict, tracking_uri: str) -> str:
-    """``demo: total_return -5.19%, sharpe -3.36, ...; MLflow run <id> in <uri>``."""
+def summary_line(name: str, metrics: dict, tracking_uri: str, url: str = "") -> str:
+    """``demo: total_return -5.19%, sharpe -3.36, ...; MLflow run <id> in <uri> (<UI link>)``."""
     from btsys.redact import redact_url
 
     shown = ", ".join(
@@ -42,7 +42,8 @@ def summary_line(name: str, metrics: dict, tracking_uri: str) -> str:
         if isinstance(metrics.get(k), (int, float)) and math.isfinite(float(metrics[k]))
     )
     rid = metrics.get("mlflow_run_id") or metrics.get("skipped_run_id")
-    where = f"; MLflow run {rid} in {redact_url(tracking_uri)} (make ui to browse)" if rid else ""
+    browse = f"make ui, then {url}" if url.startswith("http://127.0.0.1") else url
+    where = f"; MLflow run {rid} in {redact_url(tracking_uri)} ({browse})" if rid else ""
     return f"{name}: {shown or 'no metrics'}{where}"
 
 
@@ -51,7 +52,7 @@ def main(cfg: DictConfig) -> float:
     """Returns the sweep objective (a finite float, as Optuna needs)."""
     from btsys.logs import quiet_third_party
     from btsys.pipeline import run
-    from btsys.report.mlflow_log import hydra_job
+    from btsys.report.mlflow_log import hydra_job, run_url
 
     quiet_third_party()
     try:
@@ -61,7 +62,9 @@ def main(cfg: DictConfig) -> float:
             raise
         exit_on_user_error(e, log)
     if any(k in metrics for k, _ in SUMMARY):
-        log.info("%s", summary_line(str(cfg.name), metrics, str(cfg.mlflow.tracking_uri)))
+        rid = metrics.get("mlflow_run_id") or metrics.get("skipped_run_id")
+        url = run_url(cfg, rid) if rid else ""
+        log.info("%s", summary_line(str(cfg.name), metrics, str(cfg.mlflow.tracking_uri), url))
     value = metrics.get(str(cfg.sweep.objective), float("nan"))
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)

@@ -639,6 +639,14 @@ def find_logged_run(cfg: Any) -> Optional[str]:
     return rid
 
 
+def run_url(cfg: Any, run_id: str) -> str:
+    """Link to a logged run in the MLflow UI (:func:`btsys.report.tracking.ui_url`)."""
+    from btsys.report.tracking import ui_url
+
+    uri = str(_get(_section(cfg, "mlflow"), "tracking_uri", "sqlite:///mlflow.db"))
+    return ui_url(uri, client_for(cfg).get_run(run_id).info.experiment_id, run_id)
+
+
 def logged_metrics(cfg: Any, run_id: str) -> dict[str, float]:
     """Metrics of a logged run (what the pipeline returns for a skipped trial's objective)."""
     return dict(client_for(cfg).get_run(run_id).data.metrics)

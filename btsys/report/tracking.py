@@ -9,6 +9,9 @@
   (``<db folder>/mlruns/<experiment>``, not ``./mlruns`` in whatever folder the run started from)
   and tags it ``mlflow.experimentKind=custom_model_development`` (created or first used), so the
   MLflow 3 UI opens it on runs, metrics and artifacts instead of its GenAI views.
+* :func:`ui_url` is the link to an experiment or run page. MLflow 3.17's UI ignores the tag and
+  shows the mode of its global GenAI / "Model training" switch (GenAI until changed); the link
+  carries ``workflowType=machine_learning``, which selects the runs view whatever the switch says.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from btsys.errors import ConfigError, TrackingError
 from btsys.redact import redact_url
 
 KEY = "mlflow.tracking_uri"
+#: Where ``make ui`` serves a local store (``mlflow ui --host 127.0.0.1 --port 5000``).
+UI_DEFAULT = "http://127.0.0.1:5000"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 CHECK_TIMEOUT_S = 5.0
@@ -155,3 +160,11 @@ def ensure_experiment(client: Any, uri: str, name: str, artifact_location: Optio
     if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
         client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id
+
+
+def ui_url(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+    """Link to an experiment's runs table (or a run) in the MLflow UI, in its model-training view:
+    the tracking server itself for an ``http(s)`` store, else where ``make ui`` serves it."""
+    base = redact_url(uri.rstrip("/")) if uri.startswith(("http://", "https://")) else UI_DEFAULT
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/{page}?workflowType=machine_learning"
