@@ -4,9 +4,9 @@
 
 Prints, each next to a reference measured in the same run:
 
-1. ``log_run`` of one backtest (params, metrics, tags, config.yaml, returns/trades Parquet, five
-   charts, HTML tearsheet) into a sqlite store — reference: a bare fluent MLflow run with the same
-   params and metrics and no artifacts;
+1. ``log_run`` of one backtest (params, metrics, tags, config.yaml, returns/trades Parquet, six
+   charts, HTML tearsheet with the drawdown periods) into a sqlite store — reference: a bare
+   fluent MLflow run with the same params and metrics and no artifacts;
 2. the whole per-job overhead of a Hydra multirun with the MLflow callback (basic launcher):
    ``(wall(9 jobs) - wall(1 job)) / 8`` (``--jobs``) minus the backtest itself, measured on the test app of
    tests/test_multirun.py (what ``btsys.pipeline.run`` does after the cached stages);
@@ -55,16 +55,19 @@ def compose(tmp, *overrides):
 
 
 def bench_log_run(tmp: str, n: int = 10, days: int = 365) -> None:
-    from test_report_helpers import make_result
+    from test_report_helpers import make_result, prices
 
+    from btsys.backtest.run import StageResult
     from btsys.report import mlflow_log as ml
     from btsys.report.charts import render_charts
     from btsys.report.tearsheet import render_tearsheet
 
     cfg = compose(tmp)
     t0 = time.perf_counter()
-    r = make_result(10, 50, n=24 * days, seed=1)  # one year of hourly bars by default
+    r = make_result(10, 50, n=24 * days, seed=1, tick=0.01)  # one year of hourly bars by default
     t_bt = time.perf_counter() - t0
+    # as the pipeline hands it over: with the close prices (price chart, instrument decimals)
+    r = StageResult(r, ["BTCUSDT"], prices={"BTCUSDT": prices(24 * days, 1, tick=0.01)})
     t0 = time.perf_counter()
     ml.log_run(cfg, r, {"ingest": "i", "bars": "b", "features": "f"})  # warm-up: import, db, experiment
     t_first = time.perf_counter() - t0
@@ -75,11 +78,11 @@ def bench_log_run(tmp: str, n: int = 10, days: int = 365) -> None:
         ts.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for _ in range(n):
-        pngs = render_charts(r)
+        pngs = render_charts(r, prices=r.prices)
     t_charts = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
     for _ in range(n):
-        render_tearsheet(r, pngs)
+        render_tearsheet(r, pngs, prices=r.prices)
     t_html = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
     for _ in range(n):
