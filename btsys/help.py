@@ -2,7 +2,7 @@
 
 Hydra's generic page lists the typed schemas of the ConfigStore (``data_schema``, ...) as if they
 were options. ``conf/hydra/help/btsys.yaml`` renders :func:`help_text` instead, through the
-``btsys_help`` resolver registered on import, so the page follows the files in ``conf/``.
+``btsys_help`` resolver (:func:`register_resolver`), so the page follows the files in ``conf/``.
 """
 
 from __future__ import annotations
@@ -106,9 +106,6 @@ def help_text(root: str | None = None) -> str:
 
 
 def register_resolver() -> None:
-    """Register ``${btsys_help:}`` (idempotent)."""
+    """Register ``${btsys_help:}`` (idempotent; the entry point calls it)."""
     if not OmegaConf.has_resolver("btsys_help"):
         OmegaConf.register_new_resolver("btsys_help", lambda: help_text())
-
-
-register_resolver()

@@ -22,12 +22,16 @@ if REPO not in sys.path:  # run from a checkout without installing
 
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
+    from btsys.errors import UserError, exit_on_user_error
     from btsys.pipeline import RunContext, bars_stage, ingest_stage
 
     cfg = job_config(argv, "bars")
-    ctx = RunContext(cfg)
-    ingest = ingest_stage(ctx)
-    bars = bars_stage(ctx, ingest)
+    try:
+        ctx = RunContext(cfg)
+        ingest = ingest_stage(ctx)
+        bars = bars_stage(ctx, ingest)
+    except UserError as e:  # one line naming the key, exit status 2
+        exit_on_user_error(e)
     out = {
         "ingest_key": ingest.key,
         "bars_key": bars.key,
