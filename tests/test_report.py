@@ -223,7 +223,9 @@ def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
         "charts",
     } <= arts
     assert {a.path for a in client.list_artifacts(rid, "charts")} == {
-        f"charts/{n}.png" for n in charts.CHART_NAMES if n != "price_trades"  # the result has no prices
+        f"charts/{n}.png"
+        for n in charts.CHART_NAMES
+        if n != "price_trades"  # the result has no prices
     }
     d = client.download_artifacts(rid, "config.yaml", str(tmp_path / "dl"))
     text = open(d).read()
