@@ -189,13 +189,15 @@ def price_trades_png(prices: Mapping[str, tuple], trades: Optional[pd.DataFrame]
     """Close price of each symbol (up to ``MAX_PRICE_PANELS``) with the trades' entries (triangles:
     up long, down short) and exits (crosses; an open position's mark: a circle)."""
     syms = list(prices)[:MAX_PRICE_PANELS]
-    fig = _figure(10, 0.6 + 2.6 * max(len(syms), 1))
+    top, panel, gap, bottom = 0.35, 2.2, 0.55, 0.55  # inches
+    height = top + max(len(syms), 1) * panel + max(len(syms) - 1, 0) * gap + bottom
+    fig = _figure(10, height)
     if not syms:
         _empty(fig.add_axes((0.08, 0.1, 0.9, 0.8)), "no prices")
         return _png(fig)
-    h = 0.88 / len(syms)
     for k, sym in enumerate(syms):
-        ax = fig.add_axes((0.08, 0.05 + (len(syms) - 1 - k) * h, 0.9, h * 0.8))
+        y0 = height - top - (k + 1) * panel - k * gap
+        ax = fig.add_axes((0.08, y0 / height, 0.9, panel / height))
         ts, close = (np.asarray(a) for a in prices[sym])
         t, c, _ = _bucket(ts.astype(np.int64), close.astype(np.float64), close.astype(np.float64))
         ax.plot(_dates(t), c, lw=0.9, color="#1f77b4", label=f"{sym} close")
