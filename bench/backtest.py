@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 
 FAST = list(range(5, 55, 5))  # 10 x 10 = 100 combinations
 SLOW = list(range(60, 160, 10))
@@ -177,7 +178,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bars", type=int, default=1_000_000)
     ap.add_argument("--no-vectorbt", action="store_true")
-    a = ap.parse_args()
+    a = parse_args(ap, quick={"bars": 20_000, "no_vectorbt": True})
     n = a.bars
     try:
         import vectorbt  # noqa: F401

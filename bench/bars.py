@@ -35,6 +35,8 @@ import pyarrow as pa
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
+
 from btsys.bars import TICK_COLUMNS, build_bars  # noqa: E402
 from btsys.bars.job import run_bars  # noqa: E402
 from btsys.storage import LocalStorage  # noqa: E402
@@ -146,7 +148,7 @@ def main(argv=None):
     ap.add_argument("--pandas-max", type=float, default=10e6, help="ticks given to the pandas peer")
     ap.add_argument("--dir", default=None, help="lake directory (default: a temporary one, removed)")
     ap.add_argument("--no-spark", action="store_true")
-    a = ap.parse_args(argv)
+    a = parse_args(ap, argv, quick={"ticks": 200_000, "days": 2, "pandas_max": 100_000})
     n_total = int(a.ticks)
     per_file = max(1, n_total // (a.symbols * a.days))
     n_total = per_file * a.symbols * a.days

@@ -25,6 +25,8 @@ from numba import njit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
+
 from btsys.features import FEATURES, compute_feature, compute_features  # noqa: E402
 from btsys.signals import labels as L  # noqa: E402
 
@@ -114,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bars", type=int, default=1_000_000)
     ap.add_argument("--window", type=int, default=20)
-    a = ap.parse_args()
+    a = parse_args(ap, quick={"bars": 20_000})
     n, w = a.bars, a.window
     small = make_bars(500)
     for fn in FEATURES:  # compile / load the numba cache

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -169,7 +171,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="keep/reuse the generated mirror here")
     ap.add_argument("--repeat", type=int, default=2, help="runs per phase; the best is reported")
     ap.add_argument("--spark", action="store_true", help="also time the Spark job (local[2])")
-    args = ap.parse_args()
+    args = parse_args(ap, quick={"gb": 0.002, "ticks_per_day": 5_000, "repeat": 1})
 
     from btsys.data.synthetic import generate_mirror
 

@@ -1,14 +1,14 @@
 """Reporting overheads: logging one run, a Hydra job's whole overhead, a 10,000-combination sweep.
 
-    python bench/report.py
+    python bench/report.py [--repeat 10] [--jobs 9] [--days 365] [--grid 100] [--quick]
 
 Prints, each next to a reference measured in the same run:
 
-1. ``log_run`` of one backtest (params, metrics, tags, config.yaml, returns/trades Parquet, five
-   charts, HTML tearsheet) into a sqlite store — reference: a bare fluent MLflow run with the same
-   params and metrics and no artifacts;
+1. ``log_run`` of one backtest (params, metrics, tags, config.yaml, returns/trades Parquet, six
+   charts, HTML tearsheet with the drawdown periods) into a sqlite store — reference: a bare
+   fluent MLflow run with the same params and metrics and no artifacts;
 2. the whole per-job overhead of a Hydra multirun with the MLflow callback (basic launcher):
-   ``(wall(9 jobs) - wall(1 job)) / 8`` minus the backtest itself, measured on the test app of
+   ``(wall(9 jobs) - wall(1 job)) / 8`` (``--jobs``) minus the backtest itself, measured on the test app of
    tests/test_multirun.py (what ``btsys.pipeline.run`` does after the cached stages);
 3. ``log_sweep_table`` of a real 100 x 100 kernel sweep (``btsys.backtest.sweep``) with the top 5
    as child runs — reference: the sweep's own compute time.
@@ -17,6 +17,7 @@ Peak RSS of this process is printed at the end.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import subprocess
@@ -32,6 +33,7 @@ sys.path[:0] = [ROOT, TESTS]
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 
 
 def compose(tmp, *overrides):
@@ -52,17 +54,20 @@ def compose(tmp, *overrides):
         )
 
 
-def bench_log_run(tmp: str, n: int = 10) -> None:
-    from test_report_helpers import make_result
+def bench_log_run(tmp: str, n: int = 10, days: int = 365) -> None:
+    from test_report_helpers import make_result, prices
 
+    from btsys.backtest.run import StageResult
     from btsys.report import mlflow_log as ml
     from btsys.report.charts import render_charts
     from btsys.report.tearsheet import render_tearsheet
 
     cfg = compose(tmp)
     t0 = time.perf_counter()
-    r = make_result(10, 50, n=24 * 365, seed=1)  # one year of hourly bars
+    r = make_result(10, 50, n=24 * days, seed=1, tick=0.01)  # one year of hourly bars by default
     t_bt = time.perf_counter() - t0
+    # as the pipeline hands it over: with the close prices (price chart, instrument decimals)
+    r = StageResult(r, ["BTCUSDT"], prices={"BTCUSDT": prices(24 * days, 1, tick=0.01)})
     t0 = time.perf_counter()
     ml.log_run(cfg, r, {"ingest": "i", "bars": "b", "features": "f"})  # warm-up: import, db, experiment
     t_first = time.perf_counter() - t0
@@ -73,11 +78,11 @@ def bench_log_run(tmp: str, n: int = 10) -> None:
         ts.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for _ in range(n):
-        pngs = render_charts(r)
+        pngs = render_charts(r, prices=r.prices)
     t_charts = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
     for _ in range(n):
-        render_tearsheet(r, pngs)
+        render_tearsheet(r, pngs, prices=r.prices)
     t_html = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
     for _ in range(n):
@@ -124,7 +129,7 @@ APP = textwrap.dedent("""
     @hydra.main(config_path=CONF, config_name="config", version_base="1.3")
     def main(cfg):
         t0 = time.perf_counter()
-        r = make_result(int(cfg.strategy.fast), int(cfg.strategy.slow), n=24 * 365, seed=5)
+        r = make_result(int(cfg.strategy.fast), int(cfg.strategy.slow), n=24 * DAYS, seed=5)
         with open(BT_LOG, "a") as f:
             f.write(f"{time.perf_counter() - t0}\\n")
         log_run(cfg, r, keys={"ingest": "ing", "bars": "bars", "features": "feat"})
@@ -135,11 +140,11 @@ APP = textwrap.dedent("""
 """)
 
 
-def bench_hydra_job(tmp: str) -> None:
+def bench_hydra_job(tmp: str, jobs: int = 9, days: int = 365, smoke: bool = False) -> None:
     app = os.path.join(tmp, "app.py")
     bt_log = os.path.join(tmp, "bt.txt")
     with open(app, "w") as f:
-        f.write(f"CONF = {os.path.join(ROOT, 'conf')!r}\nBT_LOG = {bt_log!r}\n" + APP)
+        f.write(f"CONF = {os.path.join(ROOT, 'conf')!r}\nBT_LOG = {bt_log!r}\nDAYS = {days}\n" + APP)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, ROOT]))
 
     def run(name, fasts):
@@ -165,23 +170,27 @@ def bench_hydra_job(tmp: str) -> None:
             raise RuntimeError(p.stderr[-3000:])
         return time.perf_counter() - t0
 
+    if smoke:  # --quick: one two-job multirun, no figure
+        print(f"[2] smoke: a 2-job multirun of the test app took {run('smoke', '5,6'):.2f} s")
+        return
     run("warm", "5")  # creates the db
     open(bt_log, "w").close()
     t1 = run("one", "6")
-    t9 = run("nine", ",".join(str(f) for f in range(7, 16)))
+    t9 = run("many", ",".join(str(f) for f in range(7, 7 + jobs)))
     bts = [float(x) for x in open(bt_log).read().split()]
     bt = float(np.mean(bts))
-    per_job = (t9 - t1) / 8
+    per_job = (t9 - t1) / (jobs - 1)
     print(
-        f"[2] Hydra multirun with the MLflow callback: 1 job {t1:.2f} s, 9 jobs {t9:.2f} s -> "
+        f"[2] Hydra multirun with the MLflow callback: 1 job {t1:.2f} s, {jobs} jobs {t9:.2f} s -> "
         f"{per_job:.3f} s per extra job, of which the backtest {bt:.3f} s -> overhead "
         f"{per_job - bt:.3f} s per job (target <= 0.5 s); fixed cost per sweep (process start, "
         f"imports, parent run, summary) {t1 - per_job:.2f} s"
     )
 
 
-def bench_pipeline_job(tmp: str) -> None:
-    """The same figure for the real ``python -m btsys -m +experiment=demo`` on cached bars."""
+def bench_pipeline_job(tmp: str, jobs: int = 9, data: tuple = (), smoke: bool = False) -> None:
+    """The same figure for the real ``python -m btsys -m +experiment=demo`` on cached bars
+    (``data``: overrides of the demo's data, e.g. fewer symbols)."""
     from btsys.backtest.run import run_backtest_stage
     from btsys.pipeline import RunContext, bars_stage, features_stage, ingest_stage
 
@@ -192,6 +201,7 @@ def bench_pipeline_job(tmp: str) -> None:
         "strategy.slow=50",
         f"storage.root={work}/data",
         f"mlflow.tracking_uri=sqlite:///{work}/mlflow.db",
+        *data,
     ]
 
     def run(name, fasts):
@@ -215,11 +225,16 @@ def bench_pipeline_job(tmp: str) -> None:
             raise RuntimeError(p.stderr[-3000:])
         return time.perf_counter() - t0
 
+    if smoke:  # --quick: one two-job multirun of the real pipeline, no figure
+        print(
+            f"[2b] smoke: python -m btsys -m, 2 jobs, ingest and bars included: {run('smoke', '5,6'):.2f} s"
+        )
+        return
     run("warm", "5")  # ingest, bars, features: cached from here on
     t1 = run("one", "6")
-    t9 = run("nine", ",".join(str(f) for f in range(7, 16)))
-    per_job = (t9 - t1) / 8
-    cfg = compose(work, "strategy.slow=50", f"storage.root={work}/data", "strategy.fast=7")
+    t9 = run("many", ",".join(str(f) for f in range(7, 7 + jobs)))
+    per_job = (t9 - t1) / (jobs - 1)
+    cfg = compose(work, "strategy.slow=50", f"storage.root={work}/data", "strategy.fast=7", *data)
     ctx = RunContext(cfg)
     ingest = ingest_stage(ctx)
     feats = features_stage(ctx, bars_stage(ctx, ingest))
@@ -235,15 +250,15 @@ def bench_pipeline_job(tmp: str) -> None:
     )
 
 
-def bench_kernel_sweep(tmp: str) -> None:
+def bench_kernel_sweep(tmp: str, side: int = 100, days: int = 365) -> None:
     from test_report_helpers import prices
 
     from btsys.backtest import simulate
     from btsys.backtest.sweep import ma_cross_signals, sweep
     from btsys.report import mlflow_log as ml
 
-    ts, close = prices(24 * 365, 3)
-    grid = {"fast": list(range(2, 102)), "slow": list(range(20, 420, 4))}
+    ts, close = prices(24 * days, 3)
+    grid = {"fast": list(range(2, 2 + side)), "slow": list(range(20, 20 + 4 * side, 4))}
     t0 = time.perf_counter()
     table, daily = sweep(close, grid, ts=ts, fees=0.0005, daily_returns=True)
     t_sweep = time.perf_counter() - t0
@@ -270,12 +285,23 @@ def bench_kernel_sweep(tmp: str) -> None:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=10, help="log_run calls timed")
+    ap.add_argument("--jobs", type=int, default=9, help="jobs of the timed multiruns (>= 2)")
+    ap.add_argument("--days", type=int, default=365, help="days of hourly bars per backtest")
+    ap.add_argument("--grid", type=int, default=100, help="kernel sweep of grid x grid combinations")
+    ap.add_argument("--demo-symbols", type=int, default=2, help="symbols of the demo multirun (1 or 2)")
+    ap.add_argument("--demo-days", type=int, default=10, help="days of the demo multirun (1..31)")
+    quick = {"repeat": 2, "jobs": 2, "days": 20, "grid": 10, "demo_symbols": 1, "demo_days": 2}
+    a = parse_args(ap, quick=quick)
+    symbols = ",".join(["BTCUSDT", "ETHUSDT"][: a.demo_symbols])
+    data = (f"data.symbols=[{symbols}]", f"data.end=2025-01-{a.demo_days:02d}")
     with tempfile.TemporaryDirectory(prefix="btsys-bench-report-") as tmp:
         os.chdir(tmp)
-        bench_log_run(tmp)
-        bench_pipeline_job(tmp)
-        bench_kernel_sweep(tmp)
-        bench_hydra_job(tmp)
+        bench_log_run(tmp, a.repeat, a.days)
+        bench_pipeline_job(tmp, a.jobs, data, smoke=a.quick)
+        bench_kernel_sweep(tmp, a.grid, a.days)
+        bench_hydra_job(tmp, a.jobs, a.days, smoke=a.quick)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the bench process: {peak:.0f} MiB")
 

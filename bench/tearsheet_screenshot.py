@@ -2,8 +2,9 @@
 
     python bench/tearsheet_screenshot.py [TEARSHEET.html] [--out shot.png]
 
-Without a path it backtests a seeded MA cross (120 days of hourly bars), writes its tearsheet to a
-temporary directory and screenshots that. Needs Debian's ``chromium`` (``apt-get install -y
+Without a path it backtests a seeded MA cross (120 days of hourly bars on a 0.01 price grid, with a
+buy-and-hold benchmark set on the result), writes its tearsheet to a temporary directory and
+screenshots that. Needs Debian's ``chromium`` (``apt-get install -y
 chromium``). Prints the screenshot's size, the share of non-white pixels and the render time.
 """
 
@@ -18,6 +19,7 @@ import tempfile
 import time
 
 import numpy as np
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,17 +78,21 @@ def screenshot(html_path: str, out_png: str, chromium: str = CHROMIUM, timeout: 
 def demo_tearsheet(dest_dir: str) -> str:
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
     sys.path.insert(0, os.path.dirname(HERE))
-    from test_report_helpers import make_result
+    from test_report_helpers import make_result, prices, with_benchmark
 
     from btsys.report.charts import render_charts
     from btsys.report.tearsheet import render_tearsheet
 
-    r = make_result(10, 50, n=24 * 120, seed=1)
+    n = 24 * 120
+    ts, close = prices(n, 1, tick=0.01)
+    r = with_benchmark(make_result(10, 50, n=n, seed=1, tick=0.01), close)
+    px = {"BTCUSDT": (ts, close)}
     page = render_tearsheet(
         r,
-        render_charts(r, "MA cross 10/50"),
+        render_charts(r, "MA cross 10/50", prices=px),
         title="btsys demo tearsheet",
         params={"strategy.fast": 10, "strategy.slow": 50},
+        prices=px,
     )
     path = os.path.join(dest_dir, "tearsheet.html")
     with open(path, "w", encoding="utf-8") as f:
@@ -98,7 +104,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("html", nargs="?")
     ap.add_argument("--out", default="tearsheet_screenshot.png")
-    a = ap.parse_args()
+    a = parse_args(ap)
     tmp = tempfile.mkdtemp(prefix="btsys-tearsheet-")
     try:
         html = a.html or demo_tearsheet(tmp)

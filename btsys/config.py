@@ -485,11 +485,11 @@ def conf_dir() -> str:
 def job_config(argv: Optional[list[str]], job_name: str) -> DictConfig:
     """Config of a Spark entry point in ``jobs/``: logging set up, overrides from ``argv`` (or the
     command line), composed like ``python -m btsys`` does."""
-    import logging
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    from btsys.logs import setup_logging
+
+    setup_logging()
     return compose(list(sys.argv[1:] if argv is None else argv), job_name=job_name)
 
 

@@ -334,6 +334,8 @@ def run(cfg: Any) -> dict:
     stage = str(getattr(cfg.stage, "value", cfg.stage))
     mode = str(getattr(cfg.sweep.mode, "value", cfg.sweep.mode))
     check_universe_and_quality(cfg, mode)
+    if stage == "all":
+        mlflow_log.check_tracking(cfg)  # an unusable tracking store fails now, not after the compute
     if stage == "all" and mode == "hydra" and not cfg.force:
         rid = mlflow_log.find_logged_run(cfg)
         if rid is not None:

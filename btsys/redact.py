@@ -18,6 +18,13 @@ MASK = "***"
 SECRET_QUERY_KEYS = ("token", "secret", "password", "passwd", "signature", "credential", "key", "auth", "sig")
 
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# The same URLs as Hydra writes them in overrides (``http\://user\:pw@host/?token\=x``): ``:`` and
+# ``=`` escaped with a backslash, so the plain URL pattern above does not see them.
+_ESCAPED_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*\\:/{2})([^\s/@'\"<>]+)@")
+_ESCAPED_QUERY_RE = re.compile(
+    r"([?&][A-Za-z0-9_.\-]*(?:" + "|".join(SECRET_QUERY_KEYS) + r")[A-Za-z0-9_.\-]*\\=)([^&\s'\"<>#]+)",
+    re.IGNORECASE,
+)
 
 
 def _secret_key(name: str) -> bool:
@@ -51,10 +58,15 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Every URL inside ``text`` redacted (log lines, error messages, YAML dumps)."""
-    if not isinstance(text, str) or "://" not in text:
+    """Every URL inside ``text`` redacted (log lines, error messages, YAML dumps, Hydra's escaped
+    overrides)."""
+    if not isinstance(text, str) or ":/" not in text:
         return text
-    return _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    if "\\:" in text:
+        text = _ESCAPED_USERINFO_RE.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+        text = _ESCAPED_QUERY_RE.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    return text
 
 
 def redact(obj: Any) -> Any:

@@ -23,9 +23,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from btsys.errors import UserError
 
-class StorageError(RuntimeError):
-    pass
+
+class StorageError(UserError, RuntimeError):
+    """A storage root that cannot be used (names ``storage.root``)."""
 
 
 def _check_rel(rel: str) -> str:
@@ -211,6 +213,39 @@ class S3Storage(Storage):
             )
         return self._client
 
+    def check(self) -> None:
+        """Raise :class:`StorageError` (one line with a hint) unless the bucket exists and answers."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except NoCredentialsError:
+            raise StorageError(
+                f"{self.root}: no AWS credentials found",
+                key="storage.root",
+                hint="export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use ~/.aws or an instance role",
+            ) from None
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StorageError(
+                    f"bucket {self.bucket!r} does not exist{where}",
+                    key="storage.root",
+                    hint=f"create it first (aws s3 mb s3://{self.bucket}) or point storage.root at a bucket",
+                ) from None
+            raise StorageError(
+                f"{self.root}: the bucket refused access{where} ({code})",
+                key="storage.root",
+                hint="check the credentials' permissions on the bucket",
+            ) from None
+        except BotoCoreError as e:
+            raise StorageError(
+                f"{self.root}: cannot reach the S3 endpoint{where} ({e})",
+                key="storage.endpoint_url",
+                hint="check storage.endpoint_url and the network",
+            ) from None
+
     def _key(self, rel: str) -> str:
         rel = _check_rel(rel)
         return f"{self.prefix}/{rel}".strip("/") if self.prefix else rel
@@ -307,7 +342,10 @@ def storage_from_dict(cfg: Mapping[str, Any]) -> Storage:
 
 
 def make_storage(cfg: Any) -> Storage:
-    """Storage from a Hydra ``storage`` node."""
+    """Storage from a Hydra ``storage`` node; an S3 bucket is checked to exist (fail fast)."""
     from btsys.config import to_plain
 
-    return storage_from_dict(to_plain(cfg))
+    store = storage_from_dict(to_plain(cfg))
+    if isinstance(store, S3Storage):
+        store.check()
+    return store

@@ -36,3 +36,12 @@ def test_redact_text_and_nested_structures():
     doc = {"source": {"base_url": "https://u:s3cret@h/"}, "urls": ["https://u:s3cret@h/a"], "n": 3}
     out = redact(doc)
     assert "s3cret" not in repr(out) and out["n"] == 3 and out["source"]["base_url"] == f"https://{MASK}@h/"
+
+
+def test_redact_text_sees_urls_as_hydra_escapes_them():
+    # Hydra writes overrides with ':' and '=' escaped (.hydra/overrides.yaml, multirun logs)
+    line = r"- data.source.base_url=http\://user\:s3cret@127.0.0.1\:9/a?token\=s3cret&symbol\=BTC"
+    out = redact_text(line)
+    assert "s3cret" not in out
+    assert out == rf"- data.source.base_url=http\://{MASK}@127.0.0.1\:9/a?token\={MASK}&symbol\=BTC"
+    assert redact_text(r"http\://h\:8/plain?symbol\=BTC") == r"http\://h\:8/plain?symbol\=BTC"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import CONF_DIR
-from test_report_helpers import T0, make_result
+from test_report_helpers import T0, make_result, prices, with_benchmark
 
 import btsys.config  # noqa: F401  (registers the schemas)
 from btsys.backtest.split import split_metrics, split_table, walk_forward_windows
@@ -66,8 +66,13 @@ def _png_ok(data: bytes) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- charts / tearsheet
-def test_render_charts_five_non_blank_pngs(result):
-    out = charts.render_charts(result, title="t")
+def test_render_charts_non_blank_pngs(result):
+    out = charts.render_charts(result, title="t")  # no prices: every chart but the price chart
+    assert tuple(out) == charts.CHART_NAMES[1:]
+    for png in out.values():
+        _png_ok(png)
+    ts, close = prices(24 * 75, 2)
+    out = charts.render_charts(with_benchmark(result, close), title="t", prices={"BTCUSDT": (ts, close)})
     assert tuple(out) == charts.CHART_NAMES
     for png in out.values():
         _png_ok(png)
@@ -78,7 +83,7 @@ def test_charts_handle_no_trades_and_short_series():
     from types import SimpleNamespace
 
     flat = SimpleNamespace(ts=ts, equity=np.full(30, 1e4), trades=pd.DataFrame(), metrics={})
-    out = charts.render_charts(flat)
+    out = charts.render_charts(flat, prices={"X": (ts, np.full(30, 5.0))})
     assert set(out) == set(charts.CHART_NAMES)
     assert all(p[:4] == b"\x89PNG" for p in out.values())
 
@@ -218,7 +223,9 @@ def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
         "charts",
     } <= arts
     assert {a.path for a in client.list_artifacts(rid, "charts")} == {
-        f"charts/{n}.png" for n in charts.CHART_NAMES
+        f"charts/{n}.png"
+        for n in charts.CHART_NAMES
+        if n != "price_trades"  # the result has no prices
     }
     d = client.download_artifacts(rid, "config.yaml", str(tmp_path / "dl"))
     text = open(d).read()

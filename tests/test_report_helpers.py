@@ -33,9 +33,12 @@ class _Result:
     final_value: float = 0.0
 
 
-def prices(n: int, seed: int, bar_us: int = HOUR_US, vol: float = 0.01):
+def prices(n: int, seed: int, bar_us: int = HOUR_US, vol: float = 0.01, tick: float = 0.0):
+    """A seeded random-walk close around 100 (on a ``tick`` price grid when ``tick`` > 0)."""
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, vol, n)))
+    if tick > 0:
+        close = np.round(close / tick) * tick
     ts = T0 + np.arange(n, dtype=np.int64) * bar_us
     return ts, close
 
@@ -159,9 +162,12 @@ def _own_sim(ts, close, fast, slow, fee=0.0005, cash0=10_000.0):
     return _Result(ts, eq, cash_a, pos_a, np.array(orders, dtype=odt), tr, m, float(eq[-1]))
 
 
-def make_result(fast: int = 10, slow: int = 50, n: int = 24 * 120, seed: int = 1, bar_us: int = HOUR_US):
-    """A real backtest of an MA cross over ``n`` bars (default 120 days of hourly bars)."""
-    ts, close = prices(n, seed, bar_us)
+def make_result(
+    fast: int = 10, slow: int = 50, n: int = 24 * 120, seed: int = 1, bar_us: int = HOUR_US, tick: float = 0.0
+):
+    """A real backtest of an MA cross over ``n`` bars (default 120 days of hourly bars) of
+    :func:`prices`."""
+    ts, close = prices(n, seed, bar_us, tick=tick)
     try:
         from btsys.backtest import simulate  # the real engine, once it has landed
     except ImportError:
@@ -170,3 +176,27 @@ def make_result(fast: int = 10, slow: int = 50, n: int = 24 * 120, seed: int = 1
     above = np.nan_to_num(f > s, nan=0).astype(bool) & ~np.isnan(s)
     prev = np.r_[False, above[:-1]]
     return simulate(close, above & ~prev, ~above & prev, ts=ts, fees=0.0005)
+
+
+def with_benchmark(result, close, init_cash: float = 10_000.0):
+    """``result`` as the api's results will look: ``benchmark_equity`` (buy and hold of ``close``
+    from the same start value) and the benchmark metrics set on it (values for display only)."""
+    from types import SimpleNamespace
+
+    bench = init_cash * np.asarray(close, dtype=np.float64) / float(close[0])
+    metrics = dict(result.metrics)
+    metrics.update(
+        {
+            "benchmark_return": bench[-1] / bench[0] - 1.0,
+            "alpha": 0.0123,
+            "beta": 0.87,
+            "information_ratio": -0.42,
+        }
+    )
+    fields = ("ts", "equity", "cash", "position", "orders", "trades", "final_value", "symbols")
+    return SimpleNamespace(
+        **{f: getattr(result, f) for f in fields if hasattr(result, f)},
+        init_cash=init_cash,
+        metrics=metrics,
+        benchmark_equity=bench,
+    )

@@ -37,6 +37,7 @@ class StageResult:
     extra_artifacts: Dict[str, bytes] = field(default_factory=dict)  # relative path -> file bytes
     extra_charts: Dict[str, bytes] = field(default_factory=dict)  # chart name -> PNG
     extra_tables: Dict[str, pd.DataFrame] = field(default_factory=dict)  # tearsheet title -> table
+    prices: Dict[str, tuple] = field(default_factory=dict)  # symbol -> (ts_close µs, close): charts
 
     # the reporter reads these like a BacktestResult
     def __getattr__(self, name: str) -> Any:
@@ -73,6 +74,11 @@ def _per_symbol(sigs: dict, attr: str) -> Optional[dict]:
     return d if any(v is not None for v in d.values()) else None
 
 
+def _prices(frames: Dict[str, pd.DataFrame]) -> Dict[str, tuple]:
+    """Close prices per symbol for the report's price chart and number formats."""
+    return {s: (f["ts_close"].to_numpy("int64"), f["close"].to_numpy("float64")) for s, f in frames.items()}
+
+
 def run_backtest_stage(
     cfg: Any, store, feats_entry, ingest_entry, universe: Optional[pd.DataFrame] = None
 ) -> StageResult:
@@ -98,7 +104,7 @@ def run_backtest_stage(
             bt_cfg=bt,
             universe=universe,
         )
-        return StageResult(res, sorted(frames))
+        return StageResult(res, sorted(frames), prices=_prices(frames))
     sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
     model_infos = {s: g.model_info for s, g in sigs.items() if g.model_info}
     if len(frames) == 1 and universe is None:
@@ -126,4 +132,4 @@ def run_backtest_stage(
             size_scale=_per_symbol(sigs, "size"),
             universe=universe,
         )
-    return StageResult(res, sorted(frames), model_infos=model_infos)
+    return StageResult(res, sorted(frames), model_infos=model_infos, prices=_prices(frames))

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from btsys.bars import _nb
+from btsys.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,11 @@ KINDS = ["time", *THRESHOLD_KINDS, *FLOW_KINDS]
 WARMUPS = ("first_day", "fixed")
 
 
-class BarsInputError(ValueError):
+class BarsInputError(DataError):
     """Invalid ticks: names the source (file), the row and the offending values."""
 
 
-class BarsConfigError(ValueError):
+class BarsConfigError(ConfigError):
     """Invalid bar settings: names the key."""
 
 

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from btsys.errors import ConfigError
+
 MARKETS = {"spot": "spot", "um": "futures/um", "cm": "futures/cm"}
 TICK_DATASETS = ("trades", "aggTrades")
 FUNDING = "fundingRate"
@@ -123,7 +125,7 @@ def check_symbol(symbol: str) -> str:
     This is what keeps a symbol like ``../etc`` out of URLs and storage keys.
     """
     if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
-        raise ValueError(
+        raise ConfigError(
             f"data.symbols: invalid symbol {symbol!r}: must match {SYMBOL_RE.pattern} "
             "(upper-case letters, digits, underscore)"
         )
@@ -148,7 +150,7 @@ def parse_date(value, key: str) -> dt.date:
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError:
-        raise ValueError(f"{key}: expected a YYYY-MM-DD date, got {value!r}") from None
+        raise ConfigError(f"{key}: expected a YYYY-MM-DD date, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ def plan_files(market: str, dataset: str, symbols: Iterable[str], start, end) ->
     market, dataset = check_market(market), check_dataset(dataset)
     s, e = parse_date(start, "data.start"), parse_date(end, "data.end")
     if e < s:
-        raise ValueError(f"data.end {e} is before data.start {s}")
+        raise ConfigError(f"data.end {e} is before data.start {s}")
     out = []
     for sym in symbols:
         check_symbol(sym)

@@ -336,7 +336,9 @@ def _ingest_funding(sf, store, data: bytes, csv_name: str, man: dict) -> None:
 # --------------------------------------------------------------------------- the Spark job
 def _task_fn(store_dict: dict, settings: dict, acc_files, acc_bytes, acc_rows):
     def run(it: Iterator[dict]) -> Iterator[str]:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        from btsys.logs import setup_logging
+
+        setup_logging()  # the Python worker logs in btsys's one format
         store = storage_from_dict(store_dict)
         with tempfile.TemporaryDirectory(prefix="btsys-ingest-") as tmp:
             for task in it:

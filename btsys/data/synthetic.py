@@ -41,6 +41,7 @@ import pyarrow.csv as pacsv
 
 from btsys.data import binance as bn
 from btsys.data.validate import US_PER_DAY, day_number
+from btsys.errors import ConfigError
 
 MIRROR_VERSION = 1
 SPOT_US_FROM = "2025-01-01"
@@ -276,9 +277,9 @@ def generate_mirror(
         Binance), ``volume_scale`` (trade-size factor) and ``volume_trend`` (the factor reached,
         geometrically, on ``end``): see :func:`symbol_profile`.
     """
-    s, e = bn.parse_date(start, "start"), bn.parse_date(end, "end")
+    s, e = bn.parse_date(start, "data.start"), bn.parse_date(end, "data.end")
     if e < s:
-        raise ValueError(f"end {e} is before start {s}")
+        raise ConfigError(f"data.end {e} is before data.start {s}")
     if daily not in ("needed", "all", "none"):
         raise ValueError(f"daily must be needed|all|none, got {daily!r}")
     cs_table = dict(contract_sizes or {"BTC": 100.0, "default": 10.0})

@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping
 import numpy as np
 import pandas as pd
 
+from btsys.errors import ConfigError
 from btsys.features import _nb
 
 BAR_COLUMNS = [
@@ -66,7 +67,7 @@ NON_FEATURE_COLUMNS = BAR_COLUMNS + ["threshold", "is_partial"]
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class FeatureError(ValueError):
+class FeatureError(ConfigError):
     """A bad feature spec or bar table; the message names the spec, key or column."""
 
 

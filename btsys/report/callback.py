@@ -37,9 +37,28 @@ from typing import Any, Optional
 import pandas as pd
 from hydra.experimental.callback import Callback
 
+from btsys.errors import UserError, debug_enabled, exit_on_user_error
+from btsys.redact import redact_text
 from btsys.report import mlflow_log as ml
+from btsys.report.naming import describe, sweep_values
 
 log = logging.getLogger("btsys.report")
+
+
+class SweepFailed(UserError):
+    """Every job of a multirun failed."""
+
+
+def all_failed(trials: list[dict], parent: str, sweep_dir: str) -> Optional[SweepFailed]:
+    """A :class:`SweepFailed` naming the first error when every recorded trial failed, else None."""
+    if not trials or any(t.get("status") != "FAILED" for t in trials):
+        return None
+    first = next((t.get("error") for t in trials if t.get("error")), "unknown error")
+    return SweepFailed(
+        f"all {len(trials)} jobs of the multirun failed; the first: {first}",
+        hint=f"every error is on the FAILED child runs of MLflow run {parent} and in the job logs "
+        f"under {sweep_dir}",
+    )
 
 
 def _strip_hydra(config: Any) -> Any:
@@ -76,23 +95,27 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         if not ml._enabled(config):
             return
+        try:
+            self._open_parent(config)
+        except UserError as e:  # e.g. an unreachable tracking store: one line, before any job runs
+            exit_on_user_error(e, log)
+
+    def _open_parent(self, config: Any) -> None:
         cfg = _strip_hydra(config)
         sweep_dir = str(config.hydra.sweep.dir)
         os.makedirs(sweep_dir, exist_ok=True)
         client = ml.client_for(cfg)
         exp = ml.experiment_id(cfg, client)
         overrides = [str(o) for o in (config.hydra.overrides.task or [])]
+        swept = sweep_values(overrides)
         tags = ml._base_tags(cfg, "sweep_parent", None, None)
         tags["btsys.sweep_dir"] = os.path.abspath(sweep_dir)
-        tags["btsys.overrides"] = " ".join(overrides)
+        tags["btsys.overrides"] = redact_text(" ".join(overrides))
         tags["btsys.sweeper"] = str(config.hydra.sweeper.get("_target_", ""))
         tags["btsys.launcher"] = str(config.hydra.launcher.get("_target_", ""))
-        run = client.create_run(
-            exp,
-            tags=tags,
-            run_name=f"{cfg.get('name', 'btsys')} sweep "
-            + " ".join(o for o in overrides if "," in o or "(" in o),
-        )
+        if swept:
+            tags["btsys.swept"] = ",".join(swept)
+        run = client.create_run(exp, tags=tags, run_name=describe(ml.plain_config(cfg), swept, ["sweep"]))
         self._parent, self._job_cfg, self._sweep_dir = run.info.run_id, cfg, sweep_dir
         try:
             ml._log_batch(client, self._parent, params=ml.param_items(cfg))
@@ -102,7 +125,12 @@ class MlflowSweepCallback(Callback):
                 client.log_artifacts(self._parent, d)
             ml.write_parent(
                 sweep_dir,
-                {"run_id": self._parent, "experiment_id": exp, "tracking_uri": str(cfg.mlflow.tracking_uri)},
+                {
+                    "run_id": self._parent,
+                    "experiment_id": exp,
+                    "tracking_uri": redact_text(str(cfg.mlflow.tracking_uri)),
+                    "swept": list(swept),
+                },
             )
         except BaseException as e:
             ml._fail_run(client, self._parent, e)
@@ -127,12 +155,18 @@ class MlflowSweepCallback(Callback):
         parent, self._parent = self._parent, None
         cfg = self._job_cfg
         client = ml.client_for(cfg)
+        sweep_dir = str(config.hydra.sweep.dir)
         try:
-            self._summarize(client, cfg, parent, str(config.hydra.sweep.dir), config)
-            client.set_terminated(parent, "FINISHED")
+            self._summarize(client, cfg, parent, sweep_dir, config)
+            failure = all_failed(ml.read_trials(sweep_dir), parent, sweep_dir)
+            if failure is None:
+                client.set_terminated(parent, "FINISHED")
         except BaseException as e:
             ml._fail_run(client, parent, e)
             raise
+        if failure is not None:  # nothing of the sweep succeeded: FAILED parent, non-zero exit
+            ml._fail_run(client, parent, failure)
+            exit_on_user_error(failure, log)
         log.info("mlflow parent run %s closed with the sweep summary", parent)
 
     def _summarize(self, client: Any, cfg: Any, parent: str, sweep_dir: str, config: Any) -> None:
@@ -208,15 +242,16 @@ class MlflowSweepCallback(Callback):
         if value is None:
             direction = str(hydra_cfg.sweeper.get("direction", "")) if hydra_cfg is not None else ""
             value = 1e9 if "min" in direction.lower() else -1e9
+        user = isinstance(exc, UserError) and not debug_enabled()  # a bug keeps its traceback
         log.error(
             "job %s failed (%s: %s); recorded in mlflow run %s; reporting objective %g and "
             "continuing the sweep",
             job["job_num"],
             type(exc).__name__,
-            exc,
+            exc.line() if isinstance(exc, UserError) else exc,
             rid,
             value,
-            exc_info=(type(exc), exc, exc.__traceback__),
+            exc_info=None if user else (type(exc), exc, exc.__traceback__),
         )
         job_return.status = JobStatus.COMPLETED
         job_return.return_value = float(value)

@@ -1,9 +1,15 @@
 """Charts of one backtest (matplotlib, Agg, no pyplot state): PNG bytes per chart.
 
-:func:`render_charts` draws the five per-run charts — equity with drawdown, monthly returns heatmap,
-returns distribution, rolling Sharpe and trade PnL scatter — from anything shaped like
-``btsys.backtest.engine.BacktestResult`` (``ts``, ``equity``, ``trades``). :func:`sweep_heatmap`
-draws the objective over a two-parameter grid.
+:func:`render_charts` draws the per-run charts — price with the trades (when the prices are
+given), equity against buy-and-hold with the drawdown, monthly returns heatmap, returns
+distribution, rolling Sharpe and trade PnL scatter — from anything shaped like
+``btsys.backtest.engine.BacktestResult`` (``ts``, ``equity``, ``trades``, optionally
+``benchmark_equity``). :func:`sweep_heatmap_png` draws the objective over a two-parameter grid.
+
+Short runs stay meaningful: returns are sampled per day when the run spans at least
+``MIN_PERIODS`` days, else per hour (or per 5 minutes), so a 10-day run gets a rolling Sharpe over
+about 60 hourly returns instead of a 3-day window, and the histogram leaves out the returns that
+are exactly zero (bars out of the market) and says how many it left out.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (thread- and process-safe, no
 global figure registry) and long curves are bucketed to at most ``MAX_POINTS`` points (last
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +29,27 @@ from btsys.report.stats import DAY_US, daily_equity, daily_returns, drawdown_ser
 
 MAX_POINTS = 2000
 DPI = 80
-CHART_NAMES = ("equity_drawdown", "monthly_returns", "returns_distribution", "rolling_sharpe", "trade_pnl")
+CHART_NAMES = (
+    "price_trades",
+    "equity_drawdown",
+    "monthly_returns",
+    "returns_distribution",
+    "rolling_sharpe",
+    "trade_pnl",
+)
+CHART_TITLES = {
+    "price_trades": "Price and trades",
+    "equity_drawdown": "Equity against buy and hold, drawdown",
+    "monthly_returns": "Monthly returns",
+    "returns_distribution": "Returns distribution",
+    "rolling_sharpe": "Rolling Sharpe",
+    "trade_pnl": "Trade PnL",
+}
+#: Sampling periods of returns, coarsest first: the first one giving ``MIN_PERIODS`` returns is used.
+PERIODS = ((DAY_US, "daily"), (DAY_US // 24, "hourly"), (DAY_US // 288, "5-minute"))
+MIN_PERIODS = 60
+MAX_PRICE_PANELS = 4
+LONG, SHORT, EXIT = "#1a7f37", "#cf222e", "#444444"
 
 
 def _figure(w: float = 10.0, h: float = 4.0):
@@ -70,8 +96,11 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def equity_drawdown_png(ts: np.ndarray, equity: np.ndarray, title: str = "Equity") -> bytes:
-    """Equity curve (top) and drawdown from the running peak (bottom, percent)."""
+def equity_drawdown_png(
+    ts: np.ndarray, equity: np.ndarray, title: str = "Equity", benchmark: Optional[np.ndarray] = None
+) -> bytes:
+    """Equity curve against buy-and-hold (``benchmark``, same start value) on top, drawdown from the
+    running peak (percent) below."""
     eq = np.asarray(equity, dtype=np.float64)
     ts = np.asarray(ts, dtype=np.int64)
     dd = drawdown_series(eq)
@@ -83,7 +112,11 @@ def equity_drawdown_png(ts: np.ndarray, equity: np.ndarray, title: str = "Equity
         _empty(ax1, "no bars")
         return _png(fig)
     x = _dates(t)
-    ax1.plot(x, e, lw=1.0, color="#1f77b4")
+    ax1.plot(x, e, lw=1.2, color="#1f77b4", label="strategy")
+    if benchmark is not None and len(benchmark) == len(eq):
+        bt, be, _ = _bucket(ts, np.asarray(benchmark, dtype=np.float64), dd)
+        ax1.plot(_dates(bt), be, lw=1.0, color="#7f7f7f", ls="--", label="buy and hold")
+        ax1.legend(loc="upper left", fontsize=8)
     ax1.set_title(title)
     ax1.set_ylabel("equity")
     ax1.grid(alpha=0.3)
@@ -93,6 +126,118 @@ def equity_drawdown_png(ts: np.ndarray, equity: np.ndarray, title: str = "Equity
     ax2.set_ylabel("drawdown %")
     ax2.grid(alpha=0.3)
     return _png(fig)
+
+
+def price_decimals(prices: np.ndarray, max_decimals: int = 8) -> int:
+    """Decimals of an instrument's price grid: the fewest that write every price exactly (at most
+    ``max_decimals``; from up to 2,000 sampled prices)."""
+    p = np.asarray(prices, dtype=np.float64)
+    p = p[np.isfinite(p)]
+    if len(p) > 2000:
+        p = p[np.linspace(0, len(p) - 1, 2000).astype(np.int64)]
+    for d in range(max_decimals + 1):
+        x = p * 10.0**d
+        if np.all(np.abs(x - np.round(x)) <= np.maximum(1e-6, 4 * np.finfo(np.float64).eps * np.abs(x))):
+            return d
+    return max_decimals
+
+
+def _trade_markers(ax, trades: pd.DataFrame, x_entry, x_exit) -> None:
+    direction = _direction_sign(trades)
+    is_open = (
+        np.asarray(trades["is_open"], dtype=bool) if "is_open" in trades else np.zeros(len(trades), bool)
+    )
+    for sign, color, marker, name in ((1, LONG, "^", "long entry"), (-1, SHORT, "v", "short entry")):
+        sel = direction == sign
+        if sel.any():
+            ax.scatter(
+                x_entry[sel],
+                trades["entry_price"].to_numpy()[sel],
+                marker=marker,
+                s=50,
+                color=color,
+                edgecolors="white",
+                linewidths=0.5,
+                zorder=3,
+                label=name,
+            )
+    closed = ~is_open
+    if closed.any():
+        ax.scatter(
+            x_exit[closed],
+            trades["exit_price"].to_numpy()[closed],
+            marker="x",
+            s=28,
+            color=EXIT,
+            zorder=3,
+            label="exit",
+        )
+    if is_open.any():
+        ax.scatter(
+            x_exit[is_open],
+            trades["exit_price"].to_numpy()[is_open],
+            marker="o",
+            s=30,
+            facecolors="none",
+            edgecolors=EXIT,
+            zorder=3,
+            label="open (marked)",
+        )
+
+
+def price_trades_png(prices: Mapping[str, tuple], trades: Optional[pd.DataFrame] = None) -> bytes:
+    """Close price of each symbol (up to ``MAX_PRICE_PANELS``) with the trades' entries (triangles:
+    up long, down short) and exits (crosses; an open position's mark: a circle)."""
+    syms = list(prices)[:MAX_PRICE_PANELS]
+    top, panel, gap, bottom = 0.35, 2.2, 0.55, 0.55  # inches
+    height = top + max(len(syms), 1) * panel + max(len(syms) - 1, 0) * gap + bottom
+    fig = _figure(10, height)
+    if not syms:
+        _empty(fig.add_axes((0.08, 0.1, 0.9, 0.8)), "no prices")
+        return _png(fig)
+    for k, sym in enumerate(syms):
+        y0 = height - top - (k + 1) * panel - k * gap
+        ax = fig.add_axes((0.08, y0 / height, 0.9, panel / height))
+        ts, close = (np.asarray(a) for a in prices[sym])
+        t, c, _ = _bucket(ts.astype(np.int64), close.astype(np.float64), close.astype(np.float64))
+        ax.plot(_dates(t), c, lw=0.9, color="#1f77b4", label=f"{sym} close")
+        tr = _symbol_trades(trades, sym, len(prices) > 1)
+        if tr is not None and len(tr):
+            _trade_markers(ax, tr, _dates(_times_us(tr["entry_time"])), _dates(_times_us(tr["exit_time"])))
+        ax.set_ylabel(sym)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7, ncol=5)
+        _date_axis(ax)
+        if k == 0:
+            more = f" (first {MAX_PRICE_PANELS} of {len(prices)} symbols)" if len(prices) > len(syms) else ""
+            ax.set_title(f"Price and trades{more}")
+    return _png(fig)
+
+
+def _symbol_trades(trades: Optional[pd.DataFrame], sym: str, portfolio: bool) -> Optional[pd.DataFrame]:
+    if trades is None or len(trades) == 0:
+        return None
+    if portfolio and "symbol" in trades:
+        return trades[trades["symbol"].astype(str) == sym]
+    return trades
+
+
+def _times_us(col) -> np.ndarray:
+    """A time column as int64 µs since the epoch (from µs integers or datetimes, naive = UTC)."""
+    s = pd.Series(col)
+    if pd.api.types.is_numeric_dtype(s):
+        return s.to_numpy(np.int64)
+    return pd.to_datetime(s, utc=True).dt.as_unit("us").astype("int64").to_numpy()
+
+
+def _direction_sign(trades: pd.DataFrame) -> np.ndarray:
+    """+1 long / -1 short per trade, from integer codes or names."""
+    if "direction" not in trades:
+        return np.ones(len(trades), np.int64)
+    d = trades["direction"]
+    if d.dtype == object or str(d.dtype) in ("string", "category"):
+        return np.where(d.astype(str).str.lower().str.startswith("s"), -1, 1)
+    return np.where(np.asarray(d, dtype=np.float64) < 0, -1, 1)
 
 
 def monthly_returns_table(ts: np.ndarray, equity: np.ndarray) -> pd.DataFrame:
@@ -110,6 +255,20 @@ def monthly_returns_table(ts: np.ndarray, equity: np.ndarray) -> pd.DataFrame:
     return tab
 
 
+def text_colour(rgba: Sequence[float]) -> str:
+    """Black or white, whichever reads better on a cell of colour ``rgba`` (relative luminance)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _cell_labels(ax, im, vals: np.ndarray, fmt: str, fontsize: int) -> None:
+    """Write each finite cell's value in a colour that contrasts with the cell."""
+    for (i, j), v in np.ndenumerate(vals):
+        if math.isfinite(v):
+            colour = text_colour(im.cmap(im.norm(v)))
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=fontsize, color=colour)
+
+
 def monthly_returns_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
     """Heatmap of monthly returns (percent), one row per year."""
     tab = monthly_returns_table(ts, equity)
@@ -121,10 +280,8 @@ def monthly_returns_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
     vals = tab.to_numpy(dtype=np.float64) * 100.0
     lim = np.nanmax(np.abs(vals)) if np.isfinite(vals).any() else 1.0
     lim = lim if lim > 0 else 1.0
-    ax.imshow(np.ma.masked_invalid(vals), cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
-    for (i, j), v in np.ndenumerate(vals):
-        if math.isfinite(v):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8)
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
+    _cell_labels(ax, im, vals, "{:+.1f}", fontsize=8)
     ax.set_xticks(range(12))
     ax.set_xticklabels(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
     ax.set_yticks(range(len(tab)))
@@ -133,58 +290,115 @@ def monthly_returns_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
     return _png(fig)
 
 
+def return_period(ts: np.ndarray) -> tuple[int, str]:
+    """(period in µs, its name): the coarsest of ``PERIODS`` giving ``MIN_PERIODS`` returns."""
+    ts = np.asarray(ts, dtype=np.int64)
+    span = int(ts[-1] - ts[0]) if len(ts) else 0
+    for period, name in PERIODS:
+        if span >= MIN_PERIODS * period:
+            return period, name
+    return PERIODS[-1]
+
+
+def period_returns(
+    ts: np.ndarray, equity: np.ndarray, period_us: int = DAY_US
+) -> tuple[np.ndarray, np.ndarray]:
+    """Simple returns of the equity sampled at the end of each ``period_us`` bucket (epoch-aligned).
+
+    A bucket without bars keeps the previous value (a zero return: nothing was marked); the first
+    return is measured from the first bar's equity, so a bucket's return uses bars up to its end
+    only. Returns (bucket start µs, returns).
+    """
+    ts = np.asarray(ts, dtype=np.int64)
+    eq = np.asarray(equity, dtype=np.float64)
+    if len(ts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    b = ts // period_us
+    last = np.r_[np.flatnonzero(np.diff(b)), len(b) - 1]  # last bar of each bucket present
+    full = np.arange(b[0], b[-1] + 1)
+    pos = np.searchsorted(b[last], full, side="right") - 1
+    vals = eq[last][pos]
+    prev = np.r_[eq[0], vals[:-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(prev != 0, vals / prev - 1.0, 0.0)
+    return full * period_us, r
+
+
+def histogram_returns(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, int, str]:
+    """(returns per :func:`return_period` that are not exactly zero, how many were zero: periods
+    out of the market, the period's name)."""
+    period, name = return_period(ts)
+    _, r = period_returns(ts, equity, period)
+    r = r[np.isfinite(r)]
+    return r[r != 0.0], int(np.sum(r == 0.0)), name
+
+
 def returns_distribution_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
-    """Histogram of daily returns (per-bar returns when there are fewer than 20 days)."""
-    _, r = daily_returns(ts, equity)
-    label = "daily"
-    if len(r) < 20:
-        eq = np.asarray(equity, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = eq[1:] / eq[:-1] - 1.0 if len(eq) > 1 else np.zeros(0)
-        label = "per-bar"
-    r = r[np.isfinite(r)] * 100.0
+    """Histogram of :func:`histogram_returns`; the flat periods left out are counted in the title."""
+    r, flat, name = histogram_returns(ts, equity)
+    r = r * 100.0
     fig = _figure(10, 4)
     ax = fig.add_axes((0.08, 0.14, 0.9, 0.76))
     if len(r) == 0:
-        _empty(ax, "no returns")
+        _empty(ax, "no non-zero returns")
         return _png(fig)
     ax.hist(r, bins=min(60, max(10, int(math.sqrt(len(r))))), color="#1f77b4", alpha=0.8)
     ax.axvline(float(np.mean(r)), color="k", lw=1, ls="--", label=f"mean {np.mean(r):.3f}%")
-    ax.set_xlabel(f"{label} return (%)")
-    ax.set_title(f"Distribution of {label} returns (n={len(r)})")
+    ax.axvline(0.0, color="#999999", lw=0.8)
+    ax.set_xlabel(f"{name} return (%)")
+    left_out = f"; {flat} flat {name} returns (out of the market) left out" if flat else ""
+    ax.set_title(f"Distribution of {name} returns (n={len(r)}{left_out})")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
     return _png(fig)
 
 
-def rolling_sharpe_series(ts: np.ndarray, equity: np.ndarray, window_days: int = 30) -> pd.Series:
-    """Annualised (sqrt 365) Sharpe of the trailing ``window_days`` daily returns, by day.
+def rolling_sharpe_series(
+    ts: np.ndarray, equity: np.ndarray, window: int = 30, period_us: int = DAY_US
+) -> pd.Series:
+    """Annualised (365-day years) Sharpe of the trailing ``window`` returns per ``period_us``.
 
-    Uses only returns up to and including each day (no look-ahead); NaN until the window is full.
+    Uses only returns up to and including each period (no look-ahead); NaN until the window is full.
     """
-    days, r = daily_returns(ts, equity)
-    s = pd.Series(r, index=pd.to_datetime(days, unit="us", utc=True))
-    roll = s.rolling(window_days, min_periods=window_days)
+    starts, r = period_returns(ts, equity, period_us)
+    s = pd.Series(r, index=pd.to_datetime(starts, unit="us", utc=True))
+    roll = s.rolling(window, min_periods=window)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return roll.mean() / roll.std(ddof=1) * math.sqrt(365.0)
+        return roll.mean() / roll.std(ddof=1) * math.sqrt(365.0 * DAY_US / period_us)
 
 
-def rolling_sharpe_png(ts: np.ndarray, equity: np.ndarray, window_days: int = 30) -> bytes:
-    days, _ = daily_returns(ts, equity)
-    w = window_days if len(days) >= 2 * window_days else max(3, len(days) // 3)
-    rs = rolling_sharpe_series(ts, equity, w)
+def rolling_window(n_returns: int, period_us: int) -> int:
+    """Window of the rolling Sharpe: 30 days of daily returns; finer returns: a quarter of the run
+    in whole days (at least 24 returns)."""
+    if period_us >= DAY_US:
+        return 30
+    per_day = DAY_US // period_us
+    return max(24, (n_returns // 4) // per_day * per_day)
+
+
+def rolling_sharpe_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
+    period, name = return_period(ts)
+    n = len(period_returns(ts, equity, period)[1])
+    w = rolling_window(n, period)
+    rs = rolling_sharpe_series(ts, equity, w, period)
     fig = _figure(10, 3.5)
     ax = fig.add_axes((0.08, 0.14, 0.9, 0.74))
+    span = _span_text(w * period)
     if rs.notna().sum() == 0:
-        _empty(ax, f"fewer than {w} days: no rolling Sharpe")
+        _empty(ax, f"fewer than {w} {name} returns: no rolling Sharpe")
         ax.set_title("Rolling Sharpe")
         return _png(fig)
     ax.plot(_dates(rs.index.as_unit("us").asi8), rs.to_numpy(), lw=1.0, color="#2ca02c")
     _date_axis(ax)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_title(f"Rolling Sharpe ({w} days, annualised with 365)")
+    ax.set_title(f"Rolling Sharpe ({w} {name} returns = {span}, annualised)")
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def _span_text(us: int) -> str:
+    days = us / DAY_US
+    return f"{days:.3g} days" if days >= 1 else f"{us / (DAY_US / 24):.3g} hours"
 
 
 def trade_pnl_png(trades: Optional[pd.DataFrame]) -> bytes:
@@ -196,13 +410,13 @@ def trade_pnl_png(trades: Optional[pd.DataFrame]) -> bytes:
         ax.set_title("Trade PnL")
         return _png(fig)
     t = trades
-    dated = "exit_time" in t and t["exit_time"].notna().all()
-    x = _dates(t["exit_time"].astype("int64").to_numpy() // 1000) if dated else np.arange(len(t))
+    dated = "exit_time" in t
+    x = _dates(_times_us(t["exit_time"])) if dated else np.arange(len(t))
     pnl = np.asarray(t["pnl"], dtype=np.float64)
-    direction = np.asarray(t["direction"] if "direction" in t else ["long"] * len(t), dtype=object)
+    direction = _direction_sign(t)
     is_open = np.asarray(t["is_open"], dtype=bool) if "is_open" in t else np.zeros(len(t), bool)
-    for color, name in (("#2ca02c", "long"), ("#d62728", "short")):
-        sel = (direction == name) & ~is_open
+    for sign, color, name in ((1, LONG, "long"), (-1, SHORT, "short")):
+        sel = (direction == sign) & ~is_open
         if sel.any():
             ax.scatter(x[sel], pnl[sel], s=14, color=color, alpha=0.7, label=name)
         sel_o = (direction == name) & is_open
@@ -220,18 +434,27 @@ def trade_pnl_png(trades: Optional[pd.DataFrame]) -> bytes:
     return _png(fig)
 
 
-def render_charts(result: Any, title: str = "Equity") -> dict[str, bytes]:
-    """All per-run charts of a backtest result: ``{name: png bytes}`` with names ``CHART_NAMES``."""
+def render_charts(
+    result: Any, title: str = "Equity", prices: Optional[Mapping[str, tuple]] = None
+) -> dict[str, bytes]:
+    """Every chart of a backtest: ``{name: png bytes}`` in ``CHART_NAMES`` order.
+
+    ``prices`` (``{symbol: (ts µs, close)}``) adds ``price_trades``; a ``benchmark_equity`` on the
+    result adds the buy-and-hold line to ``equity_drawdown``.
+    """
     eq = np.asarray(result.equity, dtype=np.float64)
     ts = getattr(result, "ts", None)
     ts = np.arange(len(eq), dtype=np.int64) * DAY_US if ts is None else np.asarray(ts, dtype=np.int64)
-    return {
-        "equity_drawdown": equity_drawdown_png(ts, eq, title),
-        "monthly_returns": monthly_returns_png(ts, eq),
-        "returns_distribution": returns_distribution_png(ts, eq),
-        "rolling_sharpe": rolling_sharpe_png(ts, eq),
-        "trade_pnl": trade_pnl_png(getattr(result, "trades", None)),
-    }
+    trades = getattr(result, "trades", None)
+    out = {}
+    if prices:
+        out["price_trades"] = price_trades_png(prices, trades)
+    out["equity_drawdown"] = equity_drawdown_png(ts, eq, title, getattr(result, "benchmark_equity", None))
+    out["monthly_returns"] = monthly_returns_png(ts, eq)
+    out["returns_distribution"] = returns_distribution_png(ts, eq)
+    out["rolling_sharpe"] = rolling_sharpe_png(ts, eq)
+    out["trade_pnl"] = trade_pnl_png(trades)
+    return out
 
 
 def sweep_heatmap_png(table: pd.DataFrame, x: str, y: str, value: str) -> bytes:
@@ -246,9 +469,7 @@ def sweep_heatmap_png(table: pd.DataFrame, x: str, y: str, value: str) -> bytes:
     im = ax.imshow(np.ma.masked_invalid(vals), cmap="viridis", aspect="auto", origin="lower")
     fig.colorbar(im, cax=cax)
     if nx * ny <= 400:
-        for (i, j), v in np.ndenumerate(vals):
-            if math.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
+        _cell_labels(ax, im, vals, "{:.2f}", fontsize=7)
     step_x, step_y = max(1, nx // 20), max(1, ny // 20)
     ax.set_xticks(range(0, nx, step_x))
     ax.set_xticklabels([str(v) for v in piv.columns[::step_x]], rotation=45, fontsize=8)

@@ -64,6 +64,9 @@ def _mlflow():
     """``mlflow`` module, imported on first use only."""
     global _MLFLOW
     if _MLFLOW is None:
+        from btsys.logs import quiet_third_party
+
+        quiet_third_party()  # before the import: MLflow would install its own log handler
         import mlflow  # noqa: WPS433 (deliberately lazy: ~1.7 s)
 
         _MLFLOW = mlflow
@@ -98,10 +101,12 @@ def plain_config(cfg: Any) -> dict:
 
 
 def config_yaml(cfg: Any) -> str:
-    """The resolved config as YAML (what is logged as ``config.yaml``)."""
+    """The resolved config as YAML (what is logged as ``config.yaml``), credentials in URLs masked."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_yaml(OmegaConf.create(plain_config(cfg)))
+    from btsys.redact import redact_text
+
+    return redact_text(OmegaConf.to_yaml(OmegaConf.create(plain_config(cfg))))
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -120,10 +125,26 @@ def _short_hash(s: str) -> str:
     return "sha256:" + hashlib.sha256(s.encode("utf-8")).hexdigest()[:16]
 
 
+def _not_applicable(plain: Mapping[str, Any]) -> tuple[str, ...]:
+    """Param prefixes that do not apply to this data source: the real site's URL (and its download
+    settings) for synthetic data, the generator's settings for real data."""
+    data = plain.get("data") or {}
+    if "name" not in data:
+        return ()
+    return ("data.source.",) if data["name"] == "synthetic" else ("data.synthetic.",)
+
+
 def param_items(cfg: Any) -> dict[str, str]:
-    """The MLflow params of a config: flattened keys -> strings; over-long keys/values hashed."""
+    """The MLflow params of a config: flattened keys -> strings; over-long keys/values hashed;
+    credentials in URLs masked; settings of the other data source left out."""
+    from btsys.redact import redact_text
+
     out = {}
-    for k, v in flatten(plain_config(cfg)).items():
+    plain = plain_config(cfg)
+    skip = _not_applicable(plain)
+    for k, v in flatten(plain).items():
+        if skip and k.startswith(skip):
+            continue
         if isinstance(v, (list, tuple, dict)):
             s = json.dumps(v, sort_keys=True, default=str)
         elif v is None:
@@ -132,6 +153,7 @@ def param_items(cfg: Any) -> dict[str, str]:
             s = str(v)
         if len(k) > MAX_PARAM_KEY:
             k = k[: MAX_PARAM_KEY - 24] + "~" + _short_hash(k)
+        s = redact_text(s)
         if len(s) > MAX_PARAM_VALUE:
             s = f"{_short_hash(s)} (len {len(s)}, full value in config.yaml)"
         out[k] = s
@@ -180,41 +202,36 @@ def git_info() -> tuple[str, str]:
 
 
 def client_for(cfg: Any):
-    """A cached :class:`MlflowClient` for ``cfg.mlflow.tracking_uri``."""
+    """A cached :class:`MlflowClient` for ``cfg.mlflow.tracking_uri``, checked and with its store
+    created (see :mod:`btsys.report.tracking`)."""
+    from btsys.report.tracking import make_client
+
     uri = str(_get(_section(cfg, "mlflow"), "tracking_uri", "sqlite:///mlflow.db"))
     if uri not in _CLIENTS:
-        from mlflow.tracking import MlflowClient
-
         _mlflow()
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+        _CLIENTS[uri] = make_client(uri)
     return _CLIENTS[uri]
 
 
+def check_tracking(cfg: Any) -> None:
+    """Fail fast (:class:`btsys.errors.TrackingError`, in seconds) when the run could not be logged;
+    the pipeline calls it before computing anything. No-op with ``mlflow.enabled=false``."""
+    if _enabled(cfg):
+        client_for(cfg)
+
+
 def experiment_id(cfg: Any, client: Any = None) -> str:
-    """Id of ``cfg.mlflow.experiment_name``, created once (race-safe across sweep workers)."""
+    """Id of ``cfg.mlflow.experiment_name``, created once (race-safe across sweep workers), its
+    artifacts beside a sqlite store and tagged as a model-development experiment."""
+    from btsys.report.tracking import ensure_experiment
+
     m = _section(cfg, "mlflow")
     uri = str(_get(m, "tracking_uri", "sqlite:///mlflow.db"))
     name = str(_get(m, "experiment_name", "btsys"))
     if (uri, name) in _EXPERIMENTS:
         return _EXPERIMENTS[(uri, name)]
-    client = client or client_for(cfg)
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        art = _get(m, "artifact_location", None)
-        try:
-            eid = client.create_experiment(name, artifact_location=str(art) if art else None)
-        except Exception:  # another process created it first
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-            eid = exp.experiment_id
-    else:
-        if exp.lifecycle_stage == "deleted":
-            raise RuntimeError(
-                f"mlflow experiment {name!r} is deleted in {uri}: restore it or set "
-                f"mlflow.experiment_name to another name"
-            )
-        eid = exp.experiment_id
+    art = _get(m, "artifact_location", None)
+    eid = ensure_experiment(client or client_for(cfg), uri, name, str(art) if art else None)
     _EXPERIMENTS[(uri, name)] = eid
     return eid
 
@@ -229,6 +246,8 @@ def _log_batch(
 ) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
+    from btsys.redact import redact_text
+
     now = int(time.time() * 1000)
     p = [Param(k, v) for k, v in dict(params).items()]
     m = []
@@ -238,7 +257,7 @@ def _log_batch(
         except (TypeError, ValueError):
             continue
         m.append(Metric(k, fv, now, step))
-    t = [RunTag(k, str(v)[:5000]) for k, v in dict(tags).items()]
+    t = [RunTag(k, redact_text(str(v))[:5000]) for k, v in dict(tags).items()]
     # MLflow limits one batch to 100 params, 100 tags, 1000 metrics and 1000 entities in all
     n = max(
         -(-len(p) // PARAMS_PER_BATCH), -(-len(t) // PARAMS_PER_BATCH), -(-len(m) // METRICS_PER_BATCH), 1
@@ -266,8 +285,10 @@ def _metric_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
 def hydra_job(hydra_cfg: Any = None) -> Optional[dict]:
     """Multirun context of the current Hydra job: sweep dir, job number, task overrides.
 
-    ``None`` outside Hydra or in a single run.
+    ``None`` outside Hydra or in a single run. Credentials in URLs of the overrides are masked.
     """
+    from btsys.redact import redact_text
+
     hc = hydra_cfg
     if hc is None:
         try:
@@ -285,7 +306,7 @@ def hydra_job(hydra_cfg: Any = None) -> Optional[dict]:
     return {
         "sweep_dir": str(_get(_get(hc, "sweep", {}), "dir", "")),
         "job_num": int(_get(job, "num", 0) or 0),
-        "overrides": [str(o) for o in (_get(_get(hc, "overrides", {}), "task", []) or [])],
+        "overrides": [redact_text(str(o)) for o in (_get(_get(hc, "overrides", {}), "task", []) or [])],
     }
 
 
@@ -316,9 +337,13 @@ def read_parent(sweep_dir: str) -> Optional[dict]:
 def register_trial(
     job: Optional[dict], run_id: Optional[str], status: str, reused: bool = False, error: str = ""
 ) -> None:
-    """Record in the sweep dir which run a multirun job produced (no-op outside a multirun)."""
+    """Record in the sweep dir which run a multirun job produced (no-op outside a multirun); URLs in
+    the error are redacted."""
+    from btsys.redact import redact_text
+
     if not job or not job.get("sweep_dir"):
         return
+    error = redact_text(error)
     _write_json_atomic(
         os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json"),
         {
@@ -375,7 +400,22 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- runs
+def _swept(job: Optional[dict]) -> Optional[dict[str, str]]:
+    """This multirun job's values of the keys its sweep varies (``None`` outside a multirun)."""
+    if not job:
+        return None
+    from btsys.report.naming import job_values
+
+    swept = (read_parent(job["sweep_dir"]) or {}).get("swept") if job.get("sweep_dir") else None
+    return job_values(job["overrides"], swept)
+
+
 def _base_tags(cfg: Any, kind: str, parent: Optional[str], job: Optional[dict]) -> dict[str, str]:
+    """Tags of every run: kind, git, experiment name, strategy/symbols/bars, sweep context; URLs
+    redacted."""
+    from btsys.redact import redact_text
+    from btsys.report.naming import tags as naming_tags
+
     commit, dirty = git_info()
     tags = {
         "btsys.run_kind": kind,
@@ -392,27 +432,38 @@ def _base_tags(cfg: Any, kind: str, parent: Optional[str], job: Optional[dict]) 
         tags["btsys.job_num"] = str(job["job_num"])
         if job["overrides"]:
             tags["btsys.overrides"] = " ".join(job["overrides"])
-    return tags
+    tags.update(naming_tags(plain_config(cfg), _swept(job)))
+    return {k: redact_text(v) for k, v in tags.items()}
 
 
 def _run_name(cfg: Any, job: Optional[dict], extra: str = "") -> str:
-    name = str(_get(cfg, "name", "btsys"))
-    if job:
-        ov = parse_overrides(job["overrides"])
-        ov.pop("experiment", None)
-        name = f"{name}#{job['job_num']}" + (
-            "" if not ov else " " + ",".join(f"{k.split('.')[-1]}={v}" for k, v in ov.items())
-        )
-    return (name + (" " + extra if extra else ""))[:250]
+    """``ma_cross fast=10 slow=50 BTCUSDT dollar`` (+ swept keys and ``#<job>`` in a multirun)."""
+    from btsys.report.naming import describe
+
+    words = [f"#{job['job_num']}"] if job else []
+    return describe(plain_config(cfg), _swept(job), [*words, extra] if extra else words)
+
+
+def _grid_run_name(cfg: Any, table: pd.DataFrame, param_cols: Sequence[str]) -> str:
+    """``ma_cross fast=5..40 slow=50..200 BTCUSDT dollar kernel sweep (24)``: the grid's ranges."""
+    from btsys.report.naming import describe
+
+    ranges = {}
+    for c in param_cols:
+        vals = pd.unique(table[c])
+        ranges[c] = str(vals[0]) if len(vals) == 1 else f"{np.min(vals)}..{np.max(vals)}"
+    return describe(plain_config(cfg), ranges, ["kernel sweep", f"({len(table)})"])
 
 
 def _fail_run(client: Any, run_id: str, exc: BaseException) -> None:
     """Mark a run FAILED with the error as a tag and a traceback artifact; never raises."""
+    from btsys.redact import redact_text
+
     try:
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = redact_text(f"{type(exc).__name__}: {exc}")
         client.set_tag(run_id, "btsys.error", msg[:5000])
         client.set_tag(run_id, "btsys.error_type", type(exc).__name__)
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = redact_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         with tempfile.TemporaryDirectory(prefix="btsys-err-") as d:
             with open(os.path.join(d, "error.txt"), "w") as f:
                 f.write(tb)
@@ -467,13 +518,19 @@ def _write_result_artifacts(
         from btsys.report.charts import render_charts
         from btsys.report.tearsheet import render_tearsheet
 
-        pngs = {**render_charts(result, title=title), **(getattr(result, "extra_charts", None) or {})}
+        prices = getattr(result, "prices", None)  # {symbol: (ts, close)} from the backtest stage
+        pngs = {
+            **render_charts(result, title=title, prices=prices),
+            **(getattr(result, "extra_charts", None) or {}),
+        }
         os.makedirs(os.path.join(d, "charts"), exist_ok=True)
         for name, png in pngs.items():
             with open(os.path.join(d, "charts", f"{name}.png"), "wb") as f:
                 f.write(png)
         strat = plain_config(cfg).get("strategy") or {}
-        params = {f"strategy.{k}": v for k, v in strat.items()} if isinstance(strat, dict) else {}
+        params = (
+            {f"strategy.{k}": v for k, v in strat.items() if k != "name"} if isinstance(strat, dict) else {}
+        )
         base = set(getattr(result, "metrics", {}) or {})
         extra = {k: v for k, v in metrics.items() if k not in base}
         html_text = render_tearsheet(
@@ -486,6 +543,7 @@ def _write_result_artifacts(
             config_yaml=yaml_text,
             walk_forward=wf,
             tables=getattr(result, "extra_tables", None),
+            prices=prices,
         )
         with open(os.path.join(d, "tearsheet.html"), "w", encoding="utf-8") as f:
             f.write(html_text)
@@ -588,6 +646,14 @@ def find_logged_run(cfg: Any) -> Optional[str]:
     register_trial(hydra_job(), rid, "FINISHED", reused=True)
     log.info("config hash %s already logged as run %s: skipping (force=true reruns)", h, rid)
     return rid
+
+
+def run_url(cfg: Any, run_id: str) -> str:
+    """Link to a logged run in the MLflow UI (:func:`btsys.report.tracking.ui_url`)."""
+    from btsys.report.tracking import ui_url
+
+    uri = str(_get(_section(cfg, "mlflow"), "tracking_uri", "sqlite:///mlflow.db"))
+    return ui_url(uri, client_for(cfg).get_run(run_id).info.experiment_id, run_id)
 
 
 def logged_metrics(cfg: Any, run_id: str) -> dict[str, float]:
@@ -777,7 +843,7 @@ def log_sweep_table(
         tags[f"btsys.{k}_key"] = str(v)
     sweep = _section(cfg, "sweep")
     direction = str(_get(sweep, "direction", "maximize") or "maximize")
-    run = client.create_run(exp, tags=tags, run_name=_run_name(cfg, job, f"kernel sweep {len(table)}"))
+    run = client.create_run(exp, tags=tags, run_name=_grid_run_name(cfg, table, param_cols))
     rid = run.info.run_id
     try:
         # best trial's returns (for the DSR) from the matching top result
@@ -824,16 +890,8 @@ def log_sweep_table(
             child = OmegaConf.create(OmegaConf.to_container(base))
             for k, v in p.items():
                 OmegaConf.update(child, k, v.item() if isinstance(v, np.generic) else v, force_add=True)
-            label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in p.items())
             _log_trial(
-                client,
-                exp,
-                child,
-                r,
-                keys or {},
-                rid,
-                None,
-                run_name=f"{_get(cfg, 'name', 'btsys')} top{i + 1} {label}"[:250],
+                client, exp, child, r, keys or {}, rid, None, run_name=_run_name(child, None, f"top{i + 1}")
             )
         client.set_terminated(rid, "FINISHED")
     except BaseException as e:

@@ -9,7 +9,8 @@ Expressions are parsed with :mod:`ast` (mode ``eval``) and only these nodes are 
 * ``and`` / ``or``.
 
 Everything else (attribute access, calls, subscripts, lambdas, comprehensions, strings, ...) is
-rejected with :class:`RuleError` naming the construct and its column. The tree is evaluated by a
+rejected with :class:`RuleError` naming the construct and its column, and so is a rule over the size
+limits (``MAX_RULE_CHARS``, ``MAX_RULE_NODES``, ``MAX_RULE_DEPTH``). The tree is evaluated by a
 small interpreter over numpy arrays; Python's ``eval`` is never used. Every operation is
 element-wise on the same bar, so a rule can never read a later bar. Comparisons with NaN (a
 feature in its warm-up) are False.
@@ -22,6 +23,8 @@ import operator
 from typing import Callable, Dict, Iterable, Set
 
 import numpy as np
+
+from btsys.errors import ConfigError
 
 _BINOPS = {
     ast.Add: operator.add,
@@ -61,34 +64,112 @@ _WHAT = {
 }
 
 
-class RuleError(ValueError):
-    """An expression outside the grammar, or naming something that is not a feature."""
+#: Limits of an expression: characters, AST nodes and nesting depth. Real rules are far smaller;
+#: the limits keep a hostile or generated rule from exhausting the parser or the interpreter's stack.
+MAX_RULE_CHARS = 2000
+MAX_RULE_NODES = 500
+MAX_RULE_DEPTH = 50
+
+_STRUCTURE = (
+    ast.Expression,
+    ast.Load,
+    ast.And,
+    ast.Or,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.BoolOp,
+    ast.UnaryOp,
+    ast.BinOp,
+    ast.Compare,
+)
+
+
+class RuleError(ConfigError):
+    """An expression outside the grammar, over the limits, or naming something that is not a feature."""
 
 
 def _fail(expr: str, node: ast.AST, what: str) -> RuleError:
     col = getattr(node, "col_offset", None)
     where = f" at column {col + 1}" if col is not None else ""
     return RuleError(
-        f"rule {expr!r}: {what}{where} is not allowed; a rule may use only feature names, "
+        f"rule {_quote(expr)}: {what}{where} is not allowed; a rule may use only feature names, "
         f"numbers, comparisons, and/or/not and + - * / % **"
     )
+
+
+def _quote(expr: str, width: int = 80) -> str:
+    """``expr`` quoted for a message, shortened (a rule may be up to ``MAX_RULE_CHARS`` long)."""
+    return repr(expr if len(expr) <= width else expr[: width - 3] + "...")
+
+
+def _parse(expr: str) -> ast.Expression:
+    """``ast.parse`` within the size and depth limits."""
+    if not isinstance(expr, str) or not expr.strip():
+        raise RuleError(f"rule must be a non-empty string, got {expr!r}")
+    if len(expr) > MAX_RULE_CHARS:
+        raise RuleError(f"rule is too long ({len(expr)} characters, at most {MAX_RULE_CHARS})")
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as e:
+        raise RuleError(f"rule {_quote(expr)}: syntax error: {e.msg} at column {e.offset}") from None
+    except (RecursionError, MemoryError):  # the parser's own stack: nesting far over the limit
+        raise RuleError(f"rule {_quote(expr)}: nested too deeply (at most {MAX_RULE_DEPTH} levels)") from None
+    nodes, stack = 0, [(tree, 1)]
+    while stack:  # iterative: the check itself must not recurse as deep as the rule
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_RULE_DEPTH:
+            raise RuleError(f"rule {_quote(expr)}: nested too deeply (more than {MAX_RULE_DEPTH} levels)")
+        if nodes > MAX_RULE_NODES:
+            raise RuleError(f"rule {_quote(expr)}: too large (more than {MAX_RULE_NODES} syntax nodes)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
+
+
+def _check_operator(expr: str, node: ast.AST) -> None:
+    if isinstance(node, ast.UnaryOp) and type(node.op) not in (ast.Not, ast.USub, ast.UAdd):
+        raise _fail(expr, node, f"unary operator {type(node.op).__name__}")
+    if isinstance(node, ast.BinOp) and type(node.op) not in _BINOPS:
+        raise _fail(expr, node, f"operator {type(node.op).__name__}")
+    if isinstance(node, ast.Compare) and any(type(o) not in _CMPOPS for o in node.ops):
+        bad = next(type(o).__name__ for o in node.ops if type(o) not in _CMPOPS)
+        raise _fail(expr, node, f"comparison {bad}")
+
+
+def _check_name(expr: str, node: ast.Name, is_known, names_set) -> None:
+    if node.id.startswith("_"):
+        raise _fail(expr, node, f"name {node.id!r} (private names)")
+    if is_known is not None and not is_known(node.id):
+        avail = f"; available columns: {sorted(names_set)}" if names_set is not None else ""
+        raise RuleError(
+            f"rule {_quote(expr)}: {node.id!r} is not a feature (not a column of the "
+            f"frame nor a library feature like sma_200){avail}"
+        )
+
+
+def _check_node(expr: str, node: ast.AST, is_known, names_set) -> None:
+    """Raise :class:`RuleError` unless ``node`` belongs to the grammar (and names a known feature)."""
+    if isinstance(node, _STRUCTURE):
+        _check_operator(expr, node)
+    elif isinstance(node, ast.Name):
+        _check_name(expr, node, is_known, names_set)
+    elif isinstance(node, ast.Constant):
+        if not isinstance(node.value, (bool, int, float)):
+            raise _fail(expr, node, f"constant {node.value!r} (only numbers)")
+    elif type(node) not in _BINOPS and type(node) not in _CMPOPS:
+        raise _fail(expr, node, _WHAT.get(type(node), type(node).__name__))
 
 
 def parse_rule(expr: str, known: Callable[[str], bool] | Iterable[str] | None = None) -> ast.Expression:
     """Parse and validate ``expr``; ``known(name)`` (or a set of names) says which names exist.
 
-    Returns the checked :class:`ast.Expression`. Raises :class:`RuleError` for syntax errors,
-    nodes outside the grammar and unknown names (the message lists the available columns when a
-    set was given).
+    Returns the checked :class:`ast.Expression`. Raises :class:`RuleError` for syntax errors, rules
+    over the limits (``MAX_RULE_CHARS`` characters, ``MAX_RULE_NODES`` nodes, ``MAX_RULE_DEPTH``
+    levels), nodes outside the grammar and unknown names (the message lists the available columns
+    when a set was given).
     """
-    if not isinstance(expr, str) or not expr.strip():
-        raise RuleError(f"rule must be a non-empty string, got {expr!r}")
-    if len(expr) > 2000:
-        raise RuleError(f"rule is too long ({len(expr)} characters, at most 2000)")
-    try:
-        tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError as e:
-        raise RuleError(f"rule {expr!r}: syntax error: {e.msg} at column {e.offset}") from None
+    tree = _parse(expr)
     names_set: Set[str] | None = None
     if known is not None and not callable(known):
         names_set = set(known)
@@ -96,49 +177,7 @@ def parse_rule(expr: str, known: Callable[[str], bool] | Iterable[str] | None = 
     else:
         is_known = known
     for node in ast.walk(tree):
-        if isinstance(
-            node,
-            (
-                ast.Expression,
-                ast.Load,
-                ast.And,
-                ast.Or,
-                ast.Not,
-                ast.USub,
-                ast.UAdd,
-                ast.BoolOp,
-                ast.UnaryOp,
-                ast.BinOp,
-                ast.Compare,
-            ),
-        ):
-            if isinstance(node, ast.UnaryOp) and type(node.op) not in (ast.Not, ast.USub, ast.UAdd):
-                raise _fail(expr, node, f"unary operator {type(node.op).__name__}")
-            if isinstance(node, ast.BinOp) and type(node.op) not in _BINOPS:
-                raise _fail(expr, node, f"operator {type(node.op).__name__}")
-            if isinstance(node, ast.Compare) and any(type(o) not in _CMPOPS for o in node.ops):
-                bad = next(type(o).__name__ for o in node.ops if type(o) not in _CMPOPS)
-                raise _fail(expr, node, f"comparison {bad}")
-            continue
-        if type(node) in _BINOPS or type(node) in _CMPOPS:
-            continue
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, bool) or (
-                isinstance(node.value, (int, float)) and not isinstance(node.value, complex)
-            ):
-                continue
-            raise _fail(expr, node, f"constant {node.value!r} (only numbers)")
-        if isinstance(node, ast.Name):
-            if node.id.startswith("_"):
-                raise _fail(expr, node, f"name {node.id!r} (private names)")
-            if is_known is not None and not is_known(node.id):
-                avail = f"; available columns: {sorted(names_set)}" if names_set is not None else ""
-                raise RuleError(
-                    f"rule {expr!r}: {node.id!r} is not a feature (not a column of the "
-                    f"frame nor a library feature like sma_200){avail}"
-                )
-            continue
-        raise _fail(expr, node, _WHAT.get(type(node), type(node).__name__))
+        _check_node(expr, node, is_known, names_set)
     return tree
 
 
@@ -161,6 +200,18 @@ def _truth(x):
         return (a != 0) & ~np.isnan(a.astype(np.float64))
 
 
+def _compare(node: ast.Compare, env: Dict[str, np.ndarray]):
+    """A comparison chain ``a < b <= c`` as ``(a < b) & (b <= c)``."""
+    left = np.asarray(_eval(node.left, env), dtype=np.float64)
+    out = None
+    for op, comp in zip(node.ops, node.comparators, strict=True):
+        right = np.asarray(_eval(comp, env), dtype=np.float64)
+        r = _CMPOPS[type(op)](left, right)
+        out = r if out is None else out & r
+        left = right
+    return out
+
+
 def _eval(node: ast.AST, env: Dict[str, np.ndarray]):
     if isinstance(node, ast.Expression):
         return _eval(node.body, env)
@@ -179,14 +230,7 @@ def _eval(node: ast.AST, env: Dict[str, np.ndarray]):
         b = np.asarray(_eval(node.right, env), dtype=np.float64)
         return _BINOPS[type(node.op)](a, b)
     if isinstance(node, ast.Compare):
-        left = np.asarray(_eval(node.left, env), dtype=np.float64)
-        out = None
-        for op, comp in zip(node.ops, node.comparators):
-            right = np.asarray(_eval(comp, env), dtype=np.float64)
-            r = _CMPOPS[type(op)](left, right)
-            out = r if out is None else out & r
-            left = right
-        return out
+        return _compare(node, env)
     if isinstance(node, ast.BoolOp):
         vals = [_truth(_eval(v, env)) for v in node.values]
         out = vals[0]

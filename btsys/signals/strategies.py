@@ -22,11 +22,12 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from btsys.errors import ConfigError
 from btsys.features import FeatureError, compute_feature, parse_feature_name
 from btsys.signals.rules import RuleError, evaluate_rule, parse_rule, rule_names
 
 
-class StrategyError(ValueError):
+class StrategyError(ConfigError):
     """A bad strategy config or frame; the message names the key or column."""
 
 
