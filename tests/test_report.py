@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import CONF_DIR
-from test_report_helpers import T0, make_result, prices, with_benchmark
+from test_report_helpers import T0, make_result, prices
 
 import btsys.config  # noqa: F401  (registers the schemas)
 from btsys.backtest.split import split_metrics, split_table, walk_forward_windows
@@ -72,7 +72,7 @@ def test_render_charts_non_blank_pngs(result):
     for png in out.values():
         _png_ok(png)
     ts, close = prices(24 * 75, 2)
-    out = charts.render_charts(with_benchmark(result, close), title="t", prices={"BTCUSDT": (ts, close)})
+    out = charts.render_charts(result, title="t", prices={"BTCUSDT": (ts, close)})
     assert tuple(out) == charts.CHART_NAMES
     for png in out.values():
         _png_ok(png)

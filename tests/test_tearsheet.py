@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_helpers import HOUR_US, T0, make_result, prices, with_benchmark
+from test_report_helpers import HOUR_US, T0, make_result, prices
 
-from btsys.backtest.enums import OrderKind
 from btsys.report import charts
 from btsys.report.drawdowns import drawdown_periods
 from btsys.report.stats import DAY_US
@@ -161,9 +160,11 @@ def _trades(symbols=False):
         {
             "entry_idx": [0, 5],
             "exit_idx": [3, 9],
-            "entry_ts": [T0, T0 + 5 * HOUR_US],
-            "exit_ts": [T0 + 3 * HOUR_US + 20 * 60_000_000, T0 + 9 * HOUR_US],
-            "direction": [1, -1],
+            "entry_time": pd.to_datetime([T0, T0 + 5 * HOUR_US], unit="us", utc=True),
+            "exit_time": pd.to_datetime(
+                [T0 + 3 * HOUR_US + 20 * 60_000_000, T0 + 9 * HOUR_US], unit="us", utc=True
+            ),
+            "direction": ["long", "short"],
             "size": [0.0123456789, 0.5],
             "entry_price": [86321.45, 3321.5],
             "exit_price": [86000.1, 3300.25],
@@ -173,7 +174,7 @@ def _trades(symbols=False):
             "fees": [1.06, 1.66],
             "funding": [0.0, 0.0],
             "is_open": [False, True],
-            "exit_kind": [OrderKind.STOP_LOSS, OrderKind.EXIT],
+            "exit_reason": ["stop_loss", "open"],
         }
     )
     if symbols:
@@ -191,15 +192,6 @@ def test_trades_view_names_codes_and_formats_prices_per_instrument():
     assert list(view["held"]) == ["3h 20m", "4h 00m"]
     assert list(view["pnl"]) == ["-3.95", "+10.60"] and list(cls["pnl"]) == ["neg", "pos"]
     assert "entry_idx" not in view and "col" not in view and "is_open" not in view
-    # the same trades with datetimes and names (the api's DataFrames) read the same
-    t = _trades(symbols=True)
-    t["entry_ts"] = pd.to_datetime(t["entry_ts"], unit="us", utc=True)
-    t["exit_ts"] = pd.to_datetime(t["exit_ts"], unit="us", utc=True)
-    t["direction"] = ["long", "short"]
-    t["exit_kind"] = ["stop_loss", "exit"]
-    view2, _ = trades_view(t, {"BTCUSDT": 2, "ETHUSDT": 3})
-    assert list(view2["side"]) == ["long", "short"] and list(view2["held"]) == list(view["held"])
-    assert view2["exit"].iloc[0] == "stop loss"
 
 
 def test_tearsheet_formats_benchmark_drawdowns_and_trades():
@@ -207,7 +199,7 @@ def test_tearsheet_formats_benchmark_drawdowns_and_trades():
     ts, close = prices(n, 7, tick=0.01)
     r = make_result(10, 50, n=n, seed=7, tick=0.01)
     px = {"BTCUSDT": (ts, close)}
-    page = render_tearsheet(with_benchmark(r, close), charts.render_charts(r, prices=px), prices=px)
+    page = render_tearsheet(r, charts.render_charts(r, prices=px), prices=px)  # simulate's benchmark
     assert page.count('src="data:image/png;base64,') == len(charts.CHART_NAMES)
     for label in ("buy and hold return", "alpha", "beta", "information ratio"):
         assert f'<div class="n">{label}</div>' in page
@@ -217,5 +209,3 @@ def test_tearsheet_formats_benchmark_drawdowns_and_trades():
     assert f">{first['entry_price']:,.2f}<" in table  # the instrument's 0.01 grid: two decimals
     assert f">{first['exit_price']:,.3f}<" not in table
     assert table.count(">long<") == len(r.trades) and ">1<" not in table  # names, not direction codes
-    plain = render_tearsheet(r, charts.render_charts(r))
-    assert "buy and hold return" not in plain  # only shown when the result has the benchmark
