@@ -78,14 +78,14 @@ def screenshot(html_path: str, out_png: str, chromium: str = CHROMIUM, timeout: 
 def demo_tearsheet(dest_dir: str) -> str:
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
     sys.path.insert(0, os.path.dirname(HERE))
-    from test_report_helpers import make_result, prices, with_benchmark
+    from test_report_helpers import make_result, prices
 
     from btsys.report.charts import render_charts
     from btsys.report.tearsheet import render_tearsheet
 
     n = 24 * 120
     ts, close = prices(n, 1, tick=0.01)
-    r = with_benchmark(make_result(10, 50, n=n, seed=1, tick=0.01), close)
+    r = make_result(10, 50, n=n, seed=1, tick=0.01)  # simulate's result: benchmark included
     px = {"BTCUSDT": (ts, close)}
     page = render_tearsheet(
         r,
