@@ -10,6 +10,7 @@ from btsys.backtest import simulate
 from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
 
 H = 3_600_000_000
+NO_COSTS = {"fees": {"taker": 0.0}, "slippage": {"bps": 0.0}}  # by-hand cases; costs default on
 
 
 def frame(close, ts, volume=None):
@@ -71,7 +72,7 @@ def test_shared_cash_event_order_by_time():
     b = frame([50, 50, 40], np.array([1, 3, 5]) * H)
     ent = {"A": np.array([1, 0, 0, 0], bool), "B": np.array([1, 0, 0], bool)}
     ex = {"A": np.array([0, 0, 1, 0], bool), "B": np.zeros(3, bool)}
-    r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "close"})
+    r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "close", **NO_COSTS})
     assert list(r.ts) == [0, H, 2 * H, 3 * H, 4 * H, 5 * H, 6 * H]
     # A enters first with half the cash (2 flat symbols), B then takes all that is left
     assert list(r.orders["col"]) == [0, 1, 0]
@@ -99,7 +100,7 @@ def test_cross_sectional_long_top_short_bottom():
         "C": np.array([1, 1, 1, 3, 3, 3.0]),
     }
     r = simulate_cross_sectional(
-        bars, scores, top_n=1, bottom_n=1, rebalance_every=3, bt_cfg={"fill": "close"}
+        bars, scores, top_n=1, bottom_n=1, rebalance_every=3, bt_cfg={"fill": "close", **NO_COSTS}
     )
     o = pd.DataFrame(r.orders)
     first = o[o.idx == 0]

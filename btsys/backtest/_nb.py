@@ -37,9 +37,8 @@ from btsys.backtest.enums import (
     CHECK_TS,
     DAY_US,
     N_METRICS,
-    P_ALLOW_LONG,
-    P_ALLOW_SHORT,
     P_COOLDOWN,
+    P_DIRECTION,
     P_FEE,
     P_FEE_FIXED,
     P_FILL,
@@ -313,8 +312,8 @@ def params_nb(p):
         p[P_MAX_POSITION],
         p[P_MAX_LEVERAGE],
         p[P_MAX_DRAWDOWN],
-        p[P_ALLOW_LONG] != 0.0,
-        p[P_ALLOW_SHORT] != 0.0,
+        p[P_DIRECTION] != 1.0,  # long or both
+        p[P_DIRECTION] != 0.0,  # short or both
     )
 
 

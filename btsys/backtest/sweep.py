@@ -35,12 +35,13 @@ from btsys.backtest.enums import (
     N_METRICS,
     P_IMPACT,
     P_SIZE_MODE,
-    SWEEPABLE,
     SizeMode,
     order_dt,
     trade_dt,
 )
+from btsys.backtest.options import OPTIONS
 
+SWEEPABLE = {o.kw: o.slot for o in OPTIONS if o.sweepable and o.slot is not None}
 STRATEGIES = {"ma_cross": 0, "ema_cross": 1}
 STRATEGY_PARAMS = ("fast", "slow")
 
