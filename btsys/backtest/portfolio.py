@@ -26,6 +26,7 @@ from btsys.backtest.engine import (
     options_from_config,
 )
 from btsys.backtest.enums import N_METRICS, P_INIT_CASH, order_dt, trade_dt
+from btsys.signals import _strategies_nb as snb
 
 
 def _opts(bt_cfg: Any) -> dict:
@@ -261,54 +262,29 @@ def simulate_cross_sectional(
                 f"bars[{s!r}] has {len(arrs[s]['close'])} rows"
             )
         sc[rows[s], k] = a
-    latest = pd.DataFrame(sc).ffill().to_numpy()  # latest score known at each time
-    if isinstance(rebalance_every, str):
-        per = pd.to_datetime(ts, unit="us", utc=True).floor(rebalance_every).asi8
-        reb = np.r_[True, per[1:] != per[:-1]]
-    else:
-        if int(rebalance_every) < 1:
-            raise ValueError(f"simulate_cross_sectional: rebalance_every must be >= 1, got {rebalance_every}")
-        reb = np.zeros(T, dtype=bool)
-        reb[:: int(rebalance_every)] = True
-    target = np.zeros((T, K), dtype=np.int8)  # at rebalance rows only
-    for t in np.flatnonzero(reb):
-        v = latest[t]
-        ok = np.flatnonzero(np.isfinite(v))
-        if ok.size == 0:
-            continue
-        order = ok[np.argsort(-v[ok], kind="stable")]
-        longs = order[:top_n]
-        shorts = [j for j in order[::-1][:bottom_n] if j not in set(longs)]
-        target[t, longs] = 1
-        target[t, shorts] = -1
-    ent, ex, sen, sex = {}, {}, {}, {}
-    reb_rows = np.flatnonzero(reb)
-    for k, s in enumerate(symbols):
-        r = rows[s]
-        n_s = len(r)
-        e = np.zeros(n_s, bool)
-        x = np.zeros(n_s, bool)
-        se = np.zeros(n_s, bool)
-        sx = np.zeros(n_s, bool)
-        # the symbol's first bar at or after each rebalance time carries that decision
-        bar_of = np.searchsorted(r, reb_rows, side="left")
-        for t, b in zip(reb_rows, bar_of):
-            if b >= n_s:
-                continue
-            want = target[t, k]
-            e[b] = want == 1
-            x[b] = want != 1
-            se[b] = want == -1
-            sx[b] = want != -1
-        ent[s], ex[s], sen[s], sex[s] = e, x, se, sx
+    has = _grid(symbols, rows, T, {s: True for s in symbols}, np.bool_, False)
+    sig = [np.zeros((T, K), dtype=np.bool_) for _ in range(4)]
+    snb.xs_momentum_signals_nb(has, sc, rebalance_rows(ts, rebalance_every), top_n, bottom_n, *sig)
+    ent, ex, sen, sex = ({s: g[rows[s], k] for k, s in enumerate(symbols)} for g in sig)
     opts = {**_opts(bt_cfg), **overrides}
     opts["direction"] = "both"
     if opts["size_mode"] == "all":
         opts["size_mode"] = "percent"
         opts["size"] = 1.0 / (top_n + bottom_n)
-    res = simulate_portfolio(bars, ent, ex, {}, funding=None, short_entries=sen, short_exits=sex, **opts)
-    if funding is not None and _get(bt_cfg, "funding", False):
-        res = simulate_portfolio(
-            bars, ent, ex, {"funding": True}, funding=funding, short_entries=sen, short_exits=sex, **opts
-        )
-    return res
+    charged = {"funding": bool(_get(bt_cfg, "funding", False))}
+    return simulate_portfolio(
+        bars, ent, ex, charged, funding=funding, short_entries=sen, short_exits=sex, **opts
+    )
+
+
+def rebalance_rows(ts: np.ndarray, every: Union[int, str]) -> np.ndarray:
+    """Rebalance mask of a merged timeline: every ``every`` rows from the first, or the first row
+    of each new pandas period (``"1D"``, ``"6h"``)."""
+    if isinstance(every, str):
+        per = pd.to_datetime(ts, unit="us", utc=True).floor(every).asi8
+        return np.r_[True, per[1:] != per[:-1]]
+    if isinstance(every, bool) or int(every) != every or int(every) < 1:
+        raise ValueError(f"simulate_cross_sectional: rebalance_every must be an integer >= 1, got {every!r}")
+    reb = np.zeros(ts.shape[0], dtype=np.bool_)
+    reb[:: int(every)] = True
+    return reb
