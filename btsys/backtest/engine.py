@@ -12,7 +12,6 @@ value is ``position * close`` as in a spot account.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -41,6 +40,7 @@ from btsys.backtest.enums import (
 )
 from btsys.backtest.options import KW_DEFAULTS as _D
 from btsys.backtest.options import _get, build_params, options_from_config
+from btsys.features._nb import rolling_std_nb
 
 _PAR_LOCK = threading.Lock()
 
@@ -232,20 +232,24 @@ def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
 
 
 def realised_vol(close: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
-    """Annualised volatility of log returns over the trailing ``window`` bars, known at each
-    bar's close (uses closes up to and including that bar only; NaN during warm-up).
+    """Annualised volatility known at each bar's close (``size.mode=vol_target``): the sample
+    standard deviation of the last ``window`` 1-bar log returns times ``sqrt(bars per year)``,
+    with bars per year from those same bars' span, ``window * 365 days / (ts[t] - ts[t - window])``.
 
-    Bars per year = 365 days / median bar spacing."""
+    Uses closes and bar times up to and including bar ``t`` only (later bars change nothing
+    before them); NaN during the warm-up and when the window spans no time (no entry then)."""
     n = close.shape[0]
     if window < 2:
         raise ValueError(f"simulate: `vol_window` must be >= 2, got {window}")
     r = np.empty(n)
     r[0] = np.nan
     r[1:] = np.diff(np.log(close))
-    s = pd.Series(r).rolling(window, min_periods=window).std(ddof=1).to_numpy()
-    dt = float(np.median(np.diff(ts))) if n > 1 else float(DAY_US)
-    per_year = 365.0 * DAY_US / dt if dt > 0 else 365.0
-    return np.ascontiguousarray(s * math.sqrt(per_year))
+    out = rolling_std_nb(r, window, 1)
+    span = np.full(n, np.nan)
+    span[window:] = (ts[window:] - ts[:-window]).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out *= np.sqrt(np.where(span > 0, window * 365.0 * DAY_US / span, np.nan))
+    return out
 
 
 # --------------------------------------------------------------------------- results
