@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btsys.backtest import simulate
+from btsys.backtest import simulate, simulate_from_config
 from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
 
 H = 3_600_000_000
@@ -166,3 +166,42 @@ def test_portfolio_bet_sizes_scale_each_symbols_entries():
     got = {res.symbols[c]: q for c, q in zip(buys["col"], buys["size"])}
     assert got == {"AAA": pytest.approx(5.0), "BBB": pytest.approx(10.0)}
     assert res.final_value == pytest.approx(10_000.0 + 5 * 2.0 + 10 * 5.0)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"size": {"mode": "vol_target", "value": 0.4, "vol_window": 30}, "funding": True},
+        {"size": {"mode": "percent", "value": 0.3}, "risk": {"trailing_stop": 0.02, "max_drawdown": 0.2}},
+    ],
+)
+def test_portfolio_metrics_equal_metrics_from_arrays_and_one_symbol_equals_simulate(extra):
+    """The portfolio kernel's streaming metrics equal the metrics of its equity and trades; with one
+    symbol it equals simulate (vol_target sizing and funding included)."""
+    from btsys.backtest.metrics import compute_metrics
+
+    rng = np.random.default_rng(12)
+    n = 600
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    o = np.r_[c[0], c[:-1]]
+    h, lo = np.maximum(o, c) * 1.003, np.minimum(o, c) * 0.997
+    ts = np.cumsum(rng.integers(1, 5, n)).astype(np.int64) * H
+    df = pd.DataFrame({"ts_close": ts, "open": o, "high": h, "low": lo, "close": c, "volume": np.ones(n)})
+    e, x, se, sx = (rng.random(n) < 0.05 for _ in range(4))
+    fund = pd.DataFrame({"ts": ts[::7] + 1, "rate": rng.normal(0, 0.001, len(ts[::7]))})
+    cfg = {"fees": {"taker": 0.001}, "direction": "both", **extra}
+    pr = simulate_portfolio(
+        {"BTC": df}, {"BTC": e}, {"BTC": x}, cfg, funding={"BTC": fund}, short_entries={"BTC": se},
+        short_exits={"BTC": sx},
+    )  # fmt: skip
+    r = simulate_from_config(df, e, x, cfg, funding=fund, short_entries=se, short_exits=sx)
+    assert len(r.orders) > 10
+    np.testing.assert_allclose(pr.equity, r.equity, rtol=1e-13)  # sums associate differently
+    for k, v in r.metrics.items():
+        assert pr.metrics[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k
+    m = compute_metrics(
+        pr.ts, pr.equity, 10_000.0, pr.trades, pr.position, pr.metrics["fees_paid"],
+        pr.metrics["funding_paid"], float((pr.orders["size"] * pr.orders["price"]).sum()),
+    )  # fmt: skip
+    for k, v in pr.metrics.items():
+        assert m[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k

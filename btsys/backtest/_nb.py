@@ -1359,13 +1359,17 @@ def portfolio_nb(
     se,
     sx,
     funding,
+    vol_est,
     scale,
     p,
+    store,
     eq_out,
     cash_out,
     pos_out,
     orders,
     trades,
+    metrics,
+    daily_out,
 ):
     """Several symbols (columns) with shared cash over one merged timeline (rows = time).
 
@@ -1374,8 +1378,11 @@ def portfolio_nb(
     of a symbol goes through the same phases as :func:`simulate_nb` (next-open fill, intra-bar
     exits, funding, close decisions); ``next_open`` orders fill at the symbol's next bar.
     Size mode ``all`` splits the free cash evenly over the flat symbols that may still enter.
-    The kill switch watches portfolio equity and flattens every symbol. Returns
-    ``(n_orders, n_trades, fees_paid, funding_paid, traded)``.
+    The kill switch watches portfolio equity and flattens every symbol. ``vol_est[t, k]``: the
+    annualised volatility of symbol k known at that bar (``vol_target`` sizing; (0, 0) without).
+    Returns ``(n_orders, n_trades)`` and fills ``metrics`` like :func:`simulate_nb` (``n_trades``
+    counts every open position); ``store=False`` (sweeps) writes no records, cash or positions,
+    only ``eq_out`` (a scratch buffer) and the daily returns into ``daily_out`` (length 0: none).
     """
     T, K = close.shape
     (
@@ -1406,6 +1413,7 @@ def portfolio_nb(
     ) = params_nb(p)
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
+    has_volest = vol_est.shape[0] > 0
     held_extra = 0 if fill_close else 1
 
     acc = np.zeros(8)
@@ -1436,6 +1444,7 @@ def portfolio_nb(
     kpeak = init_cash
     n_ord = 0
     n_tr = 0
+    n_exposed = 0
     for t in range(T):
         for k in range(K):
             if not has[t, k]:
@@ -1453,7 +1462,7 @@ def portfolio_nb(
                     px = slip_price_nb(o, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
                     cash += _exit_nb(
                         acc,
-                        True,
+                        store,
                         orders,
                         trades,
                         n_ord,
@@ -1494,7 +1503,7 @@ def portfolio_nb(
                     budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
                     q, px, f, m = _entry_nb(
                         acc,
-                        True,
+                        store,
                         orders,
                         n_ord,
                         k,
@@ -1505,7 +1514,7 @@ def portfolio_nb(
                         budget,
                         eq_now,
                         vol_ref,
-                        0.0,
+                        vol_est[prev_t[k], k] if has_volest else 0.0,
                         fee,
                         fee_fixed,
                         min_fee,
@@ -1554,7 +1563,7 @@ def portfolio_nb(
                             px = slip_price_nb(px_raw, -side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
                         cash += _exit_nb(
                             acc,
-                            True,
+                            store,
                             orders,
                             trades,
                             n_ord,
@@ -1635,7 +1644,7 @@ def portfolio_nb(
                         px = slip_price_nb(c, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
                         cash += _exit_nb(
                             acc,
-                            True,
+                            store,
                             orders,
                             trades,
                             n_ord,
@@ -1670,7 +1679,7 @@ def portfolio_nb(
                         budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
                         q, px, f, m = _entry_nb(
                             acc,
-                            True,
+                            store,
                             orders,
                             n_ord,
                             k,
@@ -1681,7 +1690,7 @@ def portfolio_nb(
                             budget,
                             eq_now,
                             vol_ref,
-                            0.0,
+                            vol_est[t, k] if has_volest else 0.0,
                             fee,
                             fee_fixed,
                             min_fee,
@@ -1722,19 +1731,28 @@ def portfolio_nb(
             prev_t[k] = t
         # ---- mark the portfolio at this time
         eq = cash
+        exposed = False
         for j in range(K):
             eq += margin[j] + pos[j] * (last_close[j] - pe[j])
-            pos_out[t, j] = pos[j]
+            exposed |= pos[j] != 0.0
+            if store:
+                pos_out[t, j] = pos[j]
+        n_exposed += exposed
         eq_out[t] = eq
-        cash_out[t] = cash
+        if store:
+            cash_out[t] = cash
         if max_dd_kill > 0.0 and not halted:
             if eq > kpeak:
                 kpeak = eq
             if kpeak - eq >= max_dd_kill * kpeak:
                 halted = True
                 kill_now = True  # every symbol flattens at its next bar's decision
+    n_open = 0
     for k in range(K):
         if pos[k] != 0.0:
+            n_open += 1
+            if not store:
+                continue
             c = last_close[k]
             pnl = pos[k] * (c - pe[k]) - entry_fee[k] - tr_fund[k]
             _rec_trade_nb(
@@ -1755,7 +1773,39 @@ def portfolio_nb(
                 tr_fund[k],
             )
             n_tr += 1
-    return n_ord, n_tr, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED]
+    dacc = np.zeros(4)
+    sum_eq, max_dd, max_dd_us = equity_stats_nb(ts, eq_out, init_cash, dacc, daily_out)
+    finish_metrics_nb(
+        metrics,
+        init_cash,
+        eq_out[T - 1],
+        dacc,
+        max_dd,
+        max_dd_us,
+        int(acc[_A_CLOSED]),
+        int(acc[_A_WIN]),
+        acc[_A_GROSS_WIN],
+        acc[_A_GROSS_LOSS],
+        acc[_A_SUM_PNL],
+        n_open > 0,
+        n_exposed / T,
+        acc[_A_FEES],
+        acc[_A_FUNDING],
+        acc[_A_TRADED],
+        sum_eq / T,
+    )
+    metrics[_M_N_TRADES] = acc[_A_CLOSED] + n_open
+    return n_ord, n_tr
+
+
+@njit(cache=True, error_model="numpy")
+def xs_params_nb(p, top_n, bottom_n):
+    """The parameter vector of a cross-sectional portfolio, in place: both directions, and size
+    mode ``all`` becomes ``percent`` with ``1 / (top_n + bottom_n)`` of equity per position."""
+    p[P_DIRECTION] = 2.0
+    if p[P_SIZE_MODE] == _S_ALL:
+        p[P_SIZE_MODE] = _S_PERCENT
+        p[P_SIZE] = 1.0 / (top_n + bottom_n)
 
 
 # --------------------------------------------------------------------------- input checks
