@@ -1,10 +1,11 @@
 """Numba kernels of the backtest engine.
 
 One event loop, :func:`simulate_nb`, implements every fill, cost, sizing and risk rule and
-computes the metrics while it runs (streaming), so a sweep can call the very same function with
-``store=False`` and keep nothing per bar (with ``store=True`` the equity statistics come from
-:func:`equity_stats_nb`, the same operations over the equity it wrote). :func:`portfolio_nb` runs the same rules (through the
-same small helpers) over several symbols with shared cash. Python wrappers in ``engine.py``,
+computes the metrics while it runs, so a sweep (``_sweep_nb.py``) calls the very same function
+with ``store=False`` and keeps nothing per bar but a per-thread equity buffer (the equity
+statistics come from :func:`equity_stats_nb` over the equity written). :func:`portfolio_nb` runs
+the same rules (through the same small helpers) over several symbols with shared cash, for runs
+and sweeps alike. Python wrappers in ``engine.py``,
 ``portfolio.py`` and ``sweep.py`` validate inputs; nothing here checks its arguments, except
 that :func:`simulate_nb` can check prices and bar times in its own pass (``check``) and
 :func:`simulate_checked_nb` checks them on a second thread while the loop runs (``simulate``).
@@ -36,7 +37,6 @@ from btsys.backtest.enums import (
     CHECK_OPEN,
     CHECK_TS,
     DAY_US,
-    N_METRICS,
     P_COOLDOWN,
     P_DIRECTION,
     P_FEE,
@@ -1106,188 +1106,6 @@ def simulate_nb(
         sum_eq / n,
     )
     return n_ord, n_tr, -1
-
-
-# --------------------------------------------------------------------------- indicators
-@njit(cache=True, error_model="numpy")
-def sma_nb(x, w):
-    """Simple moving average over ``w`` bars (NaN for the first ``w - 1``), a running sum."""
-    n = x.shape[0]
-    out = np.empty(n)
-    s = 0.0
-    for i in range(n):
-        s += x[i]
-        if i >= w:
-            s -= x[i - w]
-        out[i] = s / w if i >= w - 1 else np.nan
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def ema_nb(x, w):
-    """EMA with ``alpha = 2 / (w + 1)`` seeded with the SMA of the first ``w`` bars (NaN before)."""
-    n = x.shape[0]
-    out = np.empty(n)
-    a = 2.0 / (w + 1.0)
-    s = 0.0
-    for i in range(n):
-        if i < w - 1:
-            s += x[i]
-            out[i] = np.nan
-        elif i == w - 1:
-            s += x[i]
-            s = s / w
-            out[i] = s
-        else:
-            s = a * x[i] + (1.0 - a) * s
-            out[i] = s
-    return out
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def mas_nb(x, windows, kind):
-    """Moving averages for several windows at once (rows of the result); kind 0 SMA, 1 EMA."""
-    out = np.empty((windows.shape[0], x.shape[0]))
-    for j in prange(windows.shape[0]):
-        if kind == 0:
-            out[j] = sma_nb(x, windows[j])
-        else:
-            out[j] = ema_nb(x, windows[j])
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def cross_signals_nb(fast, slow, entries, exits):
-    """``entries = fast > slow``, ``exits = fast <= slow`` (both False while either is NaN)."""
-    for i in range(fast.shape[0]):
-        a = fast[i]
-        b = slow[i]
-        entries[i] = a > b
-        exits[i] = a <= b
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def sweep_cross_nb(
-    ts,
-    open_,
-    high,
-    low,
-    close,
-    volume,
-    funding,
-    vol_est,
-    mas,
-    fast_row,
-    slow_row,
-    params,
-    direction,
-    n_threads,
-    orders0,
-    trades0,
-    out,
-    daily,
-):
-    """All combinations of a moving-average-cross grid in one call.
-
-    Combination ``c`` trades ``mas[fast_row[c]]`` against ``mas[slow_row[c]]`` with parameter
-    vector ``params[c]`` and writes its metrics to ``out[c]``. Each thread owns two signal
-    buffers of n booleans; nothing of size combinations x bars exists.
-    direction: 0 long (entries/exits), 1 short, 2 both (exits open shorts, entries close them).
-    ``n_threads``: ``numba.get_num_threads()``; ``orders0``/``trades0``: empty record arrays.
-    ``daily``: (combinations x days) daily returns out, or (combinations x 0) for none — days are
-    far fewer than bars, which is what makes PBO over the whole grid affordable.
-    """
-    n = close.shape[0]
-    n_comb = fast_row.shape[0]
-    nth = max(1, min(n_threads, n_comb))
-    nof = np.zeros(0, dtype=np.bool_)  # an unused signal pair
-    empty_f = np.zeros(0)
-    for t in prange(nth):
-        en = np.empty(n, dtype=np.bool_)
-        ex = np.empty(n, dtype=np.bool_)
-        m = np.empty(N_METRICS)
-        eqb = np.empty(n)  # this thread's equity path, reused by its combinations
-        for c in range(t, n_comb, nth):
-            cross_signals_nb(mas[fast_row[c]], mas[slow_row[c]], en, ex)
-            if direction == 0:
-                simulate_nb(
-                    ts,
-                    open_,
-                    high,
-                    low,
-                    close,
-                    volume,
-                    en,
-                    ex,
-                    nof,
-                    nof,
-                    funding,
-                    vol_est,
-                    empty_f,
-                    params[c],
-                    False,
-                    eqb,
-                    empty_f,
-                    empty_f,
-                    orders0,
-                    trades0,
-                    m,
-                    daily[c],
-                    0,
-                )
-            elif direction == 1:
-                simulate_nb(
-                    ts,
-                    open_,
-                    high,
-                    low,
-                    close,
-                    volume,
-                    nof,
-                    nof,
-                    en,
-                    ex,
-                    funding,
-                    vol_est,
-                    empty_f,
-                    params[c],
-                    False,
-                    eqb,
-                    empty_f,
-                    empty_f,
-                    orders0,
-                    trades0,
-                    m,
-                    daily[c],
-                    0,
-                )
-            else:
-                simulate_nb(
-                    ts,
-                    open_,
-                    high,
-                    low,
-                    close,
-                    volume,
-                    en,
-                    ex,
-                    ex,
-                    en,
-                    funding,
-                    vol_est,
-                    empty_f,
-                    params[c],
-                    False,
-                    eqb,
-                    empty_f,
-                    empty_f,
-                    orders0,
-                    trades0,
-                    m,
-                    daily[c],
-                    0,
-                )
-            out[c, :] = m
 
 
 # --------------------------------------------------------------------------- metrics from arrays

@@ -205,6 +205,17 @@ def bar_times(ts, n: int, check: bool = True) -> np.ndarray:
     return a
 
 
+def volume_array(volume, n: int) -> np.ndarray:
+    """Checked float64 volumes (finite, >= 0), or an empty array for none."""
+    if volume is None:
+        return np.zeros(0)
+    v = _f64("volume", volume, n)
+    if (v < 0).any() or not np.isfinite(v).all():
+        i = int(np.flatnonzero(~(v >= 0) | ~np.isfinite(v))[0])
+        raise ValueError(f"simulate: `volume` row {i} is {v[i]!r}")
+    return v
+
+
 def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
     """Sum the funding rates due in each bar: an event at time t belongs to the first bar whose
     close time is >= t; events after the last bar are dropped."""
@@ -325,6 +336,7 @@ def simulate(
     funding_ts=None,
     funding_rate=None,
     size_scale=None,
+    window=None,
 ) -> BacktestResult:
     """Backtest one asset from boolean signals.
 
@@ -356,6 +368,9 @@ def simulate(
     size_scale : optional float64 per bar, >= 0 (NaN counts as 0): bet size decided at each bar's
         close; it multiplies the quantity of an entry signalled on that bar (e.g. an ML
         strategy's AFML bet size). ``None``: 1.0 everywhere.
+    window : ``(start, stop)`` bar indices: trade bars ``[start, stop)`` only, starting flat with
+        ``init_cash``; funding and the ``vol_target`` volatility still come from the bars before
+        (a walk-forward window). The result covers the window's bars.
     """
     # prices and ts are validated inside the kernel's single pass (``check``); shapes here
     c, o, h, lo, check = ohlc_arrays(close, open, high, low, "simulate", check=False)
@@ -390,15 +405,9 @@ def simulate(
     t = bar_times(ts, n, check=False)
     if ts is not None:
         check |= CHECK_TS
-    if volume is None:
-        if p[P_IMPACT] > 0:
-            raise ValueError("simulate: `slippage_impact` > 0 needs `volume`")
-        v = np.zeros(0)
-    else:
-        v = _f64("volume", volume, n)
-        if (v < 0).any() or not np.isfinite(v).all():
-            i = int(np.flatnonzero(~(v >= 0) | ~np.isfinite(v))[0])
-            raise ValueError(f"simulate: `volume` row {i} is {v[i]!r}")
+    if volume is None and p[P_IMPACT] > 0:
+        raise ValueError("simulate: `slippage_impact` > 0 needs `volume`")
+    v = volume_array(volume, n)
     le, lx, se, sx = signal_arrays(direction, n, entries, exits, short_entries, short_exits)
     fund = funding_per_bar(t, funding_ts, funding_rate)
     with np.errstate(invalid="ignore", divide="ignore"):  # prices not checked yet: no warnings
@@ -411,8 +420,17 @@ def simulate(
         se = sx = none
     elif d == "short":
         le = lx = none
+    scale = bet_sizes(size_scale, n)
+    if window is not None:  # inputs before the window are used: check them all, then trade a slice
+        ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo, "simulate")
+        bar_times(t, n)
+        w = window_slice(window, n)
+        t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale = (
+            a[w] for a in (t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale)
+        )
+        check = 0
     try:
-        return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, bet_sizes(size_scale, n), p, check)
+        return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check)
     except _BadInput:
         # the kernel stopped at a bad row: the separate checks name the argument and the row
         ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo, "simulate")
@@ -420,6 +438,17 @@ def simulate(
         raise AssertionError(
             "simulate: the kernel reported an invalid input row that the checks did not find"
         ) from None
+
+
+def window_slice(window, n: int) -> slice:
+    """``slice(start, stop)`` of a ``(start, stop)`` window checked against ``n`` bars."""
+    try:
+        start, stop = (int(x) for x in window)
+    except (TypeError, ValueError):
+        raise ValueError(f"simulate: `window` must be (start, stop) bar indices, got {window!r}") from None
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"simulate: `window` {window!r} must satisfy 0 <= start < stop <= {n}")
+    return slice(start, stop)
 
 
 class _BadInput(Exception):
@@ -569,6 +598,7 @@ def simulate_from_config(
     short_entries=None,
     short_exits=None,
     size_scale=None,
+    window=None,
 ) -> BacktestResult:
     """Backtest a bar table (``ts_close, open, high, low, close[, volume]``) with a ``backtest``
     config node (OmegaConf or dict). ``funding`` (columns ``ts`` µs, ``rate``) is charged when
@@ -591,5 +621,6 @@ def simulate_from_config(
         funding_ts=fts,
         funding_rate=frate,
         size_scale=size_scale,
+        window=window,
         **opts,
     )

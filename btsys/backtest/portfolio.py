@@ -9,6 +9,7 @@ which applies the same rules as the single-asset engine. Order ``idx`` and trade
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
@@ -26,6 +27,7 @@ from btsys.backtest.engine import (
     metrics_dict,
     options_from_config,
     realised_vol,
+    window_slice,
 )
 from btsys.backtest.enums import N_METRICS, P_IMPACT, P_INIT_CASH, P_SIZE_MODE, SizeMode, order_dt, trade_dt
 from btsys.signals import _strategies_nb as snb
@@ -170,6 +172,7 @@ def simulate_portfolio(
     short_entries: Optional[Mapping] = None,
     short_exits: Optional[Mapping] = None,
     size_scale: Optional[Mapping] = None,
+    window=None,
     **overrides,
 ) -> BacktestResult:
     """Backtest several symbols with one cash balance.
@@ -182,6 +185,7 @@ def simulate_portfolio(
     bt_cfg : the ``backtest`` config node (or dict); ``overrides`` replace single simulate options.
     funding : symbol -> DataFrame (``ts`` µs, ``rate``), charged when ``bt_cfg.funding``.
     size_scale : symbol -> per-bar bet size (>= 0, aligned to that symbol's bars) scaling its entries.
+    window : ``(start, stop)`` rows of the merged timeline: trade only those (see ``simulate``).
 
     Size mode ``all`` gives each entry the free cash divided by the number of flat symbols;
     ``vol_target`` sizes each entry by its own symbol's trailing volatility.
@@ -214,10 +218,16 @@ def simulate_portfolio(
             1.0,
         )
     vol_est = tl.vol_target(vol_window) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros((0, 0))
-    return _run(tl, le, lx, se, sx, vol_est, scale, p)
+    return _run(tl, le, lx, se, sx, vol_est, scale, p, window)
 
 
-def _run(tl: Timeline, le, lx, se, sx, vol_est, scale, p) -> BacktestResult:
+def _run(tl: Timeline, le, lx, se, sx, vol_est, scale, p, window=None) -> BacktestResult:
+    if window is not None:
+        w = window_slice(window, len(tl.ts))
+        tl = dataclasses.replace(
+            tl, ts=tl.ts[w], **{k: getattr(tl, k)[w] for k in ("has", *BAR_PRICES, "volume", "funding")}
+        )
+        le, lx, se, sx, vol_est, scale = (a[w] for a in (le, lx, se, sx, vol_est, scale))
     T, K = len(tl.ts), len(tl.symbols)
     eq = np.empty(T)
     cash = np.empty(T)
@@ -272,6 +282,7 @@ def simulate_cross_sectional(
     rebalance_every: Union[int, str],
     bt_cfg: Any,
     funding: Optional[Mapping] = None,
+    window=None,
     **overrides,
 ) -> BacktestResult:
     """Rank symbols by score, long the top ``top_n``, short the bottom ``bottom_n``, rebalance on a
@@ -311,7 +322,7 @@ def simulate_cross_sectional(
     if p[P_IMPACT] > 0 and tl.volume.shape[0] == 0:
         raise ValueError("simulate_portfolio: slippage impact needs a `volume` column in every bar table")
     vol_est = tl.vol_target(vol_window) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros((0, 0))
-    return _run(tl, *sig, vol_est, np.zeros((0, 0)), p)
+    return _run(tl, *sig, vol_est, np.zeros((0, 0)), p, window)
 
 
 def rebalance_rows(ts: np.ndarray, every: Union[int, str]) -> np.ndarray:

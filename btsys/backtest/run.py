@@ -67,17 +67,35 @@ def _per_symbol(sigs: dict, attr: str) -> Optional[dict]:
     return d if any(v is not None for v in d.values()) else None
 
 
-def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResult:
-    bt = cfg.backtest
+def load_stage_inputs(cfg: Any, store, feats_entry, ingest_entry):
+    """``(frames, funding)`` of the backtest stage: feature frames per symbol and, with
+    ``backtest.funding``, the ingested funding rates per symbol (else None)."""
     frames = load_frames(store, feats_entry, bool(cfg.bars.keep_partial))
-    funding = load_funding(store, ingest_entry, frames) if bool(bt.funding) else None
-    if bt.funding and not any(len(f) for f in funding.values()):
+    funding = load_funding(store, ingest_entry, frames) if bool(cfg.backtest.funding) else None
+    if cfg.backtest.funding and not any(len(f) for f in funding.values()):
         raise ValueError(
             "backtest.funding=true but no funding rates were ingested: set data.funding=true "
             f"(futures markets only; data.market={cfg.data.market})"
         )
+    return frames, funding
+
+
+def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResult:
+    return backtest_frames(cfg, *load_stage_inputs(cfg, store, feats_entry, ingest_entry))
+
+
+def backtest_frames(
+    cfg: Any,
+    frames: Dict[str, pd.DataFrame],
+    funding: Optional[Dict[str, pd.DataFrame]] = None,
+    window: Optional[tuple] = None,
+) -> StageResult:
+    """The backtest of ``cfg`` (``strategy``, ``backtest``) on loaded frames: what the pipeline's
+    backtest stage runs, and what every sweep row equals. ``window``: ``(start, stop)`` bars (one
+    symbol) or merged-timeline rows (several) to trade, the earlier ones warming up."""
     from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
 
+    bt = cfg.backtest
     p = strategy_params(cfg.strategy)
     if p["name"] == "xs_momentum":
         scores = generate_scores(cfg.strategy, frames)
@@ -88,6 +106,8 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
             bottom_n=p["bottom_n"],
             rebalance_every=p["rebalance_every"],
             bt_cfg=bt,
+            funding=funding,
+            window=window,
         )
         return StageResult(res, sorted(frames))
     sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
@@ -104,6 +124,7 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
             short_entries=g.short_entries,
             short_exits=g.short_exits,
             size_scale=g.size,
+            window=window,
         )
     else:
         res = simulate_portfolio(
@@ -115,5 +136,6 @@ def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResul
             short_entries=_per_symbol(sigs, "short_entries"),
             short_exits=_per_symbol(sigs, "short_exits"),
             size_scale=_per_symbol(sigs, "size"),
+            window=window,
         )
     return StageResult(res, sorted(frames), model_infos=model_infos)

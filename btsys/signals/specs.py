@@ -130,6 +130,7 @@ SPECS: Dict[str, Spec] = {
             Param("bottom_n", True, 0),
             Param("rebalance_every", True, 1),
         ),
+        scalars=("lookback", "skip", "top_n", "bottom_n"),  # the sweep kernel's; rebalance: a schedule
         constraints=(
             Constraint(
                 ("skip", "lookback"),
