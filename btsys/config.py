@@ -308,6 +308,7 @@ class SplitConfig:
     test_bars: int = 0
     gap_bars: int = 0  # embargo between a training window and its test window
     step_bars: int = 0  # shift between windows; 0 = test_bars (test windows tile)
+    reoptimize: bool = False  # per window: sweep.grid on the train part, its best trades the test part
 
 
 @dataclass

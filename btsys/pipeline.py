@@ -238,8 +238,10 @@ def run(cfg: Any) -> dict:
     metrics are returned) unless ``force=true``. ``sweep.mode=kernel|spark`` evaluates the whole
     ``sweep.grid`` in this one run (see :mod:`btsys.backtest.grid`).
     """
+    from btsys.backtest.validate import validate_config
     from btsys.report import mlflow_log
 
+    validate_config(cfg)  # before Spark or numba starts: messages name the key
     stage = str(getattr(cfg.stage, "value", cfg.stage))
     mode = str(getattr(cfg.sweep.mode, "value", cfg.sweep.mode))
     if stage == "all" and mode == "hydra" and not cfg.force:

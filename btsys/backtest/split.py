@@ -33,19 +33,13 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return getattr(cfg, key, default)
 
 
-def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice]]:
-    """IS/OOS bar windows ``[(train_slice, test_slice), ...]`` for a series of ``n_bars`` bars.
-
-    Raises
-    ------
-    ValueError
-        naming the ``backtest.split.*`` key that is invalid, or when not even one window fits.
-    """
+def check_split(split_cfg: Any) -> tuple:
+    """``(scheme, train_bars, test_bars, gap_bars, step_bars)`` checked (step 0 -> test_bars)."""
     scheme = str(getattr(_get(split_cfg, "scheme", "rolling"), "value", _get(split_cfg, "scheme", "rolling")))
     train = int(_get(split_cfg, "train_bars", 0) or 0)
     test = int(_get(split_cfg, "test_bars", 0) or 0)
     gap = int(_get(split_cfg, "gap_bars", 0) or 0)
-    step = int(_get(split_cfg, "step_bars", 0) or 0) or test
+    step = int(_get(split_cfg, "step_bars", 0) or 0)
     if scheme not in ("rolling", "expanding"):
         raise ValueError(f"backtest.split.scheme must be 'rolling' or 'expanding', got {scheme!r}")
     if train <= 0:
@@ -54,8 +48,20 @@ def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice
         raise ValueError(f"backtest.split.test_bars must be > 0, got {test}")
     if gap < 0:
         raise ValueError(f"backtest.split.gap_bars must be >= 0, got {gap}")
-    if step <= 0:
+    if step < 0:
         raise ValueError(f"backtest.split.step_bars must be >= 0, got {step}")
+    return scheme, train, test, gap, step or test
+
+
+def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice]]:
+    """IS/OOS bar windows ``[(train_slice, test_slice), ...]`` for a series of ``n_bars`` bars.
+
+    Raises
+    ------
+    ValueError
+        naming the ``backtest.split.*`` key that is invalid, or when not even one window fits.
+    """
+    scheme, train, test, gap, step = check_split(split_cfg)
     if n_bars < 0:
         raise ValueError(f"n_bars must be >= 0, got {n_bars}")
     out = []

@@ -222,12 +222,10 @@ def check_frames(plan: Plan, frames: Mapping[str, pd.DataFrame], where: str = "s
                 f"{where}backtest.slippage.impact > 0 needs a volume column; {missing} have none"
             )
     if plan.spec.code < 0:
-        tops, bottoms = plan.values("top_n"), plan.values("bottom_n")
-        if max(tops) + max(bottoms) > len(frames):
-            raise SweepError(
-                f"{where}strategy.top_n + strategy.bottom_n = {int(max(tops) + max(bottoms))} exceeds "
-                f"the {len(frames)} symbols {sorted(frames)}"
-            )
+        from btsys.signals.strategies import check_symbols
+
+        top = {k: max(plan.values(k)) for k in ("top_n", "bottom_n")}
+        check_symbols(top, len(frames), sorted(frames), where)
 
 
 # --------------------------------------------------------------------------- kernel inputs

@@ -74,6 +74,12 @@ class MlflowSweepCallback(Callback):
 
     # ------------------------------------------------------------------ sweeper process
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from btsys.backtest.validate import validate_multirun
+
+        try:  # every job's values checked before any job starts
+            validate_multirun(config)
+        except ValueError as e:  # Hydra turns a callback's exception into a warning: stop the sweep
+            raise SystemExit(f"btsys: {e}") from None
         if not ml._enabled(config):
             return
         cfg = _strip_hydra(config)
