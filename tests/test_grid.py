@@ -106,9 +106,13 @@ def _setup(tmp_path, symbols=("BTCUSDT",)):
     return store, CacheEntry("features", "k", "feat", meta), cfg
 
 
-def test_kernel_grid_top_k_equals_simulate(tmp_path):
+def test_kernel_grid_top_k_equals_simulate(tmp_path, caplog):
     store, feats, cfg = _setup(tmp_path)
-    g = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}))
+    with caplog.at_level("INFO", logger="btsys.backtest"):
+        g = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}))
+    best = g.top_results[0][0]
+    assert "sweep best of 12: sharpe=" in caplog.text
+    assert " ".join(f"{k}={v}" for k, v in best.items()) in caplog.text
     assert len(g.table) == 12 and g.param_cols == ["strategy.fast", "strategy.slow", "backtest.fees.taker"]
     best = g.table["sharpe"].max()
     assert g.best_metrics["sharpe"] == pytest.approx(best, rel=1e-9, abs=1e-12)

@@ -337,6 +337,10 @@ def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
     for k in kids:
         assert k.info.status == "FINISHED" and k.data.tags["btsys.bars_key"] == "bk"
         assert "tearsheet.html" in {a.path for a in client.list_artifacts(k.info.run_id)}
+    top1 = next(k for k in kids if " top1 " in k.info.run_name)  # the link to the best child
+    assert run.data.tags["btsys.best_run_id"] == top1.info.run_id
+    assert run.data.tags["btsys.best_run_name"] == top1.info.run_name
+    assert top1.info.run_id in run.data.tags["mlflow.note.content"]
     with pytest.raises(KeyError, match="param_cols"):
         ml.log_sweep_table(cfg, table, ["strategy.nope"], "sharpe", [])
 

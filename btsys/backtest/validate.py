@@ -92,6 +92,27 @@ def _element(v: Any) -> Any:
     return v.text if isinstance(v, QuotedString) else v
 
 
+def multirun_overrides(config: Any) -> List[str]:
+    """The overrides a Hydra sweeper expands: ``hydra.sweeper.params`` then the command line's
+    (which win)."""
+    from omegaconf import OmegaConf
+
+    node = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else {}
+    return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in (config.hydra.overrides.task or [])]
+
+
+def sweep_values(overrides: List[str]) -> Dict[str, str]:
+    """``{key: value as written}`` of the sweep overrides (``strategy.fast`` -> ``"5,10"``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return {
+        o.key_or_group: o.input_line.split("=", 1)[1]
+        for o in OverridesParser.create().parse_overrides(overrides)
+        if o.is_sweep_override() and not o.is_hydra_override()
+    }
+
+
 def sweep_axes(overrides: List[str]) -> Dict[str, List[Any]]:
     """``{key: values}`` of the sweep overrides among ``overrides`` (``a=1,2``, ``range(..)``,
     ``choice(..)``; an ``interval(lo, hi)`` gives its two ends)."""
@@ -115,14 +136,12 @@ def validate_multirun(config: Any) -> None:
     ``config`` is the sweeper's config (with ``hydra``): its sweep overrides come from
     ``hydra.overrides.task`` and ``hydra.sweeper.params``."""
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from btsys.config import conf_dir
 
     task = [str(o) for o in (config.hydra.overrides.task or [])]
-    node = config.hydra.sweeper.get("params")
-    params = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else {}
-    axes = sweep_axes([f"{k}={v}" for k, v in params.items()] + task)  # the command line wins
+    axes = sweep_axes(multirun_overrides(config))
     if not axes:
         return
     groups = {k: v for k, v in axes.items() if "." not in k and os.path.isdir(os.path.join(conf_dir(), k))}

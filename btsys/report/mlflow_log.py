@@ -314,26 +314,42 @@ def read_parent(sweep_dir: str) -> Optional[dict]:
 
 
 def register_trial(
-    job: Optional[dict], run_id: Optional[str], status: str, reused: bool = False, error: str = ""
+    job: Optional[dict],
+    run_id: Optional[str],
+    status: str,
+    reused: bool = False,
+    error: str = "",
+    link_run_id: Optional[str] = None,
 ) -> None:
-    """Record in the sweep dir which run a multirun job produced (no-op outside a multirun)."""
-    if not job or not job.get("sweep_dir"):
+    """Record which run a multirun job produced, under its sweep's parent run (no-op outside a
+    multirun or without a parent run): ``<sweep dir>/.btsys_mlflow/trials/<parent>/<job>.json``.
+
+    Scoping the records by parent run keeps a reused ``hydra.sweep.dir`` from mixing sweeps."""
+    parent = parent_run_id(job) if job and job.get("sweep_dir") else None
+    if parent is None:
         return
     _write_json_atomic(
-        os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json"),
+        _trial_path(job["sweep_dir"], parent, job["job_num"]),
         {
             "job_num": job["job_num"],
+            "parent_run_id": parent,
             "run_id": run_id,
             "status": status,
             "reused": reused,
+            "link_run_id": link_run_id,
             "error": error,
             "overrides": job["overrides"],
         },
     )
 
 
-def read_trials(sweep_dir: str) -> list[dict]:
-    d = os.path.join(_state_dir(sweep_dir), "trials")
+def _trial_path(sweep_dir: str, parent: str, job_num: int) -> str:
+    return os.path.join(_state_dir(sweep_dir), "trials", parent, f"{int(job_num):06d}.json")
+
+
+def read_trials(sweep_dir: str, parent: str) -> list[dict]:
+    """The trial records of the sweep whose parent run is ``parent`` (in job order)."""
+    d = os.path.dirname(_trial_path(sweep_dir, parent, 0))
     out = []
     if os.path.isdir(d):
         for fn in sorted(os.listdir(d)):
@@ -344,11 +360,11 @@ def read_trials(sweep_dir: str) -> list[dict]:
 
 
 def _trial_record(job: Optional[dict]) -> Optional[dict]:
-    if not job or not job.get("sweep_dir"):
+    parent = parent_run_id(job) if job and job.get("sweep_dir") else None
+    if parent is None:
         return None
-    p = os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json")
     try:
-        with open(p) as f:
+        with open(_trial_path(job["sweep_dir"], parent, job["job_num"])) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -579,9 +595,37 @@ def find_logged_run(cfg: Any) -> Optional[str]:
     if not runs:
         return None
     rid = runs[0].info.run_id
-    register_trial(hydra_job(), rid, "FINISHED", reused=True)
+    job = hydra_job()
+    link = link_reused_trial(client, cfg, runs[0], parent_run_id(job), job)
+    register_trial(job, rid, "FINISHED", reused=True, link_run_id=link)
     log.info("config hash %s already logged as run %s: skipping (force=true reruns)", h, rid)
     return rid
+
+
+def link_reused_trial(
+    client: Any, cfg: Any, run: Any, parent: Optional[str], job: Optional[dict]
+) -> Optional[str]:
+    """Show a reused trial under the sweep that reuses it: a child run of ``parent`` with the
+    trial's params and metrics (copied, not recomputed), tagged ``btsys.run_kind=trial_link`` and
+    ``btsys.reused_run_id`` (the run that holds its artifacts). None without a parent."""
+    if parent is None:
+        return None
+    tags = _base_tags(cfg, "trial_link", parent, job)
+    tags["btsys.reused_run_id"] = run.info.run_id
+    tags["btsys.config_hash"] = config_hash(cfg)
+    tags["mlflow.note.content"] = (
+        f"Reused trial: already logged as run [{run.info.run_name}]"
+        f"(#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}), which holds its artifacts."
+    )
+    link = client.create_run(run.info.experiment_id, tags=tags, run_name=_run_name(cfg, job, "(reused)"))
+    lid = link.info.run_id
+    try:
+        _log_batch(client, lid, params=param_items(cfg), metrics=dict(run.data.metrics))
+        client.set_terminated(lid, "FINISHED")
+    except BaseException as e:
+        _fail_run(client, lid, e)
+        raise
+    return lid
 
 
 def logged_metrics(cfg: Any, run_id: str) -> dict[str, float]:
@@ -674,8 +718,6 @@ def summarize_sweep(
         metrics[f"best_{objective}"] = float(vals[best_label])
         for c in param_cols:
             params[f"best.{c}"] = str(ok.loc[best_label, c])
-        if "run_id" in ok:
-            tags["btsys.best_run_id"] = str(ok.loc[best_label, "run_id"])
         tags["btsys.best_trial"] = str(best_label)
     if len(param_cols) == 2 and len(vals):
         from btsys.report.charts import sweep_heatmap_png
@@ -729,6 +771,39 @@ def summarize_sweep(
     return metrics, tags, params
 
 
+def best_link_tags(client: Any, run_id: str) -> dict[str, str]:
+    """Tags linking a sweep's parent to its best trial: run id, run name and a note with a link."""
+    r = client.get_run(run_id)
+    return {
+        "btsys.best_run_id": run_id,
+        "btsys.best_run_name": str(r.info.run_name),
+        "mlflow.note.content": (
+            f"Best trial: [{r.info.run_name}](#/experiments/{r.info.experiment_id}/runs/{run_id})"
+        ),
+    }
+
+
+def _top_returns(top_results, returns, objective: str, direction: str):
+    """``(best trial's daily returns for the DSR, returns for PBO, PBO basis)`` of a kernel sweep:
+    every combination's returns when given (basis ``all``), else the top K's (``top_k``)."""
+    best_ret = None
+    sign = 1.0 if direction == "maximize" else -1.0
+    scored = [
+        (sign * float((r.metrics or {}).get(objective, float("nan"))), i)
+        for i, (_, r) in enumerate(top_results)
+    ]
+    scored = [x for x in scored if math.isfinite(x[0])]
+    if scored:
+        best_ret = returns_frame(top_results[max(scored)[1]][1])["ret"].to_numpy()
+    if returns is not None or len(top_results) < 2:
+        return best_ret, returns, "all"
+    cols = {}
+    for i, (_, r) in enumerate(top_results):
+        f = returns_frame(r)
+        cols[f"top{i}"] = pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
+    return best_ret, pd.DataFrame(cols), "top_k"
+
+
 def log_sweep_table(
     cfg: Any,
     table: pd.DataFrame,
@@ -753,6 +828,7 @@ def log_sweep_table(
     """
     if not _enabled(cfg):
         return None
+    from mlflow.entities import RunTag
     from omegaconf import OmegaConf
 
     missing = [c for c in param_cols if c not in table.columns]
@@ -774,25 +850,7 @@ def log_sweep_table(
     run = client.create_run(exp, tags=tags, run_name=_run_name(cfg, job, f"kernel sweep {len(table)}"))
     rid = run.info.run_id
     try:
-        # best trial's returns (for the DSR) from the matching top result
-        best_ret = None
-        if top_results:
-            sign = 1.0 if direction == "maximize" else -1.0
-            scored = [
-                (sign * float((r.metrics or {}).get(objective, float("nan"))), i)
-                for i, (_, r) in enumerate(top_results)
-            ]
-            scored = [s for s in scored if math.isfinite(s[0])]
-            if scored:
-                best_ret = returns_frame(top_results[max(scored)[1]][1])["ret"].to_numpy()
-        basis = "all"
-        rets = returns
-        if rets is None and len(top_results) >= 2:
-            cols = {}
-            for i, (p, r) in enumerate(top_results):
-                f = returns_frame(r)
-                cols[f"top{i}"] = pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
-            rets, basis = pd.DataFrame(cols), "top_k"
+        best_ret, rets, basis = _top_returns(top_results, returns, objective, direction)
         params = param_items(cfg)
         for c in param_cols:
             params.pop(c, None)
@@ -814,21 +872,16 @@ def log_sweep_table(
             _log_batch(client, rid, params=params, metrics=metrics, tags=stags)
             client.log_artifacts(rid, d)
         base = OmegaConf.create(plain_config(cfg))
+        kids = []
         for i, (p, r) in enumerate(top_results):
             child = OmegaConf.create(OmegaConf.to_container(base))
             for k, v in p.items():
                 OmegaConf.update(child, k, v.item() if isinstance(v, np.generic) else v, force_add=True)
             label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in p.items())
-            _log_trial(
-                client,
-                exp,
-                child,
-                r,
-                keys or {},
-                rid,
-                None,
-                run_name=f"{_get(cfg, 'name', 'btsys')} top{i + 1} {label}"[:250],
-            )
+            name = f"{_get(cfg, 'name', 'btsys')} top{i + 1} {label}"[:250]
+            kids.append(_log_trial(client, exp, child, r, keys or {}, rid, None, run_name=name))
+        if kids:  # top_results come best first
+            client.log_batch(rid, tags=[RunTag(k, v) for k, v in best_link_tags(client, kids[0]).items()])
         client.set_terminated(rid, "FINISHED")
     except BaseException as e:
         _fail_run(client, rid, e)
