@@ -14,6 +14,8 @@ import btsys.config  # noqa: F401  (registers the schemas)
 from btsys.backtest.validate import sweep_axes, validate_config
 
 ROOT = os.path.dirname(TESTS)
+WF = ["backtest.split.enabled=true", "backtest.split.reoptimize=true", "backtest.split.train_bars=100"]
+WF += ["backtest.split.test_bars=50"]
 
 
 def cfg_of(*overrides):
@@ -63,6 +65,9 @@ def cfg_of(*overrides):
             ["sweep.mode=kernel", "strategy=rule", "+sweep.grid={strategy.entry:[x]}"],
             "cannot be swept in the kernel",
         ),
+        ([*WF, "backtest.split.step_bars=10"], "re-optimised out-of-sample windows must not overlap"),
+        ([*WF, "sweep.mode=kernel", "+sweep.grid={strategy.fast:[5]}"], "use it with sweep.mode=hydra"),
+        (WF, "sweep.grid is empty"),
     ],
 )
 def test_bad_configs_and_grids_name_the_key(overrides, message):

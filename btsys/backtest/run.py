@@ -31,6 +31,7 @@ class StageResult:
     symbols: list
     model_infos: Dict[str, dict] = field(default_factory=dict)  # symbol -> fitted ML model info
     extra_metrics: Dict[str, float] = field(default_factory=dict)
+    walk_forward: Optional[pd.DataFrame] = None  # per-window table of a walk-forward optimisation
 
     # the reporter reads these like a BacktestResult
     def __getattr__(self, name: str) -> Any:
@@ -81,7 +82,16 @@ def load_stage_inputs(cfg: Any, store, feats_entry, ingest_entry):
 
 
 def run_backtest_stage(cfg: Any, store, feats_entry, ingest_entry) -> StageResult:
-    return backtest_frames(cfg, *load_stage_inputs(cfg, store, feats_entry, ingest_entry))
+    """The backtest stage; with ``backtest.split.reoptimize`` a walk-forward optimisation whose
+    stitched out-of-sample backtest is the result."""
+    frames, funding = load_stage_inputs(cfg, store, feats_entry, ingest_entry)
+    split = cfg.backtest.split
+    if bool(split.enabled) and bool(split.get("reoptimize", False)):
+        from btsys.backtest.walk_forward import walk_forward
+
+        wf = walk_forward(cfg, frames, funding)
+        return StageResult(wf.result, sorted(frames), extra_metrics=wf.metrics, walk_forward=wf.table)
+    return backtest_frames(cfg, frames, funding)
 
 
 def backtest_frames(

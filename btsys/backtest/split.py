@@ -157,13 +157,27 @@ def split_table(result: Any, split_cfg: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def split_metrics(result: Any, split_cfg: Any) -> dict:
-    """IS and OOS metrics of ``result``'s equity per walk-forward window and aggregated.
+def walk_forward_report(result: Any, split_cfg: Any):
+    """``(per-window table or None, aggregate metrics)`` a run reports for ``backtest.split``: the
+    table of a walk-forward optimisation (``result.walk_forward``), else the IS/OOS windows of the
+    run's own equity (:func:`split_table`, :func:`split_metrics`). The table's figures are logged
+    as metric steps (one key per figure, step = window), not one key per window."""
+    table = getattr(result, "walk_forward", None)
+    if table is not None:
+        return table, dict(getattr(result, "extra_metrics", {}) or {})
+    if split_cfg is None or not bool(_get(split_cfg, "enabled", False)):
+        return None, {}
+    return split_table(result, split_cfg), split_metrics(result, split_cfg)
 
-    Keys: ``is_<m>_w<iii>`` and ``oos_<m>_w<iii>`` for ``m`` in sharpe, sortino, total_return,
-    annual_return, max_drawdown; aggregated ``is_<m>`` / ``oos_<m>`` over the union of the IS /
-    OOS bars (returns chained), ``is_sharpe_mean`` / ``oos_sharpe_mean`` (mean over windows),
-    ``wf_n_windows`` and ``wf_efficiency`` (``oos_sharpe / is_sharpe``, NaN when undefined).
+
+def split_metrics(result: Any, split_cfg: Any) -> dict:
+    """IS and OOS metrics of ``result``'s equity over all walk-forward windows.
+
+    Keys: aggregated ``is_<m>`` / ``oos_<m>`` for ``m`` in sharpe, sortino, total_return,
+    annual_return, max_drawdown over the union of the IS / OOS bars (returns chained),
+    ``is_sharpe_mean`` / ``oos_sharpe_mean`` (mean over windows), ``wf_n_windows`` and
+    ``wf_efficiency`` (``oos_sharpe / is_sharpe``, NaN when undefined). Per-window figures:
+    :func:`split_table`.
     """
     eq = np.asarray(result.equity, dtype=np.float64)
     ts = _ts_of(result, len(eq))
@@ -172,16 +186,12 @@ def split_metrics(result: Any, split_cfg: Any) -> dict:
     out: dict = {"wf_n_windows": len(wins)}
     is_idx, oos_idx = [], []
     per_is, per_oos = [], []
-    for i, (tr, te) in enumerate(wins):
+    for tr, te in wins:
         a, b = np.arange(tr.start, tr.stop), np.arange(te.start, te.stop)
         is_idx.append(a)
         oos_idx.append(b)
-        m_is, m_oos = _segment_metrics(ts, r, a), _segment_metrics(ts, r, b)
-        per_is.append(m_is["sharpe"])
-        per_oos.append(m_oos["sharpe"])
-        for k in ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown"):
-            out[f"is_{k}_w{i:03d}"] = m_is[k]
-            out[f"oos_{k}_w{i:03d}"] = m_oos[k]
+        per_is.append(_segment_metrics(ts, r, a)["sharpe"])
+        per_oos.append(_segment_metrics(ts, r, b)["sharpe"])
     agg_is = _segment_metrics(ts, r, np.unique(np.concatenate(is_idx)))
     agg_oos = _segment_metrics(ts, r, np.unique(np.concatenate(oos_idx)))
     for k in ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown"):

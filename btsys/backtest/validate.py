@@ -31,11 +31,24 @@ def validate_config(cfg: Any) -> None:
     """Raise on anything wrong with a run's config that can be known before the data is read."""
     check_axes(cfg, {})
     split = _get(cfg, "backtest.split", None)
+    reoptimize = (
+        split is not None and bool(_get(split, "enabled", False)) and bool(_get(split, "reoptimize", False))
+    )
     if split is not None and bool(_get(split, "enabled", False)):
         from btsys.backtest.split import check_split
 
-        check_split(split)
-    if _mode(cfg) in ("kernel", "spark") or (split is not None and bool(_get(split, "reoptimize", False))):
+        _, _, test, _, step = check_split(split)
+        if reoptimize and step < test:
+            raise ValueError(
+                f"backtest.split.step_bars={step} < test_bars={test}: re-optimised out-of-sample windows "
+                "must not overlap (0 or >= test_bars)"
+            )
+        if reoptimize and _mode(cfg) != "hydra":
+            raise ValueError(
+                "backtest.split.reoptimize=true sweeps sweep.grid in every window itself: use it with "
+                f"sweep.mode=hydra (got sweep.mode={_mode(cfg)})"
+            )
+    if _mode(cfg) in ("kernel", "spark") or reoptimize:
         from btsys.backtest.grid import check_objective, grid_of
         from btsys.backtest.sweep import plan_from_config
 

@@ -520,15 +520,14 @@ def _log_trial(
     run = client.create_run(exp_id, tags=tags, run_name=name)
     rid = run.info.run_id
     try:
-        metrics = _metric_dict(getattr(result, "metrics", {}) or {})
-        wf = None
-        split = _get(_section(cfg, "backtest"), "split", None)
-        if split is not None and bool(_get(split, "enabled", False)):
-            from btsys.backtest.split import split_metrics, split_table
+        from btsys.backtest.split import walk_forward_report
 
-            metrics.update(_metric_dict(split_metrics(result, split)))
-            wf = split_table(result, split)
+        metrics = _metric_dict(getattr(result, "metrics", {}) or {})
+        wf, wf_metrics = walk_forward_report(result, _get(_section(cfg, "backtest"), "split", None))
+        metrics.update(_metric_dict(wf_metrics))
         _log_batch(client, rid, params=param_items(cfg), metrics=metrics)
+        if wf is not None:
+            log_window_steps(client, rid, wf)
         charts = bool(_get(_section(cfg, "mlflow"), "charts", True))
         with tempfile.TemporaryDirectory(prefix="btsys-mlflow-") as d:
             _write_result_artifacts(d, cfg, result, metrics, charts, wf, title=name)
@@ -539,6 +538,27 @@ def _log_trial(
         register_trial(job, rid, "FAILED", error=f"{type(e).__name__}: {e}")
         raise
     return rid
+
+
+def log_window_steps(client: Any, run_id: str, table: pd.DataFrame) -> None:
+    """Per-window figures of a walk-forward table as metric steps: ``wf.<column>`` at step =
+    window index (``wf.oos_sharpe``, ``wf.is_sharpe``, ``wf.best.strategy.fast``, ...)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    skip = {"window", "train_start", "train_stop", "test_start", "test_stop"}
+    out = []
+    for _, row in table.iterrows():
+        for c, v in row.items():
+            if c in skip or c.endswith("_ts_start") or c.endswith("_ts_end") or isinstance(v, (str, bool)):
+                continue
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            out.append(Metric(f"wf.{c}", fv, now, int(row["window"])))
+    for i in range(0, len(out), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=out[i : i + METRICS_PER_BATCH])
 
 
 def log_run(cfg: Any, result: Any, keys: Optional[Mapping[str, str]] = None) -> Optional[str]:
