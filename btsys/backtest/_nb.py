@@ -740,6 +740,7 @@ def simulate_nb(
     prot_lvl = 0.0
     prot_fix = 0.0
     tp_lvl = 0.0
+    guarded = False
     entry_idx = -1
     entry_fee = 0.0
     tr_fund = 0.0
@@ -859,11 +860,13 @@ def simulate_nb(
                     tr_fund = 0.0
                     extreme = px
                     liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(pend_dir, px, lev, mmr, sl, tp, tsl)
+                    guarded = np.isfinite(prot_lvl) or np.isfinite(tp_lvl)
             pend_exit = False
             pend_dir = 0
 
-        # ---- 2. stops, targets and liquidation inside the bar
-        if pos != 0.0:
+        # ---- 2. stops, targets and liquidation inside the bar (a position without any level,
+        # ``guarded`` False, cannot be hit: its high and low are not even read)
+        if pos != 0.0 and guarded:
             if pos > 0.0:
                 hit = not ((low[i] > prot_lvl) & (high[i] < tp_lvl))
             else:
@@ -1033,24 +1036,24 @@ def simulate_nb(
                         tr_fund = 0.0
                         extreme = px
                         liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(dd, px, lev, mmr, sl, tp, tsl)
+                        guarded = np.isfinite(prot_lvl) or np.isfinite(tp_lvl)
 
         # ---- 5. trailing extreme, mark to market, streaming metrics
         if pos != 0.0:
-            if entry_idx != i or not fill_close:
-                # branch-free (new extremes are frequent and random): the trailing level is the
-                # same max/min over (liquidation, stop, trailing) that stop_levels_nb computes
+            if tsl > 0.0 and (entry_idx != i or not fill_close):
+                # only a trailing stop reads the extreme; branch-free (new extremes are frequent
+                # and random): the trailing level is the same max/min over (liquidation, stop,
+                # trailing) that stop_levels_nb computes
                 if pos > 0.0:
                     hx = high[i]
                     extreme = hx if hx > extreme else extreme
-                    if tsl > 0.0:
-                        tl = extreme * (1.0 - tsl)
-                        prot_lvl = tl if tl > prot_fix else prot_fix
+                    tl = extreme * (1.0 - tsl)
+                    prot_lvl = tl if tl > prot_fix else prot_fix
                 else:
                     lx_ = low[i]
                     extreme = lx_ if lx_ < extreme else extreme
-                    if tsl > 0.0:
-                        tl = extreme * (1.0 + tsl)
-                        prot_lvl = tl if tl < prot_fix else prot_fix
+                    tl = extreme * (1.0 + tsl)
+                    prot_lvl = tl if tl < prot_fix else prot_fix
             n_exposed += 1
             eq = cash + margin + pos * (c - pe)
         else:
