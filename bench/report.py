@@ -236,14 +236,16 @@ def bench_pipeline_job(tmp: str) -> None:
 
 
 def bench_kernel_sweep(tmp: str) -> None:
+    import pandas as pd
     from test_report_helpers import prices
 
     from btsys.backtest import simulate
-    from btsys.backtest.sweep import ma_cross_signals, sweep
+    from btsys.backtest.sweep import sweep
     from btsys.report import mlflow_log as ml
+    from btsys.signals import generate_signals
 
     ts, close = prices(24 * 365, 3)
-    grid = {"fast": list(range(2, 102)), "slow": list(range(20, 420, 4))}
+    grid = {"fast": list(range(2, 102)), "slow": list(range(110, 510, 4))}  # fast < slow in every pair
     t0 = time.perf_counter()
     table, daily = sweep(close, grid, ts=ts, fees=0.0005, daily_returns=True)
     t_sweep = time.perf_counter() - t0
@@ -253,8 +255,9 @@ def bench_kernel_sweep(tmp: str) -> None:
     top = []
     for i in table["sharpe"].sort_values(ascending=False).index[:5]:
         f, s = int(table.loc[i, "strategy.fast"]), int(table.loc[i, "strategy.slow"])
-        en, ex = ma_cross_signals(close, f, s)
-        top.append(({"strategy.fast": f, "strategy.slow": s}, simulate(close, en, ex, ts=ts, fees=0.0005)))
+        sig = generate_signals({"name": "ma_cross", "fast": f, "slow": s}, pd.DataFrame({"close": close}))
+        res = simulate(close, sig.entries, sig.exits, ts=ts, fees=0.0005)
+        top.append(({"strategy.fast": f, "strategy.slow": s}, res))
     t0 = time.perf_counter()
     rid = ml.log_sweep_table(
         cfg, table, ["strategy.fast", "strategy.slow"], "sharpe", top, returns=daily, keys={"bars": "b"}
