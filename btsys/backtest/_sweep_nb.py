@@ -7,7 +7,9 @@ strategy's indicator rows and scalars, the volatility series of ``vol_target`` a
 (``btsys.signals._strategies_nb``) and its backtest from the engine's own event loop
 (:func:`btsys.backtest._nb.simulate_nb` for one symbol, :func:`btsys.backtest._nb.portfolio_nb`
 for several or for ``xs_momentum``): the very functions a single run calls, so a row equals its
-run. Each thread owns its signal and equity buffers; nothing of size combinations x bars exists.
+run. Each thread owns its signal and equity buffers and a block of consecutive combinations
+(which often share their signals: only their backtest options differ, and the signals are then
+reused); nothing of size combinations x bars exists.
 
 Axis kinds (``kinds[a]``), applied to value ``vals[a, j]``:
 
@@ -70,6 +72,27 @@ def decode_nb(c, kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0, p, r
         p[P_SIZE] = np.inf  # all available cash: the size value is not used
 
 
+@njit(cache=True)
+def _new_signal_inputs_nb(rows, sp, reb_row, prev):
+    """Whether a combination's signal inputs (indicator rows, scalars, rebalance schedule) differ
+    from the previous combination's, kept in ``prev`` (updated): if not, its signals are reused."""
+    k = rows.shape[0]
+    m = sp.shape[0]
+    same = prev[k + m] == reb_row
+    for j in range(k):
+        same &= prev[j] == rows[j]
+    for j in range(m):
+        same &= prev[k + j] == sp[j]
+    if same:
+        return False
+    for j in range(k):
+        prev[j] = rows[j]
+    for j in range(m):
+        prev[k + j] = sp[j]
+    prev[k + m] = reb_row
+    return True
+
+
 @njit(cache=True, parallel=True)
 def sweep_single_nb(
     ts,
@@ -116,9 +139,11 @@ def sweep_single_nb(
         aux = np.empty_like(aux0)
         none = le[0:0]
         empty = eqb[0:0]
-        for c in range(th, n_comb, nth):
+        prev = np.full(rows.shape[0] + sp.shape[0] + 1, np.nan)  # signal inputs of the last combination
+        for c in range(th * n_comb // nth, (th + 1) * n_comb // nth):  # a block: neighbours share signals
             decode_nb(c, kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0, p, rows, sp, aux)
-            rule_signals_nb(code, close, ind, rows, sp, lo, hi, le, lx, se, sx)
+            if _new_signal_inputs_nb(rows, sp, aux[1], prev):
+                rule_signals_nb(code, close, ind, rows, sp, lo, hi, le, lx, se, sx)
             d = p[P_DIRECTION]
             a_le = le[lo:hi] if d != 1.0 else none
             a_lx = lx[lo:hi] if d != 1.0 else none
@@ -236,12 +261,15 @@ def sweep_portfolio_nb(
         rows = np.empty_like(rows0)
         sp = np.empty_like(sp0)
         aux = np.empty_like(aux0)
-        for c in range(th, n_comb, nth):
+        prev = np.full(rows.shape[0] + sp.shape[0] + 1, np.nan)
+        for c in range(th * n_comb // nth, (th + 1) * n_comb // nth):
             decode_nb(c, kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0, p, rows, sp, aux)
+            fresh = _new_signal_inputs_nb(rows, sp, aux[1], prev)
             if code < 0:
-                _xs_signals_nb(closes, nbars, rowsof, has, reb_all[aux[1]], sp, hi, score_b, score, g4)
+                if fresh:
+                    _xs_signals_nb(closes, nbars, rowsof, has, reb_all[aux[1]], sp, hi, score_b, score, g4)
                 xs_params_nb(p, sp[2], sp[3])
-            else:
+            elif fresh:
                 for k in range(K):
                     _symbol_signals_nb(code, k, closes, nbars, rowsof, blo, bhi, ind, rows, sp, b4, g4)
             d = p[P_DIRECTION]
