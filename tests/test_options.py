@@ -19,7 +19,6 @@ from btsys.backtest.options import (
     OptionError,
     build_params,
     options_from_config,
-    params_from_config,
 )
 from btsys.config import BacktestConfig
 
@@ -56,8 +55,9 @@ def test_simulate_keyword_defaults_come_from_the_table():
     for kw, default in KW_DEFAULTS.items():
         assert sig[kw].default == default, kw
     # the kernel sees the same parameters from simulate's defaults and the config's defaults
-    np.testing.assert_array_equal(build_params(), params_from_config({}))
-    np.testing.assert_array_equal(build_params(), params_from_config(OmegaConf.structured(BacktestConfig)))
+    np.testing.assert_array_equal(build_params(), build_params(**options_from_config({})))
+    schema = OmegaConf.structured(BacktestConfig)
+    np.testing.assert_array_equal(build_params(), build_params(**options_from_config(schema)))
     assert KW_DEFAULTS["fees"] == 0.0005 and KW_DEFAULTS["slippage"] == pytest.approx(1e-4)
 
 

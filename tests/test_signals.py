@@ -17,7 +17,6 @@ from btsys.signals import (
     generate_signals,
     parse_rule,
 )
-from btsys.signals.strategies import rising
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 SPECS = [
@@ -145,10 +144,6 @@ def test_rsi_reversion_by_hand():
     assert sig.entries.tolist() == [False, False, False, True, False, False]
     assert sig.exits.tolist() == [False, False, True, False, True, False]
     assert sig.short_entries.tolist() == [False, False, True, False, False, True]
-
-
-def test_rising_edges():
-    assert rising(np.array([True, True, False, True])).tolist() == [True, False, False, True]
 
 
 # --------------------------------------------------------------------------- grammar

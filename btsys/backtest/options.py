@@ -4,8 +4,8 @@ Every row of :data:`OPTIONS` names an option's config path (``backtest.fees.take
 parameter slot (``enums.P_*``), its :func:`~btsys.backtest.simulate` keyword (``fees``), its unit,
 its bounds, whether a kernel/Spark sweep may vary it, and its one default. From the table come:
 
-* the config -> kernel mapping (:func:`options_from_config`, :func:`params_from_config`) and the
-  keyword -> kernel mapping (:func:`build_params`);
+* the config -> keyword mapping (:func:`options_from_config`) and the keyword -> kernel mapping
+  (:func:`build_params`);
 * the input checks and their messages, which name the config key (or the keyword, for direct
   :func:`simulate` calls) and the unit;
 * the sweepable set (:data:`SWEEPABLE`);
@@ -86,13 +86,6 @@ class Option:
     choices: Optional[Mapping[str, int]] = None
     divisor: float = 1.0
     sweepable: bool = True
-
-    @property
-    def kw_default(self) -> Any:
-        """The ``simulate`` keyword default (kernel units)."""
-        if self.choices is not None or isinstance(self.default, bool):
-            return self.default
-        return self.default / self.divisor if self.divisor != 1.0 else self.default
 
     def name(self, where: str) -> str:
         """How an error names the option: the config key, or the keyword for ``simulate``."""
@@ -330,8 +323,3 @@ def build_params(**kw: Any) -> np.ndarray:
         raise OptionError(f"simulate: `size` must be finite with size_mode={mode!r}")
     BY_KW["vol_window"].check(vals["vol_window"], "simulate")
     return p
-
-
-def params_from_config(bt_cfg: Any, where: str = "") -> np.ndarray:
-    """The kernel's parameter vector of a ``backtest`` config node (checked, config keys in errors)."""
-    return build_params(**options_from_config(bt_cfg, where))

@@ -21,15 +21,13 @@ from btsys.backtest.engine import (
     BacktestResult,
     _bars_arrays,
     _funding_arrays,
-    _get,
     bet_sizes,
-    build_params,
     metrics_dict,
-    options_from_config,
     realised_vol,
     window_slice,
 )
 from btsys.backtest.enums import N_METRICS, P_IMPACT, P_INIT_CASH, P_SIZE_MODE, SizeMode, order_dt, trade_dt
+from btsys.backtest.options import _get, build_params, options_from_config
 from btsys.signals import _strategies_nb as snb
 
 

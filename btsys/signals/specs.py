@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -219,26 +219,16 @@ def indicator(family: str, close: np.ndarray, window: int) -> np.ndarray:
     raise KeyError(f"unknown indicator family {family!r}")
 
 
-def kernel_inputs(spec: Spec, params: Mapping[str, Any], close: np.ndarray):
-    """``(ind, rows, sp, names)`` for :func:`rule_signals_nb` with one parameter set."""
-    ind = np.empty((len(spec.indicators), close.shape[0]))
-    names = []
+def rule_signals(spec: Spec, params: Mapping[str, Any], close: np.ndarray):
+    """The four signal arrays (long entry/exit, short entry/exit) of a single-symbol rule strategy
+    for checked ``params``, and its indicator series by name."""
+    n = close.shape[0]
+    ind = np.empty((len(spec.indicators), n))
     for j, (family, wparam) in enumerate(spec.indicators):
         ind[j] = indicator(family, close, int(params[wparam]))
-        names.append(f"{family}_{wparam}")
-    rows = np.arange(max(len(spec.indicators), 1), dtype=np.int64)
+    rows = np.arange(len(spec.indicators), dtype=np.int64)
     sp = np.array([float(params[k]) for k in spec.scalars] or [0.0])
-    return ind, rows, sp, names
-
-
-def rule_signals(
-    spec: Spec, params: Mapping[str, Any], close: np.ndarray, start: int = 0, stop: Optional[int] = None
-):
-    """The four signal arrays (long entry/exit, short entry/exit) of a single-symbol rule
-    strategy, plus its indicator series by name. ``params`` are checked values."""
-    n = close.shape[0]
-    stop = n if stop is None else stop
-    ind, rows, sp, names = kernel_inputs(spec, params, close)
     out = [np.zeros(n, dtype=np.bool_) for _ in range(4)]
-    snb.rule_signals_nb(spec.code, close, ind, rows, sp, start, stop, *out)
+    snb.rule_signals_nb(spec.code, close, ind, rows, sp, 0, n, *out)
+    names = [f"{family}_{wparam}" for family, wparam in spec.indicators]
     return out, dict(zip(names, ind, strict=True))

@@ -11,6 +11,10 @@ Conventions shared by every strategy:
   the mirror image; whether they are traded is ``backtest.direction``.
 * The ``rule`` strategy emits its expressions' values bar by bar (levels, not edges).
 * Indicators a strategy needs are computed on the fly from the bar columns (not cached).
+* The signals of ``ma_cross``, ``ema_cross``, ``rsi_reversion``, ``bollinger_breakout``,
+  ``momentum`` (and the ranking of ``xs_momentum``) come from one numba kernel per strategy
+  (``btsys.signals._strategies_nb``, described by ``btsys.signals.specs``): the kernel and Spark
+  sweeps call the same kernels, so a sweep row trades exactly the run's signals.
 """
 
 from __future__ import annotations
@@ -98,15 +102,6 @@ def _feature(
         return compute_feature(frame, fn, window, params)
     except FeatureError as e:
         raise StrategyError(f"{who}: {e}") from None
-
-
-# --------------------------------------------------------------------------- helpers
-def rising(cond: np.ndarray) -> np.ndarray:
-    """True where ``cond`` becomes True (False -> True; a True first bar counts)."""
-    cond = np.asarray(cond, dtype=bool)
-    out = cond.copy()
-    out[1:] &= ~cond[:-1]
-    return out
 
 
 # --------------------------------------------------------------------------- strategies
