@@ -403,6 +403,7 @@ def register_configs() -> None:
         ("spark", SparkConfig),
         ("storage", StorageConfig),
         ("mlflow", MlflowConfig),
+        ("sweep", SweepConfig),
     ]:
         cs.store(group=group, name=f"{group}_schema", node=node)
     for name, node in STRATEGY_SCHEMAS.items():
