@@ -102,6 +102,7 @@ def test_walk_forward_has_no_look_ahead():
     assert not other.table.iloc[2:].equals(full.table.iloc[2:])
 
 
+@pytest.mark.slow
 def test_walk_forward_figures_are_mlflow_steps(tmp_path):
     from btsys.report import mlflow_log as ml
 
