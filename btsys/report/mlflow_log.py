@@ -6,7 +6,8 @@ Every run made here carries:
   batches of at most 100; a key longer than 250 characters or a value longer than
   ``MAX_PARAM_VALUE`` characters is replaced by ``sha256:<16 hex>`` (never truncated; the full
   value is in ``config.yaml``);
-* **tags** — ``btsys.run_kind`` (``trial``, ``sweep_parent``, ``sweep_table``), ``btsys.config_hash``,
+* **tags** — ``btsys.run_kind`` (``trial``, ``trial_link`` for a reused trial shown under a new
+  sweep, ``sweep_parent``, ``sweep_table``), ``btsys.config_hash``,
   the stage cache keys (``btsys.ingest_key``, ``btsys.bars_key``, ``btsys.features_key``), the git
   commit (``btsys.git_commit``, ``mlflow.source.git.commit``, ``btsys.git_dirty``) and
   ``mlflow.parentRunId`` inside a sweep;
@@ -22,8 +23,9 @@ never inherits a dangling run. Every run is terminated, ``FAILED`` with a ``btsy
 Inside a Hydra multirun the parent run id is found in ``<sweep dir>/.btsys_mlflow/parent.json``
 (written by :class:`btsys.report.callback.MlflowSweepCallback`) or, outside Hydra, in the
 ``BTSYS_MLFLOW_PARENT_RUN_ID`` environment variable. Each job also records what it produced in
-``<sweep dir>/.btsys_mlflow/trials/<job num>.json`` so the callback can summarise the sweep,
-including trials skipped because they were already logged.
+``<sweep dir>/.btsys_mlflow/trials/<parent run id>/<job num>.json`` so the callback can summarise
+its own sweep (a reused sweep dir never mixes sweeps), including trials skipped because they were
+already logged (linked under the new parent, not recomputed).
 """
 
 from __future__ import annotations
