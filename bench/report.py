@@ -251,14 +251,17 @@ def bench_pipeline_job(tmp: str, jobs: int = 9, data: tuple = (), smoke: bool = 
 
 
 def bench_kernel_sweep(tmp: str, side: int = 100, days: int = 365) -> None:
+    import pandas as pd
     from test_report_helpers import prices
 
     from btsys.backtest import simulate
-    from btsys.backtest.sweep import ma_cross_signals, sweep
+    from btsys.backtest.sweep import sweep
     from btsys.report import mlflow_log as ml
+    from btsys.signals import generate_signals
 
     ts, close = prices(24 * days, 3)
-    grid = {"fast": list(range(2, 2 + side)), "slow": list(range(20, 20 + 4 * side, 4))}
+    # fast < slow in every pair (the strategy's constraint is checked before the sweep runs)
+    grid = {"fast": list(range(2, 2 + side)), "slow": list(range(side + 10, side + 10 + 4 * side, 4))}
     t0 = time.perf_counter()
     table, daily = sweep(close, grid, ts=ts, fees=0.0005, daily_returns=True)
     t_sweep = time.perf_counter() - t0
@@ -268,8 +271,9 @@ def bench_kernel_sweep(tmp: str, side: int = 100, days: int = 365) -> None:
     top = []
     for i in table["sharpe"].sort_values(ascending=False).index[:5]:
         f, s = int(table.loc[i, "strategy.fast"]), int(table.loc[i, "strategy.slow"])
-        en, ex = ma_cross_signals(close, f, s)
-        top.append(({"strategy.fast": f, "strategy.slow": s}, simulate(close, en, ex, ts=ts, fees=0.0005)))
+        sig = generate_signals({"name": "ma_cross", "fast": f, "slow": s}, pd.DataFrame({"close": close}))
+        res = simulate(close, sig.entries, sig.exits, ts=ts, fees=0.0005)
+        top.append(({"strategy.fast": f, "strategy.slow": s}, res))
     t0 = time.perf_counter()
     rid = ml.log_sweep_table(
         cfg, table, ["strategy.fast", "strategy.slow"], "sharpe", top, returns=daily, keys={"bars": "b"}

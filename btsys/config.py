@@ -353,6 +353,7 @@ class SplitConfig:
     test_bars: int = 0
     gap_bars: int = 0  # embargo between a training window and its test window
     step_bars: int = 0  # shift between windows; 0 = test_bars (test windows tile)
+    reoptimize: bool = False  # per window: sweep.grid on the train part, its best trades the test part
 
 
 @dataclass
@@ -448,6 +449,7 @@ def register_configs() -> None:
         ("spark", SparkConfig),
         ("storage", StorageConfig),
         ("mlflow", MlflowConfig),
+        ("sweep", SweepConfig),
     ]:
         cs.store(group=group, name=f"{group}_schema", node=node)
     for name, node in STRATEGY_SCHEMAS.items():

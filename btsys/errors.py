@@ -62,9 +62,15 @@ def debug_enabled() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0")
 
 
-def exit_on_user_error(exc: UserError, logger: Optional[logging.Logger] = None) -> None:
-    """Log ``exc`` as one ERROR line and exit with :data:`USER_ERROR_EXIT`; re-raise when debugging."""
+def exit_on_user_error(exc: UserError, logger: Optional[logging.Logger] = None, reraise: bool = True) -> None:
+    """Log ``exc`` as one ERROR line and exit with :data:`USER_ERROR_EXIT`; when debugging, re-raise
+    it (``reraise=False``, for callers whose exceptions Hydra would only warn about: log it with
+    its traceback and exit all the same)."""
+    logger = logger or logging.getLogger("btsys")
     if debug_enabled():
-        raise exc
-    (logger or logging.getLogger("btsys")).error("%s", exc.line())
+        if reraise:
+            raise exc
+        logger.error("%s", exc.line(), exc_info=exc)
+        raise SystemExit(USER_ERROR_EXIT)
+    logger.error("%s", exc.line())
     raise SystemExit(USER_ERROR_EXIT)

@@ -242,18 +242,13 @@ def features_stage(ctx: RunContext, bars: CacheEntry) -> CacheEntry:
     )
 
 
-def check_universe_and_quality(cfg: Any, mode: str) -> None:
+def check_universe_and_quality(cfg: Any) -> None:
     """Fail fast (before any Spark job) on bad ``universe`` or ``data.quality`` settings."""
     from btsys.data.quality import policy_from_config
     from btsys.universe.membership import UniverseSpec
 
     policy_from_config(cfg.data.get("quality"))
-    spec = UniverseSpec.from_config(cfg.get("universe"))
-    if spec.dynamic and mode in ("kernel", "spark"):
-        raise ValueError(
-            f"universe={spec.kind} is not supported with sweep.mode={mode} (the grid kernels trade every "
-            "symbol); use a Hydra multirun (sweep.mode=hydra) or universe=static"
-        )
+    UniverseSpec.from_config(cfg.get("universe"))
 
 
 def universe_membership(ctx: RunContext, qtable):
@@ -327,13 +322,15 @@ def run(cfg: Any) -> dict:
     metrics are returned) unless ``force=true``. ``sweep.mode=kernel|spark`` evaluates the whole
     ``sweep.grid`` in this one run (see :mod:`btsys.backtest.grid`).
     """
+    from btsys.backtest.validate import validate_config
     from btsys.report import mlflow_log
     from btsys.universe.symbols import resolve_symbols
 
     resolve_symbols(cfg)  # before the config hash: a symbols file's content, not its path, counts
+    validate_config(cfg)  # before Spark or numba starts: messages name the key
     stage = str(getattr(cfg.stage, "value", cfg.stage))
     mode = str(getattr(cfg.sweep.mode, "value", cfg.sweep.mode))
-    check_universe_and_quality(cfg, mode)
+    check_universe_and_quality(cfg)
     if stage == "all":
         mlflow_log.check_tracking(cfg)  # an unusable tracking store fails now, not after the compute
     if stage == "all" and mode == "hydra" and not cfg.force:
@@ -366,10 +363,12 @@ def run(cfg: Any) -> dict:
     out["features_key"] = feats.key
     keys = {"ingest": ingest.key, "quality": quality.key, "bars": bars.key, "features": feats.key}
     membership = universe_membership(ctx, qtable)
+    universe = membership.wide() if membership is not None else None
     if mode in ("kernel", "spark"):
         from btsys.backtest.grid import run_grid
 
-        grid = run_grid(cfg, ctx.store, feats, ingest, spark=ctx.spark if mode == "spark" else None)
+        spark = ctx.spark if mode == "spark" else None
+        grid = run_grid(cfg, ctx.store, feats, ingest, spark=spark, universe=universe)
         rid = mlflow_log.log_sweep_table(
             cfg,
             grid.table,
@@ -385,7 +384,6 @@ def run(cfg: Any) -> dict:
         return out
     from btsys.backtest.run import run_backtest_stage
 
-    universe = membership.wide() if membership is not None else None
     result = run_backtest_stage(cfg, ctx.store, feats, ingest, universe=universe)
     from btsys.report.universe import attach_run_reports
 

@@ -8,13 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btsys.backtest import simulate, simulate_from_config
+from btsys.backtest import simulate as _simulate
+from btsys.backtest import simulate_from_config
 from btsys.backtest.engine import realised_vol
 from btsys.backtest.enums import DAY_US, OrderKind
 from btsys.backtest.inputs import NoCalendarWarning
 from btsys.backtest.metrics import CALENDAR_METRICS
 
 F = np.zeros(4, dtype=bool)  # no signal, 4 bars
+
+
+def simulate(*args, **kw):
+    """``simulate`` without costs unless a test sets them: the mechanics are checked by hand."""
+    return _simulate(*args, **{"fees": 0.0, "slippage": 0.0, **kw})
 
 
 def sig(n, *idx):
@@ -518,8 +524,10 @@ def test_simulate_from_config_maps_every_group_field():
     assert r.metrics["funding_paid"] == pytest.approx(2 * 100 * 0.001)
     with pytest.raises(KeyError, match="close"):
         simulate_from_config(bars.drop(columns="close"), sig(n), sig(n), cfg)
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match="backtest.fess is not a backtest option"):
         simulate_from_config(bars, sig(n), sig(n), {"fess": {}})
+    with pytest.raises(ValueError, match=r"backtest.risk.stop_loss = -0.1 is out of range \[0, 1\]"):
+        simulate_from_config(bars, sig(n), sig(n), {"risk": {"stop_loss": -0.1}})
 
 
 def test_bet_size_scales_the_entry_of_its_signal_bar():

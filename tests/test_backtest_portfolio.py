@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btsys.backtest import simulate
+from btsys.backtest import simulate, simulate_from_config
+from btsys.backtest.enums import METRIC_NAMES
 from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
 
 H = 3_600_000_000
+NO_COSTS = {"fees": {"taker": 0.0}, "slippage": {"bps": 0.0}}  # by-hand cases; costs default on
 
 
 def frame(close, ts, volume=None):
@@ -71,7 +73,7 @@ def test_shared_cash_event_order_by_time():
     b = frame([50, 50, 40], np.array([1, 3, 5]) * H)
     ent = {"A": np.array([1, 0, 0, 0], bool), "B": np.array([1, 0, 0], bool)}
     ex = {"A": np.array([0, 0, 1, 0], bool), "B": np.zeros(3, bool)}
-    r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "close"})
+    r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "close", **NO_COSTS})
     assert list(r.ts) == [0, H, 2 * H, 3 * H, 4 * H, 5 * H, 6 * H]
     # A enters first with half the cash (2 flat symbols), B then takes all that is left
     assert list(r.orders["col"]) == [0, 1, 0]
@@ -99,7 +101,7 @@ def test_cross_sectional_long_top_short_bottom():
         "C": np.array([1, 1, 1, 3, 3, 3.0]),
     }
     r = simulate_cross_sectional(
-        bars, scores, top_n=1, bottom_n=1, rebalance_every=3, bt_cfg={"fill": "close"}
+        bars, scores, top_n=1, bottom_n=1, rebalance_every=3, bt_cfg={"fill": "close", **NO_COSTS}
     )
     o = pd.DataFrame(r.orders)
     first = o[o.idx == 0]
@@ -165,3 +167,43 @@ def test_portfolio_bet_sizes_scale_each_symbols_entries():
     got = {res.symbols[c]: q for c, q in zip(buys["col"], buys["size"])}
     assert got == {"AAA": pytest.approx(5.0), "BBB": pytest.approx(10.0)}
     assert res.final_value == pytest.approx(10_000.0 + 5 * 2.0 + 10 * 5.0)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"size": {"mode": "vol_target", "value": 0.4, "vol_window": 30}, "funding": True},
+        {"size": {"mode": "percent", "value": 0.3}, "risk": {"trailing_stop": 0.02, "max_drawdown": 0.2}},
+    ],
+)
+def test_portfolio_metrics_equal_metrics_from_arrays_and_one_symbol_equals_simulate(extra):
+    """The portfolio kernel's streaming metrics equal the metrics of its equity and trades; with one
+    symbol it equals simulate (vol_target sizing and funding included)."""
+    from btsys.backtest.metrics import compute_metrics
+
+    rng = np.random.default_rng(12)
+    n = 600
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    o = np.r_[c[0], c[:-1]]
+    h, lo = np.maximum(o, c) * 1.003, np.minimum(o, c) * 0.997
+    ts = np.cumsum(rng.integers(1, 5, n)).astype(np.int64) * H
+    df = pd.DataFrame({"ts_close": ts, "open": o, "high": h, "low": lo, "close": c, "volume": np.ones(n)})
+    e, x, se, sx = (rng.random(n) < 0.05 for _ in range(4))
+    fund = pd.DataFrame({"ts": ts[::7] + 1, "rate": rng.normal(0, 0.001, len(ts[::7]))})
+    cfg = {"fees": {"taker": 0.001}, "direction": "both", **extra}
+    pr = simulate_portfolio(
+        {"BTC": df}, {"BTC": e}, {"BTC": x}, cfg, funding={"BTC": fund}, short_entries={"BTC": se},
+        short_exits={"BTC": sx},
+    )  # fmt: skip
+    r = simulate_from_config(df, e, x, cfg, funding=fund, short_entries=se, short_exits=sx)
+    assert len(r.orders) > 10
+    np.testing.assert_allclose(pr.equity, r.equity, rtol=1e-13)  # sums associate differently
+    for k, v in r.metrics.items():
+        assert pr.metrics[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k
+    m = compute_metrics(
+        pr.ts, pr.equity, 10_000.0, pr.trades, pr.position, pr.metrics["fees_paid"],
+        pr.metrics["funding_paid"], float((pr.orders["size"] * pr.orders["price"]).sum()),
+    )  # fmt: skip
+    assert set(m) == set(METRIC_NAMES)  # the benchmark metrics come from metrics.benchmark_metrics
+    for k in METRIC_NAMES:
+        assert m[k] == pytest.approx(pr.metrics[k], rel=1e-9, nan_ok=True), k

@@ -1,4 +1,5 @@
-"""Sweeps equal simulate row by row; vectorbt parity of orders (when vectorbt is installed)."""
+"""The array-level sweep equals simulate of the strategy's signals row by row; grid checks;
+vectorbt parity of orders (when vectorbt is installed)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 from btsys.backtest import simulate
 from btsys.backtest.enums import METRIC_NAMES
-from btsys.backtest.sweep import ma_cross_signals, sweep, sweep_from_config
+from btsys.backtest.options import OptionError
+from btsys.backtest.sweep import SweepError, sweep
+from btsys.signals import StrategyError, generate_signals
 
 
 def bars(n=1500, seed=2):
@@ -21,129 +24,57 @@ def bars(n=1500, seed=2):
     return ts, o, h, lo, c
 
 
-def assert_rows_equal(df, keys, run):
-    for _, row in df.iterrows():
-        res = run(row)
-        for k in METRIC_NAMES:
-            a, b = row[k], res.metrics[k]
-            if np.isnan(b):
-                assert np.isnan(a), k
-            else:
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), (k, dict(row[keys]))
-
-
 @pytest.mark.parametrize(
-    "strategy,direction,fill", [("ma_cross", "long", "next_open"), ("ema_cross", "both", "close")]
+    "strategy,fixed,grid",
+    [
+        ("ma_cross", {"direction": "long", "fill": "next_open"}, {"fast": [3, 8], "slow": [20, 45]}),
+        ("ema_cross", {"direction": "both", "fill": "close"}, {"fast": [3, 8], "slow": [20, 45]}),
+        ("rsi_reversion", {"direction": "both"}, {"window": [7, 14], "lower": [30.0, 40.0]}),
+        ("bollinger_breakout", {"direction": "short"}, {"window": [10, 30], "k": [1.0, 2.5]}),
+        ("momentum", {"direction": "both"}, {"lookback": [5, 30], "threshold": [0.0, 0.01]}),
+    ],
 )
-def test_sweep_equals_simulate_for_every_combination(strategy, direction, fill):
+def test_sweep_equals_simulate_for_every_combination(strategy, fixed, grid):
     ts, o, h, lo, c = bars()
-    grid = {
-        "fast": [3, 8],
-        "slow": [20, 45],
-        "stop_loss": [0.0, 0.03],
-        "take_profit": [0.0, 0.06],
-        "fees": [0.0005, 0.002],
-    }
-    df = sweep(
-        c,
-        grid,
-        open=o,
-        high=h,
-        low=lo,
-        ts=ts,
-        strategy=strategy,
-        direction=direction,
-        fill=fill,
-        trailing_stop=0.05,
-        leverage=2.0,
-        size=0.5,
-        size_mode="percent",
-    )
-    assert len(df) == 32 and list(df.columns[:5]) == list(grid)
+    opts = dict(trailing_stop=0.05, leverage=2.0, size=0.5, size_mode="percent", **fixed)
+    grid = {**grid, "stop_loss": [0.0, 0.03], "take_profit": [0.0, 0.06], "fees": [0.0005, 0.002]}
+    df = sweep(c, grid, open=o, high=h, low=lo, ts=ts, strategy=strategy, **opts)
+    assert len(df) == 32 and list(df.columns[: len(grid)]) == list(grid)
     assert df["n_trades"].min() > 0
-
-    def run(row):
-        e, x = ma_cross_signals(c, int(row.fast), int(row.slow), kind=strategy)
-        return simulate(
-            c,
-            e,
-            x,
-            open=o,
-            high=h,
-            low=lo,
-            ts=ts,
-            direction=direction,
-            fill=fill,
-            fees=row.fees,
-            stop_loss=row.stop_loss,
-            take_profit=row.take_profit,
-            trailing_stop=0.05,
-            leverage=2.0,
-            size=0.5,
-            size_mode="percent",
-        )
-
-    assert_rows_equal(df, list(grid), run)
-
-
-def test_sweep_rejects_unknown_keys_and_bad_values():
-    ts, o, h, lo, c = bars(200)
-    with pytest.raises(ValueError, match="fsat"):
-        sweep(c, {"fsat": [1], "slow": [5]})
-    with pytest.raises(ValueError, match="stop_loss"):
-        sweep(c, {"fast": [2], "slow": [5], "stop_loss": [-1.0]})
-    with pytest.raises(ValueError, match="fast"):
-        sweep(c, {"fast": [0], "slow": [5]})
-
-
-def test_sweep_from_config_dotted_keys():
-    from omegaconf import OmegaConf
-
-    ts, o, h, lo, c = bars(800)
-    df_bars = pd.DataFrame(
-        {"ts_close": ts, "open": o, "high": h, "low": lo, "close": c, "volume": np.full(len(c), 50.0)}
-    )
-    cfg = OmegaConf.create(
-        {
-            "strategy": {"name": "ma_cross", "fast": 5, "slow": 30},
-            "backtest": {
-                "init_cash": 1000.0,
-                "fill": "next_open",
-                "direction": "long",
-                "fees": {"maker": 0.0002, "taker": 0.001, "fixed": 0.0, "min_fee": 0.0},
-                "slippage": {"bps": 2.0, "impact": 0.0, "impact_exponent": 0.5},
-                "size": {"mode": "all", "value": 1.0, "min_qty": 0.0, "step": 0.0},
-                "risk": {"stop_loss": 0.0},
-            },
-        }
-    )
-    grid = {
-        "strategy.slow": [20, 40],
-        "backtest.slippage.bps": [0.0, 10.0],
-        "backtest.risk.stop_loss": [0.0, 0.02],
-    }
-    df = sweep_from_config(df_bars, cfg, grid)
-    assert list(df.columns[:3]) == list(grid) and len(df) == 8
-    assert sorted(set(df["backtest.slippage.bps"])) == [0.0, 10.0]
-    for _, row in df.iterrows():
-        e, x = ma_cross_signals(c, 5, int(row["strategy.slow"]))
+    frame = pd.DataFrame({"ts_close": ts, "open": o, "high": h, "low": lo, "close": c})
+    keys = list(grid)
+    for i in range(len(df)):
+        row = {k: df[k].iloc[i].item() for k in keys}
+        strat = {k: v for k, v in row.items() if k not in ("stop_loss", "take_profit", "fees")}
+        sig = generate_signals({"name": strategy, **strat}, frame)
         r = simulate(
-            c,
-            e,
-            x,
-            open=o,
-            high=h,
-            low=lo,
-            ts=ts,
-            init_cash=1000.0,
-            fees=0.001,
-            slippage=row["backtest.slippage.bps"] / 1e4,
-            stop_loss=row["backtest.risk.stop_loss"],
-            maker_fee=0.0002,
-        )
-        assert row["final_value"] == pytest.approx(r.final_value, rel=1e-12)
-    with pytest.raises(KeyError, match="strategy.window"):
-        sweep_from_config(df_bars, cfg, {"strategy.window": [3]})
+            c, sig.entries, sig.exits, open=o, high=h, low=lo, ts=ts, short_entries=sig.short_entries,
+            short_exits=sig.short_exits, stop_loss=row["stop_loss"], take_profit=row["take_profit"],
+            fees=row["fees"], **opts,
+        )  # fmt: skip
+        for k in METRIC_NAMES:  # the same kernels in the same order: bit for bit
+            assert df[k].iloc[i] == r.metrics[k] or (np.isnan(df[k].iloc[i]) and np.isnan(r.metrics[k])), (
+                k,
+                row,
+            )
+
+
+def test_sweep_rejects_bad_grids_before_computing():
+    ts, o, h, lo, c = bars(200)
+    with pytest.raises(SweepError, match="fsat is not a sweepable key"):
+        sweep(c, {"fsat": [1], "slow": [5]})
+    with pytest.raises(OptionError, match=r"`stop_loss` .* = -1.0 is out of range"):
+        sweep(c, {"fast": [2], "slow": [5], "stop_loss": [-1.0]})
+    with pytest.raises(StrategyError, match="strategy.fast must be an integer >= 1, got 0"):
+        sweep(c, {"fast": [0], "slow": [5]})
+    with pytest.raises(
+        StrategyError, match=r"strategy.fast \(10\) must be smaller than strategy.slow \(10\)"
+    ):
+        sweep(c, {"fast": [2, 10], "slow": [10, 20]})
+    with pytest.raises(SweepError, match="strategy.slow = 500 needs more than the 200 bars"):
+        sweep(c, {"fast": [2], "slow": [50, 500]})
+    with pytest.raises(SweepError, match="cannot be swept in the kernel"):
+        sweep(c, {"fast": [2]}, strategy="rule")
 
 
 def test_orders_equal_vectorbt_from_signals():

@@ -11,7 +11,8 @@ import pytest
 from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
-from btsys.backtest.grid import chunk_grid, chunk_plan, grid_axes, run_grid
+from btsys.backtest.grid import chunk_grid, chunk_plan, run_grid
+from btsys.backtest.sweep import grid_axes
 from btsys.pipeline import CacheEntry
 from btsys.storage import LocalStorage
 
@@ -32,7 +33,7 @@ from btsys.storage import LocalStorage
 )
 def test_chunks_cover_the_product_in_order(sizes, chunk):
     keys = [f"k{i}" for i in range(len(sizes))]
-    values = [[f"{k}v{j}" for j in range(n)] for k, n in zip(keys, sizes)]
+    values = [[f"{k}v{j}" for j in range(n)] for k, n in zip(keys, sizes, strict=True)]
     plan = chunk_plan(sizes, chunk)
     rows = []
     for c in range(plan[2]):
@@ -55,6 +56,8 @@ def test_grid_axes_errors():
         grid_axes({})
     with pytest.raises(ValueError, match="sweep.grid.strategy.fast must be a list"):
         grid_axes({"strategy.fast": 5})
+    with pytest.raises(ValueError, match="sweep.grid.strategy.fast is an empty list"):
+        grid_axes({"strategy.fast": []})
 
 
 def _bars(n=3000, seed=3):
@@ -103,9 +106,13 @@ def _setup(tmp_path, symbols=("BTCUSDT",)):
     return store, CacheEntry("features", "k", "feat", meta), cfg
 
 
-def test_kernel_grid_top_k_equals_simulate(tmp_path):
+def test_kernel_grid_top_k_equals_simulate(tmp_path, caplog):
     store, feats, cfg = _setup(tmp_path)
-    g = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}))
+    with caplog.at_level("INFO", logger="btsys.backtest"):
+        g = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}))
+    best = g.top_results[0][0]
+    assert "sweep best of 12: sharpe=" in caplog.text
+    assert " ".join(f"{k}={v}" for k, v in best.items()) in caplog.text
     assert len(g.table) == 12 and g.param_cols == ["strategy.fast", "strategy.slow", "backtest.fees.taker"]
     best = g.table["sharpe"].max()
     assert g.best_metrics["sharpe"] == pytest.approx(best, rel=1e-9, abs=1e-12)
@@ -114,15 +121,22 @@ def test_kernel_grid_top_k_equals_simulate(tmp_path):
         for k, v in params.items():
             row = row[row[k] == v]
         assert len(row) == 1
-        for m in ("total_return", "sharpe", "max_drawdown", "n_trades", "fees_paid"):
-            assert res.metrics[m] == pytest.approx(float(row[m].iloc[0]), rel=1e-9, abs=1e-12), m
+        for m, v in res.metrics.items():
+            assert float(row[m].iloc[0]) == pytest.approx(v, rel=1e-9, abs=1e-12, nan_ok=True), m
 
 
 def test_spark_sweep_equals_kernel(tmp_path, spark):
     store, feats, cfg = _setup(tmp_path, symbols=("BTCUSDT", "ETHUSDT"))
     kernel = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}))
     dist = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}), spark=spark)
-    assert len(kernel.table) == 24 and list(kernel.table["symbol"][:12]) == ["BTCUSDT"] * 12
-    pd.testing.assert_frame_equal(kernel.table, dist.table, check_exact=False, rtol=1e-12)
-    pd.testing.assert_frame_equal(kernel.returns, dist.returns, check_exact=False, rtol=1e-12)
-    assert kernel.returns.shape[1] == 24 and kernel.returns.notna().all().all()
+    # one row per parameter set: the shared-cash portfolio of both symbols, as the run trades it
+    assert len(kernel.table) == 12 and "symbol" not in kernel.table
+    pd.testing.assert_frame_equal(kernel.table, dist.table)
+    pd.testing.assert_frame_equal(kernel.returns, dist.returns)
+    assert kernel.returns.shape[1] == 12 and kernel.returns.notna().all().all()
+    for params, res in kernel.top_results:  # the top rows re-run as portfolios equal their rows
+        assert res.symbols == ["BTCUSDT", "ETHUSDT"]
+        row = kernel.table
+        for k, v in params.items():
+            row = row[row[k] == v]
+        assert float(row["final_value"].iloc[0]) == res.final_value

@@ -97,7 +97,7 @@ def children(c, exp, pid):
 
 
 def test_grid_multirun_parent_children_summary_and_rerun_skips(tmp_path):
-    run_app(tmp_path, "first", "strategy.fast=5,10", "strategy.slow=40,80")
+    p = run_app(tmp_path, "first", "strategy.fast=5,10", "strategy.slow=40,80")
     c, exp = client_and_exp(tmp_path)
     ps = parents(c, exp)
     assert len(ps) == 1
@@ -133,19 +133,40 @@ def test_grid_multirun_parent_children_summary_and_rerun_skips(tmp_path):
     assert 0 <= m["dsr"] <= 1 and 0 <= m["pbo"] <= 1
     best = table.loc[table["sharpe"].idxmax()]
     assert parent.data.tags["btsys.best_run_id"] == best["run_id"]
+    assert parent.data.tags["btsys.best_run_name"] == c.get_run(best["run_id"]).info.run_name
+    assert best["run_id"] in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["best.strategy.fast"] == str(best["strategy.fast"])
+    # the parent shows the grid, not the base values of the swept keys
+    assert parent.data.params["sweep.grid.strategy.fast"] == "5,10"
+    assert "strategy.fast" not in parent.data.params and "strategy.slow" not in parent.data.params
+    assert parent.data.params["strategy.name"] == "ma_cross"
+    # and the terminal shows the best trial and its parameters
+    assert (
+        f"strategy.fast={best['strategy.fast']} strategy.slow={best['strategy.slow']}" in p.stdout + p.stderr
+    )
 
-    # a rerun of the same sweep logs no new trial: all four are found by config hash
+    # a second, smaller sweep in the SAME sweep dir: its summary holds its own three trials only;
+    # two were logged by the first sweep (found by config hash, linked, not recomputed), one is new
     n_before = len(c.search_runs([exp], "tags.`btsys.run_kind` = 'trial'"))
-    run_app(tmp_path, "second", "strategy.fast=5,10", "strategy.slow=40,80")
-    assert len(c.search_runs([exp], "tags.`btsys.run_kind` = 'trial'")) == n_before
+    run_app(tmp_path, "first", "strategy.fast=5,10,20", "strategy.slow=40")
+    assert len(c.search_runs([exp], "tags.`btsys.run_kind` = 'trial'")) == n_before + 1
     ps = parents(c, exp)
     assert len(ps) == 2
     p2 = ps[1]
-    assert p2.info.status == "FINISHED" and len(children(c, exp, p2.info.run_id)) == 0
-    assert p2.data.metrics["n_reused"] == 4 and p2.data.metrics["n_trials"] == 4
+    kids2 = children(c, exp, p2.info.run_id)
+    assert p2.info.status == "FINISHED" and len(kids2) == 3  # every trial of its grid under it
+    assert p2.data.metrics["n_reused"] == 2 and p2.data.metrics["n_trials"] == 3
+    links = [k for k in kids2 if k.data.tags["btsys.run_kind"] == "trial_link"]
+    assert len(links) == 2
+    for k in links:
+        orig = c.get_run(k.data.tags["btsys.reused_run_id"])
+        assert orig.info.run_id in set(table["run_id"]) and orig.data.metrics == k.data.metrics
+        assert k.data.params["strategy.fast"] == orig.data.params["strategy.fast"]
     t2 = pd.read_parquet(c.download_artifacts(p2.info.run_id, "sweep_trials.parquet", str(tmp_path / "dl2")))
-    assert set(t2["run_id"]) == set(table["run_id"]) and t2["reused"].all()
+    assert sorted(t2["strategy.fast"]) == [5, 10, 20] and set(t2["strategy.slow"].astype(int)) == {40}
+    assert t2["reused"].sum() == 2
+    assert int(p2.data.params["best.strategy.fast"]) in (5, 10, 20)
+    assert p2.data.tags["btsys.best_run_id"] in {k.info.run_id for k in kids2}
 
     # force=true reruns them (four new children)
     run_app(tmp_path, "third", "strategy.fast=5,10", "strategy.slow=40,80", "force=true")

@@ -174,16 +174,14 @@ def test_split_metrics_known_values():
     res = SimpleNamespace(ts=T0 + np.arange(10, dtype=np.int64) * DAY_US, equity=eq)
     m = split_metrics(res, {"train_bars": 4, "test_bars": 2})
     assert m["wf_n_windows"] == 3
-    assert m["oos_total_return_w000"] == pytest.approx(0.21)
-    assert m["oos_total_return_w001"] == pytest.approx(0.0)
-    assert m["oos_total_return_w002"] == pytest.approx(-0.5)
-    assert m["is_total_return_w001"] == pytest.approx(0.21)  # IS [2,6) holds bars 4 and 5
+    assert not any("_w0" in k for k in m)  # per-window figures are in the table (MLflow steps)
     assert m["oos_total_return"] == pytest.approx(-0.395)
     assert m["oos_max_drawdown"] == pytest.approx(0.5)
     assert m["is_total_return"] == pytest.approx(0.21)  # union of IS bars 0..7
     tab = split_table(res, {"train_bars": 4, "test_bars": 2})
     assert list(tab["test_start"]) == [4, 6, 8]
     np.testing.assert_allclose(tab["oos_total_return"], [0.21, 0.0, -0.5])
+    assert tab["is_total_return"][1] == pytest.approx(0.21)  # IS [2,6) holds bars 4 and 5
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -284,15 +282,14 @@ def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
     client = ml.client_for(cfg)
     m = client.get_run(rid).data.metrics
     exp = split_metrics(result, cfg.backtest.split)
-    for k in (
-        "is_sharpe",
-        "oos_sharpe",
-        "oos_total_return",
-        "is_sharpe_w000",
-        "oos_sharpe_w000",
-        "wf_n_windows",
-    ):
+    for k in ("is_sharpe", "oos_sharpe", "oos_total_return", "wf_n_windows"):
         assert m[k] == pytest.approx(exp[k], nan_ok=True)
+    tab = split_table(result, cfg.backtest.split)
+    steps = {
+        h.step: h.value for h in client.get_metric_history(rid, "wf.oos_sharpe")
+    }  # one key, step = window
+    assert steps == pytest.approx(dict(enumerate(tab["oos_sharpe"])), nan_ok=True)
+    assert not any("_w0" in k for k in m)
     assert "walk_forward.csv" in {a.path for a in client.list_artifacts(rid)}
 
 
@@ -344,6 +341,10 @@ def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
     for k in kids:
         assert k.info.status == "FINISHED" and k.data.tags["btsys.bars_key"] == "bk"
         assert "tearsheet.html" in {a.path for a in client.list_artifacts(k.info.run_id)}
+    top1 = next(k for k in kids if "top1" in k.info.run_name.split())  # the link to the best child
+    assert run.data.tags["btsys.best_run_id"] == top1.info.run_id
+    assert run.data.tags["btsys.best_run_name"] == top1.info.run_name
+    assert top1.info.run_id in run.data.tags["mlflow.note.content"]
     with pytest.raises(KeyError, match="param_cols"):
         ml.log_sweep_table(cfg, table, ["strategy.nope"], "sharpe", [])
 

@@ -14,7 +14,8 @@ from btsys.backtest.enums import DAY_US
 from btsys.backtest.inputs import NoCalendarWarning
 from btsys.backtest.metrics import BENCHMARK_METRICS, CALENDAR_METRICS, buy_and_hold, daily_returns
 from btsys.backtest.portfolio import simulate_portfolio
-from btsys.backtest.sweep import ma_cross_signals, sweep
+from btsys.backtest.sweep import sweep
+from btsys.signals import generate_signals
 
 H = 3_600_000_000
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z
@@ -129,8 +130,8 @@ def test_sweep_takes_pandas_and_refuses_calendar_metrics_without_times():
     with pytest.raises(ValueError, match="daily_returns=True needs bar times"):
         sweep(c, grid, daily_returns=True)
     # a sweep row equals simulate on the same pandas input
-    en, ex = ma_cross_signals(c, 10, 60)
-    r = simulate(pd.Series(c, idx), en, ex, open=o, high=h, low=lo, fees=0.001)
+    sig = generate_signals({"name": "ma_cross", "fast": 10, "slow": 60}, pd.DataFrame({"close": c}))
+    r = simulate(pd.Series(c, idx), sig.entries, sig.exits, open=o, high=h, low=lo, fees=0.001)
     row = got[(got.fast == 10) & (got.slow == 60)].iloc[0]
     assert row["sharpe"] == pytest.approx(r.metrics["sharpe"], rel=1e-12)
     assert row["final_value"] == pytest.approx(r.final_value, rel=1e-12)
@@ -172,7 +173,7 @@ def test_fully_invested_from_the_first_close_matches_the_benchmark():
     ts, o, h, lo, c, e, x = _bars()
     first = np.zeros(len(c), bool)
     first[0] = True
-    r = simulate(c, first, np.zeros(len(c), bool), ts=ts, fill="close")
+    r = simulate(c, first, np.zeros(len(c), bool), ts=ts, fill="close", fees=0, slippage=0)
     np.testing.assert_allclose(r.equity, r.benchmark_equity, rtol=1e-12)
     assert r.metrics["beta"] == pytest.approx(1.0, rel=1e-9)
     assert r.metrics["alpha"] == pytest.approx(0.0, abs=1e-9)

@@ -17,7 +17,6 @@ from btsys.signals import (
     generate_signals,
     parse_rule,
 )
-from btsys.signals.strategies import rising
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 SPECS = [
@@ -119,8 +118,10 @@ def test_xs_momentum_scores_no_look_ahead():
             np.testing.assert_array_equal(alt[s][: t + 1], full[s][: t + 1])
     with pytest.raises(StrategyError, match="generate_scores"):
         generate_signals(cfg, frames["BTCUSDT"])
-    with pytest.raises(StrategyError, match="top_n \\+ bottom_n = 4 exceeds"):
+    with pytest.raises(StrategyError, match="strategy.top_n \\+ strategy.bottom_n = 4 exceeds"):
         generate_scores({**cfg, "top_n": 2, "bottom_n": 2}, frames)
+    with pytest.raises(StrategyError, match=r"strategy.skip \(30\) must be smaller than strategy.lookback"):
+        generate_scores({**cfg, "skip": 30}, frames)
 
 
 # --------------------------------------------------------------------------- known signals
@@ -143,10 +144,6 @@ def test_rsi_reversion_by_hand():
     assert sig.entries.tolist() == [False, False, False, True, False, False]
     assert sig.exits.tolist() == [False, False, True, False, True, False]
     assert sig.short_entries.tolist() == [False, False, True, False, False, True]
-
-
-def test_rising_edges():
-    assert rising(np.array([True, True, False, True])).tolist() == [True, False, False, True]
 
 
 # --------------------------------------------------------------------------- grammar
@@ -257,11 +254,15 @@ def test_strategy_yaml_composes(name):
     "cfg,match",
     [
         ({"name": "nope"}, "not a known strategy"),
-        ({"name": "ma_cross", "fast": 50, "slow": 10}, "fast \\(50\\) must be smaller than slow"),
+        (
+            {"name": "ma_cross", "fast": 50, "slow": 10},
+            "strategy.fast \\(50\\) must be smaller than strategy.slow",
+        ),
         ({"name": "ma_cross", "fsat": 5}, "unknown keys \\['fsat'\\]"),
-        ({"name": "momentum", "lookback": 0}, "lookback must be an integer >= 1"),
-        ({"name": "rsi_reversion", "lower": 80}, "lower \\(80.0\\) <= exit"),
-        ({"name": "bollinger_breakout", "k": "wide"}, "k must be a number"),
+        ({"name": "momentum", "lookback": 0}, "strategy.lookback must be an integer >= 1"),
+        ({"name": "rsi_reversion", "lower": 80}, "strategy.lower \\(80.0\\) <= strategy.exit"),
+        ({"name": "bollinger_breakout", "k": "wide"}, "strategy.k must be a number"),
+        ({"name": "bollinger_breakout", "k": 0.0}, r"strategy.k = 0.0 is out of range \(0, inf\]"),
     ],
 )
 def test_bad_strategy_configs(cfg, match):

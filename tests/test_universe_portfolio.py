@@ -92,7 +92,8 @@ def test_leaver_closed_on_first_bar_after_leaving_and_no_entries_while_out():
     ex = {"A": np.zeros(8, bool), "B": np.zeros(8, bool)}
     # B leaves at 3h (its bar closing at 3.5h is the first after leaving) and never comes back
     u = universe([(0, {"A": True, "B": True}), (3 * H, {"A": True, "B": False})])
-    r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "next_open"}, universe=u)
+    free = {"fees": {"taker": 0}, "slippage": {"bps": 0}}  # a cost-free run: fills at the open itself
+    r = simulate_portfolio({"A": a, "B": b}, ent, ex, {"fill": "next_open", **free}, universe=u)
     o = r.order_records
     assert list(o["col"]) == [1, 1]
     assert list(o["kind"]) == [OrderKind.ENTRY, OrderKind.UNIVERSE_EXIT]

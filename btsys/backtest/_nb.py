@@ -1,10 +1,11 @@
 """Numba kernels of the backtest engine.
 
 One event loop, :func:`simulate_nb`, implements every fill, cost, sizing and risk rule and
-computes the metrics while it runs (streaming), so a sweep can call the very same function with
-``store=False`` and keep nothing per bar (with ``store=True`` the equity statistics come from
-:func:`equity_stats_nb`, the same operations over the equity it wrote). :func:`portfolio_nb` runs the same rules (through the
-same small helpers) over several symbols with shared cash. Python wrappers in ``engine.py``,
+computes the metrics while it runs, so a sweep (``_sweep_nb.py``) calls the very same function
+with ``store=False`` and keeps nothing per bar but a per-thread equity buffer (the equity
+statistics come from :func:`equity_stats_nb` over the equity written). :func:`portfolio_nb` runs
+the same rules (through the same small helpers) over several symbols with shared cash, for runs
+and sweeps alike. Python wrappers in ``engine.py``,
 ``portfolio.py`` and ``sweep.py`` validate inputs; nothing here checks its arguments, except
 that :func:`simulate_nb` can check prices and bar times in its own pass (``check``) and
 :func:`simulate_checked_nb` checks them on a second thread while the loop runs (``simulate``).
@@ -36,10 +37,8 @@ from btsys.backtest.enums import (
     CHECK_OPEN,
     CHECK_TS,
     DAY_US,
-    N_METRICS,
-    P_ALLOW_LONG,
-    P_ALLOW_SHORT,
     P_COOLDOWN,
+    P_DIRECTION,
     P_FEE,
     P_FEE_FIXED,
     P_FILL,
@@ -315,8 +314,8 @@ def params_nb(p):
         p[P_MAX_POSITION],
         p[P_MAX_LEVERAGE],
         p[P_MAX_DRAWDOWN],
-        p[P_ALLOW_LONG] != 0.0,
-        p[P_ALLOW_SHORT] != 0.0,
+        p[P_DIRECTION] != 1.0,  # long or both
+        p[P_DIRECTION] != 0.0,  # short or both
     )
 
 
@@ -743,6 +742,7 @@ def simulate_nb(
     prot_lvl = 0.0
     prot_fix = 0.0
     tp_lvl = 0.0
+    guarded = False
     entry_idx = -1
     entry_fee = 0.0
     tr_fund = 0.0
@@ -862,11 +862,13 @@ def simulate_nb(
                     tr_fund = 0.0
                     extreme = px
                     liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(pend_dir, px, lev, mmr, sl, tp, tsl)
+                    guarded = np.isfinite(prot_lvl) or np.isfinite(tp_lvl)
             pend_exit = False
             pend_dir = 0
 
-        # ---- 2. stops, targets and liquidation inside the bar
-        if pos != 0.0:
+        # ---- 2. stops, targets and liquidation inside the bar (a position without any level,
+        # ``guarded`` False, cannot be hit: its high and low are not even read)
+        if pos != 0.0 and guarded:
             if pos > 0.0:
                 hit = not ((low[i] > prot_lvl) & (high[i] < tp_lvl))
             else:
@@ -1036,24 +1038,24 @@ def simulate_nb(
                         tr_fund = 0.0
                         extreme = px
                         liq, prot_lvl, tp_lvl, prot_fix = entry_levels_nb(dd, px, lev, mmr, sl, tp, tsl)
+                        guarded = np.isfinite(prot_lvl) or np.isfinite(tp_lvl)
 
         # ---- 5. trailing extreme, mark to market, streaming metrics
         if pos != 0.0:
-            if entry_idx != i or not fill_close:
-                # branch-free (new extremes are frequent and random): the trailing level is the
-                # same max/min over (liquidation, stop, trailing) that stop_levels_nb computes
+            if tsl > 0.0 and (entry_idx != i or not fill_close):
+                # only a trailing stop reads the extreme; branch-free (new extremes are frequent
+                # and random): the trailing level is the same max/min over (liquidation, stop,
+                # trailing) that stop_levels_nb computes
                 if pos > 0.0:
                     hx = high[i]
                     extreme = hx if hx > extreme else extreme
-                    if tsl > 0.0:
-                        tl = extreme * (1.0 - tsl)
-                        prot_lvl = tl if tl > prot_fix else prot_fix
+                    tl = extreme * (1.0 - tsl)
+                    prot_lvl = tl if tl > prot_fix else prot_fix
                 else:
                     lx_ = low[i]
                     extreme = lx_ if lx_ < extreme else extreme
-                    if tsl > 0.0:
-                        tl = extreme * (1.0 + tsl)
-                        prot_lvl = tl if tl < prot_fix else prot_fix
+                    tl = extreme * (1.0 + tsl)
+                    prot_lvl = tl if tl < prot_fix else prot_fix
             n_exposed += 1
             eq = cash + margin + pos * (c - pe)
         else:
@@ -1109,188 +1111,6 @@ def simulate_nb(
         sum_eq / n,
     )
     return n_ord, n_tr, -1
-
-
-# --------------------------------------------------------------------------- indicators
-@njit(cache=True, error_model="numpy")
-def sma_nb(x, w):
-    """Simple moving average over ``w`` bars (NaN for the first ``w - 1``), a running sum."""
-    n = x.shape[0]
-    out = np.empty(n)
-    s = 0.0
-    for i in range(n):
-        s += x[i]
-        if i >= w:
-            s -= x[i - w]
-        out[i] = s / w if i >= w - 1 else np.nan
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def ema_nb(x, w):
-    """EMA with ``alpha = 2 / (w + 1)`` seeded with the SMA of the first ``w`` bars (NaN before)."""
-    n = x.shape[0]
-    out = np.empty(n)
-    a = 2.0 / (w + 1.0)
-    s = 0.0
-    for i in range(n):
-        if i < w - 1:
-            s += x[i]
-            out[i] = np.nan
-        elif i == w - 1:
-            s += x[i]
-            s = s / w
-            out[i] = s
-        else:
-            s = a * x[i] + (1.0 - a) * s
-            out[i] = s
-    return out
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def mas_nb(x, windows, kind):
-    """Moving averages for several windows at once (rows of the result); kind 0 SMA, 1 EMA."""
-    out = np.empty((windows.shape[0], x.shape[0]))
-    for j in prange(windows.shape[0]):
-        if kind == 0:
-            out[j] = sma_nb(x, windows[j])
-        else:
-            out[j] = ema_nb(x, windows[j])
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def cross_signals_nb(fast, slow, entries, exits):
-    """``entries = fast > slow``, ``exits = fast <= slow`` (both False while either is NaN)."""
-    for i in range(fast.shape[0]):
-        a = fast[i]
-        b = slow[i]
-        entries[i] = a > b
-        exits[i] = a <= b
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def sweep_cross_nb(
-    ts,
-    open_,
-    high,
-    low,
-    close,
-    volume,
-    funding,
-    vol_est,
-    mas,
-    fast_row,
-    slow_row,
-    params,
-    direction,
-    n_threads,
-    orders0,
-    trades0,
-    out,
-    daily,
-):
-    """All combinations of a moving-average-cross grid in one call.
-
-    Combination ``c`` trades ``mas[fast_row[c]]`` against ``mas[slow_row[c]]`` with parameter
-    vector ``params[c]`` and writes its metrics to ``out[c]``. Each thread owns two signal
-    buffers of n booleans; nothing of size combinations x bars exists.
-    direction: 0 long (entries/exits), 1 short, 2 both (exits open shorts, entries close them).
-    ``n_threads``: ``numba.get_num_threads()``; ``orders0``/``trades0``: empty record arrays.
-    ``daily``: (combinations x days) daily returns out, or (combinations x 0) for none — days are
-    far fewer than bars, which is what makes PBO over the whole grid affordable.
-    """
-    n = close.shape[0]
-    n_comb = fast_row.shape[0]
-    nth = max(1, min(n_threads, n_comb))
-    nof = np.zeros(0, dtype=np.bool_)  # an unused signal pair
-    empty_f = np.zeros(0)
-    for t in prange(nth):
-        en = np.empty(n, dtype=np.bool_)
-        ex = np.empty(n, dtype=np.bool_)
-        m = np.empty(N_METRICS)
-        eqb = np.empty(n)  # this thread's equity path, reused by its combinations
-        for c in range(t, n_comb, nth):
-            cross_signals_nb(mas[fast_row[c]], mas[slow_row[c]], en, ex)
-            if direction == 0:
-                simulate_nb(
-                    ts,
-                    open_,
-                    high,
-                    low,
-                    close,
-                    volume,
-                    en,
-                    ex,
-                    nof,
-                    nof,
-                    funding,
-                    vol_est,
-                    empty_f,
-                    params[c],
-                    False,
-                    eqb,
-                    empty_f,
-                    empty_f,
-                    orders0,
-                    trades0,
-                    m,
-                    daily[c],
-                    0,
-                )
-            elif direction == 1:
-                simulate_nb(
-                    ts,
-                    open_,
-                    high,
-                    low,
-                    close,
-                    volume,
-                    nof,
-                    nof,
-                    en,
-                    ex,
-                    funding,
-                    vol_est,
-                    empty_f,
-                    params[c],
-                    False,
-                    eqb,
-                    empty_f,
-                    empty_f,
-                    orders0,
-                    trades0,
-                    m,
-                    daily[c],
-                    0,
-                )
-            else:
-                simulate_nb(
-                    ts,
-                    open_,
-                    high,
-                    low,
-                    close,
-                    volume,
-                    en,
-                    ex,
-                    ex,
-                    en,
-                    funding,
-                    vol_est,
-                    empty_f,
-                    params[c],
-                    False,
-                    eqb,
-                    empty_f,
-                    empty_f,
-                    orders0,
-                    trades0,
-                    m,
-                    daily[c],
-                    0,
-                )
-            out[c, :] = m
 
 
 # --------------------------------------------------------------------------- metrics from arrays
@@ -1367,6 +1187,7 @@ def _close_delisted_nb(
     member,
     last_row,
     acc,
+    store,
     orders,
     trades,
     n_ord,
@@ -1389,7 +1210,7 @@ def _close_delisted_nb(
         if pos[k] != 0.0 and t > last_row[k] and not member[t, k]:
             cash += _exit_nb(
                 acc,
-                True,
+                store,
                 orders,
                 trades,
                 n_ord,
@@ -1430,14 +1251,18 @@ def portfolio_nb(
     se,
     sx,
     funding,
+    vol_est,
     scale,
     member,
     p,
+    store,
     eq_out,
     cash_out,
     pos_out,
     orders,
     trades,
+    metrics,
+    daily_out,
 ):
     """Several symbols (columns) with shared cash over one merged timeline (rows = time).
 
@@ -1446,8 +1271,11 @@ def portfolio_nb(
     of a symbol goes through the same phases as :func:`simulate_nb` (next-open fill, intra-bar
     exits, funding, close decisions); ``next_open`` orders fill at the symbol's next bar.
     Size mode ``all`` splits the free cash evenly over the flat symbols that may still enter.
-    The kill switch watches portfolio equity and flattens every symbol. Returns
-    ``(n_orders, n_trades, fees_paid, funding_paid, traded)``.
+    The kill switch watches portfolio equity and flattens every symbol. ``vol_est[t, k]``: the
+    annualised volatility of symbol k known at that bar (``vol_target`` sizing; (0, 0) without).
+    Returns ``(n_orders, n_trades)`` and fills ``metrics`` like :func:`simulate_nb` (``n_trades``
+    counts every open position); ``store=False`` (sweeps) writes no records, cash or positions,
+    only ``eq_out`` (a scratch buffer) and the daily returns into ``daily_out`` (length 0: none).
 
     ``member[t, k]`` (shape ``(T, K)``, or ``(0, 0)``: always a member) is the dynamic universe:
     a symbol that is not a member at its bar's close opens nothing (a pending entry is dropped,
@@ -1485,6 +1313,9 @@ def portfolio_nb(
     ) = params_nb(p)
     has_vol = volume.shape[0] > 0
     has_fund = funding.shape[0] > 0
+    has_volest = vol_est.shape[0] > 0
+    has_member = member.shape[0] > 0
+    last_row = _last_rows_nb(has) if has_member else np.zeros(0, dtype=np.int64)
     held_extra = 0 if fill_close else 1
 
     acc = np.zeros(8)
@@ -1510,13 +1341,12 @@ def portfolio_nb(
     pend_dir = np.zeros(K, dtype=np.int64)
     pend_scale = np.ones(K)
     has_scale = scale.shape[0] > 0
-    has_member = member.shape[0] > 0
-    last_row = _last_rows_nb(has) if has_member else np.zeros(0, dtype=np.int64)
     halted = False
     kill_now = False
     kpeak = init_cash
     n_ord = 0
     n_tr = 0
+    n_exposed = 0
     for t in range(T):
         if has_member:
             cash, n_ord, n_tr = _close_delisted_nb(
@@ -1525,6 +1355,7 @@ def portfolio_nb(
                 member,
                 last_row,
                 acc,
+                store,
                 orders,
                 trades,
                 n_ord,
@@ -1544,11 +1375,11 @@ def portfolio_nb(
         for k in range(K):
             if not has[t, k]:
                 continue
-            in_univ = not has_member or member[t, k]
             nbar[k] += 1
             b = nbar[k]
             c = close[t, k]
             o = open_[t, k]
+            in_univ = not has_member or member[t, k]
             # 1. next-open fills
             if pend[k]:
                 pend[k] = False
@@ -1558,7 +1389,7 @@ def portfolio_nb(
                     px = slip_price_nb(o, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
                     cash += _exit_nb(
                         acc,
-                        True,
+                        store,
                         orders,
                         trades,
                         n_ord,
@@ -1600,7 +1431,7 @@ def portfolio_nb(
                     budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
                     q, px, f, m = _entry_nb(
                         acc,
-                        True,
+                        store,
                         orders,
                         n_ord,
                         k,
@@ -1611,7 +1442,7 @@ def portfolio_nb(
                         budget,
                         eq_now,
                         vol_ref,
-                        0.0,
+                        vol_est[prev_t[k], k] if has_volest else 0.0,
                         fee,
                         fee_fixed,
                         min_fee,
@@ -1660,7 +1491,7 @@ def portfolio_nb(
                             px = slip_price_nb(px_raw, -side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
                         cash += _exit_nb(
                             acc,
-                            True,
+                            store,
                             orders,
                             trades,
                             n_ord,
@@ -1744,7 +1575,7 @@ def portfolio_nb(
                         px = slip_price_nb(c, side, slip, impact, impact_exp, abs(pos[k]), vol_ref)
                         cash += _exit_nb(
                             acc,
-                            True,
+                            store,
                             orders,
                             trades,
                             n_ord,
@@ -1779,7 +1610,7 @@ def portfolio_nb(
                         budget = cash / n_flat if (size_mode == _S_ALL and n_flat > 0) else cash
                         q, px, f, m = _entry_nb(
                             acc,
-                            True,
+                            store,
                             orders,
                             n_ord,
                             k,
@@ -1790,7 +1621,7 @@ def portfolio_nb(
                             budget,
                             eq_now,
                             vol_ref,
-                            0.0,
+                            vol_est[t, k] if has_volest else 0.0,
                             fee,
                             fee_fixed,
                             min_fee,
@@ -1831,19 +1662,28 @@ def portfolio_nb(
             prev_t[k] = t
         # ---- mark the portfolio at this time
         eq = cash
+        exposed = False
         for j in range(K):
             eq += margin[j] + pos[j] * (last_close[j] - pe[j])
-            pos_out[t, j] = pos[j]
+            exposed |= pos[j] != 0.0
+            if store:
+                pos_out[t, j] = pos[j]
+        n_exposed += exposed
         eq_out[t] = eq
-        cash_out[t] = cash
+        if store:
+            cash_out[t] = cash
         if max_dd_kill > 0.0 and not halted:
             if eq > kpeak:
                 kpeak = eq
             if kpeak - eq >= max_dd_kill * kpeak:
                 halted = True
                 kill_now = True  # every symbol flattens at its next bar's decision
+    n_open = 0
     for k in range(K):
         if pos[k] != 0.0:
+            n_open += 1
+            if not store:
+                continue
             c = last_close[k]
             pnl = pos[k] * (c - pe[k]) - entry_fee[k] - tr_fund[k]
             _rec_trade_nb(
@@ -1864,7 +1704,39 @@ def portfolio_nb(
                 tr_fund[k],
             )
             n_tr += 1
-    return n_ord, n_tr, acc[_A_FEES], acc[_A_FUNDING], acc[_A_TRADED]
+    dacc = np.zeros(4)
+    sum_eq, max_dd, max_dd_us = equity_stats_nb(ts, eq_out, init_cash, dacc, daily_out)
+    finish_metrics_nb(
+        metrics,
+        init_cash,
+        eq_out[T - 1],
+        dacc,
+        max_dd,
+        max_dd_us,
+        int(acc[_A_CLOSED]),
+        int(acc[_A_WIN]),
+        acc[_A_GROSS_WIN],
+        acc[_A_GROSS_LOSS],
+        acc[_A_SUM_PNL],
+        n_open > 0,
+        n_exposed / T,
+        acc[_A_FEES],
+        acc[_A_FUNDING],
+        acc[_A_TRADED],
+        sum_eq / T,
+    )
+    metrics[_M_N_TRADES] = acc[_A_CLOSED] + n_open
+    return n_ord, n_tr
+
+
+@njit(cache=True, error_model="numpy")
+def xs_params_nb(p, top_n, bottom_n):
+    """The parameter vector of a cross-sectional portfolio, in place: both directions, and size
+    mode ``all`` becomes ``percent`` with ``1 / (top_n + bottom_n)`` of equity per position."""
+    p[P_DIRECTION] = 2.0
+    if p[P_SIZE_MODE] == _S_ALL:
+        p[P_SIZE_MODE] = _S_PERCENT
+        p[P_SIZE] = 1.0 / (top_n + bottom_n)
 
 
 # --------------------------------------------------------------------------- input checks

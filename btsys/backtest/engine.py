@@ -12,9 +12,8 @@ value is ``position * close`` as in a spot account.
 
 from __future__ import annotations
 
-import math
 import threading
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numba
 import numpy as np
@@ -28,45 +27,21 @@ from btsys.backtest.enums import (
     CHECK_OPEN,
     CHECK_TS,
     DAY_US,
-    DIRECTION_NAMES,
-    FILL_NAMES,
     N_METRICS,
-    N_PARAMS,
-    P_ALLOW_LONG,
-    P_ALLOW_SHORT,
-    P_COOLDOWN,
-    P_FEE,
-    P_FEE_FIXED,
-    P_FILL,
     P_IMPACT,
-    P_IMPACT_EXP,
     P_INIT_CASH,
-    P_LEVERAGE,
-    P_MAKER_FEE,
-    P_MAX_DRAWDOWN,
-    P_MAX_LEVERAGE,
-    P_MAX_POSITION,
-    P_MIN_FEE,
-    P_MIN_QTY,
-    P_MMR,
-    P_SIZE,
     P_SIZE_MODE,
-    P_SLIPPAGE,
-    P_STEP,
-    P_STOP_LOSS,
-    P_TAKE_PROFIT,
-    P_TIME_STOP,
-    P_TRAILING_STOP,
-    SIZE_MODE_NAMES,
-    Direction,
     SizeMode,
     order_dt,
     trade_dt,
 )
 from btsys.backtest.inputs import prices_and_clock
+from btsys.backtest.options import KW_DEFAULTS as _D
+from btsys.backtest.options import _get, build_params, options_from_config
 from btsys.backtest.result import BacktestResult, make_result
+from btsys.features._nb import rolling_std_nb
 
-__all__ = ["BacktestResult", "simulate", "simulate_from_config", "options_from_config"]
+__all__ = ["BacktestResult", "simulate", "simulate_from_config", "options_from_config", "build_params"]
 
 _PAR_LOCK = threading.Lock()
 
@@ -125,103 +100,6 @@ def _bool(name: str, x: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _num(
-    name: str,
-    v: Any,
-    *,
-    lo: float = 0.0,
-    hi: float = math.inf,
-    lo_open: bool = False,
-    allow_inf: bool = False,
-) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"simulate: `{name}` must be a number, got {v!r}") from None
-    if math.isnan(f) or (math.isinf(f) and not allow_inf):
-        raise ValueError(f"simulate: `{name}` must be finite, got {v!r}")
-    if f < lo or (lo_open and f == lo) or f > hi:
-        raise ValueError(f"simulate: `{name}` = {v!r} is out of range {'(' if lo_open else '['}{lo}, {hi}]")
-    return f
-
-
-def _enum(name: str, v: Any, names: Mapping[str, int]) -> int:
-    v = getattr(v, "value", v)
-    if v not in names:
-        raise ValueError(f"simulate: `{name}` must be one of {sorted(names)}, got {v!r}")
-    return names[v]
-
-
-def build_params(
-    *,
-    init_cash=10_000.0,
-    fees=0.0,
-    slippage=0.0,
-    fill="next_open",
-    size=np.inf,
-    direction="long",
-    fee_fixed=0.0,
-    min_fee=0.0,
-    maker_fee=0.0,
-    slippage_impact=0.0,
-    impact_exponent=0.5,
-    size_mode=None,
-    min_qty=0.0,
-    step=0.0,
-    leverage=1.0,
-    maintenance_margin=0.005,
-    stop_loss=0.0,
-    take_profit=0.0,
-    trailing_stop=0.0,
-    time_stop=0,
-    cooldown=0,
-    max_position=np.inf,
-    max_leverage=np.inf,
-    max_drawdown=0.0,
-) -> np.ndarray:
-    """Validate scalar options and pack them into the kernel's parameter vector.
-
-    ``size_mode=None`` means ``"all"`` when ``size`` is infinite and ``"qty"`` otherwise.
-    """
-    p = np.zeros(N_PARAMS)
-    p[P_INIT_CASH] = _num("init_cash", init_cash, lo=0.0, lo_open=True)
-    p[P_FEE] = _num("fees", fees, hi=1.0)
-    p[P_MAKER_FEE] = _num("maker_fee", maker_fee, lo=-1.0, hi=1.0)
-    p[P_FEE_FIXED] = _num("fee_fixed", fee_fixed)
-    p[P_MIN_FEE] = _num("min_fee", min_fee)
-    p[P_SLIPPAGE] = _num("slippage", slippage, hi=1.0)
-    p[P_IMPACT] = _num("slippage_impact", slippage_impact)
-    p[P_IMPACT_EXP] = _num("impact_exponent", impact_exponent, lo=0.0, lo_open=True)
-    p[P_FILL] = _enum("fill", fill, FILL_NAMES)
-    d = _enum("direction", direction, DIRECTION_NAMES)
-    p[P_ALLOW_LONG] = float(d in (Direction.LONG, Direction.BOTH))
-    p[P_ALLOW_SHORT] = float(d in (Direction.SHORT, Direction.BOTH))
-    size_f = _num("size", size, lo=0.0, lo_open=True, allow_inf=True)
-    if size_mode is None:
-        size_mode = "all" if math.isinf(size_f) else "qty"
-    sm = _enum("size_mode", size_mode, SIZE_MODE_NAMES)
-    if sm != SizeMode.ALL and math.isinf(size_f):
-        raise ValueError(f"simulate: `size` must be finite with size_mode={size_mode!r}")
-    p[P_SIZE_MODE] = sm
-    p[P_SIZE] = size_f
-    p[P_MIN_QTY] = _num("min_qty", min_qty)
-    p[P_STEP] = _num("step", step)
-    p[P_LEVERAGE] = _num("leverage", leverage, lo=0.0, lo_open=True)
-    p[P_MMR] = _num("maintenance_margin", maintenance_margin, hi=0.999)
-    p[P_STOP_LOSS] = _num("stop_loss", stop_loss, hi=1.0)
-    p[P_TAKE_PROFIT] = _num("take_profit", take_profit)
-    p[P_TRAILING_STOP] = _num("trailing_stop", trailing_stop, hi=1.0)
-    for k, slot, v in (("time_stop", P_TIME_STOP, time_stop), ("cooldown", P_COOLDOWN, cooldown)):
-        f = _num(k, v)
-        if f != int(f):
-            raise ValueError(f"simulate: `{k}` must be a whole number of bars, got {v!r}")
-        p[slot] = f
-    p[P_MAX_POSITION] = _num("max_position", max_position, lo=0.0, lo_open=True, allow_inf=True)
-    p[P_MAX_LEVERAGE] = _num("max_leverage", max_leverage, lo=0.0, lo_open=True, allow_inf=True)
-    p[P_MAX_DRAWDOWN] = _num("max_drawdown", max_drawdown, hi=1.0)
-    return p
-
-
 def signal_arrays(direction: str, n: int, entries, exits, short_entries=None, short_exits=None):
     """Map user signals to the kernel's (long entry, long exit, short entry, short exit).
 
@@ -270,6 +148,17 @@ def bar_times(ts, n: int, check: bool = True) -> np.ndarray:
     return a
 
 
+def volume_array(volume, n: int) -> np.ndarray:
+    """Checked float64 volumes (finite, >= 0), or an empty array for none."""
+    if volume is None:
+        return np.zeros(0)
+    v = _f64("volume", volume, n)
+    if (v < 0).any() or not np.isfinite(v).all():
+        i = int(np.flatnonzero(~(v >= 0) | ~np.isfinite(v))[0])
+        raise ValueError(f"simulate: `volume` row {i} is {v[i]!r}")
+    return v
+
+
 def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
     """Sum the funding rates due in each bar: an event at time t belongs to the first bar whose
     close time is >= t; events after the last bar are dropped. ``ts=None``: bars without times,
@@ -300,10 +189,13 @@ def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
 
 
 def realised_vol(close: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
-    """Annualised volatility of log returns over the trailing ``window`` bars, known at each
-    bar's close (uses closes up to and including that bar only; NaN during warm-up).
+    """Annualised volatility known at each bar's close (``size.mode=vol_target``): the sample
+    standard deviation of the last ``window`` 1-bar log returns times ``sqrt(bars per year)``,
+    with bars per year from those same bars' span, ``window * 365 days / (ts[t] - ts[t - window])``.
 
-    Bars per year = 365 days / median bar spacing; ``ts=None`` (bars without times) is an error."""
+    Uses closes and bar times up to and including bar ``t`` only (later bars change nothing
+    before them); NaN during the warm-up and when the window spans no time (no entry then).
+    ``ts=None`` (bars without times) is an error."""
     if ts is None:
         raise ValueError(
             "simulate: size_mode='vol_target' annualises volatility and needs bar times; "
@@ -315,10 +207,12 @@ def realised_vol(close: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
     r = np.empty(n)
     r[0] = np.nan
     r[1:] = np.diff(np.log(close))
-    s = pd.Series(r).rolling(window, min_periods=window).std(ddof=1).to_numpy()
-    dt = float(np.median(np.diff(ts))) if n > 1 else float(DAY_US)
-    per_year = 365.0 * DAY_US / dt if dt > 0 else 365.0
-    return np.ascontiguousarray(s * math.sqrt(per_year))
+    out = rolling_std_nb(r, window, 1)
+    span = np.full(n, np.nan)
+    span[window:] = (ts[window:] - ts[:-window]).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out *= np.sqrt(np.where(span > 0, window * 365.0 * DAY_US / span, np.nan))
+    return out
 
 
 def simulate(
@@ -328,40 +222,41 @@ def simulate(
     open=None,
     high=None,
     low=None,
-    init_cash=10_000.0,
-    fees=0.0,
-    slippage=0.0,
-    fill="next_open",
-    size=np.inf,
+    init_cash=_D["init_cash"],
+    fees=_D["fees"],
+    slippage=_D["slippage"],
+    fill=_D["fill"],
+    size=_D["size"],
     *,
     ts=None,
     freq=None,
     volume=None,
-    direction="long",
+    direction=_D["direction"],
     short_entries=None,
     short_exits=None,
-    fee_fixed=0.0,
-    min_fee=0.0,
-    maker_fee=0.0,
-    slippage_impact=0.0,
-    impact_exponent=0.5,
-    size_mode=None,
-    vol_window=50,
-    min_qty=0.0,
-    step=0.0,
-    leverage=1.0,
-    maintenance_margin=0.005,
-    stop_loss=0.0,
-    take_profit=0.0,
-    trailing_stop=0.0,
-    time_stop=0,
-    cooldown=0,
-    max_position=np.inf,
-    max_leverage=np.inf,
-    max_drawdown=0.0,
+    fee_fixed=_D["fee_fixed"],
+    min_fee=_D["min_fee"],
+    maker_fee=_D["maker_fee"],
+    slippage_impact=_D["slippage_impact"],
+    impact_exponent=_D["impact_exponent"],
+    size_mode=_D["size_mode"],
+    vol_window=_D["vol_window"],
+    min_qty=_D["min_qty"],
+    step=_D["step"],
+    leverage=_D["leverage"],
+    maintenance_margin=_D["maintenance_margin"],
+    stop_loss=_D["stop_loss"],
+    take_profit=_D["take_profit"],
+    trailing_stop=_D["trailing_stop"],
+    time_stop=_D["time_stop"],
+    cooldown=_D["cooldown"],
+    max_position=_D["max_position"],
+    max_leverage=_D["max_leverage"],
+    max_drawdown=_D["max_drawdown"],
     funding_ts=None,
     funding_rate=None,
     size_scale=None,
+    window=None,
 ) -> BacktestResult:
     """Backtest one asset from boolean signals.
 
@@ -399,6 +294,9 @@ def simulate(
     size_scale : optional float64 per bar, >= 0 (NaN counts as 0): bet size decided at each bar's
         close; it multiplies the quantity of an entry signalled on that bar (e.g. an ML
         strategy's AFML bet size). ``None``: 1.0 everywhere.
+    window : ``(start, stop)`` bar indices: trade bars ``[start, stop)`` only, starting flat with
+        ``init_cash``; funding and the ``vol_target`` volatility still come from the bars before
+        (a walk-forward window). The result covers the window's bars.
     """
     close, a, ts = prices_and_clock(
         close,
@@ -437,6 +335,7 @@ def simulate(
         slippage_impact=slippage_impact,
         impact_exponent=impact_exponent,
         size_mode=size_mode,
+        vol_window=vol_window,
         min_qty=min_qty,
         step=step,
         leverage=leverage,
@@ -454,15 +353,9 @@ def simulate(
     # the zero clock of bars without times passes the order check too; checking it keeps the
     # no-times run on the timed run's code path (measured: ~10 % faster than skipping the check)
     check |= CHECK_TS
-    if volume is None:
-        if p[P_IMPACT] > 0:
-            raise ValueError("simulate: `slippage_impact` > 0 needs `volume`")
-        v = np.zeros(0)
-    else:
-        v = _f64("volume", volume, n)
-        if (v < 0).any() or not np.isfinite(v).all():
-            i = int(np.flatnonzero(~(v >= 0) | ~np.isfinite(v))[0])
-            raise ValueError(f"simulate: `volume` row {i} is {v[i]!r}")
+    if volume is None and p[P_IMPACT] > 0:
+        raise ValueError("simulate: `slippage_impact` > 0 needs `volume`")
+    v = volume_array(volume, n)
     le, lx, se, sx = signal_arrays(direction, n, entries, exits, short_entries, short_exits)
     clock = None if ts is None else t
     fund = funding_per_bar(clock, funding_ts, funding_rate)
@@ -477,6 +370,14 @@ def simulate(
     elif d == "short":
         le = lx = none
     scale = bet_sizes(size_scale, n)
+    if window is not None:  # inputs before the window are used: check them all, then trade a slice
+        ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo, "simulate")
+        bar_times(t, n)
+        w = window_slice(window, n)
+        t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale = (
+            a[w] for a in (t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale)
+        )
+        check = 0
     try:
         return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check, clock is not None)
     except _BadInput:
@@ -486,6 +387,17 @@ def simulate(
         raise AssertionError(
             "simulate: the kernel reported an invalid input row that the checks did not find"
         ) from None
+
+
+def window_slice(window, n: int) -> slice:
+    """``slice(start, stop)`` of a ``(start, stop)`` window checked against ``n`` bars."""
+    try:
+        start, stop = (int(x) for x in window)
+    except (TypeError, ValueError):
+        raise ValueError(f"simulate: `window` must be (start, stop) bar indices, got {window!r}") from None
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"simulate: `window` {window!r} must satisfy 0 <= start < stop <= {n}")
+    return slice(start, stop)
 
 
 class _BadInput(Exception):
@@ -605,72 +517,6 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check=0, ti
 
 
 # --------------------------------------------------------------------------- config mapping
-def _get(node: Any, dotted: str, default: Any = None) -> Any:
-    """``node.a.b`` for OmegaConf nodes, dataclasses and dicts alike (enums by value)."""
-    cur = node
-    for part in dotted.split("."):
-        if cur is None:
-            break
-        cur = cur.get(part) if isinstance(cur, Mapping) else getattr(cur, part, None)
-    v = default if cur is None else cur
-    return getattr(v, "value", v)
-
-
-def options_from_config(bt_cfg: Any) -> dict:
-    """Map every field of the ``backtest`` config group to :func:`simulate` keyword options.
-
-    Market orders pay ``fees.taker``; ``fees.maker`` is passed as ``maker_fee``;
-    ``slippage.bps`` becomes a fraction (bps / 1e4); size mode ``all`` means ``size=inf``.
-    ``funding`` (bool) is not a simulate option: the caller passes the funding table or not.
-    """
-    known = {
-        "init_cash",
-        "fill",
-        "direction",
-        "fees",
-        "slippage",
-        "size",
-        "leverage",
-        "maintenance_margin",
-        "risk",
-        "funding",
-        "split",
-    }
-    if isinstance(bt_cfg, Mapping):
-        unknown = set(bt_cfg) - known
-        if unknown:
-            raise ValueError(f"backtest config: unknown key(s) {sorted(unknown)}")
-    mode = _get(bt_cfg, "size.mode", "all")
-    opts = dict(
-        init_cash=_get(bt_cfg, "init_cash", 10_000.0),
-        fill=_get(bt_cfg, "fill", "next_open"),
-        direction=_get(bt_cfg, "direction", "long"),
-        fees=_get(bt_cfg, "fees.taker", 0.0),
-        maker_fee=_get(bt_cfg, "fees.maker", 0.0),
-        fee_fixed=_get(bt_cfg, "fees.fixed", 0.0),
-        min_fee=_get(bt_cfg, "fees.min_fee", 0.0),
-        slippage=float(_get(bt_cfg, "slippage.bps", 0.0)) / 1e4,
-        slippage_impact=_get(bt_cfg, "slippage.impact", 0.0),
-        impact_exponent=_get(bt_cfg, "slippage.impact_exponent", 0.5),
-        size=np.inf if mode == "all" else _get(bt_cfg, "size.value", 1.0),
-        size_mode=mode,
-        vol_window=_get(bt_cfg, "size.vol_window", 50),
-        min_qty=_get(bt_cfg, "size.min_qty", 0.0),
-        step=_get(bt_cfg, "size.step", 0.0),
-        leverage=_get(bt_cfg, "leverage", 1.0),
-        maintenance_margin=_get(bt_cfg, "maintenance_margin", 0.005),
-        stop_loss=_get(bt_cfg, "risk.stop_loss", 0.0),
-        take_profit=_get(bt_cfg, "risk.take_profit", 0.0),
-        trailing_stop=_get(bt_cfg, "risk.trailing_stop", 0.0),
-        time_stop=_get(bt_cfg, "risk.time_stop_bars", 0),
-        cooldown=_get(bt_cfg, "risk.cooldown_bars", 0),
-        max_position=_get(bt_cfg, "risk.max_position", np.inf),
-        max_leverage=_get(bt_cfg, "risk.max_leverage", np.inf),
-        max_drawdown=_get(bt_cfg, "risk.max_drawdown", 0.0),
-    )
-    return opts
-
-
 BAR_COLUMNS = ("ts_close", "open", "high", "low", "close")
 
 
@@ -701,6 +547,7 @@ def simulate_from_config(
     short_entries=None,
     short_exits=None,
     size_scale=None,
+    window=None,
 ) -> BacktestResult:
     """Backtest a bar table (``ts_close, open, high, low, close[, volume]``) with a ``backtest``
     config node (OmegaConf or dict). ``funding`` (columns ``ts`` µs, ``rate``) is charged when
@@ -723,5 +570,6 @@ def simulate_from_config(
         funding_ts=fts,
         funding_rate=frate,
         size_scale=size_scale,
+        window=window,
         **opts,
     )

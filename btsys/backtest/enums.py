@@ -95,34 +95,9 @@ P_COOLDOWN = 18  # bars; 0 = off
 P_MAX_POSITION = 19  # quote notional; inf = off
 P_MAX_LEVERAGE = 20  # notional / equity; inf = off
 P_MAX_DRAWDOWN = 21  # fraction; 0 = off
-P_ALLOW_LONG = 22
-P_ALLOW_SHORT = 23
-P_MAKER_FEE = 24  # accepted and validated; only market orders exist today (they pay taker)
-N_PARAMS = 25
-
-#: Backtest options that ``sweep`` may vary per combination, mapped to their slot.
-SWEEPABLE = {
-    "init_cash": P_INIT_CASH,
-    "fees": P_FEE,
-    "fee_fixed": P_FEE_FIXED,
-    "min_fee": P_MIN_FEE,
-    "slippage": P_SLIPPAGE,
-    "slippage_impact": P_IMPACT,
-    "impact_exponent": P_IMPACT_EXP,
-    "size": P_SIZE,
-    "min_qty": P_MIN_QTY,
-    "step": P_STEP,
-    "leverage": P_LEVERAGE,
-    "maintenance_margin": P_MMR,
-    "stop_loss": P_STOP_LOSS,
-    "take_profit": P_TAKE_PROFIT,
-    "trailing_stop": P_TRAILING_STOP,
-    "time_stop": P_TIME_STOP,
-    "cooldown": P_COOLDOWN,
-    "max_position": P_MAX_POSITION,
-    "max_leverage": P_MAX_LEVERAGE,
-    "max_drawdown": P_MAX_DRAWDOWN,
-}
+P_DIRECTION = 22  # Direction: which sides may be opened
+P_MAKER_FEE = 23  # accepted and validated; only market orders exist today (they pay taker)
+N_PARAMS = 24
 
 # --------------------------------------------------------------------------- metric vector
 METRIC_NAMES = (

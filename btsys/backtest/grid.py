@@ -1,13 +1,18 @@
-"""Whole-grid sweeps inside one run: ``sweep.mode=kernel`` (one numba call per symbol on the driver)
-and ``sweep.mode=spark`` (the grid split into chunks, each chunk a Spark task calling the same
-numba sweep kernel on that executor's copy of the bars).
+"""Whole-grid sweeps inside one run: ``sweep.mode=kernel`` (one numba call on the driver) and
+``sweep.mode=spark`` (the grid split into chunks, each chunk a Spark task calling the same sweep
+on that executor's copy of the frames).
 
 The grid is ``sweep.grid``: dotted config keys -> lists of values, e.g.
 ``{"strategy.fast": [5, 10], "strategy.slow": [50, 100], "backtest.risk.stop_loss": [0, 0.02]}``.
-Its combinations are enumerated in ``itertools.product`` order. Spark chunks are *sub-grids*
-(a fixed index on the leading keys and a slice of one key, the trailing keys whole), described by
-one integer per task: the driver creates ``n_chunks`` integers and nothing per combination, and the
-chunks concatenated in id order give exactly the kernel-mode table, row for row.
+Every combination is checked before anything is computed (:func:`btsys.backtest.sweep.plan_from_config`).
+A row is one parameter set evaluated as the run evaluates it: with several ``data.symbols``, the
+shared-cash portfolio of all of them (with a dynamic universe, ``universe=top_n``, of its
+members). Combinations are enumerated in ``itertools.product`` order.
+Spark chunks are *sub-grids* (a fixed index on the leading keys and a slice of one key, the
+trailing keys whole), described by one integer per task: the driver creates ``n_chunks`` integers
+and nothing per combination, and the chunks concatenated in id order give exactly the kernel-mode
+table, row for row. The top ``sweep.top_k`` rows are run again by the pipeline's own backtest
+(:func:`btsys.backtest.run.backtest_frames`) for their child runs, which therefore equal them.
 """
 
 from __future__ import annotations
@@ -21,16 +26,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from btsys.backtest.engine import BacktestResult, simulate_from_config
-from btsys.backtest.run import load_frames, load_funding
-from btsys.backtest.sweep import sweep_from_config
+from btsys.backtest.enums import METRIC_NAMES
+from btsys.backtest.metrics import BENCHMARK_METRICS
+from btsys.backtest.result import BacktestResult
+from btsys.backtest.run import backtest_frames, load_stage_inputs
+from btsys.backtest.sweep import SweepError, check_frames, evaluate, grid_axes, plan_from_config, sweep_frames
 
 log = logging.getLogger("btsys.backtest")
 
 
 @dataclass
 class GridResult:
-    table: pd.DataFrame  # one row per (symbol,) combination: params + metrics
+    table: pd.DataFrame  # one row per combination: params + metrics
     param_cols: List[str]
     objective: str
     top_results: List[Tuple[Dict[str, Any], BacktestResult]]
@@ -38,23 +45,43 @@ class GridResult:
     returns: pd.DataFrame  # daily returns: index UTC day (µs), one column per table row
 
 
-def grid_axes(grid: Mapping[str, Any]) -> Tuple[List[str], List[list]]:
-    """Keys and value lists of a ``sweep.grid`` (clear errors for an empty grid or a scalar)."""
-    if not grid:
-        raise ValueError(
-            "sweep.grid is empty: give dotted keys with lists of values, e.g. "
-            "sweep.grid={strategy.fast:[5,10],strategy.slow:[50,100]}"
+def grid_of(cfg: Any) -> Dict[str, list]:
+    """``sweep.grid`` as a plain dict (checked: non-empty, lists)."""
+    from btsys.config import to_plain
+
+    keys, values = grid_axes(to_plain(cfg.sweep.grid) or {})
+    return dict(zip(keys, values, strict=True))
+
+
+def check_objective(cfg: Any) -> Tuple[str, bool]:
+    """``(sweep.objective, maximise?)``, checked against the metric names."""
+    objective = str(cfg.sweep.objective)
+    if objective not in METRIC_NAMES + BENCHMARK_METRICS:
+        raise SweepError(
+            f"sweep.objective={objective!r} is not a backtest metric; one of "
+            f"{list(METRIC_NAMES + BENCHMARK_METRICS)}"
         )
-    keys, values = [], []
-    for k, v in grid.items():
-        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
-            raise ValueError(f"sweep.grid.{k} must be a list of values, got {v!r}")
-        v = list(v)
-        if not v:
-            raise ValueError(f"sweep.grid.{k} is an empty list")
-        keys.append(str(k))
-        values.append(v)
-    return keys, values
+    direction = str(cfg.sweep.get("direction", "maximize"))
+    if direction not in ("maximize", "minimize"):
+        raise SweepError(f"sweep.direction must be maximize or minimize, got {direction!r}")
+    return objective, direction == "maximize"
+
+
+def ranking(table: pd.DataFrame, objective: str, maximize: bool) -> np.ndarray:
+    """Row positions from best to worst by ``objective`` (NaN last, ties in grid order)."""
+    score = table[objective].astype(float).fillna(-np.inf if maximize else np.inf).to_numpy()
+    return np.argsort(-score if maximize else score, kind="stable")
+
+
+def trial_config(cfg: Any, params: Mapping[str, Any]):
+    """``cfg`` (without ``hydra``) with one combination's values set."""
+    from omegaconf import OmegaConf
+
+    trial = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    trial.pop("hydra", None)
+    for k, v in params.items():
+        OmegaConf.update(trial, k, v.item() if isinstance(v, np.generic) else v, force_add=True)
+    return trial
 
 
 def chunk_plan(sizes: Sequence[int], chunk_size: int) -> Tuple[int, int, int]:
@@ -91,7 +118,7 @@ def chunk_grid(
         rest, i = divmod(rest, len(vals))
         lead.append(i)
     lead.reverse()
-    sub = {k: [values[a][i]] for a, (k, i) in enumerate(zip(keys[:axis], lead))}
+    sub = {k: [values[a][i]] for a, (k, i) in enumerate(zip(keys[:axis], lead, strict=True))}
     sub[keys[axis]] = values[axis][s * step : (s + 1) * step]
     for a in range(axis + 1, len(keys)):
         sub[keys[a]] = values[a]
@@ -115,28 +142,19 @@ def _executor_frame(store_dict: dict, path: str, keep_partial: bool) -> pd.DataF
     return _EXECUTOR_FRAMES[key]
 
 
-def _chunk_task(ids, store_dict, paths, cfg_dict, keys, values, plan, keep_partial, funding):
+def _chunk_task(ids, store_dict, paths, cfg_dict, keys, values, plan, keep_partial, funding, universe):
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(cfg_dict)
-    n_chunks = plan[2]
-    for task_id in ids:
-        sym_i, chunk = divmod(task_id, n_chunks)
-        sym, path = paths[sym_i]
-        frame = _executor_frame(store_dict, path, keep_partial)
-        table, daily = sweep_from_config(
-            frame,
-            cfg,
-            chunk_grid(keys, values, plan, chunk),
-            funding=None if funding is None else funding.get(sym),
-            daily_returns=True,
-        )
-        table.insert(0, "_task", task_id)
+    frames = {sym: _executor_frame(store_dict, path, keep_partial) for sym, path in paths}
+    for chunk in ids:
+        sub = chunk_grid(keys, values, plan, chunk)
+        table, daily = sweep_frames(cfg, frames, sub, funding=funding, daily_returns=True, universe=universe)
         daily.columns = [str(c) for c in daily.columns]
         tbuf, dbuf = io.BytesIO(), io.BytesIO()
         table.to_parquet(tbuf, index=False)
         daily.to_parquet(dbuf)
-        yield task_id, tbuf.getvalue(), dbuf.getvalue()
+        yield chunk, tbuf.getvalue(), dbuf.getvalue()
 
 
 def spark_sweep(
@@ -148,21 +166,23 @@ def spark_sweep(
     values: List[list],
     keep_partial: bool = False,
     funding: Optional[Dict[str, pd.DataFrame]] = None,
+    universe: Optional[pd.DataFrame] = None,
 ) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate the grid for every ``(symbol, storage path)`` in Spark tasks; rows in kernel order.
-
-    Returns the metrics table and the daily returns (one column per table row)."""
+    """Evaluate the grid over the symbols ``[(symbol, storage path), ...]`` in Spark tasks, one
+    chunk of combinations per task; rows in kernel order. Returns the metrics table and the
+    daily returns (one column per table row). ``universe`` (the membership table, one row per
+    rebalance) travels with the tasks."""
     from omegaconf import OmegaConf
 
     plan = chunk_plan([len(v) for v in values], int(cfg.sweep.chunk_size))
-    n_tasks = plan[2] * len(paths)
+    n_tasks = plan[2]
     cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     cfg_dict.pop("hydra", None)
     store_dict = store.to_dict()
     sc = spark.sparkContext
     parts = min(n_tasks, max(1, sc.defaultParallelism * 4))
     log.info(
-        "spark sweep: %d combinations x %d symbol(s) in %d chunks on %d partitions",
+        "spark sweep: %d combinations over %d symbol(s) in %d chunks on %d partitions",
         int(np.prod([len(v) for v in values])),
         len(paths),
         n_tasks,
@@ -171,7 +191,9 @@ def spark_sweep(
     blobs = sorted(
         sc.parallelize(range(n_tasks), parts)
         .mapPartitions(
-            lambda it: _chunk_task(it, store_dict, paths, cfg_dict, keys, values, plan, keep_partial, funding)
+            lambda it: _chunk_task(
+                it, store_dict, paths, cfg_dict, keys, values, plan, keep_partial, funding, universe
+            )
         )
         .collect(),
         key=lambda b: b[0],
@@ -179,82 +201,44 @@ def spark_sweep(
     table = pd.concat([pd.read_parquet(io.BytesIO(t)) for _, t, _ in blobs], ignore_index=True)
     daily = pd.concat([pd.read_parquet(io.BytesIO(d)) for _, _, d in blobs], axis=1)
     daily.columns = range(daily.shape[1])
-    return table.drop(columns="_task"), daily
+    return table, daily
 
 
 # --------------------------------------------------------------------------- driver
-def run_grid(cfg: Any, store, feats_entry, ingest_entry, spark=None) -> GridResult:
-    """Sweep ``cfg.sweep.grid`` over every symbol's bars; simulate the top K again for their reports."""
-    from omegaconf import OmegaConf
-
-    from btsys.signals import generate_signals
-
-    keys, values = grid_axes(
-        OmegaConf.to_container(cfg.sweep.grid, resolve=True)
-        if OmegaConf.is_config(cfg.sweep.grid)
-        else cfg.sweep.grid
-    )
-    keep_partial = bool(cfg.bars.keep_partial)
-    frames = load_frames(store, feats_entry, keep_partial)
-    funding = load_funding(store, ingest_entry, frames) if bool(cfg.backtest.funding) else None
-    objective = str(cfg.sweep.objective)
-    multi = len(frames) > 1
+def run_grid(
+    cfg: Any, store, feats_entry, ingest_entry, spark=None, universe: Optional[pd.DataFrame] = None
+) -> GridResult:
+    """Sweep ``cfg.sweep.grid`` over the run's frames (all of ``data.symbols`` together; members
+    only with a ``universe`` membership table); run the top K again through the pipeline's
+    backtest for their reports."""
+    grid = grid_of(cfg)
+    sweep_plan = plan_from_config(cfg, grid)  # every combination checked before anything runs
+    objective, maximize = check_objective(cfg)
+    frames, funding = load_stage_inputs(cfg, store, feats_entry, ingest_entry)
+    check_frames(sweep_plan, frames)
+    keys, values = list(grid), list(grid.values())
     if spark is not None:
         paths = [(s, feats_entry.meta["symbols"][s]["path"]) for s in frames]
-        table, daily = spark_sweep(spark, store, paths, cfg, keys, values, keep_partial, funding)
-        n_per = len(table) // len(frames)
-        table.insert(0, "symbol", np.repeat(list(frames), n_per))
-    else:
-        parts, dailies = [], []
-        for sym, frame in frames.items():
-            t, d = sweep_from_config(
-                frame,
-                cfg,
-                dict(zip(keys, values)),
-                funding=None if funding is None else funding.get(sym),
-                daily_returns=True,
-            )
-            t.insert(0, "symbol", sym)
-            parts.append(t)
-            dailies.append(d)
-        table = pd.concat(parts, ignore_index=True)
-        daily = pd.concat(dailies, axis=1)
-    # symbols cover different days: a day outside a symbol's data is a zero return
-    daily = daily.fillna(0.0)
-    daily.columns = table.index
-    if not multi:
-        table = table.drop(columns="symbol")
-    if objective not in table.columns:
-        raise KeyError(
-            f"sweep.objective={objective!r} is not a metric of the sweep table "
-            f"({[c for c in table.columns if c not in keys]})"
+        table, daily = spark_sweep(
+            spark, store, paths, cfg, keys, values, bool(cfg.bars.keep_partial), funding, universe
         )
-    param_cols = (["symbol"] if multi else []) + keys
-    maximize = str(cfg.sweep.get("direction", "maximize")) != "minimize"
-    score = table[objective].astype(float).fillna(-np.inf if maximize else np.inf)
-    order = np.argsort(-score.to_numpy() if maximize else score.to_numpy(), kind="stable")
+    else:
+        table, daily = evaluate(sweep_plan, frames, funding, daily_returns=True, universe=universe)
+    daily.columns = table.index
+    order = ranking(table, objective, maximize)
     top = []
     for i in order[: int(cfg.sweep.top_k)]:
-        cell = {k: table[k].iloc[int(i)] for k in table.columns}  # per column: dtypes kept
-        params = {k: (cell[k].item() if isinstance(cell[k], np.generic) else cell[k]) for k in keys}
-        sym = cell["symbol"] if multi else next(iter(frames))
-        trial = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        trial.pop("hydra", None)
-        for k, v in params.items():
-            OmegaConf.update(trial, k, v, force_add=True)
-        if multi:
-            OmegaConf.update(trial, "data.symbols", [sym], force_add=True)
-            params = {"data.symbols": [sym], **params}
-        sig = generate_signals(trial.strategy, frames[sym])
-        res = simulate_from_config(
-            frames[sym],
-            sig.entries,
-            sig.exits,
-            trial.backtest,
-            funding=None if funding is None else funding.get(sym),
-            short_entries=sig.short_entries,
-            short_exits=sig.short_exits,
-        )
-        top.append((params, res))
+        params = {k: table[k].iloc[int(i)] for k in keys}  # per column: dtypes kept
+        params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+        trial = trial_config(cfg, params)
+        top.append((params, backtest_frames(trial, frames, funding, universe=universe).result))
     best = dict(top[0][1].metrics) if top else {}
-    return GridResult(table, param_cols, objective, top, best, daily)
+    if top:
+        log.info(
+            "sweep best of %d: %s=%.6g with %s",
+            len(table),
+            objective,
+            best.get(objective, float("nan")),
+            " ".join(f"{k}={v}" for k, v in top[0][0].items()),
+        )
+    return GridResult(table, keys, objective, top, best, daily)

@@ -38,6 +38,7 @@ class StageResult:
     extra_charts: Dict[str, bytes] = field(default_factory=dict)  # chart name -> PNG
     extra_tables: Dict[str, pd.DataFrame] = field(default_factory=dict)  # tearsheet title -> table
     prices: Dict[str, tuple] = field(default_factory=dict)  # symbol -> (ts_close µs, close): charts
+    walk_forward: Optional[pd.DataFrame] = None  # per-window table of a walk-forward optimisation
 
     # the reporter reads these like a BacktestResult
     def __getattr__(self, name: str) -> Any:
@@ -79,19 +80,50 @@ def _prices(frames: Dict[str, pd.DataFrame]) -> Dict[str, tuple]:
     return {s: (f["ts_close"].to_numpy("int64"), f["close"].to_numpy("float64")) for s, f in frames.items()}
 
 
-def run_backtest_stage(
-    cfg: Any, store, feats_entry, ingest_entry, universe: Optional[pd.DataFrame] = None
-) -> StageResult:
-    bt = cfg.backtest
+def load_stage_inputs(cfg: Any, store, feats_entry, ingest_entry):
+    """``(frames, funding)`` of the backtest stage: feature frames per symbol and, with
+    ``backtest.funding``, the ingested funding rates per symbol (else None)."""
     frames = load_frames(store, feats_entry, bool(cfg.bars.keep_partial))
-    funding = load_funding(store, ingest_entry, frames) if bool(bt.funding) else None
-    if bt.funding and not any(len(f) for f in funding.values()):
+    funding = load_funding(store, ingest_entry, frames) if bool(cfg.backtest.funding) else None
+    if cfg.backtest.funding and not any(len(f) for f in funding.values()):
         raise ValueError(
             "backtest.funding=true but no funding rates were ingested: set data.funding=true "
             f"(futures markets only; data.market={cfg.data.market})"
         )
+    return frames, funding
+
+
+def run_backtest_stage(
+    cfg: Any, store, feats_entry, ingest_entry, universe: Optional[pd.DataFrame] = None
+) -> StageResult:
+    """The backtest stage; with ``backtest.split.reoptimize`` a walk-forward optimisation whose
+    stitched out-of-sample backtest is the result."""
+    frames, funding = load_stage_inputs(cfg, store, feats_entry, ingest_entry)
+    split = cfg.backtest.split
+    if bool(split.enabled) and bool(split.get("reoptimize", False)):
+        from btsys.backtest.walk_forward import walk_forward
+
+        wf = walk_forward(cfg, frames, funding, universe)
+        return StageResult(
+            wf.result, sorted(frames), extra_metrics=wf.metrics, prices=_prices(frames), walk_forward=wf.table
+        )
+    return backtest_frames(cfg, frames, funding, universe=universe)
+
+
+def backtest_frames(
+    cfg: Any,
+    frames: Dict[str, pd.DataFrame],
+    funding: Optional[Dict[str, pd.DataFrame]] = None,
+    window: Optional[tuple] = None,
+    universe: Optional[pd.DataFrame] = None,
+) -> StageResult:
+    """The backtest of ``cfg`` (``strategy``, ``backtest``) on loaded frames: what the pipeline's
+    backtest stage runs, and what every sweep row equals. ``window``: ``(start, stop)`` bars (one
+    symbol without a universe) or merged-timeline rows (otherwise) to trade, the earlier ones
+    warming up. ``universe``: the membership table (``Membership.wide()``; None: static)."""
     from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
 
+    bt = cfg.backtest
     p = strategy_params(cfg.strategy)
     if p["name"] == "xs_momentum":
         scores = generate_scores(cfg.strategy, frames)
@@ -102,7 +134,9 @@ def run_backtest_stage(
             bottom_n=p["bottom_n"],
             rebalance_every=p["rebalance_every"],
             bt_cfg=bt,
+            funding=funding,
             universe=universe,
+            window=window,
         )
         return StageResult(res, sorted(frames), prices=_prices(frames))
     sigs = {s: generate_signals(cfg.strategy, f) for s, f in frames.items()}
@@ -119,6 +153,7 @@ def run_backtest_stage(
             short_entries=g.short_entries,
             short_exits=g.short_exits,
             size_scale=g.size,
+            window=window,
         )
     else:
         res = simulate_portfolio(
@@ -131,5 +166,6 @@ def run_backtest_stage(
             short_exits=_per_symbol(sigs, "short_exits"),
             size_scale=_per_symbol(sigs, "size"),
             universe=universe,
+            window=window,
         )
     return StageResult(res, sorted(frames), model_infos=model_infos, prices=_prices(frames))

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from btsys.errors import ConfigError
 from btsys.report.stats import PERIODS_PER_YEAR, daily_returns, max_drawdown, sharpe, sortino
 
 
@@ -33,29 +34,35 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return getattr(cfg, key, default)
 
 
+def check_split(split_cfg: Any) -> tuple:
+    """``(scheme, train_bars, test_bars, gap_bars, step_bars)`` checked (step 0 -> test_bars)."""
+    scheme = str(getattr(_get(split_cfg, "scheme", "rolling"), "value", _get(split_cfg, "scheme", "rolling")))
+    train = int(_get(split_cfg, "train_bars", 0) or 0)
+    test = int(_get(split_cfg, "test_bars", 0) or 0)
+    gap = int(_get(split_cfg, "gap_bars", 0) or 0)
+    step = int(_get(split_cfg, "step_bars", 0) or 0)
+    if scheme not in ("rolling", "expanding"):
+        raise ConfigError(f"backtest.split.scheme must be 'rolling' or 'expanding', got {scheme!r}")
+    if train <= 0:
+        raise ConfigError(f"backtest.split.train_bars must be > 0, got {train}")
+    if test <= 0:
+        raise ConfigError(f"backtest.split.test_bars must be > 0, got {test}")
+    if gap < 0:
+        raise ConfigError(f"backtest.split.gap_bars must be >= 0, got {gap}")
+    if step < 0:
+        raise ConfigError(f"backtest.split.step_bars must be >= 0, got {step}")
+    return scheme, train, test, gap, step or test
+
+
 def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice]]:
     """IS/OOS bar windows ``[(train_slice, test_slice), ...]`` for a series of ``n_bars`` bars.
 
     Raises
     ------
-    ValueError
+    ConfigError
         naming the ``backtest.split.*`` key that is invalid, or when not even one window fits.
     """
-    scheme = str(getattr(_get(split_cfg, "scheme", "rolling"), "value", _get(split_cfg, "scheme", "rolling")))
-    train = int(_get(split_cfg, "train_bars", 0) or 0)
-    test = int(_get(split_cfg, "test_bars", 0) or 0)
-    gap = int(_get(split_cfg, "gap_bars", 0) or 0)
-    step = int(_get(split_cfg, "step_bars", 0) or 0) or test
-    if scheme not in ("rolling", "expanding"):
-        raise ValueError(f"backtest.split.scheme must be 'rolling' or 'expanding', got {scheme!r}")
-    if train <= 0:
-        raise ValueError(f"backtest.split.train_bars must be > 0, got {train}")
-    if test <= 0:
-        raise ValueError(f"backtest.split.test_bars must be > 0, got {test}")
-    if gap < 0:
-        raise ValueError(f"backtest.split.gap_bars must be >= 0, got {gap}")
-    if step <= 0:
-        raise ValueError(f"backtest.split.step_bars must be >= 0, got {step}")
+    scheme, train, test, gap, step = check_split(split_cfg)
     if n_bars < 0:
         raise ValueError(f"n_bars must be >= 0, got {n_bars}")
     out = []
@@ -70,7 +77,7 @@ def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice
         out.append((slice(train_start, train_end), slice(test_start, test_end)))
         k += 1
     if not out:
-        raise ValueError(
+        raise ConfigError(
             f"backtest.split: no complete window fits in {n_bars} bars (train_bars={train}, "
             f"gap_bars={gap}, test_bars={test} need {train + gap + test})"
         )
@@ -151,13 +158,27 @@ def split_table(result: Any, split_cfg: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def split_metrics(result: Any, split_cfg: Any) -> dict:
-    """IS and OOS metrics of ``result``'s equity per walk-forward window and aggregated.
+def walk_forward_report(result: Any, split_cfg: Any):
+    """``(per-window table or None, aggregate metrics)`` a run reports for ``backtest.split``: the
+    table of a walk-forward optimisation (``result.walk_forward``), else the IS/OOS windows of the
+    run's own equity (:func:`split_table`, :func:`split_metrics`). The table's figures are logged
+    as metric steps (one key per figure, step = window), not one key per window."""
+    table = getattr(result, "walk_forward", None)
+    if table is not None:
+        return table, dict(getattr(result, "extra_metrics", {}) or {})
+    if split_cfg is None or not bool(_get(split_cfg, "enabled", False)):
+        return None, {}
+    return split_table(result, split_cfg), split_metrics(result, split_cfg)
 
-    Keys: ``is_<m>_w<iii>`` and ``oos_<m>_w<iii>`` for ``m`` in sharpe, sortino, total_return,
-    annual_return, max_drawdown; aggregated ``is_<m>`` / ``oos_<m>`` over the union of the IS /
-    OOS bars (returns chained), ``is_sharpe_mean`` / ``oos_sharpe_mean`` (mean over windows),
-    ``wf_n_windows`` and ``wf_efficiency`` (``oos_sharpe / is_sharpe``, NaN when undefined).
+
+def split_metrics(result: Any, split_cfg: Any) -> dict:
+    """IS and OOS metrics of ``result``'s equity over all walk-forward windows.
+
+    Keys: aggregated ``is_<m>`` / ``oos_<m>`` for ``m`` in sharpe, sortino, total_return,
+    annual_return, max_drawdown over the union of the IS / OOS bars (returns chained),
+    ``is_sharpe_mean`` / ``oos_sharpe_mean`` (mean over windows), ``wf_n_windows`` and
+    ``wf_efficiency`` (``oos_sharpe / is_sharpe``, NaN when undefined). Per-window figures:
+    :func:`split_table`.
     """
     eq = np.asarray(result.equity, dtype=np.float64)
     ts = _ts_of(result, len(eq))
@@ -166,16 +187,12 @@ def split_metrics(result: Any, split_cfg: Any) -> dict:
     out: dict = {"wf_n_windows": len(wins)}
     is_idx, oos_idx = [], []
     per_is, per_oos = [], []
-    for i, (tr, te) in enumerate(wins):
+    for tr, te in wins:
         a, b = np.arange(tr.start, tr.stop), np.arange(te.start, te.stop)
         is_idx.append(a)
         oos_idx.append(b)
-        m_is, m_oos = _segment_metrics(ts, r, a), _segment_metrics(ts, r, b)
-        per_is.append(m_is["sharpe"])
-        per_oos.append(m_oos["sharpe"])
-        for k in ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown"):
-            out[f"is_{k}_w{i:03d}"] = m_is[k]
-            out[f"oos_{k}_w{i:03d}"] = m_oos[k]
+        per_is.append(_segment_metrics(ts, r, a)["sharpe"])
+        per_oos.append(_segment_metrics(ts, r, b)["sharpe"])
     agg_is = _segment_metrics(ts, r, np.unique(np.concatenate(is_idx)))
     agg_oos = _segment_metrics(ts, r, np.unique(np.concatenate(oos_idx)))
     for k in ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown"):

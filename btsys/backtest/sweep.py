@@ -1,72 +1,447 @@
 """In-kernel parameter sweeps: every combination of a grid in one parallel numba call.
 
-Each distinct moving-average window is computed once and shared by all combinations; each
-combination then runs the same event loop as :func:`btsys.backtest.simulate` with ``store=False``
-(metrics only, streamed), so a sweep row equals the metrics of the corresponding ``simulate``
-call. Memory is the bars, one row per distinct window, two boolean buffers per thread and one
-metrics row per combination: nothing of size combinations x bars.
+A sweep evaluates what a run evaluates. Each combination's signals come from its strategy's one
+kernel (``btsys.signals._strategies_nb``, over indicator series computed once per distinct
+window) and its backtest from the engine's own event loop: ``simulate_nb`` for one symbol,
+``portfolio_nb`` (shared cash) for several symbols and for ``xs_momentum`` — exactly what the
+pipeline's backtest stage runs for that config. So each row equals the run of its parameters
+(``tests/test_sweep_equals_run.py``). Memory: the bars, one row per distinct indicator series,
+per-thread signal and equity buffers and one metrics row per combination.
+
+Every value and every combination of the grid is checked before anything is computed
+(:func:`plan_from_config`): strategy constraints (``strategy.fast < strategy.slow``), ranges of
+the backtest options (the table in :mod:`btsys.backtest.options`), sizing, windows longer than the
+data, symbols for ``xs_momentum``; messages name the key.
+
+* :func:`sweep_frames` — a config (``cfg.strategy``, ``cfg.backtest``), bar/feature frames per
+  symbol and a grid of dotted config keys (``sweep.grid``);
+* :func:`sweep` — arrays of one symbol and a grid of ``simulate`` keywords and strategy parameters.
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Any, Mapping, Optional, Sequence
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numba
 import numpy as np
 import pandas as pd
 
-from btsys.backtest import _nb
+from btsys.backtest import _sweep_nb as swnb
 from btsys.backtest.engine import (
     _bars_arrays,
-    _f64,
     _funding_arrays,
-    _get,
     bar_times,
-    build_params,
     funding_per_bar,
     ohlc_arrays,
-    options_from_config,
     realised_vol,
+    volume_array,
+    window_slice,
 )
-from btsys.backtest.enums import (
-    DAY_US,
-    METRIC_NAMES,
-    N_METRICS,
-    P_IMPACT,
-    P_SIZE_MODE,
-    SWEEPABLE,
-    SizeMode,
-    order_dt,
-    trade_dt,
-)
+from btsys.backtest.enums import DAY_US, METRIC_NAMES, N_METRICS, SIZE_MODE_NAMES, order_dt, trade_dt
 from btsys.backtest.inputs import prices_and_clock
-from btsys.backtest.metrics import CALENDAR_METRICS
+from btsys.backtest.metrics import BENCHMARK_METRICS, CALENDAR_METRICS, buy_and_hold
+from btsys.backtest.metrics import daily_returns as daily_returns_of
+from btsys.backtest.options import (
+    BY_KEY,
+    BY_KW,
+    KW_DEFAULTS,
+    SWEEPABLE,
+    _get,
+    build_params,
+    config_values,
+    options_from_config,
+)
+from btsys.backtest.portfolio import Timeline, member_grid, rebalance_rows, timeline
+from btsys.errors import ConfigError
+from btsys.signals.specs import SPECS, Spec, check_grid, check_value, indicator
 
-STRATEGIES = {"ma_cross": 0, "ema_cross": 1}
-STRATEGY_PARAMS = ("fast", "slow")
+
+class SweepError(ConfigError):
+    """A bad sweep grid; the message names the key (and the combination)."""
 
 
-def _check_window(name: str, w: Any) -> int:
-    if isinstance(w, bool) or not float(w).is_integer() or int(w) < 1:
-        raise ValueError(f"sweep: `{name}` windows must be positive integers, got {w!r}")
-    return int(w)
+@dataclass(frozen=True)
+class Axis:
+    """One key of a grid: its column name, the values as given, and what they set."""
+
+    key: str  # column of the result table
+    shown: list  # values as given (config units for config keys)
+    checked: list  # checked values: ints for integer parameters, kernel units for options
+    param: Optional[str] = None  # strategy parameter, or
+    option: Optional[str] = None  # backtest option config key
+
+    @property
+    def kernel(self) -> np.ndarray:
+        return np.asarray(self.checked, dtype=np.float64)
 
 
-def ma_cross_signals(close, fast: int, slow: int, kind: str = "ma_cross"):
-    """Signals of a moving-average cross: ``entries = ma_fast > ma_slow``, ``exits = ma_fast <=
-    ma_slow`` (both False while a window is warming up). ``kind``: ``ma_cross`` (SMA) or
-    ``ema_cross`` (EMA seeded with the SMA of its first window). Uses the sweep's kernels, so
-    ``simulate`` over these signals reproduces a ``sweep`` row exactly."""
-    if kind not in STRATEGIES:
-        raise ValueError(f"ma_cross_signals: `kind` must be one of {sorted(STRATEGIES)}, got {kind!r}")
-    c = _f64("close", close, None, positive=True)
-    wins = np.array([_check_window("fast", fast), _check_window("slow", slow)], dtype=np.int64)
-    mas = _nb.mas_nb(c, wins, STRATEGIES[kind])
-    en = np.empty(c.shape[0], dtype=np.bool_)
-    ex = np.empty(c.shape[0], dtype=np.bool_)
-    _nb.cross_signals_nb(mas[0], mas[1], en, ex)
-    return en, ex
+@dataclass
+class Plan:
+    """A checked grid: strategy, base values and axes (``itertools.product`` order)."""
+
+    spec: Spec
+    strategy: Dict[str, Any]  # checked strategy values (the axes replace theirs)
+    kw: Dict[str, Any]  # checked ``simulate`` keyword options, kernel units
+    charge_funding: bool
+    axes: List[Axis] = field(default_factory=list)
+
+    @property
+    def n_combinations(self) -> int:
+        return int(np.prod([len(a.shown) for a in self.axes], dtype=np.int64))
+
+    def values(self, name: str, option: bool = False) -> list:
+        """The checked values a strategy parameter (or, ``option``, a backtest option config key:
+        kernel units, choice codes) takes over the grid."""
+        for a in self.axes:
+            if (a.option if option else a.param) == name:
+                return list(a.checked)
+        if option:
+            o = BY_KEY[name]
+            v = self.kw[o.kw]
+            return [float(o.choices[v]) if o.choices else v]
+        return [self.strategy[name]]
+
+
+# --------------------------------------------------------------------------- planning (checks)
+def grid_axes(grid: Mapping[str, Any], where: str = "sweep.grid") -> Tuple[List[str], List[list]]:
+    """Keys and value lists of a grid (clear errors for an empty grid or a scalar)."""
+    if not grid:
+        raise SweepError(
+            f"{where} is empty: give dotted keys with lists of values, e.g. "
+            "sweep.grid={strategy.fast:[5,10],strategy.slow:[50,100]}"
+        )
+    keys, values = [], []
+    for k, v in grid.items():
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise SweepError(f"{where}.{k} must be a list of values, got {v!r}")
+        v = list(v)
+        if not v:
+            raise SweepError(f"{where}.{k} is an empty list")
+        keys.append(str(k))
+        values.append(v)
+    return keys, values
+
+
+def _strategy_spec(name: Any) -> Spec:
+    if name not in SPECS:
+        raise SweepError(
+            f"strategy.name={name!r} cannot be swept in the kernel (sweep.mode=kernel|spark sweep the "
+            f"rule strategies {sorted(SPECS)}); use sweep.mode=hydra"
+        )
+    return SPECS[name]
+
+
+def _option_axis(key: str, vals: list, kw_units: bool, where: str) -> Axis:
+    o = BY_KEY[key]
+    checked = [o.check(v, "simulate" if kw_units else where) for v in vals]
+    if o.choices is not None or not kw_units:
+        checked = [o.kernel(v) for v in checked]
+    return Axis(o.kw if kw_units else key, vals, checked, option=key)
+
+
+def _plan(spec, strategy, kw, charge, items, kw_units: bool, where: str) -> Plan:
+    plan = Plan(spec, strategy, kw, charge)
+    allowed = [f"strategy.{p}" for p in spec.param_names] + list(SWEEPABLE)
+    for key, vals in items:
+        name = key.split(".", 1)[1] if key.startswith("strategy.") else key
+        if kw_units and key in spec.param_names:
+            name, key = key, f"strategy.{key}"
+        if key.startswith("strategy.") and name in spec.param_names:
+            checked = [check_value(spec, name, v, where) for v in vals]
+            plan.axes.append(Axis(name if kw_units else key, vals, checked, param=name))
+            continue
+        opt = BY_KW.get(key) if kw_units else BY_KEY.get(key)
+        if opt is None or not opt.sweepable:
+            why = (
+                "cannot be swept (it changes nothing until limit orders exist)"
+                if opt
+                else "is not a sweepable key"
+            )
+            raise SweepError(
+                f"{where}{key} {why}; strategy {spec.name} sweeps {', '.join(allowed[: len(spec.params)])} "
+                f"and the backtest options {', '.join(SWEEPABLE)}"
+            )
+        plan.axes.append(_option_axis(opt.key, vals, kw_units, where))
+    if len({a.key for a in plan.axes}) != len(plan.axes):
+        raise SweepError(f"{where}a key appears twice: {[a.key for a in plan.axes]}")
+    _check_combinations(plan, where)
+    return plan
+
+
+def _check_combinations(plan: Plan, where: str) -> None:
+    """Checks across keys, for every combination of the grid."""
+    spec = plan.spec
+    check_grid(spec, {p: plan.values(p) for p in spec.param_names}, where)
+    modes = plan.values("backtest.size.mode", option=True)
+    sizes = plan.values("backtest.size.value", option=True)
+    names = {float(c): n for n, c in SIZE_MODE_NAMES.items()}
+    for m in modes:
+        if names[m] != "all" and any(math.isinf(s) for s in sizes):
+            raise SweepError(f"{where}backtest.size.value must be finite with backtest.size.mode={names[m]}")
+    if any(a.option == "backtest.size.value" for a in plan.axes) and all(names[m] == "all" for m in modes):
+        raise SweepError(f"{where}backtest.size.value has no effect with backtest.size.mode=all")
+
+
+def plan_from_config(cfg: Any, grid: Mapping[str, Any], where: str = "sweep.grid: ") -> Plan:
+    """Check a config and every combination of a grid of dotted config keys; the :class:`Plan`.
+
+    Nothing is computed; errors name the key (``sweep.grid: strategy.fast (50) must be smaller
+    than strategy.slow (20)``)."""
+    from btsys.signals import strategy_params
+
+    spec = _strategy_spec(_get(cfg, "strategy.name", None))
+    keys, values = grid_axes(grid, where.rstrip(": ") or "sweep.grid")
+    swept = {k.split(".", 1)[1] for k in keys if k.startswith("strategy.")}
+    base = strategy_params(_get(cfg, "strategy", None))
+    strategy = {p: base[p] if p in swept else check_value(spec, p, base[p]) for p in spec.param_names}
+    bt = _get(cfg, "backtest", None)
+    if bt is None:
+        raise SweepError("the config has no `backtest` section")
+    kw = options_from_config(bt)
+    kw["size"] = config_values(bt)["backtest.size.value"]  # the value a swept size.mode would use
+    charge = bool(_get(bt, "funding", False))
+    return _plan(spec, strategy, kw, charge, list(zip(keys, values, strict=True)), False, where)
+
+
+def check_frames(plan: Plan, frames: Mapping[str, pd.DataFrame], where: str = "sweep.grid: ") -> None:
+    """Checks that need the data: windows longer than every symbol's bars, impact without volume,
+    ``xs_momentum``'s symbols."""
+    if not frames:
+        raise SweepError("no symbol has bars to sweep")
+    n_max = max(len(f) for f in frames.values())
+    windows = [w for _, w in plan.spec.indicators] + (["lookback"] if plan.spec.code < 0 else [])
+    for p in dict.fromkeys(windows):
+        w = max(plan.values(p))
+        if w >= n_max:
+            raise SweepError(
+                f"{where}strategy.{p} = {int(w)} needs more than the {n_max} bars of the longest symbol "
+                "(no signal could ever fire)"
+            )
+    if max(plan.values("backtest.slippage.impact", option=True)) > 0:
+        missing = [s for s, f in frames.items() if "volume" not in f.columns]
+        if missing:
+            raise SweepError(
+                f"{where}backtest.slippage.impact > 0 needs a volume column; {missing} have none"
+            )
+    if plan.spec.code < 0:
+        from btsys.signals.strategies import check_symbols
+
+        top = {k: max(plan.values(k)) for k in ("top_n", "bottom_n")}
+        check_symbols(top, len(frames), sorted(frames), where)
+
+
+# --------------------------------------------------------------------------- kernel inputs
+def _encode(plan: Plan, series: Dict[str, list]):
+    """Axis arrays for the kernels: kinds, targets, value counts, values, indicator row maps.
+
+    ``series``: ``"rows"`` -> the (family, window) of each indicator row, ``"vol"`` -> the
+    vol_target windows, ``"reb"`` -> the rebalance schedules (``xs_momentum``)."""
+    spec = plan.spec
+    n_slots = max(len(spec.indicators), 1)
+    A = len(plan.axes)
+    jmax = max((len(a.shown) for a in plan.axes), default=1)
+    kinds = np.zeros(A, np.int64)
+    targets = np.zeros(A, np.int64)
+    nvals = np.array([len(a.shown) for a in plan.axes], np.int64)
+    vals = np.zeros((A, jmax))
+    rowmap = np.full((A, jmax, n_slots), -1, np.int64)
+    for i, a in enumerate(plan.axes):
+        vals[i, : len(a.kernel)] = a.kernel
+        if a.option == "backtest.size.vol_window":
+            kinds[i] = swnb.AX_VOL
+            vals[i, : len(a.kernel)] = [series["vol"].index(int(v)) for v in a.kernel]
+        elif a.option is not None:
+            kinds[i], targets[i] = swnb.AX_PARAM, BY_KEY[a.option].slot
+        elif a.param == "rebalance_every":
+            kinds[i] = swnb.AX_REB
+            vals[i, : len(a.kernel)] = [series["reb"].index(int(v)) for v in a.kernel]
+        elif a.param in spec.scalars:
+            kinds[i], targets[i] = swnb.AX_SCALAR, spec.scalars.index(a.param)
+        else:
+            kinds[i] = swnb.AX_ROWS
+            for s, (family, wp) in enumerate(spec.indicators):
+                if wp == a.param:
+                    rowmap[i, : len(a.kernel), s] = [series["rows"].index((family, int(v))) for v in a.kernel]
+    rows0 = np.zeros(n_slots, np.int64)
+    for s, (family, wp) in enumerate(spec.indicators):
+        rows0[s] = series["rows"].index((family, int(plan.values(wp)[0])))
+    sp0 = np.array([float(plan.strategy[k]) for k in spec.scalars] or [0.0])
+    aux0 = np.zeros(2, np.int64)
+    aux0[0] = series["vol"].index(int(plan.values("backtest.size.vol_window", option=True)[0]))
+    if spec.code < 0:
+        aux0[1] = series["reb"].index(int(plan.values("rebalance_every")[0]))
+    p0 = build_params(**plan.kw)
+    return kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0
+
+
+def _series(plan: Plan) -> Dict[str, list]:
+    rows = []
+    for family, wp in plan.spec.indicators:
+        for w in plan.values(wp):
+            if (family, int(w)) not in rows:
+                rows.append((family, int(w)))
+    vol = list(dict.fromkeys(int(v) for v in plan.values("backtest.size.vol_window", option=True)))
+    reb = list(dict.fromkeys(int(v) for v in plan.values("rebalance_every"))) if plan.spec.code < 0 else []
+    return {"rows": rows, "vol": vol, "reb": reb}
+
+
+def _needs_vol(plan: Plan) -> bool:
+    return float(SIZE_MODE_NAMES["vol_target"]) in plan.values("backtest.size.mode", option=True)
+
+
+def _table(plan: Plan, out: np.ndarray, benchmark_return: float) -> pd.DataFrame:
+    n = out.shape[0]
+    cols: Dict[str, Any] = {}
+    inner = 1
+    for a in reversed(plan.axes):
+        v = np.asarray(a.shown, dtype=object if any(isinstance(x, str) for x in a.shown) else None)
+        cols[a.key] = np.tile(np.repeat(v, inner), n // (len(v) * inner))
+        inner *= len(v)
+    df = pd.DataFrame({a.key: cols[a.key] for a in plan.axes})
+    for j, name in enumerate(METRIC_NAMES):
+        df[name] = out[:, j]
+    df[BENCHMARK_METRICS[0]] = benchmark_return
+    for j, name in enumerate(BENCHMARK_METRICS[1:]):
+        df[name] = out[:, N_METRICS + j]
+    return df
+
+
+def _days(ts: np.ndarray, daily_returns: bool) -> Tuple[int, int]:
+    first = int(ts[0] // DAY_US)
+    return first, (int(ts[-1] // DAY_US) - first + 1 if daily_returns else 0)
+
+
+def _buffers(plan: Plan, ts: np.ndarray, close: np.ndarray, daily_returns: bool):
+    """``(out, daily, bench, benchmark_return)`` of a sweep over the traded bars ``ts``/``close``
+    (one price per bar, or time x symbol): the result buffers, and buy-and-hold of the same
+    bars as every run's benchmark (``metrics.benchmark_metrics``: its daily returns, its return)."""
+    init = float(plan.kw["init_cash"])
+    hold = buy_and_hold(close, init)
+    out = np.empty((plan.n_combinations, N_METRICS + swnb.N_BENCH))
+    daily = np.zeros((plan.n_combinations, _days(ts, daily_returns)[1]))
+    return out, daily, daily_returns_of(ts, hold, init), float(hold[-1] / init - 1.0)
+
+
+def evaluate(
+    plan: Plan,
+    frames: Mapping[str, pd.DataFrame],
+    funding: Optional[Mapping[str, pd.DataFrame]] = None,
+    daily_returns: bool = False,
+    window: Optional[Tuple[int, int]] = None,
+    universe: Optional[pd.DataFrame] = None,
+):
+    """Run a checked :class:`Plan` on ``frames`` (symbol -> bar/feature frame); the metrics table
+    (one row per combination: the grid's columns, then ``enums.METRIC_NAMES`` and
+    ``metrics.BENCHMARK_METRICS``, as in a run's ``metrics``) and, with
+    ``daily_returns``, the daily returns (index: UTC day start in µs, one column per row).
+
+    ``window``: ``(start, stop)`` bars (one symbol) or merged-timeline rows (several, or with a
+    universe) to trade. ``universe``: a dynamic universe's membership table (as
+    :func:`btsys.backtest.portfolio.simulate_portfolio` takes it): members trade, on the portfolio
+    path, as the run does."""
+    if plan.spec.code >= 0 and len(frames) == 1 and universe is None:
+        out, daily, ts, bench_return = _evaluate_single(plan, frames, funding, daily_returns, window)
+    else:
+        out, daily, ts, bench_return = _evaluate_portfolio(
+            plan, frames, funding, daily_returns, window, universe
+        )
+    df = _table(plan, out, bench_return)
+    if not daily_returns:
+        return df
+    first, n_days = _days(ts, True)
+    days = (first + np.arange(n_days, dtype=np.int64)) * DAY_US
+    return df, pd.DataFrame(daily.T, index=pd.Index(days, name="ts"))
+
+
+def _evaluate_single(plan, frames, funding, daily_returns, window):
+    ((sym, frame),) = frames.items()
+    a = _bars_arrays(frame, f"bars of {sym}")
+    c, o, h, lo = ohlc_arrays(a["close"], a["open"], a["high"], a["low"], "sweep")
+    n = c.shape[0]
+    t = bar_times(a["ts_close"], n)
+    vol = volume_array(a["volume"], n)
+    fts, frate = _funding_arrays(funding.get(sym) if funding else None)
+    fund = funding_per_bar(t, fts, frate) if plan.charge_funding else np.zeros(0)
+    w = window_slice(window if window is not None else (0, n), n)
+    series = _series(plan)
+    ind = np.empty((max(len(series["rows"]), 1), n))
+    for r, (family, win) in enumerate(series["rows"]):
+        ind[r] = indicator(family, c, win)
+    vol_all = np.zeros((len(series["vol"]), 0))
+    if _needs_vol(plan):
+        vol_all = np.stack([realised_vol(c, t, v) for v in series["vol"]])
+    enc = _encode(plan, series)
+    out, daily, bench, bench_return = _buffers(plan, t[w], c[w], daily_returns)
+    swnb.sweep_single_nb(
+        t, o, h, lo, c, vol, fund, vol_all, plan.spec.code, ind, *enc, w.start, w.stop,
+        numba.get_num_threads(), bench, np.zeros(0, order_dt), np.zeros(0, trade_dt), out, daily,
+    )  # fmt: skip
+    return out, daily, t[w], bench_return
+
+
+def _padded(tl: Timeline, key: str, fill, dtype) -> np.ndarray:
+    nmax = max(len(a["close"]) for a in tl.arrs.values())
+    out = np.full((len(tl.symbols), nmax), fill, dtype=dtype)
+    for k, s in enumerate(tl.symbols):
+        v = tl.rows[s] if key == "rows" else np.asarray(tl.arrs[s][key], np.float64)
+        out[k, : len(v)] = v
+    return out
+
+
+def _evaluate_portfolio(plan, frames, funding, daily_returns, window, universe=None):
+    tl = timeline(frames, funding if plan.charge_funding else None)
+    member = member_grid(universe, tl.symbols, tl.ts)
+    if max(plan.values("backtest.slippage.impact", option=True)) > 0 and tl.volume.shape[0] == 0:
+        raise SweepError("backtest.slippage.impact > 0 needs a `volume` column in every bar table")
+    T, K = len(tl.ts), len(tl.symbols)
+    w = window_slice(window if window is not None else (0, T), T)
+    closes = _padded(tl, "close", 1.0, np.float64)
+    rowsof = _padded(tl, "rows", 0, np.int64)
+    nbars = np.array([len(tl.rows[s]) for s in tl.symbols], np.int64)
+    blo = np.array([np.searchsorted(tl.rows[s], w.start) for s in tl.symbols], np.int64)
+    bhi = np.array([np.searchsorted(tl.rows[s], w.stop) for s in tl.symbols], np.int64)
+    series = _series(plan)
+    ind = np.full((K, max(len(series["rows"]), 1), closes.shape[1]), np.nan)
+    for k in range(K):
+        for r, (family, win) in enumerate(series["rows"]):
+            ind[k, r, : nbars[k]] = indicator(family, closes[k, : nbars[k]], win)
+    vol_all = np.zeros((len(series["vol"]), 0, 0))
+    if _needs_vol(plan):
+        vol_all = np.stack([tl.vol_target(v) for v in series["vol"]])
+    reb_all = np.zeros((1, T), np.bool_)
+    if series["reb"]:
+        reb_all = np.stack([rebalance_rows(tl.ts, r) for r in series["reb"]])
+    enc = _encode(plan, series)
+    out, daily, bench, bench_return = _buffers(plan, tl.ts[w], tl.close[w], daily_returns)
+    swnb.sweep_portfolio_nb(
+        tl.ts, tl.has, tl.open, tl.high, tl.low, tl.close, tl.volume, tl.funding, vol_all, member,
+        plan.spec.code, closes, nbars, rowsof, blo, bhi, ind, reb_all, *enc, w.start, w.stop,
+        numba.get_num_threads(), bench, np.zeros(0, order_dt), np.zeros(0, trade_dt), out, daily,
+    )  # fmt: skip
+    return out, daily, tl.ts[w], bench_return
+
+
+# --------------------------------------------------------------------------- entry points
+def sweep_frames(
+    cfg: Any,
+    frames: Mapping[str, pd.DataFrame],
+    grid: Mapping[str, Sequence],
+    funding: Optional[Mapping[str, pd.DataFrame]] = None,
+    daily_returns: bool = False,
+    window: Optional[Tuple[int, int]] = None,
+    universe: Optional[pd.DataFrame] = None,
+):
+    """Sweep ``grid`` (dotted config keys -> lists, as ``sweep.grid`` holds them, e.g.
+    ``{"strategy.fast": [5, 10], "backtest.risk.stop_loss": [0, 0.02]}``) over the run config
+    ``cfg`` on ``frames`` (symbol -> frame, as the backtest stage loads them). Keys not in the grid
+    keep their config values. Each row equals the pipeline's backtest of ``cfg`` with that
+    combination set (``universe``: the run's membership table); parameter columns are in the
+    config's units. See :func:`evaluate`."""
+    plan = plan_from_config(cfg, grid)
+    check_frames(plan, frames)
+    return evaluate(plan, frames, funding, daily_returns, window, universe)
 
 
 def sweep(
@@ -83,35 +458,22 @@ def sweep(
     funding_ts=None,
     funding_rate=None,
     daily_returns: bool = False,
+    window: Optional[Tuple[int, int]] = None,
     **fixed: Any,
 ):
-    """Evaluate every combination of ``grid`` (cartesian product, keys in the given order).
+    """Sweep one symbol's arrays: ``grid`` maps strategy parameters (``fast``, ``window``, ...) and
+    :func:`~btsys.backtest.simulate` keywords (``fees``, ``stop_loss``, ``direction``, ...) to
+    lists; ``fixed`` sets the others (defaults: the strategy's schema and ``simulate``'s).
 
-    Parameters
-    ----------
-    close, open, high, low : float64 bars (open/high/low default to close); pandas inputs as in
-        :func:`btsys.backtest.simulate` (a DatetimeIndex gives ``ts``; ``freq=`` spaces bars
-        without times; with neither, the calendar metrics are NaN).
-    grid : ``{"fast": [...], "slow": [...], <backtest option>: [...]}``; strategy windows default to
-        ``fixed["fast"]``/``fixed["slow"]`` when absent. Backtest options that may vary:
-        ``enums.SWEEPABLE`` (fees, slippage, stop_loss, take_profit, trailing_stop, leverage, ...).
-    strategy : ``ma_cross`` (SMA) or ``ema_cross``; long when fast > slow (see ``ma_cross_signals``).
-    fixed : any other :func:`simulate` keyword option, applied to all combinations
-        (``direction``, ``fill``, ``size_mode``, ...).
+    ``close``, ``open``, ``high``, ``low`` and ``volume`` take pandas inputs as ``simulate`` does (a
+    DatetimeIndex gives ``ts``; ``freq=`` spaces bars without times; with neither, the calendar
+    metrics are NaN and ``daily_returns``, funding and ``vol_target`` sizing are refused).
 
-    daily_returns : also return each combination's daily returns (the series its Sharpe is
-        computed from; for PBO over the whole grid).
+    Row ``i`` equals ``simulate`` of the strategy's signals (``generate_signals``) with that
+    combination. Returns the table (and the daily returns) as :func:`evaluate`."""
+    from btsys.signals import strategy_params
 
-    Returns
-    -------
-    DataFrame with one row per combination: the grid's columns then ``enums.METRIC_NAMES``; with
-    ``daily_returns``, also a DataFrame (index: UTC day start in µs, one column per table row).
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"sweep: `strategy` must be one of {sorted(STRATEGIES)}, got {strategy!r}")
-    if not isinstance(grid, Mapping) or not grid:
-        raise ValueError("sweep: `grid` must be a non-empty mapping of name -> list of values")
-    close, a, ts = prices_and_clock(
+    close, arrs, ts = prices_and_clock(
         close,
         dict(open=open, high=high, low=low, volume=volume),
         ts,
@@ -119,196 +481,47 @@ def sweep(
         "sweep",
         needs_times="daily_returns=True" if daily_returns else None,
     )
-    open, high, low, volume = a["open"], a["high"], a["low"], a["volume"]
-    c, o, h, lo = ohlc_arrays(close, open, high, low, "sweep")
+    open, high, low, volume = arrs["open"], arrs["high"], arrs["low"], arrs["volume"]
+    spec = _strategy_spec(strategy)
+    if not isinstance(grid, Mapping):
+        raise SweepError("sweep: `grid` must be a mapping of name -> list of values")
+    keys, values = grid_axes(grid, "sweep grid")
+    base = strategy_params({"name": strategy, **{k: fixed.pop(k) for k in spec.param_names if k in fixed}})
+    unknown = set(fixed) - set(KW_DEFAULTS)
+    if unknown:
+        raise SweepError(f"sweep: unknown option(s) {sorted(unknown)}")
+    kw = {**KW_DEFAULTS, **fixed}
+    if kw["size_mode"] is None:
+        kw["size_mode"] = "all" if math.isinf(float(kw["size"])) else "qty"
+    build_params(**kw)  # checks the fixed options (simulate's messages)
+    strat = {p: base[p] if p in keys else check_value(spec, p, base[p]) for p in spec.param_names}
+    plan = _plan(
+        spec, strat, kw, funding_ts is not None, list(zip(keys, values, strict=True)), True, "sweep: "
+    )
+    if ts is None and (_needs_vol(plan) or funding_ts is not None or funding_rate is not None):
+        what = "size_mode='vol_target'" if _needs_vol(plan) else "funding"
+        raise SweepError(f"sweep: {what} needs bar times; give `ts`, a DatetimeIndex or `freq=`")
+    c = np.asarray(close, dtype=np.float64)
     n = c.shape[0]
-    t = bar_times(ts, n)
-    fixed = dict(fixed)
-    fast0 = fixed.pop("fast", None)
-    slow0 = fixed.pop("slow", None)
-    vol_window = int(fixed.pop("vol_window", 50))
-    for k in ("entries", "exits", "short_entries", "short_exits"):
-        if k in fixed:
-            raise ValueError(f"sweep: `{k}` cannot be given; signals come from `strategy`")
-    keys = list(grid)
-    values = []
-    for k in keys:
-        v = list(grid[k]) if not isinstance(grid[k], (str, bytes)) else None
-        if not v:
-            raise ValueError(f"sweep: grid[{k!r}] must be a non-empty list of values")
-        if k not in STRATEGY_PARAMS and k not in SWEEPABLE:
-            raise ValueError(
-                f"sweep: grid key {k!r} is not a strategy window ({STRATEGY_PARAMS}) "
-                f"nor a sweepable backtest option ({sorted(SWEEPABLE)})"
-            )
-        values.append(v)
-    for k, dflt in (("fast", fast0), ("slow", slow0)):
-        if k not in grid and dflt is None:
-            raise ValueError(f"sweep: give `{k}` in the grid or as a fixed option")
-    base = build_params(**fixed)
-    direction = getattr(fixed.get("direction", "long"), "value", fixed.get("direction", "long"))
-    dir_code = {"long": 0, "short": 1, "both": 2}[direction]
-    # validate every grid value once through the same checks simulate applies
-    slot_values = {}
-    for k, vs in zip(keys, values):
-        if k in STRATEGY_PARAMS:
-            slot_values[k] = [_check_window(k, v) for v in vs]
-        else:
-            slot_values[k] = [build_params(**{**fixed, k: v})[SWEEPABLE[k]] for v in vs]
-    combos = list(itertools.product(*[range(len(v)) for v in values]))
-    n_comb = len(combos)
-    fast_ws = slot_values["fast"] if "fast" in grid else [_check_window("fast", fast0)]
-    slow_ws = slot_values["slow"] if "slow" in grid else [_check_window("slow", slow0)]
-    windows = sorted(set(fast_ws) | set(slow_ws))
-    row_of = {w: r for r, w in enumerate(windows)}
-    fast_row = np.empty(n_comb, dtype=np.int64)
-    slow_row = np.empty(n_comb, dtype=np.int64)
-    params = np.repeat(base[None, :], n_comb, axis=0)
-    table = {k: [] for k in keys}
-    for ci, combo in enumerate(combos):
-        f_w = _check_window("fast", fast0) if "fast" not in grid else None
-        s_w = _check_window("slow", slow0) if "slow" not in grid else None
-        for k, j in zip(keys, combo):
-            v = slot_values[k][j]
-            table[k].append(values[keys.index(k)][j])
-            if k == "fast":
-                f_w = v
-            elif k == "slow":
-                s_w = v
-            else:
-                params[ci, SWEEPABLE[k]] = v
-        fast_row[ci] = row_of[f_w]
-        slow_row[ci] = row_of[s_w]
-    volume_a = np.zeros(0) if volume is None else _f64("volume", volume, n)
-    if volume is None and (params[:, P_IMPACT] > 0).any():
-        raise ValueError("sweep: `slippage_impact` > 0 needs `volume`")
-    fund = funding_per_bar(None if ts is None else t, funding_ts, funding_rate)
-    vol_est = (
-        realised_vol(c, None if ts is None else t, vol_window)
-        if base[P_SIZE_MODE] == SizeMode.VOL_TARGET
-        else np.zeros(0)
+    frame = pd.DataFrame(
+        {
+            "ts_close": bar_times(ts, n),
+            "open": c if open is None else open,
+            "high": c if high is None else high,
+            "low": c if low is None else low,
+            "close": c,
+        }
     )
-    mas = _nb.mas_nb(c, np.asarray(windows, dtype=np.int64), STRATEGIES[strategy])
-    out = np.empty((n_comb, N_METRICS))
-    first_day = int(t[0] // DAY_US)
-    n_days = int(t[-1] // DAY_US) - first_day + 1 if daily_returns else 0
-    daily = np.zeros((n_comb, n_days))
-    _nb.sweep_cross_nb(
-        t,
-        o,
-        h,
-        lo,
-        c,
-        volume_a,
-        fund,
-        vol_est,
-        mas,
-        fast_row,
-        slow_row,
-        params,
-        dir_code,
-        numba.get_num_threads(),
-        np.zeros(0, dtype=order_dt),
-        np.zeros(0, dtype=trade_dt),
-        out,
-        daily,
-    )
-    df = pd.DataFrame(table)
-    for j, name in enumerate(METRIC_NAMES):
-        df[name] = out[:, j] if ts is not None or name not in CALENDAR_METRICS else np.nan
-    if not daily_returns:
-        return df
-    days = (first_day + np.arange(n_days, dtype=np.int64)) * DAY_US
-    return df, pd.DataFrame(daily.T, index=pd.Index(days, name="ts"))
-
-
-# --------------------------------------------------------------------------- config-driven sweeps
-#: dotted ``backtest.*`` config key -> (sweep option, scale applied to the config value)
-CONFIG_KEYS = {
-    "backtest.init_cash": ("init_cash", 1.0),
-    "backtest.fees.taker": ("fees", 1.0),
-    "backtest.fees.fixed": ("fee_fixed", 1.0),
-    "backtest.fees.min_fee": ("min_fee", 1.0),
-    "backtest.slippage.bps": ("slippage", 1e-4),
-    "backtest.slippage.impact": ("slippage_impact", 1.0),
-    "backtest.slippage.impact_exponent": ("impact_exponent", 1.0),
-    "backtest.size.value": ("size", 1.0),
-    "backtest.size.min_qty": ("min_qty", 1.0),
-    "backtest.size.step": ("step", 1.0),
-    "backtest.leverage": ("leverage", 1.0),
-    "backtest.maintenance_margin": ("maintenance_margin", 1.0),
-    "backtest.risk.stop_loss": ("stop_loss", 1.0),
-    "backtest.risk.take_profit": ("take_profit", 1.0),
-    "backtest.risk.trailing_stop": ("trailing_stop", 1.0),
-    "backtest.risk.time_stop_bars": ("time_stop", 1.0),
-    "backtest.risk.cooldown_bars": ("cooldown", 1.0),
-    "backtest.risk.max_position": ("max_position", 1.0),
-    "backtest.risk.max_leverage": ("max_leverage", 1.0),
-    "backtest.risk.max_drawdown": ("max_drawdown", 1.0),
-}
-
-
-def sweep_from_config(
-    bars: pd.DataFrame,
-    cfg: Any,
-    grid: Mapping[str, Sequence],
-    funding: Optional[pd.DataFrame] = None,
-    daily_returns: bool = False,
-):
-    """Sweep a bar table with the composed run config ``cfg`` (``cfg.strategy``, ``cfg.backtest``)
-    over ``grid`` given with dotted config keys, e.g. ``{"strategy.fast": [5, 10],
-    "strategy.slow": [50, 100], "backtest.risk.stop_loss": [0, 0.02]}`` (as ``sweep.grid`` holds
-    them). Keys not in the grid keep their config values. Returns the metrics table with the
-    dotted keys as parameter columns (and, with ``daily_returns``, the daily returns as in :func:`sweep`)."""
-    strategy = _get(cfg, "strategy.name", None)
-    if strategy not in STRATEGIES:
-        raise ValueError(
-            f"sweep_from_config: strategy.name must be one of {sorted(STRATEGIES)} "
-            f"for a kernel sweep, got {strategy!r}"
-        )
-    bt = _get(cfg, "backtest", None)
-    if bt is None:
-        raise KeyError("sweep_from_config: config has no `backtest` section")
-    fixed = options_from_config(bt)
-    if fixed["size_mode"] != "all":
-        fixed["size"] = float(fixed["size"])
-    fixed["fast"] = _get(cfg, "strategy.fast", None)
-    fixed["slow"] = _get(cfg, "strategy.slow", None)
-    inner, rename, scale = {}, {}, {}
-    for key, vals in grid.items():
-        if key in ("strategy.fast", "strategy.slow"):
-            name, s = key.split(".", 1)[1], 1.0
-        elif key in CONFIG_KEYS:
-            name, s = CONFIG_KEYS[key]
-        else:
-            raise KeyError(
-                f"sweep_from_config: grid key {key!r} cannot be swept in the kernel; "
-                f"use strategy.fast/slow or one of {sorted(CONFIG_KEYS)}"
-            )
-        if name in ("size",) and fixed["size_mode"] == "all":
-            raise ValueError("sweep_from_config: backtest.size.value has no effect with size.mode=all")
-        inner[name] = [v * s if s != 1.0 else v for v in vals]
-        rename[name] = key
-        scale[key] = list(vals)
-    a = _bars_arrays(bars, "sweep_from_config bars")
-    fts, frate = _funding_arrays(funding) if _get(bt, "funding", False) else (None, None)
-    res = sweep(
-        a["close"],
-        inner,
-        open=a["open"],
-        high=a["high"],
-        low=a["low"],
-        strategy=strategy,
-        ts=a["ts_close"],
-        volume=a["volume"],
-        funding_ts=fts,
-        funding_rate=frate,
-        daily_returns=daily_returns,
-        **fixed,
-    )
-    df, daily = res if daily_returns else (res, None)
-    df = df.rename(columns=rename)
-    for key, vals in scale.items():  # report the config's own units (e.g. bps, not a fraction)
-        combos = itertools.product(*[grid[k] for k in grid])
-        df[key] = [combo[list(grid).index(key)] for combo in combos]
-    return (df, daily) if daily_returns else df
+    if volume is not None:
+        frame["volume"] = volume
+    frames = {"": frame}
+    check_frames(plan, frames, "sweep: ")
+    fund = None
+    if funding_ts is not None or funding_rate is not None:
+        if funding_ts is None or funding_rate is None:
+            raise SweepError("sweep: give both `funding_ts` and `funding_rate`, or neither")
+        fund = {"": pd.DataFrame({"ts": np.asarray(funding_ts), "rate": np.asarray(funding_rate)})}
+    out = evaluate(plan, frames, fund, daily_returns, window)
+    if ts is None:  # a zero clock is one "day": no calendar metric may be computed from it
+        out[[k for k in CALENDAR_METRICS if k in out.columns]] = np.nan
+    return out

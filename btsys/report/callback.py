@@ -69,6 +69,42 @@ def _strip_hydra(config: Any) -> Any:
     return OmegaConf.create(d)
 
 
+def grid_params(cfg: Any, config: Any) -> dict[str, str]:
+    """The parent run's params: the base config without the swept keys (their base values are
+    not what the sweep ran), and each swept key's values as ``sweep.grid.<key>``."""
+    from btsys.backtest.validate import multirun_overrides, sweep_values
+
+    swept = sweep_values(multirun_overrides(config))
+    params = {k: v for k, v in ml.param_items(cfg).items() if k not in swept and k.split(".")[0] not in swept}
+    params.update({f"sweep.grid.{k}": v[: ml.MAX_PARAM_VALUE] for k, v in swept.items()})
+    return params
+
+
+def _trial_row(client: Any, t: dict) -> tuple[dict, Optional[pd.Series]]:
+    """A trial record as a summary row (metrics of its run) and its daily returns (or None)."""
+    row = {
+        "job": int(t["job_num"]),
+        "run_id": t.get("run_id"),
+        "link_run_id": t.get("link_run_id"),  # a reused trial's child run under this sweep
+        "status": t.get("status"),
+        "reused": bool(t.get("reused")),
+        "error": t.get("error", ""),
+    }
+    row.update({f"param:{k}": v for k, v in ml.parse_overrides(t.get("overrides") or []).items()})
+    if not (t.get("run_id") and t.get("status") == "FINISHED"):
+        return row, None
+    run = client.get_run(t["run_id"])
+    row["run_name"] = run.info.run_name
+    row.update(run.data.metrics)
+    try:
+        with tempfile.TemporaryDirectory(prefix="btsys-ret-") as d:
+            f = pd.read_parquet(client.download_artifacts(t["run_id"], "returns.parquet", d))
+        return row, pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
+    except Exception as e:
+        log.warning("run %s has no readable returns.parquet (%s): left out of PBO", t["run_id"], e)
+        return row, None
+
+
 class MlflowSweepCallback(Callback):
     """See the module docstring.
 
@@ -93,6 +129,12 @@ class MlflowSweepCallback(Callback):
 
     # ------------------------------------------------------------------ sweeper process
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from btsys.backtest.validate import validate_multirun
+
+        try:  # every job's values checked before any job starts
+            validate_multirun(config)
+        except UserError as e:  # one line, exit 2; Hydra would turn a raised exception into a warning
+            exit_on_user_error(e, log, reraise=False)
         if not ml._enabled(config):
             return
         try:
@@ -118,7 +160,7 @@ class MlflowSweepCallback(Callback):
         run = client.create_run(exp, tags=tags, run_name=describe(ml.plain_config(cfg), swept, ["sweep"]))
         self._parent, self._job_cfg, self._sweep_dir = run.info.run_id, cfg, sweep_dir
         try:
-            ml._log_batch(client, self._parent, params=ml.param_items(cfg))
+            ml._log_batch(client, self._parent, params=grid_params(cfg, config))
             with tempfile.TemporaryDirectory(prefix="btsys-parent-") as d:
                 with open(os.path.join(d, "config.yaml"), "w") as f:
                     f.write(ml.config_yaml(cfg))
@@ -170,46 +212,26 @@ class MlflowSweepCallback(Callback):
         log.info("mlflow parent run %s closed with the sweep summary", parent)
 
     def _summarize(self, client: Any, cfg: Any, parent: str, sweep_dir: str, config: Any) -> None:
-        trials = ml.read_trials(sweep_dir)
-        rows, returns = [], {}
+        trials = ml.read_trials(sweep_dir, parent)  # this sweep's trials only
         objective = str(cfg.sweep.objective)
         direction = str(config.hydra.sweeper.get("direction", "") or cfg.sweep.get("direction", "maximize"))
         direction = "minimize" if "min" in direction.lower() else "maximize"
-        all_params: list[dict] = []
+        rows, returns = [], {}
         for t in trials:
-            ov = ml.parse_overrides(t.get("overrides") or [])
-            all_params.append(ov)
-            row = {
-                "job": int(t["job_num"]),
-                "run_id": t.get("run_id"),
-                "status": t.get("status"),
-                "reused": bool(t.get("reused")),
-                "error": t.get("error", ""),
-            }
-            row.update({f"param:{k}": v for k, v in ov.items()})
-            if t.get("run_id") and t.get("status") == "FINISHED":
-                run = client.get_run(t["run_id"])
-                row.update(run.data.metrics)
-                try:
-                    with tempfile.TemporaryDirectory(prefix="btsys-ret-") as d:
-                        p = client.download_artifacts(t["run_id"], "returns.parquet", d)
-                        f = pd.read_parquet(p)
-                    returns[int(t["job_num"])] = pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
-                except Exception as e:
-                    log.warning(
-                        "run %s has no readable returns.parquet (%s): left out of PBO", t["run_id"], e
-                    )
+            row, ret = _trial_row(client, t)
             rows.append(row)
+            if ret is not None:
+                returns[row["job"]] = ret
         table = (
             pd.DataFrame(rows).set_index("job")
             if rows
             else pd.DataFrame(columns=["run_id", "status", "reused", "error"])
         )
         # swept parameters: the override keys whose values differ between trials
+        all_params = [ml.parse_overrides(t.get("overrides") or []) for t in trials]
         keys = sorted({k for p in all_params for k in p})
         varying = [k for k in keys if len({p.get(k) for p in all_params}) > 1]
-        rename = {f"param:{k}": k for k in keys}
-        table = table.rename(columns=rename)
+        table = table.rename(columns={f"param:{k}": k for k in keys})
         for k in varying:  # numeric grids sort numerically in the heatmap
             conv = pd.to_numeric(table[k], errors="coerce")
             if conv.notna().all():
@@ -220,6 +242,20 @@ class MlflowSweepCallback(Callback):
                 d, table, varying, objective, direction, returns=ret_df, n_splits=self.pbo_splits
             )
             params["sweep.params"] = ",".join(varying)[: ml.MAX_PARAM_VALUE]
+            best = tags.get("btsys.best_trial")
+            if best is not None:
+                row = table.loc[int(best)]
+                child = row["link_run_id"] if isinstance(row.get("link_run_id"), str) else row["run_id"]
+                tags.update(ml.best_link_tags(client, child))
+                log.info(
+                    "sweep best of %d trials: %s=%.6g with %s (run %s, %s)",
+                    len(table),
+                    objective,
+                    metrics[f"best_{objective}"],
+                    " ".join(f"{k}={row[k]}" for k in varying) or "(no swept key)",
+                    tags["btsys.best_run_name"],
+                    child,
+                )
             ml._log_batch(client, parent, params=params, metrics=metrics, tags=tags)
             client.log_artifacts(parent, d)
 

@@ -6,7 +6,8 @@ Every run made here carries:
   batches of at most 100; a key longer than 250 characters or a value longer than
   ``MAX_PARAM_VALUE`` characters is replaced by ``sha256:<16 hex>`` (never truncated; the full
   value is in ``config.yaml``);
-* **tags** — ``btsys.run_kind`` (``trial``, ``sweep_parent``, ``sweep_table``), ``btsys.config_hash``,
+* **tags** — ``btsys.run_kind`` (``trial``, ``trial_link`` for a reused trial shown under a new
+  sweep, ``sweep_parent``, ``sweep_table``), ``btsys.config_hash``,
   the stage cache keys (``btsys.ingest_key``, ``btsys.bars_key``, ``btsys.features_key``), the git
   commit (``btsys.git_commit``, ``mlflow.source.git.commit``, ``btsys.git_dirty``) and
   ``mlflow.parentRunId`` inside a sweep;
@@ -22,8 +23,9 @@ never inherits a dangling run. Every run is terminated, ``FAILED`` with a ``btsy
 Inside a Hydra multirun the parent run id is found in ``<sweep dir>/.btsys_mlflow/parent.json``
 (written by :class:`btsys.report.callback.MlflowSweepCallback`) or, outside Hydra, in the
 ``BTSYS_MLFLOW_PARENT_RUN_ID`` environment variable. Each job also records what it produced in
-``<sweep dir>/.btsys_mlflow/trials/<job num>.json`` so the callback can summarise the sweep,
-including trials skipped because they were already logged.
+``<sweep dir>/.btsys_mlflow/trials/<parent run id>/<job num>.json`` so the callback can summarise
+its own sweep (a reused sweep dir never mixes sweeps), including trials skipped because they were
+already logged (linked under the new parent, not recomputed).
 """
 
 from __future__ import annotations
@@ -335,30 +337,46 @@ def read_parent(sweep_dir: str) -> Optional[dict]:
 
 
 def register_trial(
-    job: Optional[dict], run_id: Optional[str], status: str, reused: bool = False, error: str = ""
+    job: Optional[dict],
+    run_id: Optional[str],
+    status: str,
+    reused: bool = False,
+    error: str = "",
+    link_run_id: Optional[str] = None,
 ) -> None:
-    """Record in the sweep dir which run a multirun job produced (no-op outside a multirun); URLs in
-    the error are redacted."""
+    """Record which run a multirun job produced, under its sweep's parent run (no-op outside a
+    multirun or without a parent run): ``<sweep dir>/.btsys_mlflow/trials/<parent>/<job>.json``;
+    URLs in the error are redacted.
+
+    Scoping the records by parent run keeps a reused ``hydra.sweep.dir`` from mixing sweeps."""
     from btsys.redact import redact_text
 
-    if not job or not job.get("sweep_dir"):
+    parent = parent_run_id(job) if job and job.get("sweep_dir") else None
+    if parent is None:
         return
     error = redact_text(error)
     _write_json_atomic(
-        os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json"),
+        _trial_path(job["sweep_dir"], parent, job["job_num"]),
         {
             "job_num": job["job_num"],
+            "parent_run_id": parent,
             "run_id": run_id,
             "status": status,
             "reused": reused,
+            "link_run_id": link_run_id,
             "error": error,
             "overrides": job["overrides"],
         },
     )
 
 
-def read_trials(sweep_dir: str) -> list[dict]:
-    d = os.path.join(_state_dir(sweep_dir), "trials")
+def _trial_path(sweep_dir: str, parent: str, job_num: int) -> str:
+    return os.path.join(_state_dir(sweep_dir), "trials", parent, f"{int(job_num):06d}.json")
+
+
+def read_trials(sweep_dir: str, parent: str) -> list[dict]:
+    """The trial records of the sweep whose parent run is ``parent`` (in job order)."""
+    d = os.path.dirname(_trial_path(sweep_dir, parent, 0))
     out = []
     if os.path.isdir(d):
         for fn in sorted(os.listdir(d)):
@@ -369,11 +387,11 @@ def read_trials(sweep_dir: str) -> list[dict]:
 
 
 def _trial_record(job: Optional[dict]) -> Optional[dict]:
-    if not job or not job.get("sweep_dir"):
+    parent = parent_run_id(job) if job and job.get("sweep_dir") else None
+    if parent is None:
         return None
-    p = os.path.join(_state_dir(job["sweep_dir"]), "trials", f"{job['job_num']:06d}.json")
     try:
-        with open(p) as f:
+        with open(_trial_path(job["sweep_dir"], parent, job["job_num"])) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -567,16 +585,17 @@ def _log_trial(
     run = client.create_run(exp_id, tags=tags, run_name=name)
     rid = run.info.run_id
     try:
-        metrics = _metric_dict(getattr(result, "metrics", {}) or {})
-        metrics.update(_metric_dict(getattr(result, "extra_metrics", None) or {}))  # quality_*, universe_*
-        wf = None
-        split = _get(_section(cfg, "backtest"), "split", None)
-        if split is not None and bool(_get(split, "enabled", False)):
-            from btsys.backtest.split import split_metrics, split_table
+        from btsys.backtest.split import walk_forward_report
 
-            metrics.update(_metric_dict(split_metrics(result, split)))
-            wf = split_table(result, split)
+        metrics = _metric_dict(getattr(result, "metrics", {}) or {})
+        metrics.update(
+            _metric_dict(getattr(result, "extra_metrics", None) or {})
+        )  # quality_*, universe_*, wf_*
+        wf, wf_metrics = walk_forward_report(result, _get(_section(cfg, "backtest"), "split", None))
+        metrics.update(_metric_dict(wf_metrics))
         _log_batch(client, rid, params=param_items(cfg), metrics=metrics)
+        if wf is not None:
+            log_window_steps(client, rid, wf)
         charts = bool(_get(_section(cfg, "mlflow"), "charts", True))
         with tempfile.TemporaryDirectory(prefix="btsys-mlflow-") as d:
             _write_result_artifacts(d, cfg, result, metrics, charts, wf, title=name)
@@ -587,6 +606,27 @@ def _log_trial(
         register_trial(job, rid, "FAILED", error=f"{type(e).__name__}: {e}")
         raise
     return rid
+
+
+def log_window_steps(client: Any, run_id: str, table: pd.DataFrame) -> None:
+    """Per-window figures of a walk-forward table as metric steps: ``wf.<column>`` at step =
+    window index (``wf.oos_sharpe``, ``wf.is_sharpe``, ``wf.best.strategy.fast``, ...)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    skip = {"window", "train_start", "train_stop", "test_start", "test_stop"}
+    out = []
+    for _, row in table.iterrows():
+        for c, v in row.items():
+            if c in skip or c.endswith("_ts_start") or c.endswith("_ts_end") or isinstance(v, (str, bool)):
+                continue
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            out.append(Metric(f"wf.{c}", fv, now, int(row["window"])))
+    for i in range(0, len(out), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=out[i : i + METRICS_PER_BATCH])
 
 
 def log_run(cfg: Any, result: Any, keys: Optional[Mapping[str, str]] = None) -> Optional[str]:
@@ -643,7 +683,9 @@ def find_logged_run(cfg: Any) -> Optional[str]:
     if not runs:
         return None
     rid = runs[0].info.run_id
-    register_trial(hydra_job(), rid, "FINISHED", reused=True)
+    job = hydra_job()
+    link = link_reused_trial(client, cfg, runs[0], parent_run_id(job), job)
+    register_trial(job, rid, "FINISHED", reused=True, link_run_id=link)
     log.info("config hash %s already logged as run %s: skipping (force=true reruns)", h, rid)
     return rid
 
@@ -654,6 +696,32 @@ def run_url(cfg: Any, run_id: str) -> str:
 
     uri = str(_get(_section(cfg, "mlflow"), "tracking_uri", "sqlite:///mlflow.db"))
     return ui_url(uri, client_for(cfg).get_run(run_id).info.experiment_id, run_id)
+
+
+def link_reused_trial(
+    client: Any, cfg: Any, run: Any, parent: Optional[str], job: Optional[dict]
+) -> Optional[str]:
+    """Show a reused trial under the sweep that reuses it: a child run of ``parent`` with the
+    trial's params and metrics (copied, not recomputed), tagged ``btsys.run_kind=trial_link`` and
+    ``btsys.reused_run_id`` (the run that holds its artifacts). None without a parent."""
+    if parent is None:
+        return None
+    tags = _base_tags(cfg, "trial_link", parent, job)
+    tags["btsys.reused_run_id"] = run.info.run_id
+    tags["btsys.config_hash"] = config_hash(cfg)
+    tags["mlflow.note.content"] = (
+        f"Reused trial: already logged as run [{run.info.run_name}]"
+        f"(#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}), which holds its artifacts."
+    )
+    link = client.create_run(run.info.experiment_id, tags=tags, run_name=_run_name(cfg, job, "(reused)"))
+    lid = link.info.run_id
+    try:
+        _log_batch(client, lid, params=param_items(cfg), metrics=dict(run.data.metrics))
+        client.set_terminated(lid, "FINISHED")
+    except BaseException as e:
+        _fail_run(client, lid, e)
+        raise
+    return lid
 
 
 def logged_metrics(cfg: Any, run_id: str) -> dict[str, float]:
@@ -746,8 +814,6 @@ def summarize_sweep(
         metrics[f"best_{objective}"] = float(vals[best_label])
         for c in param_cols:
             params[f"best.{c}"] = str(ok.loc[best_label, c])
-        if "run_id" in ok:
-            tags["btsys.best_run_id"] = str(ok.loc[best_label, "run_id"])
         tags["btsys.best_trial"] = str(best_label)
     if len(param_cols) == 2 and len(vals):
         from btsys.report.charts import sweep_heatmap_png
@@ -801,6 +867,39 @@ def summarize_sweep(
     return metrics, tags, params
 
 
+def best_link_tags(client: Any, run_id: str) -> dict[str, str]:
+    """Tags linking a sweep's parent to its best trial: run id, run name and a note with a link."""
+    r = client.get_run(run_id)
+    return {
+        "btsys.best_run_id": run_id,
+        "btsys.best_run_name": str(r.info.run_name),
+        "mlflow.note.content": (
+            f"Best trial: [{r.info.run_name}](#/experiments/{r.info.experiment_id}/runs/{run_id})"
+        ),
+    }
+
+
+def _top_returns(top_results, returns, objective: str, direction: str):
+    """``(best trial's daily returns for the DSR, returns for PBO, PBO basis)`` of a kernel sweep:
+    every combination's returns when given (basis ``all``), else the top K's (``top_k``)."""
+    best_ret = None
+    sign = 1.0 if direction == "maximize" else -1.0
+    scored = [
+        (sign * float((r.metrics or {}).get(objective, float("nan"))), i)
+        for i, (_, r) in enumerate(top_results)
+    ]
+    scored = [x for x in scored if math.isfinite(x[0])]
+    if scored:
+        best_ret = returns_frame(top_results[max(scored)[1]][1])["ret"].to_numpy()
+    if returns is not None or len(top_results) < 2:
+        return best_ret, returns, "all"
+    cols = {}
+    for i, (_, r) in enumerate(top_results):
+        f = returns_frame(r)
+        cols[f"top{i}"] = pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
+    return best_ret, pd.DataFrame(cols), "top_k"
+
+
 def log_sweep_table(
     cfg: Any,
     table: pd.DataFrame,
@@ -825,6 +924,7 @@ def log_sweep_table(
     """
     if not _enabled(cfg):
         return None
+    from mlflow.entities import RunTag
     from omegaconf import OmegaConf
 
     missing = [c for c in param_cols if c not in table.columns]
@@ -846,25 +946,7 @@ def log_sweep_table(
     run = client.create_run(exp, tags=tags, run_name=_grid_run_name(cfg, table, param_cols))
     rid = run.info.run_id
     try:
-        # best trial's returns (for the DSR) from the matching top result
-        best_ret = None
-        if top_results:
-            sign = 1.0 if direction == "maximize" else -1.0
-            scored = [
-                (sign * float((r.metrics or {}).get(objective, float("nan"))), i)
-                for i, (_, r) in enumerate(top_results)
-            ]
-            scored = [s for s in scored if math.isfinite(s[0])]
-            if scored:
-                best_ret = returns_frame(top_results[max(scored)[1]][1])["ret"].to_numpy()
-        basis = "all"
-        rets = returns
-        if rets is None and len(top_results) >= 2:
-            cols = {}
-            for i, (p, r) in enumerate(top_results):
-                f = returns_frame(r)
-                cols[f"top{i}"] = pd.Series(f["ret"].to_numpy(), index=f["ts"].to_numpy())
-            rets, basis = pd.DataFrame(cols), "top_k"
+        best_ret, rets, basis = _top_returns(top_results, returns, objective, direction)
         params = param_items(cfg)
         for c in param_cols:
             params.pop(c, None)
@@ -886,13 +968,15 @@ def log_sweep_table(
             _log_batch(client, rid, params=params, metrics=metrics, tags=stags)
             client.log_artifacts(rid, d)
         base = OmegaConf.create(plain_config(cfg))
+        kids = []
         for i, (p, r) in enumerate(top_results):
             child = OmegaConf.create(OmegaConf.to_container(base))
             for k, v in p.items():
                 OmegaConf.update(child, k, v.item() if isinstance(v, np.generic) else v, force_add=True)
-            _log_trial(
-                client, exp, child, r, keys or {}, rid, None, run_name=_run_name(child, None, f"top{i + 1}")
-            )
+            name = _run_name(child, None, f"top{i + 1}")
+            kids.append(_log_trial(client, exp, child, r, keys or {}, rid, None, run_name=name))
+        if kids:  # top_results come best first
+            client.log_batch(rid, tags=[RunTag(k, v) for k, v in best_link_tags(client, kids[0]).items()])
         client.set_terminated(rid, "FINISHED")
     except BaseException as e:
         _fail_run(client, rid, e)

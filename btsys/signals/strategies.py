@@ -11,6 +11,10 @@ Conventions shared by every strategy:
   the mirror image; whether they are traded is ``backtest.direction``.
 * The ``rule`` strategy emits its expressions' values bar by bar (levels, not edges).
 * Indicators a strategy needs are computed on the fly from the bar columns (not cached).
+* The signals of ``ma_cross``, ``ema_cross``, ``rsi_reversion``, ``bollinger_breakout``,
+  ``momentum`` (and the ranking of ``xs_momentum``) come from one numba kernel per strategy
+  (``btsys.signals._strategies_nb``, described by ``btsys.signals.specs``): the kernel and Spark
+  sweeps call the same kernels, so a sweep row trades exactly the run's signals.
 """
 
 from __future__ import annotations
@@ -22,13 +26,10 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from btsys.errors import ConfigError
 from btsys.features import FeatureError, compute_feature, parse_feature_name
+from btsys.signals import _strategies_nb as snb
 from btsys.signals.rules import RuleError, evaluate_rule, parse_rule, rule_names
-
-
-class StrategyError(ConfigError):
-    """A bad strategy config or frame; the message names the key or column."""
+from btsys.signals.specs import SPECS, StrategyError, check_params, close_array, rule_signals
 
 
 @dataclass
@@ -94,24 +95,6 @@ def strategy_params(strategy_cfg: Any) -> Dict[str, Any]:
     return out
 
 
-def _int(p: Mapping, key: str, lo: int = 1) -> int:
-    v = p[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise StrategyError(f"strategy {p['name']}: {key} must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
-def _num(p: Mapping, key: str) -> float:
-    v = p[key]
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise StrategyError(f"strategy {p['name']}: {key} must be a number, got {v!r}") from None
-    if not np.isfinite(f):
-        raise StrategyError(f"strategy {p['name']}: {key} must be finite, got {v!r}")
-    return f
-
-
 def _feature(
     frame: pd.DataFrame, fn: str, window: int, params: Optional[dict] = None, who: str = "strategy"
 ) -> np.ndarray:
@@ -121,101 +104,15 @@ def _feature(
         raise StrategyError(f"{who}: {e}") from None
 
 
-# --------------------------------------------------------------------------- helpers
-def rising(cond: np.ndarray) -> np.ndarray:
-    """True where ``cond`` becomes True (False -> True; a True first bar counts)."""
-    cond = np.asarray(cond, dtype=bool)
-    out = cond.copy()
-    out[1:] &= ~cond[:-1]
-    return out
-
-
-def _gt(a: np.ndarray, b) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return np.asarray(a > b) & ~np.isnan(a) & ~np.isnan(np.asarray(b, dtype=np.float64))
-
-
-def _state_signals(long_state: np.ndarray, short_state: np.ndarray, **ind) -> Signals:
-    """Edges of a long and a short state (a falling long state is a long exit)."""
-    return Signals(
-        entries=rising(long_state),
-        exits=rising(~long_state) & _was(long_state),
-        short_entries=rising(short_state),
-        short_exits=rising(~short_state) & _was(short_state),
-        indicators=ind,
-    )
-
-
-def _was(state: np.ndarray) -> np.ndarray:
-    prev = np.zeros_like(state)
-    prev[1:] = state[:-1]
-    return prev
-
-
 # --------------------------------------------------------------------------- strategies
-def _cross(p: Mapping, frame: pd.DataFrame, fn: str) -> Signals:
-    fast, slow = _int(p, "fast"), _int(p, "slow")
-    if fast >= slow:
-        raise StrategyError(f"strategy {p['name']}: fast ({fast}) must be smaller than slow ({slow})")
-    f = _feature(frame, fn, fast, who=f"strategy {p['name']}")
-    s = _feature(frame, fn, slow, who=f"strategy {p['name']}")
-    return _state_signals(_gt(f, s), _gt(s, f), fast=f, slow=s)
-
-
-def ma_cross(p: Mapping, frame: pd.DataFrame) -> Signals:
-    """Long while SMA(fast) > SMA(slow) of close; short while below."""
-    return _cross(p, frame, "sma")
-
-
-def ema_cross(p: Mapping, frame: pd.DataFrame) -> Signals:
-    """Long while EMA(fast) > EMA(slow) of close; short while below."""
-    return _cross(p, frame, "ema")
-
-
-def rsi_reversion(p: Mapping, frame: pd.DataFrame) -> Signals:
-    """Buy when RSI falls below ``lower``, sell when it rises above ``exit``; shorts mirrored at ``upper``."""
-    w = _int(p, "window")
-    lower, upper, ex = _num(p, "lower"), _num(p, "upper"), _num(p, "exit")
-    if not 0 <= lower <= ex <= upper <= 100:
-        raise StrategyError(
-            f"strategy rsi_reversion: need 0 <= lower ({lower}) <= exit ({ex}) <= upper ({upper}) <= 100"
-        )
-    r = _feature(frame, "rsi", w, who="strategy rsi_reversion")
-    return Signals(
-        entries=rising(_gt(lower, r)),
-        exits=rising(_gt(r, ex)),
-        short_entries=rising(_gt(r, upper)),
-        short_exits=rising(_gt(ex, r)),
-        indicators={"rsi": r},
-    )
-
-
-def bollinger_breakout(p: Mapping, frame: pd.DataFrame) -> Signals:
-    """Long on a close above the upper band until a close below the middle band; shorts mirrored."""
-    w, k = _int(p, "window", 2), _num(p, "k")
-    if k <= 0:
-        raise StrategyError(f"strategy bollinger_breakout: k must be > 0, got {k}")
-    who = "strategy bollinger_breakout"
-    mid = _feature(frame, "bb_mid", w, {"k": k}, who)
-    up = _feature(frame, "bb_upper", w, {"k": k}, who)
-    lo = _feature(frame, "bb_lower", w, {"k": k}, who)
-    c = _close(frame, who)
-    return Signals(
-        entries=rising(_gt(c, up)),
-        exits=rising(_gt(mid, c)),
-        short_entries=rising(_gt(lo, c)),
-        short_exits=rising(_gt(c, mid)),
-        indicators={"bb_mid": mid, "bb_upper": up, "bb_lower": lo},
-    )
-
-
-def momentum(p: Mapping, frame: pd.DataFrame) -> Signals:
-    """Long while the ``lookback``-bar log return exceeds ``threshold``; short below ``-threshold``."""
-    lb, th = _int(p, "lookback"), _num(p, "threshold")
-    if th < 0:
-        raise StrategyError(f"strategy momentum: threshold must be >= 0, got {th}")
-    r = _feature(frame, "log_return", lb, who="strategy momentum")
-    return _state_signals(_gt(r, th), _gt(-th, r), momentum=r)
+def _rule_kernel(p: Mapping, frame: pd.DataFrame) -> Signals:
+    """A rule strategy's signals from its kernel (``btsys.signals._strategies_nb``), the same
+    kernel the kernel and Spark sweeps call; the parameters are checked first (config keys in
+    the messages)."""
+    spec = SPECS[p["name"]]
+    vals = check_params(spec, p)
+    (le, lx, se, sx), ind = rule_signals(spec, vals, close_array(frame, f"strategy {p['name']}"))
+    return Signals(entries=le, exits=lx, short_entries=se, short_exits=sx, indicators=ind)
 
 
 def rule(p: Mapping, frame: pd.DataFrame) -> Signals:
@@ -276,12 +173,6 @@ def rule_columns(frame: pd.DataFrame, exprs) -> Dict[str, np.ndarray]:
     return env
 
 
-def _close(frame: pd.DataFrame, who: str) -> np.ndarray:
-    if "close" not in frame.columns:
-        raise StrategyError(f"{who}: the frame has no 'close' column")
-    return frame["close"].to_numpy(dtype=np.float64)
-
-
 def _ml(p: Mapping, frame: pd.DataFrame) -> Signals:
     from btsys.signals.ml import ml_signals
 
@@ -296,11 +187,11 @@ def _xs(p: Mapping, frame: pd.DataFrame) -> Signals:
 
 
 STRATEGIES = {
-    "ma_cross": ma_cross,
-    "ema_cross": ema_cross,
-    "rsi_reversion": rsi_reversion,
-    "bollinger_breakout": bollinger_breakout,
-    "momentum": momentum,
+    "ma_cross": _rule_kernel,  # long while SMA(fast) > SMA(slow) of close; short while below
+    "ema_cross": _rule_kernel,  # the same with EMAs
+    "rsi_reversion": _rule_kernel,  # buy below `lower`, sell above `exit`; shorts mirrored at `upper`
+    "bollinger_breakout": _rule_kernel,  # long above the upper band until below the middle band
+    "momentum": _rule_kernel,  # long while the `lookback`-bar log return > threshold; short < -threshold
     "rule": rule,
     "ml_classifier": _ml,
     "xs_momentum": _xs,
@@ -343,27 +234,23 @@ def generate_scores(strategy_cfg: Any, frames: Mapping[str, pd.DataFrame]) -> Di
         raise StrategyError(
             f"generate_scores is for cross-sectional strategies (xs_momentum), got {p['name']!r}"
         )
-    lb, skip = _int(p, "lookback"), _int(p, "skip", 0)
-    _int(p, "top_n", 0), _int(p, "bottom_n", 0), _int(p, "rebalance_every")
-    if skip >= lb:
-        raise StrategyError(f"strategy xs_momentum: skip ({skip}) must be smaller than lookback ({lb})")
+    vals = check_params(SPECS["xs_momentum"], p)
     if not frames:
         raise StrategyError("strategy xs_momentum: no symbols given")
-    if p["top_n"] + p["bottom_n"] > len(frames):
-        raise StrategyError(
-            f"strategy xs_momentum: top_n + bottom_n = {p['top_n'] + p['bottom_n']} exceeds "
-            f"the {len(frames)} symbols {sorted(frames)}"
-        )
+    check_symbols(vals, len(frames), sorted(frames))
     out = {}
     for sym, frame in frames.items():
-        c = _close(frame, f"strategy xs_momentum ({sym})")
-        if (c <= 0).any() or not np.isfinite(c).all():
-            raise StrategyError(
-                f"strategy xs_momentum ({sym}): close must be finite and > 0 "
-                f"(row {int(np.flatnonzero(~(c > 0) | ~np.isfinite(c))[0])})"
-            )
-        s = np.full(c.shape[0], np.nan)
-        if c.shape[0] > lb:
-            s[lb:] = np.log(c[lb - skip : c.shape[0] - skip] / c[: c.shape[0] - lb])
+        c = close_array(frame, f"strategy xs_momentum ({sym})")
+        s = np.empty(c.shape[0])
+        snb.xs_scores_nb(c, vals["lookback"], vals["skip"], s)
         out[sym] = s
     return out
+
+
+def check_symbols(vals: Mapping[str, Any], n_symbols: int, symbols=None, where: str = "") -> None:
+    """``xs_momentum`` ranks ``top_n + bottom_n`` of the symbols: no more than there are."""
+    if vals["top_n"] + vals["bottom_n"] > n_symbols:
+        raise StrategyError(
+            f"{where}strategy.top_n + strategy.bottom_n = {vals['top_n'] + vals['bottom_n']} exceeds "
+            f"the {n_symbols} symbols {symbols or ''}".rstrip()
+        )
