@@ -91,7 +91,10 @@ def test_simulate_has_no_look_ahead(case, direction, fill):
         alt = _run(perturbed(m, k), sig, CASES[case], direction, fill)
         for name in ("equity", "cash", "position"):
             np.testing.assert_array_equal(getattr(alt, name)[: k + 1], getattr(full, name)[: k + 1], name)
-        a, b = alt.orders[alt.orders["idx"] <= k], full.orders[full.orders["idx"] <= k]
+        a, b = (
+            alt.order_records[alt.order_records["idx"] <= k],
+            full.order_records[full.order_records["idx"] <= k],
+        )
         np.testing.assert_array_equal(a, b)
         changed_after |= not np.array_equal(alt.equity[k + 1 :], full.equity[k + 1 :])
     assert changed_after, "the perturbation changed nothing"
@@ -110,7 +113,9 @@ def test_vol_target_size_ignores_later_bar_times():
     assert not np.array_equal(v_alt[k + 1 :], v_full[k + 1 :], equal_nan=True)
     opts = {"size": 0.3, "size_mode": "vol_target", "vol_window": 30}
     a, b = _run(alt, sig, opts, "long", "close"), _run(m, sig, opts, "long", "close")
-    np.testing.assert_array_equal(a.orders[a.orders["idx"] <= k], b.orders[b.orders["idx"] <= k])
+    np.testing.assert_array_equal(
+        a.order_records[a.order_records["idx"] <= k], b.order_records[b.order_records["idx"] <= k]
+    )
 
 
 def _frames(ms):
@@ -153,6 +158,7 @@ def test_portfolio_has_no_look_ahead(case):
     np.testing.assert_array_equal(alt.equity[:rows], full.equity[:rows])
     np.testing.assert_array_equal(alt.position[:rows], full.position[:rows])
     np.testing.assert_array_equal(
-        alt.orders[alt.orders["idx"] < rows], full.orders[full.orders["idx"] < rows]
+        alt.order_records[alt.order_records["idx"] < rows],
+        full.order_records[full.order_records["idx"] < rows],
     )
     assert not np.array_equal(alt.equity[rows:], full.equity[rows:])

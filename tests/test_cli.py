@@ -39,6 +39,9 @@ def _error_lines(p) -> list[str]:
         ("data.symbols=[btc]", "data.symbols"),
         ("data.start=2025-01-05", "data.end"),  # end 2025-01-03 is before it
         ("mlflow.tracking_uri=sqlite:////proc/btsys/mlflow.db", "mlflow.tracking_uri"),
+        ("backtest.fees.taker=2", "backtest.fees.taker"),  # the options table's range check
+        ("strategy.fast=60", "strategy.fast"),  # the strategy spec's constraint (slow is 50)
+        ("backtest.split.enabled=true", "backtest.split.train_bars"),  # the split's checks
     ],
 )
 def test_user_errors_end_in_one_line_naming_the_key(tmp_path, override, key):

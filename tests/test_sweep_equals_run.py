@@ -2,9 +2,10 @@
 
 Random grids (hypothesis) for every sweepable strategy, over stops, trailing stops, take profit,
 all three directions, both fills, leverage, sizing modes and funding, on one symbol and on
-shared-cash portfolios: every row equals the pipeline's backtest (``backtest_frames``, what the
-backtest stage runs on the same frames) with that combination set. The top-K child runs logged
-after a kernel sweep (real sqlite MLflow store) equal their rows.
+shared-cash portfolios, with or without a dynamic universe (members only, leavers and delisted
+symbols closed): every row equals the pipeline's backtest (``backtest_frames``, what the backtest
+stage runs on the same frames) with that combination set, the benchmark metrics included. The
+top-K child runs logged after a kernel sweep (real sqlite MLflow store) equal their rows.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from btsys.backtest.enums import METRIC_NAMES
+from btsys.backtest.enums import METRIC_NAMES, OrderKind
 from btsys.backtest.grid import trial_config
+from btsys.backtest.metrics import BENCHMARK_METRICS
 from btsys.backtest.run import backtest_frames
 from btsys.backtest.sweep import sweep_frames
 from btsys.config import BacktestConfig
@@ -104,6 +106,17 @@ OPTIONS = {
     "backtest.risk.max_drawdown": [0.0, 0.15],
 }
 SIZE_VALUES = [0.3, 0.8, 2.0, 700.0]
+ALL_METRICS = METRIC_NAMES + BENCHMARK_METRICS
+
+
+def random_universe(frames, seed: int) -> pd.DataFrame:
+    """A membership table (``Membership.wide()``'s layout) over ``frames``: a random member set
+    at every rebalance, every 5-30 hours from before the first bar to after the last (so a symbol
+    whose data ends early, CCCUSDT, leaves as a delisted symbol)."""
+    r = np.random.default_rng(seed)
+    every = int(r.integers(5, 31)) * H
+    ts = np.arange(T0 - H, T0 + 380 * H, every, dtype=np.int64)
+    return pd.DataFrame({"ts": ts, **{s: r.random(len(ts)) < 0.65 for s in frames}})
 
 
 def build_case(seed: int):
@@ -130,10 +143,11 @@ def build_case(seed: int):
     }
     if set(grid.get("backtest.size.mode", [bt["size"]["mode"]])) != {"all"} and r.integers(0, 2):
         grid["backtest.size.value"] = pick(SIZE_VALUES, int(r.integers(1, 3)))
+    with_universe = bool(r.integers(0, 2))
     if name == "xs_momentum":
         base = {**base, "top_n": int(r.integers(0, 2)), "bottom_n": 1}
-        return name, base, bt, grid, int(r.integers(2, 4))
-    return name, base, bt, grid, int(r.integers(1, 4))
+        return name, base, bt, grid, int(r.integers(2, 4)), with_universe
+    return name, base, bt, grid, int(r.integers(1, 4)), with_universe
 
 
 def _config(name, base, bt):
@@ -141,10 +155,11 @@ def _config(name, base, bt):
     return OmegaConf.create({"strategy": {"name": name, **base}, "backtest": backtest})
 
 
-def assert_row_equals_run(table, i, cfg, keys, frames, funding):
+def assert_row_equals_run(table, i, cfg, keys, frames, funding, universe=None):
     params = {k: table[k].iloc[i] for k in keys}
-    run = backtest_frames(trial_config(cfg, params), frames, funding).result
-    for k in METRIC_NAMES:
+    run = backtest_frames(trial_config(cfg, params), frames, funding, universe=universe).result
+    assert list(table.columns[len(keys) :]) == list(ALL_METRICS) == list(run.metrics)
+    for k in ALL_METRICS:
         a, b = float(table[k].iloc[i]), run.metrics[k]
         if np.isnan(b) or np.isinf(b):
             assert a == b or (np.isnan(a) and np.isnan(b)), (k, params)
@@ -157,13 +172,14 @@ def assert_row_equals_run(table, i, cfg, keys, frames, funding):
 @given(st.integers(0, 2**31 - 1))
 @example(seed=0)
 def test_every_row_equals_the_run_of_its_parameters(seed):
-    name, base, bt, grid, n_symbols = build_case(seed)
+    name, base, bt, grid, n_symbols, with_universe = build_case(seed)
     cfg = _config(name, base, bt)
     frames = dict(list(FRAMES.items())[:n_symbols])
-    table = sweep_frames(cfg, frames, grid, funding=FUNDING)
+    universe = random_universe(frames, seed) if with_universe else None
+    table = sweep_frames(cfg, frames, grid, funding=FUNDING, universe=universe)
     assert len(table) == int(np.prod([len(v) for v in grid.values()]))
     for i in range(len(table)):
-        assert_row_equals_run(table, i, cfg, list(grid), frames, FUNDING)
+        assert_row_equals_run(table, i, cfg, list(grid), frames, FUNDING, universe)
 
 
 def test_the_issues_example_stop_loss_ma_cross_row_equals_run():
@@ -175,6 +191,34 @@ def test_the_issues_example_stop_loss_ma_cross_row_equals_run():
     assert (table["n_trades"] > 3).all()
     for i in range(len(table)):
         assert_row_equals_run(table, i, cfg, list(grid), frames, None)
+
+
+@pytest.mark.parametrize("name", ["ma_cross", "xs_momentum"])
+def test_a_row_with_a_dynamic_universe_equals_its_run(name):
+    """Members only: the rows trade what the run trades, leavers and delisted closes included
+    (a universe over one symbol takes the portfolio path, as the run does)."""
+    base = STRATEGIES[name][0]
+    cfg = _config(name, base, {"direction": "both", "risk": {"stop_loss": 0.02}})
+    universe = random_universe(FRAMES, 5)
+    ccc_data = universe["ts"] < FRAMES["CCCUSDT"]["ts_close"].iloc[-1]
+    universe["CCCUSDT"] = ccc_data  # a member while it trades; it leaves after its data ended
+    grid = {"backtest.fill": ["next_open", "close"], "backtest.fees.taker": [0.0, 0.001]}
+    grid.update({"strategy.fast": [3, 8]} if name == "ma_cross" else {"strategy.lookback": [10, 30]})
+    table = sweep_frames(cfg, FRAMES, grid, funding=FUNDING, universe=universe)
+    kinds = set()
+    for i in range(len(table)):
+        assert_row_equals_run(table, i, cfg, list(grid), FRAMES, FUNDING, universe)
+        params = {k: table[k].iloc[i] for k in grid}
+        run = backtest_frames(trial_config(cfg, params), FRAMES, FUNDING, universe=universe).result
+        kinds |= set(run.order_records["kind"].tolist())
+    assert {OrderKind.UNIVERSE_EXIT, OrderKind.DELISTED} <= kinds  # not vacuous
+    static = sweep_frames(cfg, FRAMES, grid, funding=FUNDING)
+    assert not np.allclose(static["final_value"], table["final_value"])  # the universe matters
+    one = {"AAAUSDT": FRAMES["AAAUSDT"]}
+    if name == "ma_cross":
+        t1 = sweep_frames(cfg, one, grid, universe=universe[["ts", "AAAUSDT"]])
+        for i in range(len(t1)):
+            assert_row_equals_run(t1, i, cfg, list(grid), one, None, universe[["ts", "AAAUSDT"]])
 
 
 def test_every_strategy_trades_in_the_property_test_data():

@@ -124,6 +124,26 @@ def test_only_members_are_entered_and_leavers_are_closed(demo):
         )
 
 
+def test_kernel_and_spark_sweeps_trade_the_universe_as_the_run_does(demo, monkeypatch):
+    """sweep.mode=kernel|spark over the demo's members: the row of the run's own parameters equals
+    the run (members only, leavers and delisted closes included), and both modes agree."""
+    tmp, out = demo
+    monkeypatch.chdir(tmp)
+    grid = ["+sweep.grid={strategy.fast:[5,10],backtest.fees.taker:[0.0005,0.001]}", "sweep.top_k=1"]
+    runs = {m: P.run(_cfg(tmp, [f"sweep.mode={m}", *grid])) for m in ("kernel", "spark")}
+    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    tables = {}
+    for m, res in runs.items():
+        assert res["n_combinations"] == 4 and res["bars_key"] == out["bars_key"]
+        path = client.download_artifacts(res["mlflow_run_id"], "sweep_trials.parquet", str(tmp / m))
+        tables[m] = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(tables["kernel"], tables["spark"])
+    t = tables["kernel"]
+    row = t[(t["strategy.fast"] == 10) & (t["backtest.fees.taker"] == 0.0005)].iloc[0]  # the demo's own
+    for k in ("final_value", "sharpe", "n_trades", "fees_paid", "max_drawdown", "alpha", "benchmark_return"):
+        assert row[k] == pytest.approx(out[k], rel=1e-9, abs=1e-12), k
+
+
 def test_stage_quality_prints_the_summary_table(demo, capsys, monkeypatch):
     tmp, _ = demo
     monkeypatch.chdir(tmp)

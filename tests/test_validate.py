@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 
 import btsys.config  # noqa: F401  (registers the schemas)
 from btsys.backtest.validate import sweep_axes, validate_config
+from btsys.errors import USER_ERROR_EXIT, ConfigError
 
 ROOT = os.path.dirname(TESTS)
 WF = ["backtest.split.enabled=true", "backtest.split.reoptimize=true", "backtest.split.train_bars=100"]
@@ -71,7 +72,7 @@ def cfg_of(*overrides):
     ],
 )
 def test_bad_configs_and_grids_name_the_key(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):  # a user error: the entry point prints one line
         validate_config(cfg_of(*overrides))
 
 
@@ -127,7 +128,8 @@ def test_multirun_with_one_bad_job_stops_before_any_job(tmp_path):
         f"hydra.sweep.dir={tmp_path}/multirun",
     ]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode != 0
+    assert p.returncode == USER_ERROR_EXIT  # one line, no traceback: a user error
     assert "strategy.fast (60) must be smaller than strategy.slow (30)" in p.stdout + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
     assert not os.path.exists(tmp_path / "store") and not os.path.exists(tmp_path / "mlflow.db")
     assert not os.path.exists(tmp_path / "multirun" / "0")  # no job started

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
-from test_sweep_equals_run import FRAMES, FUNDING, _frame
+from test_sweep_equals_run import FRAMES, FUNDING, _frame, random_universe
 
 from btsys.backtest.grid import trial_config
 from btsys.backtest.run import StageResult, backtest_frames
@@ -33,11 +33,18 @@ def config(objective="sharpe", direction="both", scheme="rolling", strategy=None
     )
 
 
-@pytest.mark.parametrize("symbols,scheme", [(("AAAUSDT",), "rolling"), (("AAAUSDT", "BBBUSDT"), "expanding")])
-def test_each_window_trades_its_in_sample_best_and_the_stitch_is_the_headline(symbols, scheme):
+@pytest.mark.parametrize(
+    "symbols,scheme,universe",
+    [
+        (("AAAUSDT",), "rolling", None),
+        (("AAAUSDT", "BBBUSDT"), "expanding", None),
+        (("AAAUSDT", "BBBUSDT"), "rolling", random_universe(FRAMES, 3)[["ts", "AAAUSDT", "BBBUSDT"]]),
+    ],
+)
+def test_each_window_trades_its_in_sample_best_and_the_stitch_is_the_headline(symbols, scheme, universe):
     frames = {s: FRAMES[s] for s in symbols}
     cfg = config(scheme=scheme)
-    wf = walk_forward(cfg, frames, FUNDING)
+    wf = walk_forward(cfg, frames, FUNDING, universe)
     n_rows = (
         len(frames[symbols[0]])
         if len(symbols) == 1
@@ -55,16 +62,15 @@ def test_each_window_trades_its_in_sample_best_and_the_stitch_is_the_headline(sy
                 for sl in GRID["backtest.risk.stop_loss"]:
                     p = {"strategy.fast": f, "strategy.slow": s, "backtest.risk.stop_loss": sl}
                     runs[tuple(p.values())] = backtest_frames(
-                        trial_config(cfg, p), frames, FUNDING, window=(tr.start, tr.stop)
+                        trial_config(cfg, p), frames, FUNDING, window=(tr.start, tr.stop), universe=universe
                     ).result
         best = max(runs, key=lambda k: np.nan_to_num(runs[k].metrics["sharpe"], nan=-np.inf))
         assert tuple(row[f"best.{k}"] for k in GRID) == best
         assert row["is_sharpe"] == pytest.approx(runs[best].metrics["sharpe"], rel=1e-9)
         # the out-of-sample part is that combination's run on the test bars, with the equity so far
         p = dict(zip(GRID, best, strict=True))
-        oos = backtest_frames(
-            trial_config(cfg, {**p, "backtest.init_cash": cash}), frames, FUNDING, window=(te.start, te.stop)
-        ).result
+        trial = trial_config(cfg, {**p, "backtest.init_cash": cash})
+        oos = backtest_frames(trial, frames, FUNDING, window=(te.start, te.stop), universe=universe).result
         assert row["oos_sharpe"] == pytest.approx(oos.metrics["sharpe"], rel=1e-9, nan_ok=True)
         eq_parts.append(oos.equity)
         cash = oos.final_value
