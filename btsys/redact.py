@@ -17,7 +17,10 @@ MASK = "***"
 #: Query parameters whose values are secrets (matched case-insensitively, as substrings).
 SECRET_QUERY_KEYS = ("token", "secret", "password", "passwd", "signature", "credential", "key", "auth", "sig")
 
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+# a URL runs to whitespace, a quote or a bracket, or to a comma that starts the next URL (Hydra's
+# sweep lists: ``base_url=http://u:p@a/,http://u:p@b/``)
+_URL_RE = re.compile(_SCHEME + r"(?:(?!," + _SCHEME + r")[^\s'\"<>])+")
 # The same URLs as Hydra writes them in overrides (``http\://user\:pw@host/?token\=x``): ``:`` and
 # ``=`` escaped with a backslash, so the plain URL pattern above does not see them.
 _ESCAPED_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*\\:/{2})([^\s/@'\"<>]+)@")

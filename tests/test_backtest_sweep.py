@@ -9,6 +9,7 @@ import pytest
 
 from btsys.backtest import simulate
 from btsys.backtest.enums import METRIC_NAMES
+from btsys.backtest.metrics import BENCHMARK_METRICS
 from btsys.backtest.options import OptionError
 from btsys.backtest.sweep import SweepError, sweep
 from btsys.signals import StrategyError, generate_signals
@@ -57,6 +58,8 @@ def test_sweep_equals_simulate_for_every_combination(strategy, fixed, grid):
                 k,
                 row,
             )
+        for k in BENCHMARK_METRICS:  # the same definitions, summed in the sweep kernel
+            assert df[k].iloc[i] == pytest.approx(r.metrics[k], rel=1e-9, abs=1e-12), (k, row)
 
 
 def test_sweep_rejects_bad_grids_before_computing():

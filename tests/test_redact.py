@@ -45,3 +45,26 @@ def test_redact_text_sees_urls_as_hydra_escapes_them():
     assert "s3cret" not in out
     assert out == rf"- data.source.base_url=http\://{MASK}@127.0.0.1\:9/a?token\={MASK}&symbol\=BTC"
     assert redact_text(r"http\://h\:8/plain?symbol\=BTC") == r"http\://h\:8/plain?symbol\=BTC"
+
+
+def test_a_multiruns_parent_params_mask_swept_urls():
+    """The parent of a Hydra multirun logs each swept key's values (``sweep.grid.<key>``) masked."""
+    from omegaconf import OmegaConf
+
+    from btsys.report.callback import grid_params
+
+    url = "http://u:s3cret@127.0.0.1:9/"
+    config = OmegaConf.create(
+        {"hydra": {"sweeper": {"params": {}}, "overrides": {"task": [f"data.source.base_url={url},{url}x"]}}}
+    )
+    params = grid_params(OmegaConf.create({"strategy": {"name": "ma_cross", "fast": 5}}), config)
+    assert (
+        params["sweep.grid.data.source.base_url"] == f"http://{MASK}@127.0.0.1:9/,http://{MASK}@127.0.0.1:9/x"
+    )
+    assert "s3cret" not in repr(params) and params["strategy.fast"] == "5"
+
+
+def test_comma_separated_urls_are_each_redacted():
+    """A Hydra sweep over URLs lists them with commas: each one is masked."""
+    text = "data.source.base_url=https://u:s3cret@a/x?token=s3cret,http://v:s3cret@b:9/"
+    assert redact_text(text) == f"data.source.base_url=https://{MASK}@a/x?token={MASK},http://{MASK}@b:9/"

@@ -76,7 +76,7 @@ def grid_params(cfg: Any, config: Any) -> dict[str, str]:
 
     swept = sweep_values(multirun_overrides(config))
     params = {k: v for k, v in ml.param_items(cfg).items() if k not in swept and k.split(".")[0] not in swept}
-    params.update({f"sweep.grid.{k}": v[: ml.MAX_PARAM_VALUE] for k, v in swept.items()})
+    params.update({f"sweep.grid.{k}": redact_text(v)[: ml.MAX_PARAM_VALUE] for k, v in swept.items()})
     return params
 
 
