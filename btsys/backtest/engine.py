@@ -260,6 +260,10 @@ def simulate(
 ) -> BacktestResult:
     """Backtest one asset from boolean signals.
 
+    The option keywords default to a default run's config (the table in
+    :mod:`btsys.backtest.options`): taker fee 0.0005 and slippage 0.0001 (1 bp) are charged unless
+    ``fees=0, slippage=0`` are passed.
+
     Parameters
     ----------
     close : float64 prices, one per bar (positive, finite): an array, a Series (a DatetimeIndex

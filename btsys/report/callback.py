@@ -143,13 +143,15 @@ class MlflowSweepCallback(Callback):
             exit_on_user_error(e, log)
 
     def _open_parent(self, config: Any) -> None:
+        from btsys.backtest.validate import multirun_overrides
+
         cfg = _strip_hydra(config)
         sweep_dir = str(config.hydra.sweep.dir)
         os.makedirs(sweep_dir, exist_ok=True)
         client = ml.client_for(cfg)
         exp = ml.experiment_id(cfg, client)
         overrides = [str(o) for o in (config.hydra.overrides.task or [])]
-        swept = sweep_values(overrides)
+        swept = sweep_values(multirun_overrides(config))  # hydra.sweeper.params too (grid presets)
         tags = ml._base_tags(cfg, "sweep_parent", None, None)
         tags["btsys.sweep_dir"] = os.path.abspath(sweep_dir)
         tags["btsys.overrides"] = redact_text(" ".join(overrides))
@@ -200,7 +202,7 @@ class MlflowSweepCallback(Callback):
         sweep_dir = str(config.hydra.sweep.dir)
         try:
             self._summarize(client, cfg, parent, sweep_dir, config)
-            failure = all_failed(ml.read_trials(sweep_dir), parent, sweep_dir)
+            failure = all_failed(ml.read_trials(sweep_dir, parent), parent, sweep_dir)
             if failure is None:
                 client.set_terminated(parent, "FINISHED")
         except BaseException as e:

@@ -14,7 +14,6 @@ so the runs table can show them as columns.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 #: Strategy parameters shown in run names; a strategy not listed shows all its scalar parameters.
@@ -25,9 +24,6 @@ INFRA_PREFIXES = ("hydra", "mlflow", "storage", "spark", "sweep", "force", "stag
 
 MAX_NAME = 250
 MAX_VALUE = 40
-
-#: Hydra sweep syntax in an override's value: ``a,b``, ``range(...)``, ``choice(...)``, ...
-_SWEEP_VALUE = re.compile(r",|^(range|choice|interval|glob|tag)\(")
 
 
 def _short(value: Any) -> str:
@@ -72,14 +68,11 @@ def bars_label(bars: Mapping[str, Any]) -> str:
 
 def sweep_values(overrides: Iterable[str]) -> dict[str, str]:
     """``{key: value}`` of the overrides that Hydra sweeps over (``strategy.fast=5,10``,
-    ``strategy.slow=range(40,200)``), infrastructure keys and paths left out."""
-    out = {}
-    for o in overrides:
-        key, sep, value = str(o).partition("=")
-        key = key.lstrip("+~")
-        if sep and _SWEEP_VALUE.search(value) and _nameable(key, value):
-            out[key] = value
-    return out
+    ``strategy.slow=range(40,200)``; Hydra's own parser, :func:`btsys.backtest.validate.sweep_values`),
+    infrastructure keys and paths left out."""
+    from btsys.backtest.validate import sweep_values as parsed
+
+    return {k: v for k, v in parsed([str(o) for o in overrides]).items() if _nameable(k, v)}
 
 
 def _nameable(key: str, value: str) -> bool:
