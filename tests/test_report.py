@@ -180,6 +180,8 @@ def test_split_metrics_known_values():
     assert m["is_total_return"] == pytest.approx(0.21)  # union of IS bars 0..7
     tab = split_table(res, {"train_bars": 4, "test_bars": 2})
     assert list(tab["test_start"]) == [4, 6, 8]
+    with pytest.raises(ValueError, match="have no times"):  # bars without times are no days
+        split_metrics(SimpleNamespace(ts=None, equity=eq), {"train_bars": 4, "test_bars": 2})
     np.testing.assert_allclose(tab["oos_total_return"], [0.21, 0.0, -0.5])
     assert tab["is_total_return"][1] == pytest.approx(0.21)  # IS [2,6) holds bars 4 and 5
 

@@ -125,8 +125,11 @@ def _segment_metrics(ts: np.ndarray, bar_ret: np.ndarray, idx: np.ndarray) -> di
 
 def _ts_of(result: Any, n: int) -> np.ndarray:
     ts = getattr(result, "ts", None)
-    if ts is None:
-        return np.arange(n, dtype=np.int64) * 86_400_000_000
+    if ts is None:  # never one bar per day: the figures would be silently wrong
+        raise ValueError(
+            "backtest.split: the result's bars have no times (simulate without `ts`, a DatetimeIndex "
+            "or `freq=`); the walk-forward figures are daily (Sharpe, annual return) and need them"
+        )
     ts = np.asarray(ts, dtype=np.int64)
     if len(ts) != n:
         raise ValueError(f"result.ts has {len(ts)} values but result.equity has {n}")
