@@ -4,9 +4,11 @@ A sweep evaluates what a run evaluates. Each combination's signals come from its
 kernel (``btsys.signals._strategies_nb``, over indicator series computed once per distinct
 window) and its backtest from the engine's own event loop: ``simulate_nb`` for one symbol,
 ``portfolio_nb`` (shared cash) for several symbols and for ``xs_momentum`` — exactly what the
-pipeline's backtest stage runs for that config. So each row equals the run of its parameters
-(``tests/test_sweep_equals_run.py``). Memory: the bars, one row per distinct indicator series,
-per-thread signal and equity buffers and one metrics row per combination.
+pipeline's backtest stage runs for that config, members only with a dynamic universe. So each row
+equals the run of its parameters, every metric of the run (``METRIC_NAMES`` and the benchmark
+metrics) included (``tests/test_sweep_equals_run.py``). Memory: the bars, one row per distinct
+indicator series, per-thread signal, equity and daily-return buffers and one metrics row per
+combination.
 
 Every value and every combination of the grid is checked before anything is computed
 (:func:`plan_from_config`): strategy constraints (``strategy.fast < strategy.slow``), ranges of
