@@ -23,16 +23,23 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from btsys.config import to_plain as _plain
+from btsys.failpoint import failpoint
 from btsys.storage import Storage
 
 log = logging.getLogger("btsys.pipeline")
 
 #: Bump a stage's version when its code changes what it writes; old cache entries are then ignored.
-STAGE_VERSIONS = {"mirror": 1, "ingest": 2, "bars": 1, "features": 1}
+STAGE_VERSIONS = {"mirror": 1, "ingest": 3, "bars": 1, "features": 1}
 
 #: Config keys that do not change a stage's output (excluded from its key).
 NON_DETERMINING = {
-    "ingest": {"source.timeout_s", "source.retries", "source.backoff_s", "archive_raw"},
+    "ingest": {
+        "source.timeout_s",
+        "source.retries",
+        "source.backoff_s",
+        "source.file_deadline_s",
+        "archive_raw",
+    },
     "bars": {"keep_partial"},
 }
 
@@ -100,6 +107,7 @@ def cached(
     t0 = time.perf_counter()
     log.info("computing %s %s%s", stage, key, " (force)" if force else "")
     meta = build(prefix) or {}
+    failpoint(f"{stage}.marker")
     marker = {
         "prefix": prefix,
         "meta": _plain(meta),
@@ -132,8 +140,15 @@ class RunContext:
 
 
 def ingest_stage(ctx: RunContext) -> CacheEntry:
-    """Tick lake partitions for the configured data (Spark job; the lake is shared, the listing cached)."""
-    from btsys.data.ingest import listing_is_current, run_ingest
+    """Tick lake partitions for the configured data (Spark job; the lake is shared, the listing cached).
+
+    A cached listing is used only while every day it lists still has the version it recorded
+    (else the ingest runs again: its unchanged files are reused). A listing with missing files is
+    not trusted for good: each run asks the source again for those files only (Binance publishes
+    days and months late) and commits a new listing when something appeared.
+    """
+    from btsys.data.ingest import run_ingest
+    from btsys.data.lake import listing_is_current
     from btsys.data.synthetic import ensure_mirror
 
     data = ctx.cfg.data
@@ -143,27 +158,44 @@ def ingest_stage(ctx: RunContext) -> CacheEntry:
         section["source"] = {"base_url": "synthetic:" + stage_key("mirror", _plain(data))}
     key = stage_key("ingest", section)
 
-    def build(prefix: str) -> dict:
-        base_url = ensure_mirror(data) if data.name == "synthetic" else data.source.base_url
-        return run_ingest(ctx.spark, data, ctx.store, base_url=base_url, listing_prefix=prefix)
+    def base_url() -> str:
+        return ensure_mirror(data, ctx.store) if data.name == "synthetic" else data.source.base_url
+
+    def build(prefix: str, trust: Optional[dict] = None, force: bool = False) -> dict:
+        return run_ingest(ctx.spark, data, ctx.store, base_url(), prefix, force=force, trust=trust)
 
     force = bool(ctx.cfg.force)
     hit = None if force else lookup(ctx.store, "ingest", key)
-    if hit is not None and not listing_is_current(ctx.store, hit.meta):
+    if hit is None:
+        return cached(ctx.store, "ingest", key, lambda p: build(p, force=force), force=force)
+    if not listing_is_current(ctx.store, hit.meta):
         log.warning(
-            "ingest %s: lake files changed since this listing (another source was ingested into "
-            "the same store); ingesting again",
+            "ingest %s: lake days changed since this listing; ingesting again (unchanged files are reused)",
             key,
         )
-        force = True
-    return cached(ctx.store, "ingest", key, build, force=force)
+        return cached(ctx.store, "ingest", key, build, force=True)
+    missing = hit.meta.get("summary", {}).get("missing_files") or []
+    if not missing:
+        log.info("cache hit: ingest %s (%s)", key, ctx.store.uri(hit.prefix))
+        return hit
+    log.info("ingest %s: asking again for %d missing files: %s", key, len(missing), ", ".join(missing[:5]))
+    again = cached(ctx.store, "ingest", key, lambda p: build(p, trust=hit.meta), force=True)
+    if again.meta.get("lake_version") == hit.meta.get("lake_version"):
+        return CacheEntry(again.stage, again.key, again.prefix, again.meta, hit=True)
+    return again
+
+
+def ingest_input_key(ingest: CacheEntry) -> str:
+    """What the stages after the ingest hash as their input: the listing key and the versions of
+    the lake days it lists, so a day that changed under a listing gives new bars."""
+    return f"{ingest.key}@{ingest.meta.get('lake_version', '')}"
 
 
 def bars_stage(ctx: RunContext, ingest: CacheEntry) -> CacheEntry:
     """Bars per symbol from the tick lake (Spark job), cached by bars config + ingest key."""
     from btsys.bars.job import run_bars
 
-    key = stage_key("bars", ctx.cfg.bars, ingest.key)
+    key = stage_key("bars", ctx.cfg.bars, ingest_input_key(ingest))
     return cached(
         ctx.store,
         "bars",
