@@ -325,7 +325,7 @@ def test_missing_day_is_recorded(mirror):
 def test_unparseable_values_are_counted_with_row_numbers(mirror):
     root, srv, store = mirror
     sf = bad_day()
-    payload = GOOD_UM.replace(b"50001.0", b"abc")
+    payload = GOOD_UM.replace(b"50001.0", b"abc").replace(b"\n10", b"\n20")  # ids 200..202
     put_zip(root, sf, payload)
     man = ingest(sf, store, settings(srv.url))
     assert man["status"] == "failed"  # 1 of 3 rows: over the default max_bad_row_fraction

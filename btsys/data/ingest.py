@@ -698,7 +698,7 @@ def _clean_old_runs(store: Storage) -> None:
 
 
 def _all_missing(market, dataset, symbols, data, base_url, manifests, partitions) -> Optional[str]:
-    asked = [m for m in manifests if m.get("dataset") != bn.FUNDING and not m.get("reused")]
+    asked = list(manifests)
     if not asked or partitions or any(m["status"] != "missing" for m in asked):
         return None
     first = sorted(asked, key=lambda m: (m["symbol"], m["first"], m["period"] != "monthly"))[0]
