@@ -84,7 +84,7 @@ def ingest(sf, store, st):
 
 
 def day_paths(sf, man) -> list[str]:
-    return [Series(sf.market, sf.dataset, sf.symbol).day_key(d["date"]) for d in man.get("days", [])]
+    return [Series(sf.market, sf.dataset, sf.symbol).day_key(d["date"]) for d in man.get("days", []) if d["rows"]]
 
 
 def extract(path, label, **kw) -> bytes:

@@ -356,7 +356,14 @@ def _ingest_ticks(sf, store, path: str, settings, man: dict, prog: TaskProgress,
                 max_bad_fraction=settings["max_bad_row_fraction"],
                 expected_bytes=member.info.file_size,
             )
-            val = TickValidator(csv_name, sf.first, sf.last, sink, tmp_dir=tmp_dir)
+            val = TickValidator(
+                csv_name,
+                sf.first,
+                sf.last,
+                sink,
+                late_spill_bytes=int(settings.get("late_spill_bytes", 256 << 20)),
+                tmp_dir=tmp_dir,
+            )
             rows = 0
             for table, lines in bn.tick_batches(
                 reader, sf.market, sf.dataset, sf.symbol, settings["contract_size"]

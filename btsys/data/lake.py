@@ -297,15 +297,15 @@ class _Commit:
             sorted(against),
         )
 
-    def apply(self) -> dict[str, Optional[dict]]:
-        """Write-ahead, rename into place, finish; returns {date: new entry or None (removed)}."""
+    def apply(self) -> dict[str, dict]:
+        """Write-ahead, rename into place; returns {date: new entry}."""
         if not self.new:
             return {}
         self.idx["pending"].update({d: e["version"] for d, e in self.new.items()})
         _write_index(self.store, self.series, self.idx)
         failpoint("ingest.commit.pending")
         order = sorted(self.new, key=lambda d: (d not in self.shrunk, d))
-        out: dict[str, Optional[dict]] = {}
+        out: dict[str, dict] = {}
         for k, date in enumerate(order):
             e = self.new[date]
             if e.get("staged"):
@@ -315,13 +315,9 @@ class _Commit:
                     self.store.delete_prefix(self.series.day_key(date))
             if k == 0:
                 failpoint("ingest.commit.rename")
-            entry = {key: v for key, v in e.items() if key != "staged"}
-            if entry["rows"]:
-                self.days[date] = entry
-                out[date] = entry
-            else:
-                self.days.pop(date, None)
-                out[date] = None
+            # a day left with no rows (all its ids were in earlier days) keeps its entry: its
+            # manifest still counts the drops and the day is re-derived if those days change
+            self.days[date] = out[date] = {key: v for key, v in e.items() if key != "staged"}
         return out
 
     def finish(self) -> None:
@@ -343,7 +339,7 @@ def commit_series(
     ``candidates``: ``{date, source, period, sha256, base, complete, version, rows, min_id,
     max_id, first_ts, last_ts, staged}`` (``staged``: a storage key, or None for a day the lake
     already holds from that source). ``on_commit(old_days, changes, days)`` runs under the lock
-    after the renames, ``changes`` being ``{date: new entry or None}`` (the ingest rewrites the
+    after the renames, ``changes`` being ``{date: new entry}`` (the ingest rewrites the
     manifests of this run's files and of every file whose days changed there).
     """
     with store.lock(series.lock_key, timeout_s=lock_timeout_s):
