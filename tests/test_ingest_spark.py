@@ -55,7 +55,11 @@ def rewrite_zip(path: pathlib.Path, member: str, payload: bytes) -> None:
 
 
 def lake_state(store):
-    return {k: hashlib.sha256(store.read_bytes(k)).hexdigest() for k in store.list("lake") if k.endswith(".parquet")}
+    return {
+        k: hashlib.sha256(store.read_bytes(k)).hexdigest()
+        for k in store.list("lake")
+        if k.endswith(".parquet")
+    }
 
 
 @pytest.fixture
@@ -79,10 +83,7 @@ def test_real_cm_aggtrades_day_over_http(spark, served_samples, tmp_path):
         ("BTCUSD_PERP", "2026-05-08", 105_280)
     ]
     p = out["partitions"][0]
-    assert (
-        p["path"]
-        == "lake/market=cm/dataset=aggTrades/symbol=BTCUSD_PERP/date=2026-05-08/part-0.parquet"
-    )
+    assert p["path"] == "lake/market=cm/dataset=aggTrades/symbol=BTCUSD_PERP/date=2026-05-08/part-0.parquet"
     t = read_ticks(store, [p["path"]])
     assert t.num_rows == 105_280 and t["ts"][0].as_py() == 1778198400020000
     ids = t["trade_id"].to_numpy()

@@ -84,7 +84,9 @@ def ingest(sf, store, st):
 
 
 def day_paths(sf, man) -> list[str]:
-    return [Series(sf.market, sf.dataset, sf.symbol).day_key(d["date"]) for d in man.get("days", []) if d["rows"]]
+    return [
+        Series(sf.market, sf.dataset, sf.symbol).day_key(d["date"]) for d in man.get("days", []) if d["rows"]
+    ]
 
 
 def extract(path, label, **kw) -> bytes:
@@ -329,7 +331,9 @@ def test_unparseable_values_are_counted_with_row_numbers(mirror):
     put_zip(root, sf, payload)
     man = ingest(sf, store, settings(srv.url))
     assert man["status"] == "failed"  # 1 of 3 rows: over the default max_bad_row_fraction
-    assert "1 of the first 3 rows do not parse" in man["error"] and "line 3: column price='abc'" in man["error"]
+    assert (
+        "1 of the first 3 rows do not parse" in man["error"] and "line 3: column price='abc'" in man["error"]
+    )
     man = ingest(sf, store, settings(srv.url, max_bad_row_fraction=0.5))
     assert man["status"] == "ok" and man["rows"] == 1  # row 3 is unparseable, row 2 on 2025-01-01
     assert man["dropped"] == {"unparseable": 1, "out_of_period": 1}
