@@ -19,8 +19,9 @@ to local disk past ``late_spill_bytes``) and merged into its day at the end. Dup
 Also reported (not dropped): ``id_gaps`` (ids missing between the file's smallest and largest id)
 and ``gap_events``, ``unsorted`` (the rows were not in (ts, trade_id) order; each day is sorted),
 ``truncated`` (the data starts or ends more than ``edge_tolerance_us`` inside the file's period),
-``empty_days`` and, per day, ``complete`` (False for a day next to missing data that starts or ends
-more than ``edge_tolerance_us`` inside it: the file may have been cut there).
+``empty_days`` and, per day, ``complete``: False for the day of a truncated daily file, and for a
+day of a monthly file next to a day of the month without data that starts or ends more than
+``edge_tolerance_us`` inside it (the file may have been cut there: a short monthly upload).
 """
 
 from __future__ import annotations
@@ -360,10 +361,15 @@ class TickValidator:
         early_end = r.last_ts is not None and self.hi - 1 - r.last_ts > tol
         r.truncated = not days or late_start or early_end
         seen = {d.date for d in days}
-        for d in days:  # a day next to missing data that starts late or ends early may be cut
+        n0, n1 = day_number(self.first_date), day_number(self.last_date)
+        for d in days:  # may the file have been cut inside this day?
             n = day_number(d.date)
-            cut_start = d.first_ts - n * US_PER_DAY > tol and day_string(n - 1) not in seen
-            cut_end = (n + 1) * US_PER_DAY - 1 - d.last_ts > tol and day_string(n + 1) not in seen
+            if n0 == n1:
+                d.complete = not r.truncated
+                continue
+            # a day of a longer file: only next to a day of the period without data
+            cut_start = n > n0 and day_string(n - 1) not in seen and d.first_ts - n * US_PER_DAY > tol
+            cut_end = n < n1 and day_string(n + 1) not in seen and (n + 1) * US_PER_DAY - 1 - d.last_ts > tol
             d.complete = not (cut_start or cut_end)
         r.empty_days = [
             day_string(x)
