@@ -11,7 +11,8 @@ same as ``python -m btsys``)::
 Runs only the ingest stage (:func:`btsys.pipeline.ingest_stage`: cached, a rerun is a cache hit) and
 prints one JSON line: the ingest key, the listing's storage URI and the summary counts. Exits 1
 (with the per-file errors on stderr) if files failed or, with ``data.require_complete=true``, were
-missing; a rerun retries exactly those files.
+missing (a rerun retries exactly those files), if every file asked for was missing, or on a bad
+``data`` setting.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
     from btsys.data.ingest import IngestError
     from btsys.pipeline import RunContext, ingest_stage
+    from btsys.redact import redact_text
 
     cfg = job_config(argv, "ingest")
     ctx = RunContext(cfg)
     try:
         entry = ingest_stage(ctx)
-    except IngestError as e:
-        print(str(e), file=sys.stderr)
-        raise SystemExit(1)
+    except (IngestError, ValueError) as e:  # messages name the file, key or URL (redacted)
+        print(redact_text(str(e)), file=sys.stderr)
+        raise SystemExit(1) from None
     out = {
         "ingest_key": entry.key,
         "listing": ctx.store.uri(f"{entry.prefix}/listing.json"),

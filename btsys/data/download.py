@@ -296,7 +296,10 @@ def _http_open(url: str, state: _Partial, timeout: float, deadline: "_Deadline")
         e.close()
         if e.code == 404:
             raise MissingFile(f"HTTP 404: {shown}") from None
-        if e.code == 416 and state.size:  # our range is past the end: start over
+        if e.code == 416 and state.size:  # nothing left after our range
+            m = re.match(r"bytes \*/(\d+)$", e.headers.get("Content-Range", "") if e.headers else "")
+            if m and int(m.group(1)) == state.size:
+                return None  # the bytes on disk are the whole file (a body that was cut just at its end)
             state.restart()
             raise _Retryable(DownloadError(f"HTTP 416 for a resumed download of {shown}")) from None
         if e.code >= 500 or e.code == 429:
@@ -308,7 +311,10 @@ def _http_attempt(
     url: str, state: _Partial, timeout: float, deadline: "_Deadline", progress: Progress
 ) -> None:
     shown = redact_url(url)
-    with _http_open(url, state, timeout, deadline) as resp:
+    resp = _http_open(url, state, timeout, deadline)
+    if resp is None:
+        return
+    with resp:
         total = None
         if state.size and resp.status == 206:
             m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
