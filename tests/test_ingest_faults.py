@@ -336,14 +336,21 @@ TASK_POINTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def kill_case(spark, tmp_path_factory):
+    """The kill tests' source and the lake and bars a clean run gives."""
+    tmp = tmp_path_factory.mktemp("kill")
+    site_root = _kill_site(tmp)
+    clean_bars = _rerun(tmp / "clean", site_root)
+    assert lake(tmp / "clean") == {"2025-01-01": 200, "2025-01-02": 200, "2025-01-03": 200}
+    return site_root, lake_files(tmp / "clean"), clean_bars
+
+
 @pytest.mark.slow
-def test_kill_at_every_driver_phase_then_rerun_gives_the_clean_lake(spark, tmp_path):
+def test_kill_at_every_driver_phase_then_rerun_gives_the_clean_lake(spark, tmp_path, kill_case):
     """``jobs/bars.py`` in subprocesses, each SIGKILLed (process group: JVM and workers too) when it
     reaches one phase; the rerun gives the lake and bars of a clean run."""
-    site_root = _kill_site(tmp_path)
-    clean_bars = _rerun(tmp_path / "clean", site_root)
-    clean = lake_files(tmp_path / "clean")
-    assert lake(tmp_path / "clean") == {"2025-01-01": 200, "2025-01-02": 200, "2025-01-03": 200}
+    site_root, clean, clean_bars = kill_case
     procs = {}
     for point in DRIVER_POINTS:  # all at once: each waits at its point until killed
         store = tmp_path / f"k-{point}"
@@ -384,18 +391,21 @@ def test_kill_at_every_driver_phase_then_rerun_gives_the_clean_lake(spark, tmp_p
     for point in DRIVER_POINTS:
         store = tmp_path / f"k-{point}"
         lake(store)  # what the kill left: never a trade twice for a direct reader
+        index = store / "lake/_index/um/aggTrades/BTCUSDT.json"
+        mid_commit = point in ("ingest.commit.pending", "ingest.commit.rename", "ingest.commit.manifests")
+        assert mid_commit == bool(index.exists() and json.loads(index.read_text())["pending"]), point
         bars = _rerun(store, site_root)
         assert lake_files(store) == clean, point
         assert bars.equals(clean_bars), point
 
 
 @pytest.mark.parametrize("point", TASK_POINTS)
-def test_kill_of_a_worker_at_every_task_phase_then_rerun_gives_the_clean_lake(spark, tmp_path, point):
+def test_kill_of_a_worker_at_every_task_phase_then_rerun_gives_the_clean_lake(
+    spark, tmp_path, kill_case, point
+):
     """A Spark Python worker SIGKILLed at one phase of its task fails the job; the rerun gives
     the lake and bars of a clean run."""
-    site_root = _kill_site(tmp_path)
-    clean_bars = _rerun(tmp_path / "clean", site_root)
-    clean = lake_files(tmp_path / "clean")
+    site_root, clean, clean_bars = kill_case
     marker = tmp_path / "worker.marker"
     sc = spark.sparkContext
     sc.environment.update(BTSYS_FAILPOINT=point, BTSYS_FAILPOINT_MARKER=str(marker))
