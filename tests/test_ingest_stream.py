@@ -379,3 +379,34 @@ def test_a_member_cut_short_fails_and_leaves_nothing(tmp_path, cut):
     with pytest.raises(UnsafeArchive, match="x.zip: corrupt"), open_member(str(path), "x.zip") as m:
         while m.read(1 << 16):
             pass
+
+
+def test_a_crc_error_at_the_end_of_a_streamed_member_leaves_nothing(tmp_path):
+    """The deflate stream is fine but the CRC-32 in the zip's headers is wrong: found only at the
+    end of the member, after days were already staged; the file fails and no day of it is kept."""
+    rows = b"".join(
+        b"%d,1.0,2.0,%d,%d,%d,true\n" % (i, i, i, 1735689600000 + i * 864) for i in range(3 * 100_000)
+    )
+    sf = bn.SourceFile("um", "aggTrades", "BTCUSDT", "daily", "2025-01-01", "2025-01-01", "2025-01-03")
+    root = tmp_path / "mirror"
+    put_zip(str(root), sf, rows)
+    path = root / sf.rel
+    raw = bytearray(path.read_bytes())
+    for sig, off in ((b"PK\x03\x04", 14), (b"PK\x01\x02", 16)):  # local and central header CRC-32
+        k = raw.find(sig)
+        raw[k + off] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    import hashlib
+
+    (root / (sf.rel + ".CHECKSUM")).write_text(f"{hashlib.sha256(bytes(raw)).hexdigest()}  {sf.name}\n")
+    store = LocalStorage(str(tmp_path / "store"))
+    s = task_settings({}, root.as_uri())
+    s.update(block_size=1 << 16)
+    staged = []
+    orig = store.write_parquet
+    store.write_parquet = lambda t, key, **kw: (staged.append(key), orig(t, key, **kw))[1]
+    man = ingest_file(sf, store, s)
+    assert man["status"] == "failed" and "size/CRC-32 do not match" in man["error"]
+    assert len(staged) >= 2  # days were staged before the end of the member showed the error
+    commit_files(store, [man], s["staging"])
+    assert [k for k in store.list("") if k.endswith(".parquet")] == []

@@ -74,6 +74,7 @@ log = logging.getLogger("btsys.data.ingest")
 FUNDING_ROOT = "funding"
 TMP = "tmp/ingest"
 STALE_RUN_S = 6 * 3600  # staging left by a killed run is deleted by the runs after this
+PROGRESS_EVERY_S = 10.0  # plain progress lines (logs, CI): at most this often, and only when moved
 
 
 class IngestError(RuntimeError):
@@ -498,7 +499,7 @@ def _run_tasks(spark, store: Storage, files: list[bn.SourceFile], settings: dict
 
     settings = {**settings, "progress": f"{settings['staging']}/progress/{what.replace(' ', '-')}"}
     rdd = sc.parallelize(tasks, len(tasks)).mapPartitions(_task_fn(store.to_dict(), settings))
-    progress = IngestProgress(store, settings["progress"], len(tasks))
+    progress = IngestProgress(store, settings["progress"], len(tasks), log_every_s=PROGRESS_EVERY_S)
     th = threading.Thread(target=collect, name="btsys-ingest-collect", daemon=True)
     th.start()
     try:
