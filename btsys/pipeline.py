@@ -144,10 +144,11 @@ def ingest_stage(ctx: RunContext) -> CacheEntry:
 
     A cached listing is used only while every day it lists still has the version it recorded
     (else the ingest runs again: its unchanged files are reused). A listing with missing files is
-    not trusted for good: each run asks the source again for those files only (Binance publishes
-    days and months late) and commits a new listing when something appeared.
+    not trusted for good: each run asks the source again for those files only (a ``HEAD`` each,
+    on the driver; Binance publishes days and months late) and, when some appeared, ingests them
+    and commits a new listing.
     """
-    from btsys.data.ingest import run_ingest
+    from btsys.data.ingest import published_since, run_ingest
     from btsys.data.lake import listing_is_current
     from btsys.data.synthetic import ensure_mirror
 
@@ -175,14 +176,19 @@ def ingest_stage(ctx: RunContext) -> CacheEntry:
         )
         return cached(ctx.store, "ingest", key, build, force=True)
     missing = hit.meta.get("summary", {}).get("missing_files") or []
-    if not missing:
+    appeared = published_since(hit.meta, data, base_url(), ctx.store) if missing else []
+    if not appeared:
+        if missing:
+            log.info(
+                "ingest %s: %d files still missing (asked again): %s",
+                key,
+                len(missing),
+                ", ".join(missing[:5]),
+            )
         log.info("cache hit: ingest %s (%s)", key, ctx.store.uri(hit.prefix))
         return hit
-    log.info("ingest %s: asking again for %d missing files: %s", key, len(missing), ", ".join(missing[:5]))
-    again = cached(ctx.store, "ingest", key, lambda p: build(p, trust=hit.meta), force=True)
-    if again.meta.get("lake_version") == hit.meta.get("lake_version"):
-        return CacheEntry(again.stage, again.key, again.prefix, again.meta, hit=True)
-    return again
+    log.info("ingest %s: %d missing files are published now: %s", key, len(appeared), ", ".join(appeared[:5]))
+    return cached(ctx.store, "ingest", key, lambda p: build(p, trust=hit.meta), force=True)
 
 
 def ingest_input_key(ingest: CacheEntry) -> str:

@@ -169,6 +169,19 @@ class LocalStorage(Storage):
     def put_file(self, local_path: str, rel: str) -> None:
         self._atomic(rel, lambda tmp: shutil.copyfile(local_path, tmp))
 
+    def write_parquet(self, table: pa.Table, rel: str, **kwargs: Any) -> None:
+        """Atomically write one Parquet file, straight to a temporary name (no copy in memory)."""
+
+        def w(tmp):
+            pq.write_table(table, tmp, **kwargs)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        self._atomic(rel, w)
+
     def get_file(self, rel: str, local_path: str) -> None:
         shutil.copyfile(self._path(rel), local_path)
 

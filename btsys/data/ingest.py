@@ -826,6 +826,31 @@ def _brief(m: dict) -> dict:
     return {k: m[k] for k in keys if k in m}
 
 
+def published_since(listing: Mapping[str, Any], data_cfg: Any, base_url: str, store: Storage) -> list[str]:
+    """The files a listing recorded as missing that the source publishes now (a ``HEAD`` per file
+    on the driver, a few at a time; no Spark). A file whose probe fails counts as published, so the
+    ingest runs and its retries and messages apply."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = task_settings(to_plain(data_cfg), base_url, getattr(store, "endpoint_url", None))
+    missing = [
+        bn.source_file(m["market"], m["dataset"], m["symbol"], m["period"], m["label"])
+        for m in listing.get("files", [])
+        if m.get("status") == "missing"
+    ]
+
+    def probe(sf: bn.SourceFile) -> bool:
+        url = sf.url(base_url)
+        try:
+            kw = {"timeout": settings["timeout_s"], "s3_endpoint": settings["s3_endpoint"]}
+            return exists(url + ".CHECKSUM", **kw) or exists(url, **kw)
+        except Exception:  # noqa: BLE001 - unknown: let the ingest ask properly
+            return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [sf.name for sf, yes in zip(missing, pool.map(probe, missing), strict=True) if yes]
+
+
 def _trusted(store: Storage, trust: Mapping[str, Any], indexes: dict) -> dict[str, dict]:
     """Files of a previous listing still ``ok`` with every one of their days unchanged."""
     out = {}

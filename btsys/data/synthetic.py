@@ -371,7 +371,11 @@ def write_month(
     header, unit = market != "spot", "ms"
     info = zipfile.ZipInfo(sf.stem + ".csv", date_time=_ZIP_TIME)
     info.compress_type = zipfile.ZIP_DEFLATED
-    info._compresslevel = info.compress_level = compresslevel  # the attribute's name changed in 3.13
+    for attr in ("compress_level", "_compresslevel"):  # the attribute's name changed in Python 3.13
+        try:
+            setattr(info, attr, compresslevel)
+        except AttributeError:
+            pass
     rows = csv_bytes = 0
     price = None
     with zipfile.ZipFile(path, "w") as zf, zf.open(info, "w", force_zip64=True) as out:

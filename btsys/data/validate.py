@@ -289,6 +289,7 @@ class TickValidator:
         """Dedupe (first line wins), sort and hand one day to the sink."""
         date = day_string(day)
         t = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0].combine_chunks()
+        parts.clear()  # the batches are copied into ``t``: hold one day, not two
         ids = t["trade_id"].to_numpy()
         if ids.size > 1 and not (np.diff(ids) > 0).all():
             order = np.argsort(ids, kind="stable")  # stable: among equal ids the earliest line first
