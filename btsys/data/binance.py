@@ -289,8 +289,17 @@ class ParseInfo:
         return [f"{name} line {ln}: {why}" for ln, why in sorted(self.examples)[:MAX_EXAMPLES]]
 
 
-class NeedsSlowPath(Exception):
-    """A value did not convert: the member must be read again with string columns."""
+MODES = ("fast", "numbered", "slow")
+
+
+class ReadAgain(Exception):
+    """The member must be read again from the start in ``mode``: ``numbered`` (one thread, so the
+    parser can number the rows it skips) after a row with a wrong column count, ``slow`` (string
+    columns) after a value that does not convert."""
+
+    def __init__(self, mode: str, why: str):
+        super().__init__(f"{why}; reading again ({mode})")
+        self.mode = mode
 
 
 def _has_header(first: bytes) -> bool:
@@ -326,8 +335,10 @@ class CsvReader:
     layout : ``[(column, arrow type)]`` of the file's columns.
     name : file name used in messages.
     block_size : bytes per parsed block (tests use tiny ones).
-    slow : read every column as a string and find the values that do not convert (used after
-        :class:`NeedsSlowPath`: the fast reader cannot skip such a row and go on).
+    mode : ``fast`` (typed columns, parser threads), ``numbered`` (one thread: skipped rows get their
+        line numbers) or ``slow`` (string columns: values that do not convert are found and skipped;
+        pyarrow cannot skip such a row and go on). A reader raises :class:`ReadAgain` when the
+        member needs a later mode; rows it already returned must then be discarded.
     max_bad_fraction : fail (:class:`FormatError`) when more rows than this fraction do not
         parse; checked at the end, and early once it is certain (``expected_bytes`` bounds the
         number of rows the member can still hold).
@@ -339,11 +350,14 @@ class CsvReader:
         layout: list[tuple[str, pa.DataType]],
         name: str,
         block_size: int = BLOCK_SIZE,
-        slow: bool = False,
+        mode: str = "fast",
         max_bad_fraction: float = 0.001,
         expected_bytes: Optional[int] = None,
     ):
-        self.layout, self.name, self.slow = layout, name, slow
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.layout, self.name, self.mode = layout, name, mode
+        self.slow = mode == "slow"
         self.names = [c for c, _ in layout]
         self.max_bad_fraction = float(max_bad_fraction)
         # a row holds at least one character per column plus separators: at most this many rows
@@ -365,6 +379,7 @@ class CsvReader:
         self._skipped: list[int] = []  # lines the parser skipped (wrong column count)
         self._good = 0  # rows returned so far
         self._aborted = False
+        self._again: Optional[ReadAgain] = None
         self._stream = io.BufferedReader(_Prefixed(prefix, stream), buffer_size=1 << 20)
         # a block must hold the header and the longest row (pyarrow cannot split a row)
         self._block_size = max(int(block_size), 2 * len(first) + 2, 64)
@@ -380,6 +395,9 @@ class CsvReader:
         return out
 
     def _on_invalid(self, row) -> str:
+        if row.number is None:  # parser threads do not number rows: read again, numbered
+            self._again = ReadAgain("numbered", f"{self.name}: a row has {row.actual_columns} columns")
+            return "error"
         self.info.malformed_rows += 1
         self._skipped.append(int(row.number))
         if len(self.info.examples) < 4 * MAX_EXAMPLES:
@@ -408,52 +426,61 @@ class CsvReader:
         self._good += n
         return lines
 
-    def batches(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-        """Yield ``(batch of the layout's columns, CSV line of each row)``; blank lines and bad
-        rows are left out (and counted in :attr:`info`)."""
+    def _open(self):
         ropts = pacsv.ReadOptions(
             column_names=self.names,
             skip_rows=1 if self.info.header else 0,
             block_size=self._block_size,
-            use_threads=False,
+            use_threads=self.mode == "fast",
         )
         popts = pacsv.ParseOptions(invalid_row_handler=self._on_invalid, ignore_empty_lines=False)
-        types = {c: pa.string() for c in self.names} if self.slow else dict(self.layout)
         copts = pacsv.ConvertOptions(
-            column_types=types,
+            column_types={c: pa.string() for c in self.names} if self.slow else dict(self.layout),
             true_values=TRUE_VALUES,
             false_values=FALSE_VALUES,
             null_values=[] if self.slow else [""],
             strings_can_be_null=False,
         )
+        return pacsv.open_csv(self._stream, read_options=ropts, parse_options=popts, convert_options=copts)
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """Yield ``(batch of the layout's columns, CSV line of each row)``; blank lines and bad
+        rows are left out (and counted in :attr:`info`)."""
         try:
-            reader = pacsv.open_csv(
-                self._stream, read_options=ropts, parse_options=popts, convert_options=copts
-            )
+            reader = self._open()
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     break
-                lines = self._lines(batch.num_rows)
-                batch, lines = self._clean(batch, lines)
+                batch, lines = self._clean(batch, self._lines(batch.num_rows))
                 if batch.num_rows:
                     self.info.rows_read += batch.num_rows
                     yield batch, lines
                 if self._certain_failure():
                     raise self._failure(certain=True)
         except pa.ArrowInvalid as e:
-            msg = str(e)
-            if self._aborted:
-                raise self._failure(certain=True) from None
-            if "conversion error" in msg.lower() and not self.slow:
-                raise NeedsSlowPath(msg) from None
-            if "empty" in msg.lower() and self._good == 0 and not self.info.bad_rows:
+            if (
+                "empty" in str(e).lower()
+                and self._good == 0
+                and not self.info.bad_rows
+                and self._again is None
+            ):
                 return  # an empty member (or a header only)
-            raise FormatError(f"{self.name}: unreadable CSV: {msg}") from None
+            raise self._error(str(e)) from None
         total = self.info.rows_read + self.info.bad_rows
         if self.info.bad_rows and self.info.bad_rows > self.max_bad_fraction * total:
             raise self._failure(certain=False)
+
+    def _error(self, msg: str) -> Exception:
+        """What an error of pyarrow's reader means here."""
+        if self._again is not None:
+            return self._again
+        if self._aborted:
+            return self._failure(certain=True)
+        if "conversion error" in msg.lower() and not self.slow:
+            return ReadAgain("slow", f"{self.name}: a value does not convert")
+        return FormatError(f"{self.name}: unreadable CSV: {msg}")
 
     def _clean(self, batch: pa.RecordBatch, lines: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
         """Drop blank lines (counted) and, on the slow path, rows with unconvertible values."""
@@ -595,13 +622,14 @@ def read_ticks_csv(
 ) -> tuple[pa.Table, ParseInfo]:
     """A whole CSV held in memory as one tick table (tests and notebooks; the ingest streams)."""
     market, dataset = check_market(market), check_dataset(dataset)
-    for slow in (False, True):
-        reader = CsvReader(io.BytesIO(data), LAYOUTS[(market, dataset)], name, slow=slow, **reader_kw)
+    mode = "fast"
+    while True:
+        reader = CsvReader(io.BytesIO(data), LAYOUTS[(market, dataset)], name, mode=mode, **reader_kw)
         try:
             parts = [t for t, _ in tick_batches(reader, market, dataset, symbol, contract_sizes)]
             break
-        except NeedsSlowPath:
-            continue
+        except ReadAgain as e:
+            mode = e.mode
     table = pa.concat_tables(parts) if parts else TICK_SCHEMA.empty_table()
     return table, reader.info
 
@@ -610,13 +638,14 @@ def parse_funding(data: bytes, market: str, name: str, **reader_kw) -> tuple[pa.
     """A fundingRate CSV (a few hundred rows, read whole) -> ``ts`` (µs), ``interval_hours``,
     ``rate``, sorted by ``ts``, duplicate times dropped."""
     market = check_market(market)
-    for slow in (False, True):
-        reader = CsvReader(io.BytesIO(data), LAYOUTS[(market, FUNDING)], name, slow=slow, **reader_kw)
+    mode = "fast"
+    while True:
+        reader = CsvReader(io.BytesIO(data), LAYOUTS[(market, FUNDING)], name, mode=mode, **reader_kw)
         try:
             table = reader.read_all()
             break
-        except NeedsSlowPath:
-            continue
+        except ReadAgain as e:
+            mode = e.mode
     t = _to_us(table["calc_time"].to_numpy(), reader.info, name)
     order = np.argsort(t, kind="stable")
     ts = t[order]

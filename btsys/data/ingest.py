@@ -343,7 +343,8 @@ def _ingest_ticks(sf, store, path: str, settings, man: dict, prog: TaskProgress,
     sink = _StagingSink(store, f"{settings['staging']}/days/{sf.market}/{sf.dataset}/{sf.symbol}/{sf.stem}")
     csv_name = sf.stem + ".csv"
     layout = bn.LAYOUTS[(sf.market, sf.dataset)]
-    for slow in (False, True):
+    mode = "fast"
+    while True:
         member = open_member(
             path, sf.name, settings["max_uncompressed_bytes"], settings["max_compression_ratio"]
         )
@@ -353,7 +354,7 @@ def _ingest_ticks(sf, store, path: str, settings, man: dict, prog: TaskProgress,
                 layout,
                 csv_name,
                 block_size=settings["block_size"],
-                slow=slow,
+                mode=mode,
                 max_bad_fraction=settings["max_bad_row_fraction"],
                 expected_bytes=member.info.file_size,
             )
@@ -374,10 +375,10 @@ def _ingest_ticks(sf, store, path: str, settings, man: dict, prog: TaskProgress,
                 prog.update(parsed=member.consumed, rows=rows)
             rep = val.finish()
             break
-        except bn.NeedsSlowPath:
-            log.info("%s: a value does not convert; reading again with string columns", csv_name)
+        except bn.ReadAgain as e:
+            log.info("%s", e)
             sink.clear()
-            continue
+            mode = e.mode
         except BaseException:
             sink.clear()
             raise

@@ -32,11 +32,13 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Mapping, Optional, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
+
+from btsys.data.binance import TICK_SCHEMA
 
 US_PER_DAY = 86_400_000_000
 EPOCH = dt.date(1970, 1, 1)
@@ -53,37 +55,43 @@ def day_string(day: int) -> str:
     return (EPOCH + dt.timedelta(days=int(day))).isoformat()
 
 
-def table_version(table: pa.Table) -> str:
-    """Content address of a tick table: SHA-256 of its column values (not of any file's bytes),
+TICK_COLUMNS = tuple(TICK_SCHEMA.names)
+
+
+def columns_version(cols: Mapping[str, np.ndarray]) -> str:
+    """Content address of a day's ticks: SHA-256 of its column values (not of any file's bytes),
     so the same ticks from a daily or a monthly file have the same version."""
     h = hashlib.sha256()
-    for col in table.columns:
-        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        h.update(np.ascontiguousarray(arr.to_numpy(zero_copy_only=False)).view(np.uint8).tobytes())
-    h.update(str(table.num_rows).encode())
+    for c in TICK_COLUMNS:
+        h.update(memoryview(np.ascontiguousarray(cols[c])).cast("B"))
+    h.update(str(len(cols["ts"])).encode())
     return h.hexdigest()[:32]
 
 
-def sort_ticks(table: pa.Table) -> tuple[pa.Table, bool]:
-    """``table`` sorted by (ts, trade_id) and whether it had to be sorted.
+def table_version(table: pa.Table) -> str:
+    """:func:`columns_version` of a tick table."""
+    return columns_version({c: table[c].to_numpy(zero_copy_only=False) for c in TICK_COLUMNS})
+
+
+def sort_order(ts: np.ndarray, ids: np.ndarray) -> Optional[np.ndarray]:
+    """The permutation that sorts rows by (ts, trade_id), or None when they already are.
 
     One stable argsort of a packed (ts, id) key when both spans fit in 63 bits (fast on nearly
     sorted input), else a lexsort.
     """
-    ts = table["ts"].to_numpy()
-    ids = table["trade_id"].to_numpy()
     if ts.size < 2:
-        return table, False
+        return None
     dts = np.diff(ts)
     if not ((dts < 0).any() or ((dts == 0) & (np.diff(ids) < 0)).any()):
-        return table, False
+        return None
     t0, i0 = int(ts.min()), int(ids.min())
-    tspan, ispan = int(ts.max()) - t0, int(ids.max()) - i0
-    if tspan < (1 << 37) and ispan < (1 << 26):
-        order = np.argsort(((ts - t0) << 26) | (ids - i0), kind="stable")
-    else:
-        order = np.lexsort((ids, ts))
-    return table.take(pa.array(order)), True
+    if int(ts.max()) - t0 < (1 << 37) and int(ids.max()) - i0 < (1 << 26):
+        return np.argsort(((ts - t0) << 26) | (ids - i0), kind="stable")
+    return np.lexsort((ids, ts))
+
+
+def _table(cols: Mapping[str, np.ndarray]) -> pa.Table:
+    return pa.table([pa.array(cols[f.name], f.type) for f in TICK_SCHEMA], schema=TICK_SCHEMA)
 
 
 class DaySink(Protocol):
@@ -216,10 +224,8 @@ class TickValidator:
     def feed(self, table: pa.Table, lines: np.ndarray) -> None:
         """One batch of the file (tick-table columns, file order) and the CSV line of each row."""
         self.rep.rows_in += table.num_rows
-        ts = table["ts"].to_numpy()
-        ids = table["trade_id"].to_numpy()
-        price = table["price"].to_numpy()
-        qty = table["qty"].to_numpy()
+        cols = {c: table[c].to_numpy(zero_copy_only=False) for c in TICK_COLUMNS}
+        ts, price, qty = cols["ts"], cols["price"], cols["qty"]
         bad_price = ~(np.isfinite(price) & (price > 0))
         bad_qty = ~(np.isfinite(qty) & (qty > 0)) & ~bad_price
         out = ((ts < self.lo) | (ts >= self.hi)) & ~bad_price & ~bad_qty
@@ -231,19 +237,20 @@ class TickValidator:
             lines,
             lambda i: f"ts {int(ts[i])} outside {self.first_date}..{self.last_date}",
         )
+        cols[_LINE] = lines
         keep = ~(bad_price | bad_qty | out)
         if not keep.all():
-            table, ts, ids, lines = table.filter(pa.array(keep)), ts[keep], ids[keep], lines[keep]
-        if not ts.size:
+            cols = {k: v[keep] for k, v in cols.items()}
+        if not cols["ts"].size:
             return
-        self._check_order(ts, ids)
-        table = table.append_column(_LINE, pa.array(lines, pa.int64()))
-        days = ts // US_PER_DAY
+        self._check_order(cols["ts"], cols["trade_id"])
+        days = cols["ts"] // US_PER_DAY
         if (days == days[0]).all():
-            self._add(int(days[0]), table)
+            self._add(int(days[0]), cols)
             return
         for d in np.unique(days):
-            self._add(int(d), table.filter(pa.array(days == d)))
+            m = days == d
+            self._add(int(d), {k: v[m] for k, v in cols.items()})
 
     def _check_order(self, ts: np.ndarray, ids: np.ndarray) -> None:
         r = self.rep
@@ -257,16 +264,16 @@ class TickValidator:
         r.first_ts = int(ts.min()) if r.first_ts is None else min(r.first_ts, int(ts.min()))
         r.last_ts = int(ts.max()) if r.last_ts is None else max(r.last_ts, int(ts.max()))
 
-    def _add(self, day: int, table: pa.Table) -> None:
+    def _add(self, day: int, cols: dict) -> None:
         if self._current is None or day > self._current:
             if self._current is not None:
                 self._finalise(self._current, self._open)
             self._current, self._open = day, []
         if day == self._current:
-            self._open.append(table)
+            self._open.append(cols)
             return
-        self._late.setdefault(day, []).append(table)  # a row for a day already finalised
-        self._late_bytes += table.nbytes
+        self._late.setdefault(day, []).append(cols)  # rows for a day already finalised
+        self._late_bytes += sum(v.nbytes for v in cols.values())
         if self._late_bytes > self.late_spill_bytes:
             self._spill()
 
@@ -276,9 +283,9 @@ class TickValidator:
         for day, parts in self._late.items():
             keep = []
             for p in parts:
-                if isinstance(p, pa.Table):
+                if isinstance(p, dict):
                     path = os.path.join(self.tmp_dir, f"late-{day}-{uuid.uuid4().hex[:8]}.arrow")
-                    feather.write_feather(p, path, compression="lz4")
+                    feather.write_feather(pa.table(p), path, compression="lz4")
                     p = path
                 keep.append(p)
             self._late[day] = keep
@@ -286,33 +293,35 @@ class TickValidator:
 
     # ----------------------------------------------------------------- days
     def _finalise(self, day: int, parts: list) -> None:
-        """Dedupe (first line wins), sort and hand one day to the sink."""
+        """Dedupe (first line wins), sort and hand one day to the sink (numpy, one copy of the day)."""
         date = day_string(day)
-        t = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0].combine_chunks()
-        parts.clear()  # the batches are copied into ``t``: hold one day, not two
-        ids = t["trade_id"].to_numpy()
+        cols = _concat(parts)  # empties ``parts`` column by column: one day in memory, not two
+        ids = cols["trade_id"]
         if ids.size > 1 and not (np.diff(ids) > 0).all():
             order = np.argsort(ids, kind="stable")  # stable: among equal ids the earliest line first
             same = ids[order][1:] == ids[order][:-1]
-            dup = np.zeros(ids.size, dtype=bool)
-            dup[order[1:][same]] = True
-            if dup.any():
-                lines = t[_LINE].to_numpy()
-                self._note("duplicate", dup, lines, lambda i: f"trade id {int(ids[i])}")
-                t = t.filter(pa.array(~dup))
-        t, _ = sort_ticks(t.drop_columns([_LINE]))
-        ids = t["trade_id"].to_numpy()
-        ts = t["ts"].to_numpy()
+            if same.any():
+                dup = np.zeros(ids.size, dtype=bool)
+                dup[order[1:][same]] = True
+                self._note("duplicate", dup, cols[_LINE], lambda i: f"trade id {int(ids[i])}")
+                for k in list(cols):
+                    cols[k] = cols[k][~dup]
+        del cols[_LINE]
+        order = sort_order(cols["ts"], cols["trade_id"])
+        if order is not None:
+            for k in list(cols):  # one column at a time: one column of extra memory
+                cols[k] = cols[k][order]
+        ids, ts = cols["trade_id"], cols["ts"]
         uniq = np.sort(ids) if ids.size > 1 and not (np.diff(ids) > 0).all() else ids
         runs = _runs(uniq)
         old = self.rep.days.get(date)
         self._runs_total += len(runs) - (len(old.runs) if old is not None and old.runs is not None else 0)
-        version = table_version(t)
-        key = self.sink.write(date, t, version)
+        version = columns_version(cols)
+        key = self.sink.write(date, _table(cols), version)
         self.rep.days[date] = DayResult(
             date=date,
             key=key,
-            rows=t.num_rows,
+            rows=int(ts.size),
             min_id=int(uniq[0]) if uniq.size else None,
             max_id=int(uniq[-1]) if uniq.size else None,
             first_ts=int(ts[0]) if ts.size else None,
@@ -323,12 +332,12 @@ class TickValidator:
 
     def _merge_late(self, day: int, parts: list) -> None:
         date = day_string(day)
-        tables = [feather.read_table(p) if isinstance(p, str) else p for p in parts]
+        chunks = [_numpy(feather.read_table(p)) if isinstance(p, str) else p for p in parts]
         if date in self.rep.days:  # its finalised rows all come from earlier lines than the late ones
-            base = self.sink.read(date)
-            base = base.append_column(_LINE, pa.array(np.zeros(base.num_rows, np.int64)))
-            tables.insert(0, base)
-        self._finalise(day, tables)
+            base = _numpy(self.sink.read(date))
+            base[_LINE] = np.zeros(base["ts"].size, np.int64)
+            chunks.insert(0, base)
+        self._finalise(day, chunks)
         for p in parts:
             if isinstance(p, str):
                 os.remove(p)
@@ -378,6 +387,23 @@ class TickValidator:
             if day_string(x) not in seen
         ]
         return r
+
+
+def _concat(parts: list[dict]) -> dict:
+    """One array per column from a day's parts, releasing each part's column once copied."""
+    if len(parts) == 1:
+        return parts.pop()
+    out = {}
+    for k in list(parts[0]):
+        out[k] = np.concatenate([p[k] for p in parts])
+        for p in parts:
+            del p[k]
+    parts.clear()
+    return out
+
+
+def _numpy(table: pa.Table) -> dict:
+    return {c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names}
 
 
 def _runs_of(table: pa.Table) -> np.ndarray:
