@@ -151,6 +151,7 @@ class _StagingSink:
         key = f"{self.prefix}/{date}.parquet"
         lake.write_day(self.store, key, table, version)
         failpoint("ingest.stage.day")
+        _release_memory()
         return key
 
     def read(self, date: str) -> pa.Table:
@@ -158,6 +159,18 @@ class _StagingSink:
 
     def clear(self) -> None:
         self.store.delete_prefix(self.prefix)
+
+
+def _release_memory() -> None:
+    """Give the memory of a finished day back to the OS (allocators keep freed blocks otherwise,
+    and the peak would creep up over the days of a month)."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _quarantine(store: Storage, sf: bn.SourceFile, path: str) -> str:
@@ -460,6 +473,10 @@ def _task_fn(store_dict: dict, settings: dict):
     def run(it: Iterator[dict]) -> Iterator[str]:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         store = storage_from_dict(store_dict)
+        # Spark starts Python workers with OMP_NUM_THREADS=spark.task.cpus (1), which pyarrow's
+        # thread pool follows: give the CSV parser the cores this task may use
+        old_threads = pa.cpu_count()
+        pa.set_cpu_count(max(1, min(int(settings.get("threads", 1)), os.cpu_count() or 1)))
         with tempfile.TemporaryDirectory(prefix="btsys-ingest-") as tmp:
             for task in it:
                 sf = bn.SourceFile(**task)
@@ -478,6 +495,7 @@ def _task_fn(store_dict: dict, settings: dict):
                         "candidates": [],
                     }
                 yield json.dumps(man)
+        pa.set_cpu_count(old_threads)
 
     return run
 
@@ -498,7 +516,12 @@ def _run_tasks(spark, store: Storage, files: list[bn.SourceFile], settings: dict
         except BaseException as e:  # re-raised in the driver thread
             box["err"] = e
 
-    settings = {**settings, "progress": f"{settings['staging']}/progress/{what.replace(' ', '-')}"}
+    par = max(1, int(sc.defaultParallelism))  # cores per concurrently running task
+    settings = {
+        **settings,
+        "progress": f"{settings['staging']}/progress/{what.replace(' ', '-')}",
+        "threads": max(1, par // min(len(tasks), par)),
+    }
     rdd = sc.parallelize(tasks, len(tasks)).mapPartitions(_task_fn(store.to_dict(), settings))
     progress = IngestProgress(store, settings["progress"], len(tasks), log_every_s=PROGRESS_EVERY_S)
     th = threading.Thread(target=collect, name="btsys-ingest-collect", daemon=True)
