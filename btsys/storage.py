@@ -1,9 +1,9 @@
 """Storage: one interface over a local directory and an S3 prefix.
 
 Every stage reads and writes through :class:`Storage`, addressed by *relative keys* such as
-``lake/market=spot/symbol=BTCUSDT/date=2025-01-01/part-0.parquet``. Spark tasks rebuild the same
-storage from its plain-dict config (:func:`storage_from_dict`), so executors read and write the
-store themselves (pyarrow / boto3), never through ``s3a://``.
+``lake/market=spot/dataset=aggTrades/symbol=BTCUSDT/date=2025-01-01/part-0.parquet``. Spark tasks
+rebuild the same storage from its plain-dict config (:func:`storage_from_dict`), so executors read
+and write the store themselves (pyarrow / boto3), never through ``s3a://``.
 
 Atomicity: :meth:`Storage.write_bytes`, :meth:`Storage.put_file` and :meth:`Storage.rename` are
 atomic for readers (local: temporary name, then ``os.replace``; S3: a single PUT, a completed

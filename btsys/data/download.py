@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import re
-import shutil
 import socket
 import tempfile
 import time
@@ -147,14 +146,13 @@ def fetch_to_file(
     timeout: float = 30.0,
     retries: int = 4,
     backoff: float = 0.5,
-    copy_local: bool = False,
     deadline_s: Optional[float] = None,
     progress: Progress = None,
     s3_endpoint: Optional[str] = None,
 ) -> Fetched:
     """Fetch ``url`` to a local file, hashing it on the way.
 
-    ``file://`` URLs are read in place (no copy) unless ``copy_local``. ``retries`` counts
+    ``file://`` URLs are read in place (no copy). ``retries`` counts
     attempts that received nothing; an attempt that got bytes is continued (``Range``) without
     using one up, so a long download over a flaky link finishes, bounded by ``deadline_s``.
     Back-off is ``backoff * 2**k`` with a little jitter. HTTP 404 raises :class:`MissingFile`
@@ -163,7 +161,7 @@ def fetch_to_file(
     scheme = urllib.parse.urlparse(url).scheme
     shown = redact_url(url)
     if scheme == "file":
-        return _fetch_local(url, dest_dir, copy_local, progress)
+        return _fetch_local(url, progress)
     if scheme not in ("http", "https", "s3"):
         raise DownloadError(
             f"unsupported URL scheme {scheme!r} in {shown} (use https://, http://, file:// or s3://)"
@@ -185,18 +183,12 @@ def fetch_to_file(
         raise
 
 
-def _fetch_local(url: str, dest_dir: Optional[str], copy_local: bool, progress: Progress) -> Fetched:
+def _fetch_local(url: str, progress: Progress) -> Fetched:
     path = _file_path(url)
     if not os.path.isfile(path):
         raise MissingFile(f"not found: {redact_url(url)}")
-    if not copy_local:
-        size, sha = _hash_file(path, progress)
-        return Fetched(path, size, sha, 1, False)
-    fd, tmp = tempfile.mkstemp(prefix="btsys-dl-", dir=dest_dir)
-    os.close(fd)
-    shutil.copyfile(path, tmp)
-    size, sha = _hash_file(tmp, progress)
-    return Fetched(tmp, size, sha, 1, True)
+    size, sha = _hash_file(path, progress)
+    return Fetched(path, size, sha, 1, False)
 
 
 def _retry(
