@@ -224,6 +224,9 @@ class _Commit:
             ):
                 log.info("%s %s: keeping %s (beats %s)", self.series.symbol, date, cur["source"], c["source"])
                 continue
+            same = cur is not None and (cur["source"], cur["version"]) == (c["source"], c["version"])
+            if same and trusted and (not c["rows"] or self.store.exists(self.series.day_key(date))):
+                continue  # the same ticks from the same file are in place: nothing to rewrite
             c["stale"] = False
             c["dups_against"] = {}
             c["dropped_across_days"] = 0
@@ -248,6 +251,8 @@ class _Commit:
         """
         dates = sorted(set(self.days) | set(self.new))
         for i, date in enumerate(dates):
+            if date not in self.new and not self._touched_by_new(date):
+                continue  # O(days changed) per day, not O(days in the series)
             e = self._entry(date)
             if date not in self.new:
                 against = e.get("dups_against") or {}
@@ -264,6 +269,14 @@ class _Commit:
             earlier = [d for d in dates[:i] if _overlap(self._entry(d), e)]
             if earlier and (date in self.new or any(d in self.new for d in earlier)):
                 self._drop_earlier_ids(date, earlier)
+
+    def _touched_by_new(self, date: str) -> bool:
+        """Whether a lake day may change: it dropped ids because of a changed day, or an earlier
+        changed day's ids overlap its own."""
+        e = self.days[date]
+        if any(d in self.new for d in e.get("dups_against") or {}):
+            return True
+        return any(d < date and _overlap(n, e) for d, n in self.new.items())
 
     def _drop_earlier_ids(self, date: str, earlier: list[str]) -> None:
         t = self._table(date)
