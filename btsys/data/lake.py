@@ -50,6 +50,7 @@ MANIFEST = f"{LAKE}/_manifest"
 LOCKS = f"{LAKE}/_locks"
 PART = "part-0.parquet"
 VERSION_META = b"btsys.version"
+MAX_DROPPED_IDS = 10_000  # ids a day dropped as held by earlier days, kept in the index up to this
 
 
 @dataclass(frozen=True)
@@ -216,12 +217,8 @@ class _Commit:
                 continue  # the lake already holds this source (reused)
             cur = self.days.get(date)
             trusted = day_state(self.idx, date) is not None
-            if (
-                cur is not None
-                and trusted
-                and cur.get("base") == c.get("base")
-                and priority(cur) > priority(c)
-            ):
+            better = cur is not None and cur.get("base") == c.get("base") and priority(cur) > priority(c)
+            if better and trusted and cur["source"] != c["source"]:  # a file's new content replaces its old
                 log.info("%s %s: keeping %s (beats %s)", self.series.symbol, date, cur["source"], c["source"])
                 continue
             same = cur is not None and (cur["source"], cur["version"]) == (c["source"], c["version"])
@@ -230,12 +227,13 @@ class _Commit:
             c["stale"] = False
             c["dups_against"] = {}
             c["dropped_across_days"] = 0
+            c["dropped_ids"] = []
             self.new[date] = c
 
     def _table(self, date: str) -> pa.Table:
         if date not in self._tables:
             e = self.new.get(date)
-            key = e["staged"] if e is not None else self.series.day_key(date)
+            key = e["staged"] if e is not None and e.get("staged") else self.series.day_key(date)
             self._tables[date] = self.store.read_parquet(key)
         return self._tables[date]
 
@@ -255,20 +253,40 @@ class _Commit:
                 continue  # O(days changed) per day, not O(days in the series)
             e = self._entry(date)
             if date not in self.new:
-                against = e.get("dups_against") or {}
-                changed = [d for d in against if d in self.new and self.new[d]["version"] != against[d]]
-                if changed:
-                    e = self.new[date] = dict(e, staged=None, stale=True)
-                    self.shrunk.add(date)
-                    log.warning(
-                        "%s %s: earlier days %s changed; marked stale until its source is ingested again",
-                        self.series.symbol,
-                        date,
-                        changed,
-                    )
+                e = self._recheck_drops(date, dates[:i])
             earlier = [d for d in dates[:i] if _overlap(self._entry(d), e)]
             if earlier and (date in self.new or any(d in self.new for d in earlier)):
                 self._drop_earlier_ids(date, earlier)
+
+    def _recheck_drops(self, date: str, before: list[str]) -> dict:
+        """A lake day that dropped ids because of earlier days that change now: still right if
+        every id it dropped is still held by an earlier day, else stale (those ids may belong to
+        it again; no listing trusts it until the next ingest of its source rewrites it)."""
+        e = self.days[date]
+        against = e.get("dups_against") or {}
+        changed = [d for d in against if d in self.new and self.new[d]["version"] != against[d]]
+        if not changed:
+            return e
+        dropped = e.get("dropped_ids")
+        if dropped is not None and dropped:
+            lo, hi = min(dropped), max(dropped)
+            near = [d for d in before if _overlap(self._entry(d), {"rows": 1, "min_id": lo, "max_id": hi})]
+            held = np.concatenate(
+                [self._table(d)["trade_id"].to_numpy() for d in near] or [np.empty(0, np.int64)]
+            )
+            if np.isin(np.asarray(dropped, np.int64), held).all():
+                versions = {d: self._entry(d)["version"] for d in near if d in against or d in changed}
+                self.new[date] = dict(e, staged=None, dups_against={**against, **versions})
+                return self.new[date]
+        log.warning(
+            "%s %s: earlier days %s changed; marked stale until its source is ingested again",
+            self.series.symbol,
+            date,
+            changed,
+        )
+        self.new[date] = dict(e, staged=None, stale=True)
+        self.shrunk.add(date)
+        return self.new[date]
 
     def _touched_by_new(self, date: str) -> bool:
         """Whether a lake day may change: it dropped ids because of a changed day, or an earlier
@@ -302,6 +320,9 @@ class _Commit:
         e.update(_stats(keep), version=version, staged=staged)
         e["dups_against"] = {**e.get("dups_against", {}), **against}
         e["dropped_across_days"] = int(e.get("dropped_across_days", 0)) + n
+        old = e.get("dropped_ids", [])
+        ids_now = None if old is None else sorted(set(old) | set(ids[dup].tolist()))
+        e["dropped_ids"] = ids_now if ids_now is not None and len(ids_now) <= MAX_DROPPED_IDS else None
         log.warning(
             "%s %s: %d trade ids already in earlier days %s; dropped (kept in the earlier day)",
             self.series.symbol,
