@@ -264,6 +264,7 @@ def test_a_daily_404_inside_a_month_served_by_dailies_is_a_missing_day(spark, tm
         run_ingest(spark, {**c, "require_complete": True}, store, root.as_uri(), "c/b")
 
 
+@pytest.mark.slow
 def test_daily_monthly_and_both_datasets_keep_one_file_per_day(spark, tmp_path, month_mirror):
     """Daily, then monthly, then the other dataset of the same days: one Parquet file per day folder,
     each dataset's trades once (the issue's store had 3 part files and 49,000 rows for 31,000)."""

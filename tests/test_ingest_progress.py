@@ -7,6 +7,7 @@ import io
 import json
 import logging
 
+import pytest
 from faultserver import FaultServer
 
 from btsys.data import binance as bn
@@ -47,6 +48,7 @@ def test_a_terminal_gets_a_live_bar(tmp_path, monkeypatch):
     assert "ingest" in out and "files 0/1" in out and "7 rows" in out and "%" in out
 
 
+@pytest.mark.slow
 def test_progress_moves_inside_a_file_that_is_still_downloading(spark, tmp_path, monkeypatch, caplog):
     site = tmp_path / "site"
     generate_mirror(str(site), start="2025-01-01", end="2025-01-01", ticks_per_day=3000)
