@@ -6,18 +6,16 @@ day folder, and that it equals the lake a clean run over the same days gives.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
 import shutil
-import zipfile
 
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
+from lakecheck import lake_files, lake_rows, member, rewrite
 
 from btsys import pipeline as P
 from btsys.data import binance as bn
@@ -35,36 +33,8 @@ def cfg(**kw):
     return c
 
 
-def rewrite_zip(path: pathlib.Path, payload: bytes) -> None:
-    member = path.name[:-4] + ".csv"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(member, payload)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    pathlib.Path(str(path) + ".CHECKSUM").write_text(f"{sha}  {path.name}\n")
-
-
-def member(path: pathlib.Path) -> bytes:
-    with zipfile.ZipFile(path) as zf:
-        return zf.read(zf.namelist()[0])
-
-
-def lake_files(store) -> dict:
-    """{day folder: sha256 of its one Parquet file}; fails if a folder holds more than one."""
-    out = {}
-    for k in store.list("lake"):
-        if k.endswith(".parquet"):
-            folder = k.rsplit("/", 1)[0]
-            assert folder not in out, f"two files in {folder}"
-            out[folder] = hashlib.sha256(store.read_bytes(k)).hexdigest()
-    return out
-
-
 def check_each_trade_once(store) -> dict:
-    """Direct readers: pyarrow's dataset over lake/ sees each (dataset, symbol, ts, id) once."""
-    t = ds.dataset(store.uri("lake"), format="parquet", partitioning="hive").to_table()
-    df = t.to_pandas()
-    assert not df.duplicated(["dataset", "symbol", "trade_id"]).any()
-    return df.groupby(["dataset", "date"]).size().to_dict()
+    return lake_rows(store.root)
 
 
 def day_rows(out) -> list[tuple[str, int]]:
@@ -84,7 +54,7 @@ def test_overlapping_ranges_converge_to_a_clean_run(spark, tmp_path):
     t0 = lines2[1].split(b",")[5]
     # day 2 repeats the last 100 aggregate ids of day 1, at day-2 times
     extra = [b",".join([r.split(b",")[0], b"100.0", b"1.0", b"1", b"1", t0, b"true"]) for r in rows1[-100:]]
-    rewrite_zip(root / d2.rel, b"\n".join([lines2[0], *extra, *lines2[1:]]) + b"\n")
+    rewrite(root / d2.rel, b"\n".join([lines2[0], *extra, *lines2[1:]]) + b"\n")
     base = root.as_uri()
 
     def run(store, start, end, prefix):
@@ -107,7 +77,7 @@ def test_overlapping_ranges_converge_to_a_clean_run(spark, tmp_path):
     reverse = LocalStorage(str(tmp_path / "reverse"))
     run(reverse, "2025-01-01", "2025-01-01", "cache/i/a")
     run(reverse, "2025-01-02", "2025-01-02", "cache/i/b")
-    assert lake_files(shared) == lake_files(clean) == lake_files(reverse)
+    assert lake_files(shared.root) == lake_files(clean.root) == lake_files(reverse.root)
     assert check_each_trade_once(shared) == {
         ("aggTrades", "2025-01-01"): 400,
         ("aggTrades", "2025-01-02"): 400,
@@ -146,7 +116,7 @@ def test_pipeline_reruns_after_an_overlapping_run_and_force_recovers(spark, tmp_
     lines2 = member(root / d2.rel).splitlines()
     t0 = lines2[1].split(b",")[5]
     extra = [b",".join([r.split(b",")[0], b"100.0", b"1.0", b"1", b"1", t0, b"true"]) for r in rows1[-50:]]
-    rewrite_zip(root / d2.rel, b"\n".join([lines2[0], *extra, *lines2[1:]]) + b"\n")
+    rewrite(root / d2.rel, b"\n".join([lines2[0], *extra, *lines2[1:]]) + b"\n")
     store = tmp_path / "store"
     one = _cfg(store, root.as_uri(), "2025-01-02", "2025-01-02")
     two = _cfg(store, root.as_uri(), "2025-01-01", "2025-01-02")
@@ -229,7 +199,7 @@ def test_a_monthly_file_with_7_of_31_days_is_completed_from_dailies(spark, tmp_p
     root = month_mirror
     lines = member(root / MONTH.rel).splitlines()
     seven = [ln for ln in lines[1:] if int(ln.split(b",")[4]) < 1735689600000 + 7 * 86_400_000 - 3_600_000]
-    rewrite_zip(root / MONTH.rel, b"\n".join([lines[0], *seven]) + b"\n")  # cut 1 h before day 8
+    rewrite(root / MONTH.rel, b"\n".join([lines[0], *seven]) + b"\n")  # cut 1 h before day 8
     store = LocalStorage(str(tmp_path / "store"))
     out = run_ingest(
         spark, cfg(dataset="trades", start="2025-01-01", end="2025-01-31"), store, root.as_uri(), "c/a"
@@ -288,7 +258,7 @@ def test_daily_monthly_and_both_datasets_keep_one_file_per_day(spark, tmp_path, 
     run_ingest(
         spark, cfg(dataset="aggTrades", start="2025-01-01", end="2025-01-31"), store, root.as_uri(), "c/c"
     )
-    files = lake_files(store)
+    files = lake_files(store.root)
     assert len(files) == 62
     counts = check_each_trade_once(store)
     assert counts == {(d, f"2025-01-{k:02d}"): 40 for d in ("trades", "aggTrades") for k in range(1, 32)}
@@ -318,12 +288,12 @@ def test_a_changed_earlier_day_makes_the_later_day_stale_until_re_derived(spark,
         b",".join([i, b"100.0", b"1.0", b"1", b"1", lines1[1].split(b",")[5], b"true"]) for i in shared_ids
     ]
     original1 = member(root / d1.rel)
-    rewrite_zip(root / d1.rel, b"\n".join([lines1[0], *extra1, *lines1[1:]]) + b"\n")
-    rewrite_zip(root / d2.rel, b"\n".join([lines2[0], *extra2, *lines2[1:]]) + b"\n")
+    rewrite(root / d1.rel, b"\n".join([lines1[0], *extra1, *lines1[1:]]) + b"\n")
+    rewrite(root / d2.rel, b"\n".join([lines2[0], *extra2, *lines2[1:]]) + b"\n")
     store = LocalStorage(str(tmp_path / "store"))
     both = run_ingest(spark, cfg(start="2025-01-01", end="2025-01-02"), store, root.as_uri(), "c/a")
     assert day_rows(both) == [("2025-01-01", 102), ("2025-01-02", 100)]
-    rewrite_zip(root / d1.rel, original1)  # day 1 republished without the two ids
+    rewrite(root / d1.rel, original1)  # day 1 republished without the two ids
     run_ingest(spark, cfg(start="2025-01-01", end="2025-01-01"), store, root.as_uri(), "c/b")
     idx = json.loads(store.read_text(Series("um", "aggTrades", "BTCUSDT").index_key))
     assert idx["days"]["2025-01-02"]["stale"] is True and not listing_is_current(store, both)
@@ -331,7 +301,7 @@ def test_a_changed_earlier_day_makes_the_later_day_stale_until_re_derived(spark,
     assert day_rows(fixed) == [("2025-01-01", 100), ("2025-01-02", 102)]
     clean = LocalStorage(str(tmp_path / "clean"))
     run_ingest(spark, cfg(start="2025-01-01", end="2025-01-02"), clean, root.as_uri(), "c/a")
-    assert lake_files(store) == lake_files(clean)
+    assert lake_files(store.root) == lake_files(clean.root)
     t = read_ticks(store, [p["path"] for p in fixed["partitions"]])
     assert len(np.unique(t["trade_id"].to_numpy())) == t.num_rows == 202
 
