@@ -92,9 +92,8 @@ class StorageKind(str, Enum):
 # --------------------------------------------------------------------------- data
 @dataclass
 class SourceConfig:
-    base_url: str = (
-        "https://data.binance.vision"  # also file:///mirror, http://127.0.0.1:PORT, s3://bucket/prefix
-    )
+    # also file:///mirror, http://127.0.0.1:PORT, https://user:pass@host (Basic auth), s3://bucket/prefix
+    base_url: str = "https://data.binance.vision"
     timeout_s: float = 30.0  # per read
     retries: int = 4  # attempts that received nothing, after the first (a dropped download resumes)
     backoff_s: float = 0.5  # first back-off; doubles each retry
