@@ -38,6 +38,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from btsys.bars.api import DAY_US, TICK_COLUMNS, BarsInputError, BarSpec, BarStream
+from btsys.data.lake import file_version
+from btsys.failpoint import failpoint
 from btsys.storage import LocalStorage, Storage, storage_from_dict
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,12 @@ def _read(store: Storage, part: Mapping[str, Any]) -> pa.Table:
     rows = part.get("rows")
     if rows is not None and int(rows) != tbl.num_rows:
         raise BarsInputError(f"{store.uri(path)}: has {tbl.num_rows} rows, the ingest listing says {rows}")
+    version = part.get("version")
+    if version is not None and file_version(tbl) != version:
+        raise BarsInputError(
+            f"{store.uri(path)}: changed since the ingest listing (version {file_version(tbl)}, listed "
+            f"{version}); run again: the ingest lists the new day and the bars are recomputed"
+        )
     return tbl
 
 
@@ -184,6 +192,7 @@ def _symbol_task(
     spec = BarSpec(**spec_dict)
     streams, tables = [], []
     with _arrow_threads(threads):
+        failpoint("bars.task.read")
         for k, parts in enumerate(segments):
             stream = stream_symbol(store, spec, parts)
             tables.append(stream.table(keep_partial=k == len(segments) - 1))
@@ -194,6 +203,7 @@ def _symbol_task(
             if len(tables) > 1
             else (tables[0] if tables else BarStream(spec).table())
         )
+        failpoint("bars.task.write")
         store.write_parquet(tbl, key)
     meta = {
         "symbol": symbol,
