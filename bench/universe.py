@@ -58,7 +58,7 @@ def profiles(symbols: list, days: int, rng) -> dict:
 def reference(store, parts, gap_us) -> tuple[int, float]:
     """Single process, no Spark: the job's own per-day code over every symbol-day, in a loop."""
     t = time.perf_counter()
-    n = sum(day_row(store, p["symbol"], p["date"], [p["path"]], gap_us)["rows"] for p in parts)
+    n = sum(day_row(store, p, gap_us)["rows"] for p in parts)
     return n, time.perf_counter() - t
 
 

@@ -99,13 +99,24 @@ def reference(csv: bytes, market, dataset, symbol, first, last, max_bad_fraction
         "bad_qty": int(bad_qty.sum()),
         "out_of_period": int(out.sum()),
     }
+    by_day: dict = {}  # date -> reason -> rows, for the drops that belong to a day of the file
+
+    def per_day(reason, rows):
+        for d, n in (rows["ts"] // US_PER_DAY).value_counts().items():
+            by_day.setdefault(day_string(d), {})[reason] = int(n)
+
+    inside = (df["ts"] >= lo) & (df["ts"] < hi)
+    per_day("bad_price", df[bad_price & inside])
+    per_day("bad_qty", df[bad_qty & inside])
     df = df[~(bad_price | bad_qty | out)].copy()
     df["day"] = df["ts"] // US_PER_DAY
     dup = df.duplicated(["day", "trade_id"], keep="first")  # file order = line order
     dropped["duplicate"] = int(dup.sum())
+    per_day("duplicate", df[dup])
     df = df[~dup]
     across = df.sort_values("day", kind="stable").duplicated("trade_id", keep="first")  # earlier day wins
     dropped["duplicate_across_days"] = int(across.sum())
+    per_day("duplicate_across_days", df.loc[across[across].index])
     df = df.drop(index=across[across].index)
     cols = ["ts", "trade_id", "price", "qty", "quote_qty", "is_buyer_maker"]
     days = {
@@ -116,6 +127,7 @@ def reference(csv: bytes, market, dataset, symbol, first, last, max_bad_fraction
         "failed": False,
         "days": days,
         "dropped": {k: v for k, v in dropped.items() if v},
+        "dropped_by_day": dict(sorted(by_day.items())),
         "bad_lines": bad,
     }
 
@@ -165,6 +177,7 @@ def assert_same(days: dict, man: dict, ref: dict) -> None:
     assert {
         k: v for k, v in (man.get("dropped") or {}).items() if k not in ("malformed", "unparseable")
     } == ref["dropped"]
+    assert man["dropped_by_day"] == ref["dropped_by_day"]  # the same drops, each on its day
     got_bad = (man.get("dropped") or {}).get("malformed", 0) + (man.get("dropped") or {}).get(
         "unparseable", 0
     )

@@ -422,6 +422,7 @@ def _tick_manifest(man: dict, csv_name: str, info: bn.ParseInfo, rep, settings) 
         time_unit=info.time_unit,
         empty_lines=info.empty_lines,
         dropped=dropped,
+        dropped_by_day=rep.dropped_by_day,
         examples=(info.example_lines(csv_name) + rep.examples)[:10],
         id_gaps=rep.id_gaps,
         gap_events=rep.gap_events,
@@ -632,10 +633,28 @@ def _write_manifests(
             d for d, e in old.items() if e.get("source") == name and days.get(d, {}).get("source") != name
         )
         m["rows"] = sum(int(e["rows"]) for e in mine.values())
-        across = sum(int(e.get("dropped_across_days") or 0) for e in mine.values())
-        if across:
-            m.setdefault("dropped", {})["duplicate_across_days"] = across
+        _count_across_days(m, mine)
         _store_manifest(store, series.manifest_key(name), m)
+
+
+def _count_across_days(man: dict, mine: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set a manifest's ``duplicate_across_days`` drops (file total and, when it counts drops per
+    day, per day) from the index entries of the days the lake holds from it (``mine``); they
+    change when earlier days do."""
+    across = sum(int(e.get("dropped_across_days") or 0) for e in mine.values())
+    if "dropped_by_day" in man:
+        by_day = man["dropped_by_day"]
+        for per in by_day.values():
+            per.pop("duplicate_across_days", None)
+        for date, e in mine.items():
+            if int(e.get("dropped_across_days") or 0):
+                by_day.setdefault(date, {})["duplicate_across_days"] = int(e["dropped_across_days"])
+        man["dropped_by_day"] = {d: per for d, per in sorted(by_day.items()) if per}
+    dropped = man.setdefault("dropped", {})
+    if across:
+        dropped["duplicate_across_days"] = across
+    else:
+        dropped.pop("duplicate_across_days", None)
 
 
 def _summary(manifests: list[dict], partitions: list[dict], served: int, seconds: float) -> dict:
@@ -852,6 +871,7 @@ def _brief(m: dict) -> dict:
         "rows",
         "reused",
         "dropped",
+        "dropped_by_day",
         "id_gaps",
         "flags",
         "days",

@@ -10,6 +10,11 @@ nothing is dropped silently. Reasons:
 ``out_of_period``  timestamp outside the dates the file covers (a daily file holds one UTC day)
 ``duplicate``      trade id seen on an earlier line of the same file and day (the first is kept)
 
+The drops are also counted per UTC day (``ValidationReport.dropped_by_day``: rows with a bad price
+or qty whose timestamp lies in that day, duplicates within the day), so each day of a monthly file
+has exact drop counts; rows that belong to no day of the file (``out_of_period``, and the CSV
+reader's ``malformed``/``unparseable`` rows) are counted for the file only.
+
 Rows go to their UTC day. A day is finalised (deduplicated, sorted by (ts, trade_id), handed to a
 :class:`DaySink`) as soon as a row of a later day arrives, so memory holds one day, not the file.
 A row that arrives for a day already finalised (an unsorted monthly file) is kept aside (spilled
@@ -141,6 +146,7 @@ class ValidationReport:
     rows_in: int = 0
     rows_out: int = 0
     dropped: dict = field(default_factory=dict)
+    dropped_by_day: dict = field(default_factory=dict)  # date -> reason -> rows (module docstring)
     examples: list = field(default_factory=list)  # ["<name> line N: reason (what)"]
     id_gaps: int = 0
     gap_events: int = 0
@@ -221,6 +227,12 @@ class TickValidator:
         for i in np.flatnonzero(mask)[: max(0, EXAMPLES_PER_REASON - len(ex))]:
             ex.append((int(lines[i]), f"{reason} ({what(int(i))})"))
 
+    def _note_days(self, reason: str, days: np.ndarray) -> None:
+        """Count dropped rows against the UTC days (epoch day numbers) they belong to."""
+        for d, n in zip(*np.unique(days, return_counts=True), strict=True):
+            per = self.rep.dropped_by_day.setdefault(day_string(int(d)), {})
+            per[reason] = per.get(reason, 0) + int(n)
+
     def feed(self, table: pa.Table, lines: np.ndarray) -> None:
         """One batch of the file (tick-table columns, file order) and the CSV line of each row."""
         self.rep.rows_in += table.num_rows
@@ -237,6 +249,9 @@ class TickValidator:
             lines,
             lambda i: f"ts {int(ts[i])} outside {self.first_date}..{self.last_date}",
         )
+        for reason, mask in (("bad_price", bad_price), ("bad_qty", bad_qty)):
+            if mask.any():  # the rows of the file's days
+                self._note_days(reason, ts[mask & (ts >= self.lo) & (ts < self.hi)] // US_PER_DAY)
         cols[_LINE] = lines
         keep = ~(bad_price | bad_qty | out)
         if not keep.all():
@@ -304,6 +319,7 @@ class TickValidator:
                 dup = np.zeros(ids.size, dtype=bool)
                 dup[order[1:][same]] = True
                 self._note("duplicate", dup, cols[_LINE], lambda i: f"trade id {int(ids[i])}")
+                self._note_days("duplicate", np.full(int(dup.sum()), day))
                 for k in list(cols):
                     cols[k] = cols[k][~dup]
         del cols[_LINE]
