@@ -297,8 +297,13 @@ def _compose(argv):
 
 
 def _rerun(store, site_root):
+    """The stages jobs/bars.py runs: ingest, quality (its policy's excluded days), bars."""
+    from btsys.data.quality import excluded_days
+
     ctx = P.RunContext(_compose(_kill_args(site_root, store)))
-    bars = P.bars_stage(ctx, P.ingest_stage(ctx))
+    ingest = P.ingest_stage(ctx)
+    excluded = excluded_days(P.quality_table(ctx, P.quality_stage(ctx, ingest)))
+    bars = P.bars_stage(ctx, ingest, excluded)
     return load_bars(ctx.store, bars, "BTCUSDT", keep_partial=True)
 
 
@@ -309,12 +314,14 @@ DRIVER_POINTS = [
     "ingest.commit.manifests",
     "ingest.listing",
     "ingest.marker",
+    "quality.marker",
     "bars.marker",
 ]
 TASK_POINTS = [
     "ingest.task.checksum",
     "ingest.task.downloaded",
     "ingest.stage.day",
+    "quality.task.read",
     "bars.task.read",
     "bars.task.write",
 ]

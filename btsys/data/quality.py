@@ -54,6 +54,7 @@ import pyarrow as pa
 
 from btsys.data.lake import Series, read_day, read_json
 from btsys.errors import ConfigError, DataError
+from btsys.failpoint import failpoint
 from btsys.storage import Storage, storage_from_dict
 
 log = logging.getLogger("btsys.data.quality")
@@ -139,6 +140,7 @@ def day_row(store: Storage, part: Mapping[str, Any], gap_us: int) -> dict:
 
 def _task(parts: Iterable[dict], store_dict: dict, gap_us: int):
     store = storage_from_dict(store_dict)
+    failpoint("quality.task.read")
     for part in parts:
         yield day_row(store, part, gap_us)
 
