@@ -33,7 +33,7 @@ STAGE_VERSIONS = {"mirror": 1, "ingest": 3, "quality": 2, "bars": 1, "features":
 
 #: Config keys that do not change a stage's output (excluded from its key).
 NON_DETERMINING = {
-    "mirror": {"quality"},
+    "mirror": {"quality", "source"},  # a synthetic mirror is generated, not fetched
     "ingest": {
         "source.timeout_s",
         "source.retries",
