@@ -115,7 +115,7 @@ def day_row(store: Storage, part: Mapping[str, Any], gap_us: int) -> dict:
     tbl = read_day(store, part, READ_COLUMNS)
     ts = tbl["ts"].to_numpy()
     ids = tbl["trade_id"].to_numpy()
-    if ts.size > 1 and (np.diff(ts) < 0).any():  # the lake's days are sorted; a file written by hand
+    if ts.size > 1 and (np.diff(ts) < 0).any():  # a day written by hand may be unsorted
         order = np.lexsort((ids, ts))
         ts, ids = ts[order], ids[order]
     if ts.size and (ts[0] < day_start or ts[-1] >= day_start + DAY_US):
