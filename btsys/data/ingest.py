@@ -977,7 +977,11 @@ def _raise_problems(report: dict, data: Mapping[str, Any], listing_uri: str) -> 
     s = report["summary"]
     problems = [f"{f['file']}: {f['status']}: {f['error']}" for f in s["failed_files"]]
     if data.get("require_complete") and s["missing_files"]:
-        problems += [f"{f}: missing (data.require_complete=true)" for f in s["missing_files"]]
+        monthly_first = sorted(
+            (m for m in report["files"] if m.get("status") == "missing"),
+            key=lambda m: (m.get("period") != "monthly", m["file"]),
+        )
+        problems += [f"{m['file']}: missing (data.require_complete=true)" for m in monthly_first]
     if problems:
         named = "; ".join(problems[:MAX_NAMED_PROBLEMS])
         more = len(problems) - MAX_NAMED_PROBLEMS
