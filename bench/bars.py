@@ -4,7 +4,7 @@
     .venv/bin/python bench/bars.py --ticks 5e6      # smaller
 
 Prints, from one run over the same synthetic data (one stream per symbol, one Parquet file per
-symbol-day in the lake layout):
+symbol-day in the ingest's lake layout, each with its version in the Parquet metadata):
 
 * peers: a bare pyarrow read of the tick columns of every lake file; a bare numba pass (dollar-bar
   boundaries over ``quote_qty``); the two together (read each file, then the numba pass); a pandas
@@ -12,7 +12,7 @@ symbol-day in the lake layout):
 * ``build_bars`` in memory (dollar bars, dollar imbalance bars) on the same ticks;
 * the Spark job (``run_bars``) end to end: lake read, bars, Parquet write, cold (first job of the
   session: Python workers start, numba caches load) and warm; its rate against the bare
-  read+numba rate;
+  read+numba rate; warm again without the listing's versions (what the version check costs);
 * peak memory (RSS sampled every 10 ms): the driver during ``build_bars`` (extra over the resident
   ticks) and the Spark Python workers during the job, against the tick data's size.
 """
@@ -39,6 +39,8 @@ from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 
 from btsys.bars import TICK_COLUMNS, build_bars  # noqa: E402
 from btsys.bars.job import run_bars  # noqa: E402
+from btsys.data.lake import Series, write_day  # noqa: E402
+from btsys.data.validate import table_version  # noqa: E402
 from btsys.storage import LocalStorage  # noqa: E402
 
 DAY_US = 86_400_000_000
@@ -173,9 +175,20 @@ def main(argv=None):
             p0 = float(tbl["price"][-1].as_py())
             day_quote += float(pa.compute.sum(tbl["quote_qty"]).as_py())
             date = pd.Timestamp(T0 + d * DAY_US, unit="us").strftime("%Y-%m-%d")
-            path = f"lake/market=spot/symbol={sym}/date={date}/part-0.parquet"
-            store.write_parquet(tbl, path)
-            parts.append({"market": "spot", "symbol": sym, "date": date, "path": path, "rows": per_file})
+            series = Series("spot", "aggTrades", sym)
+            version = table_version(tbl)
+            write_day(store, series.day_key(date), tbl, version)  # as the ingest's lake commit writes it
+            parts.append(
+                {
+                    "market": "spot",
+                    "dataset": "aggTrades",
+                    "symbol": sym,
+                    "date": date,
+                    "path": series.day_key(date),
+                    "rows": per_file,
+                    "version": version,
+                }
+            )
     threshold = day_quote / (a.symbols * a.days) / a.bars_per_day
     lake_mb = sum(os.path.getsize(store.uri(p["path"])) for p in parts) / 1e6
     data_gb = n_total * BYTES_PER_TICK / 1e9
@@ -280,6 +293,12 @@ def main(argv=None):
                 f"Python workers' peak RSS {pk.peak / 1e9:.2f} GB (before: {base / 1e9:.2f} GB; "
                 f"peak = {pk.peak / 1e9 / data_gb:.2f} x tick data)"
             )
+        # the same warm job without the listing's versions: what checking them costs
+        t = time.perf_counter()
+        unversioned = [{k: v for k, v in p.items() if k != "version"} for p in parts]
+        run_bars(spark, cfg, store, {"partitions": unversioned}, "out/unversioned")
+        dt = time.perf_counter() - t
+        print(f"run_bars dollar (warm, no version check) {fmt_rate(n_total, dt)}")
         t = time.perf_counter()
         meta = run_bars(
             spark,

@@ -30,6 +30,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 from bars import PeakRSS  # noqa: E402  (bench/bars.py: the same RSS sampler)
 
 from btsys.data.ingest import run_ingest  # noqa: E402
@@ -58,7 +59,7 @@ def profiles(symbols: list, days: int, rng) -> dict:
 def reference(store, parts, gap_us) -> tuple[int, float]:
     """Single process, no Spark: the job's own per-day code over every symbol-day, in a loop."""
     t = time.perf_counter()
-    n = sum(day_row(store, p["symbol"], p["date"], [p["path"]], gap_us)["rows"] for p in parts)
+    n = sum(day_row(store, p, gap_us)["rows"] for p in parts)
     return n, time.perf_counter() - t
 
 
@@ -67,11 +68,8 @@ def main(argv=None):
     ap.add_argument("--symbols", type=int, default=50)
     ap.add_argument("--days", type=int, default=30, help="days from 2025-01-01 (at most 31)")
     ap.add_argument("--ticks-per-day", type=int, default=10_000)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     ap.add_argument("--dir", default=None, help="work directory, kept (default: a temporary one, removed)")
-    a = ap.parse_args(argv)
-    if a.quick:
-        a.symbols, a.days, a.ticks_per_day = 4, 3, 500
+    a = parse_args(ap, argv, quick={"symbols": 4, "days": 3, "ticks_per_day": 500})
     root = a.dir or tempfile.mkdtemp(prefix="btsys-bench-universe-")
     symbols = [f"S{k:03d}USDT" for k in range(a.symbols)]
     end = f"2025-01-{a.days:02d}"

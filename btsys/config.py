@@ -93,10 +93,12 @@ class StorageKind(str, Enum):
 # --------------------------------------------------------------------------- data
 @dataclass
 class SourceConfig:
+    # also file:///mirror, http://127.0.0.1:PORT, https://user:pass@host (Basic auth), s3://bucket/prefix
     base_url: str = "https://data.binance.vision"
-    timeout_s: float = 30.0
-    retries: int = 4  # attempts after the first, on timeouts and 5xx
+    timeout_s: float = 30.0  # per read
+    retries: int = 4  # attempts that received nothing, after the first (a dropped download resumes)
     backoff_s: float = 0.5  # first back-off; doubles each retry
+    file_deadline_s: float = 3600.0  # whole download of one file, retries included; 0 = none
 
 
 @dataclass
@@ -139,8 +141,9 @@ class DataConfig:
     funding: bool = False  # also ingest monthly fundingRate (futures)
     require_complete: bool = False  # a 404 day is an error, not a recorded gap
     contract_size: Dict[str, float] = field(default_factory=lambda: {"BTC": 100.0, "default": 10.0})
-    max_uncompressed_bytes: int = 8 * 1024**3  # per zip member
-    max_compression_ratio: float = 250.0
+    max_uncompressed_bytes: int = 64 * 1024**3  # per zip member, checked while inflating
+    max_compression_ratio: float = 250.0  # inflated / compressed bytes, checked while inflating
+    max_bad_row_fraction: float = 0.001  # a file with more rows that do not parse fails
     archive_raw: bool = False  # keep verified zips under storage raw/
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)

@@ -109,12 +109,13 @@ def _entries(cfg: Any, keys: dict):
     store = make_storage(cfg.storage)
     entries = {}
     for stage in ("ingest", "bars", "features"):
-        e = lookup(store, stage, keys[stage])
+        e = lookup(store, stage, keys[stage]) if keys[stage] else None
         if e is None:
             raise LookupError(
                 f"load: no cached {stage} for this config under {store.uri('cache/' + stage)} "
-                f"(key {keys[stage]}); run `python -m btsys <the same overrides> stage=backtest` "
-                "first, or give storage.root=<the run's store>"
+                f"(key {keys[stage] or 'unknown: its inputs are not cached'}); run "
+                "`python -m btsys <the same overrides> stage=backtest` first, or give "
+                "storage.root=<the run's store>"
             )
         entries[stage] = e
     return store, entries

@@ -63,6 +63,20 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(level)
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record is written, not when the handler
+    was made (test harnesses and notebooks swap it; an entry point run in-process more than once
+    would otherwise keep writing to a closed stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the current one is used
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """btsys's handler on the root logger (stderr, one format, redacted); for scripts outside Hydra.
 
@@ -70,7 +84,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     """
     root = logging.getLogger()
     if not any(getattr(h, "_btsys", False) for h in root.handlers):
-        h = logging.StreamHandler(sys.stderr)
+        h = StderrHandler()
         h.setFormatter(Formatter())
         h.addFilter(RedactFilter())
         h._btsys = True  # type: ignore[attr-defined]

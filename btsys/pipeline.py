@@ -23,17 +23,25 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from btsys.config import to_plain as _plain
+from btsys.failpoint import failpoint
 from btsys.storage import Storage
 
 log = logging.getLogger("btsys.pipeline")
 
 #: Bump a stage's version when its code changes what it writes; old cache entries are then ignored.
-STAGE_VERSIONS = {"mirror": 1, "ingest": 2, "quality": 1, "bars": 1, "features": 1}
+STAGE_VERSIONS = {"mirror": 1, "ingest": 3, "quality": 2, "bars": 1, "features": 1}
 
 #: Config keys that do not change a stage's output (excluded from its key).
 NON_DETERMINING = {
-    "mirror": {"quality"},
-    "ingest": {"source.timeout_s", "source.retries", "source.backoff_s", "archive_raw", "quality"},
+    "mirror": {"quality", "source"},  # a synthetic mirror is generated, not fetched
+    "ingest": {
+        "source.timeout_s",
+        "source.retries",
+        "source.backoff_s",
+        "source.file_deadline_s",
+        "archive_raw",
+        "quality",
+    },
     "bars": {"keep_partial"},
 }
 
@@ -101,6 +109,7 @@ def cached(
     t0 = time.perf_counter()
     log.info("computing %s %s%s", stage, key, " (force)" if force else "")
     meta = build(prefix) or {}
+    failpoint(f"{stage}.marker")
     marker = {
         "prefix": prefix,
         "meta": _plain(meta),
@@ -143,82 +152,143 @@ def ingest_key(cfg: Any) -> str:
     return stage_key("ingest", section)
 
 
-def stage_keys(cfg: Any) -> dict:
+def stage_keys(cfg: Any, store: Optional[Storage] = None) -> dict:
     """Keys of the cached stages a config reads (``ingest``, ``bars``, ``features``), computed
-    without running anything: what :func:`run` returns as ``*_key``."""
-    keys = {"ingest": ingest_key(cfg)}
-    keys["bars"] = stage_key("bars", cfg.bars, keys["ingest"])
-    keys["features"] = stage_key("features", cfg.features, keys["bars"])
+    without running anything: what :func:`run` returns as ``*_key``.
+
+    The bars key depends on what the cached ingest listed (its ``lake_version``) and on the days
+    the quality policy excluded, so both are read from the cached ingest and quality entries of
+    ``store`` (default: ``cfg.storage``); ``bars`` and ``features`` are None while those are not
+    cached.
+    """
+    from btsys.data.quality import excluded_days
+
+    if store is None:
+        from btsys.storage import make_storage
+
+        store = make_storage(cfg.storage)
+    keys: dict = {"ingest": ingest_key(cfg), "bars": None, "features": None}
+    ingest = lookup(store, "ingest", keys["ingest"])
+    quality = lookup(store, "quality", quality_key(cfg, ingest)) if ingest is not None else None
+    if quality is not None:
+        excluded = excluded_days(policy_table(store, cfg, quality))
+        keys["bars"] = stage_key("bars", cfg.bars, bars_input_key(ingest, excluded))
+        keys["features"] = stage_key("features", cfg.features, keys["bars"])
     return keys
 
 
 def ingest_stage(ctx: RunContext) -> CacheEntry:
-    """Tick lake partitions for the configured data (Spark job; the lake is shared, the listing cached)."""
-    from btsys.data.ingest import listing_is_current, run_ingest
+    """Tick lake partitions for the configured data (Spark job; the lake is shared, the listing cached).
+
+    A cached listing is used only while every day it lists still has the version it recorded
+    (else the ingest runs again: its unchanged files are reused). A listing with missing files is
+    not trusted for good: each run asks the source again for those files only (a ``HEAD`` each,
+    on the driver; Binance publishes days and months late) and, when some appeared, ingests them
+    and commits a new listing.
+    """
+    from btsys.data.ingest import published_since, run_ingest
+    from btsys.data.lake import listing_is_current
     from btsys.data.synthetic import ensure_mirror
 
     data = ctx.cfg.data
     key = ingest_key(ctx.cfg)
 
-    def build(prefix: str) -> dict:
-        base_url = ensure_mirror(data) if data.name == "synthetic" else data.source.base_url
-        return run_ingest(ctx.spark, data, ctx.store, base_url=base_url, listing_prefix=prefix)
+    def base_url() -> str:
+        return ensure_mirror(data, ctx.store) if data.name == "synthetic" else data.source.base_url
+
+    def build(prefix: str, trust: Optional[dict] = None, force: bool = False) -> dict:
+        return run_ingest(ctx.spark, data, ctx.store, base_url(), prefix, force=force, trust=trust)
 
     force = bool(ctx.cfg.force)
     hit = None if force else lookup(ctx.store, "ingest", key)
-    if hit is not None and not listing_is_current(ctx.store, hit.meta):
+    if hit is None:
+        return cached(ctx.store, "ingest", key, lambda p: build(p, force=force), force=force)
+    if not listing_is_current(ctx.store, hit.meta):
         log.warning(
-            "ingest %s: lake files changed since this listing (another source was ingested into "
-            "the same store); ingesting again",
+            "ingest %s: lake days changed since this listing; ingesting again (unchanged files are reused)",
             key,
         )
-        force = True
-    return cached(ctx.store, "ingest", key, build, force=force)
+        return cached(ctx.store, "ingest", key, build, force=True)
+    missing = hit.meta.get("summary", {}).get("missing_files") or []
+    appeared = published_since(hit.meta, data, base_url(), ctx.store) if missing else []
+    if not appeared:
+        if missing:
+            log.info(
+                "ingest %s: %d files still missing (asked again): %s",
+                key,
+                len(missing),
+                ", ".join(missing[:5]),
+            )
+        log.info("cache hit: ingest %s (%s)", key, ctx.store.uri(hit.prefix))
+        return hit
+    log.info("ingest %s: %d missing files are published now: %s", key, len(appeared), ", ".join(appeared[:5]))
+    return cached(ctx.store, "ingest", key, lambda p: build(p, trust=hit.meta), force=True)
+
+
+def ingest_input_key(ingest: CacheEntry) -> str:
+    """What the stages after the ingest hash as their input: the listing key and the versions of
+    the lake days it lists, so a day that changed under a listing gives new bars."""
+    return f"{ingest.key}@{ingest.meta.get('lake_version', '')}"
+
+
+def quality_key(cfg: Any, ingest: CacheEntry) -> str:
+    """The quality stage's key: ``data.quality.gap_s`` and what the ingest listed."""
+    from btsys.data.quality import policy_from_config
+
+    gap_s = policy_from_config(cfg.data.get("quality"))["gap_s"]
+    return stage_key("quality", {"gap_s": gap_s}, ingest_input_key(ingest))
 
 
 def quality_stage(ctx: RunContext, ingest: CacheEntry) -> CacheEntry:
     """Data quality per symbol-day from the lake and the manifests (Spark job; btsys.data.quality),
-    cached by ``data.quality.gap_s`` + ingest key. Also the daily sums the universe ranks on."""
+    cached by ``data.quality.gap_s`` + what the ingest listed. Also the daily sums the universe
+    ranks on."""
     from btsys.data.quality import policy_from_config, run_quality
 
     gap_s = policy_from_config(ctx.cfg.data.get("quality"))["gap_s"]
-    key = stage_key("quality", {"gap_s": gap_s}, ingest.key)
     symbols = list(ctx.cfg.data.symbols)
     return cached(
         ctx.store,
         "quality",
-        key,
+        quality_key(ctx.cfg, ingest),
         lambda prefix: run_quality(ctx.spark, ctx.store, ingest.meta, gap_s, prefix, symbols=symbols),
         force=ctx.cfg.force,
     )
 
 
-def quality_table(ctx: RunContext, quality: CacheEntry):
-    """The quality table with the run's policy applied (``excluded``, ``exclude_reason``); the
-    excluded days are logged with their reason."""
+def policy_table(store: Storage, cfg: Any, quality: CacheEntry):
+    """The cached quality table with the config's policy applied (``excluded``, ``exclude_reason``)."""
     from btsys.data.quality import apply_policy, policy_from_config
 
-    table = apply_policy(
-        ctx.store.read_parquet(quality.meta["path"]).to_pandas(),
-        policy_from_config(ctx.cfg.data.get("quality")),
-    )
+    table = store.read_parquet(quality.meta["path"]).to_pandas()
+    return apply_policy(table, policy_from_config(cfg.data.get("quality")))
+
+
+def quality_table(ctx: RunContext, quality: CacheEntry):
+    """The quality table with the run's policy applied (:func:`policy_table`); the excluded days
+    are logged with their reason."""
+    table = policy_table(ctx.store, ctx.cfg, quality)
     for sym, g in table[table["excluded"]].groupby("symbol"):
         days = "; ".join(f"{d} ({why})" for d, why in zip(g["date"], g["exclude_reason"], strict=True))
         log.warning("quality: %s: %d days excluded, bars restart after each: %s", sym, len(g), days)
     return table
 
 
+def bars_input_key(ingest: CacheEntry, excluded: Optional[dict] = None) -> str:
+    """What the bars hash as their input: what the ingest listed (+ the days the quality policy
+    excluded, when there are any)."""
+    key = ingest_input_key(ingest)
+    if excluded:
+        key += ":excluded:" + hashlib.sha256(json.dumps(excluded, sort_keys=True).encode()).hexdigest()[:16]
+    return key
+
+
 def bars_stage(ctx: RunContext, ingest: CacheEntry, excluded: Optional[dict] = None) -> CacheEntry:
-    """Bars per symbol from the tick lake (Spark job), cached by bars config + ingest key (+ the
-    days the quality policy excluded, when there are any)."""
+    """Bars per symbol from the tick lake (Spark job), cached by bars config + what the ingest
+    listed (+ the days the quality policy excluded, when there are any)."""
     from btsys.bars.job import run_bars
 
-    input_key = ingest.key
-    if excluded:
-        input_key += (
-            ":excluded:" + hashlib.sha256(json.dumps(excluded, sort_keys=True).encode()).hexdigest()[:16]
-        )
-    key = stage_key("bars", ctx.cfg.bars, input_key)
+    key = stage_key("bars", ctx.cfg.bars, bars_input_key(ingest, excluded))
     return cached(
         ctx.store,
         "bars",

@@ -1,23 +1,30 @@
 """Storage: one interface over a local directory and an S3 prefix.
 
 Every stage reads and writes through :class:`Storage`, addressed by *relative keys* such as
-``lake/market=spot/symbol=BTCUSDT/date=2025-01-01/part-0.parquet``. Spark tasks rebuild the same
-storage from its plain-dict config (:func:`storage_from_dict`), so executors read and write the
-store themselves (pyarrow / boto3), never through ``s3a://``.
+``lake/market=spot/dataset=aggTrades/symbol=BTCUSDT/date=2025-01-01/part-0.parquet``. Spark tasks
+rebuild the same storage from its plain-dict config (:func:`storage_from_dict`), so executors read
+and write the store themselves (pyarrow / boto3), never through ``s3a://``.
 
-Atomicity: :meth:`Storage.write_bytes` and :meth:`Storage.put_file` are atomic (local: temporary
-name, then ``os.replace``; S3: a single PUT or a completed multipart upload is atomic). Directory
-trees are published with :meth:`Storage.commit` (a marker written last): see ``btsys.pipeline``.
+Atomicity: :meth:`Storage.write_bytes`, :meth:`Storage.put_file` and :meth:`Storage.rename` are
+atomic for readers (local: temporary name, then ``os.replace``; S3: a single PUT, a completed
+multipart upload or a copy is atomic). Directory trees are published with a marker written last
+(see ``btsys.pipeline``). :meth:`Storage.lock` serialises writers across processes and machines
+(local: ``flock``, released when the holder dies; S3: a lease object created with a conditional
+PUT that expires after ``ttl_s``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -76,6 +83,18 @@ class Storage(ABC):
     @abstractmethod
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
         """A pyarrow filesystem and the base path of the root inside it."""
+
+    @abstractmethod
+    def rename(self, src: str, dst: str) -> None:
+        """Move a key, replacing ``dst`` atomically (readers see the old or the new object)."""
+
+    @abstractmethod
+    def lock(
+        self, rel: str, timeout_s: float = 600.0, ttl_s: float = 600.0
+    ) -> contextlib.AbstractContextManager:
+        """Exclusive lock named by a key, held for the ``with`` block; :class:`StorageError` after
+        ``timeout_s`` of waiting. A holder that dies releases it (local) or lets it expire after
+        ``ttl_s`` (S3)."""
 
     # ---- helpers shared by both implementations
     def arrow_path(self, rel: str) -> str:
@@ -152,6 +171,19 @@ class LocalStorage(Storage):
     def put_file(self, local_path: str, rel: str) -> None:
         self._atomic(rel, lambda tmp: shutil.copyfile(local_path, tmp))
 
+    def write_parquet(self, table: pa.Table, rel: str, **kwargs: Any) -> None:
+        """Atomically write one Parquet file, straight to a temporary name (no copy in memory)."""
+
+        def w(tmp):
+            pq.write_table(table, tmp, **kwargs)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        self._atomic(rel, w)
+
     def get_file(self, rel: str, local_path: str) -> None:
         shutil.copyfile(self._path(rel), local_path)
 
@@ -174,6 +206,44 @@ class LocalStorage(Storage):
 
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), self.root
+
+    def rename(self, src: str, dst: str) -> None:
+        path = self._path(dst)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.replace(self._path(src), path)
+
+    @contextlib.contextmanager
+    def lock(self, rel: str, timeout_s: float = 600.0, ttl_s: float = 600.0) -> Iterator[None]:
+        import fcntl
+
+        path = self._path(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _wait_for(lambda: _try_flock(fcntl, fd), timeout_s, self.uri(rel))
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _try_flock(fcntl, fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _wait_for(acquire, timeout_s: float, what: str) -> None:
+    deadline, pause = time.monotonic() + timeout_s, 0.02
+    while not acquire():
+        if time.monotonic() > deadline:
+            raise StorageError(f"could not take the lock {what} within {timeout_s:g}s (another run holds it)")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 class S3Storage(Storage):
@@ -313,6 +383,48 @@ class S3Storage(Storage):
             self._fs = pafs.S3FileSystem(**kw)
         base = f"{self.bucket}/{self.prefix}".rstrip("/")
         return self._fs, base
+
+    def rename(self, src: str, dst: str) -> None:
+        # a managed copy (multipart above 5 GB) publishes the whole object at once; then drop src
+        self.client.copy({"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst))
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+
+    @contextlib.contextmanager
+    def lock(self, rel: str, timeout_s: float = 600.0, ttl_s: float = 600.0) -> Iterator[None]:
+        from botocore.exceptions import ClientError
+
+        key = self._key(rel)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+        def acquire() -> bool:
+            body = json.dumps({"owner": owner, "expires": time.time() + ttl_s}).encode()
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+                return True
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in (
+                    "PreconditionFailed",
+                    "ConditionalRequestConflict",
+                ):
+                    raise
+            try:  # held: take it over only when the holder's lease has expired
+                held = json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+                if float(held.get("expires", 0)) < time.time():
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (ClientError, ValueError):
+                pass
+            return False
+
+        _wait_for(acquire, timeout_s, self.uri(rel))
+        try:
+            yield
+        finally:
+            try:
+                held = json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+                if held.get("owner") == owner:
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (ClientError, ValueError):
+                pass
 
     def __getstate__(self):  # clients are rebuilt in Spark workers
         d = dict(self.__dict__)

@@ -9,9 +9,10 @@ same as ``python -m btsys``)::
     spark-submit jobs/ingest.py +experiment=btc_dollar_ma spark=cluster storage=s3
 
 Runs only the ingest stage (:func:`btsys.pipeline.ingest_stage`: cached, a rerun is a cache hit) and
-prints one JSON line: the ingest key, the listing's storage URI and the summary counts. Exits 1
-(with the per-file errors on stderr) if files failed or, with ``data.require_complete=true``, were
-missing; a rerun retries exactly those files.
+prints one JSON line: the ingest key, the listing's storage URI and the summary counts. Exits 2
+with one log line naming the files (:class:`btsys.errors.UserError`) if files failed or, with
+``data.require_complete=true``, were missing (a rerun retries exactly those files), if every file
+asked for was missing, or on a bad ``data`` setting (naming the key).
 """
 
 from __future__ import annotations
@@ -27,16 +28,15 @@ if REPO not in sys.path:  # run from a checkout without installing
 
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
-    from btsys.data.ingest import IngestError
+    from btsys.errors import UserError, exit_on_user_error
     from btsys.pipeline import RunContext, ingest_stage
 
     cfg = job_config(argv, "ingest")
-    ctx = RunContext(cfg)
     try:
+        ctx = RunContext(cfg)
         entry = ingest_stage(ctx)
-    except IngestError as e:
-        print(str(e), file=sys.stderr)
-        raise SystemExit(1)
+    except UserError as e:  # one line naming the key or the files (URLs redacted), exit status 2
+        exit_on_user_error(e)
     out = {
         "ingest_key": entry.key,
         "listing": ctx.store.uri(f"{entry.prefix}/listing.json"),

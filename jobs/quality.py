@@ -26,13 +26,17 @@ if REPO not in sys.path:  # run from a checkout without installing
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
     from btsys.data.quality import format_summary, summarize
+    from btsys.errors import UserError, exit_on_user_error
     from btsys.pipeline import RunContext, ingest_stage, quality_stage, quality_table
 
     cfg = job_config(argv, "quality")
-    ctx = RunContext(cfg)
-    ingest = ingest_stage(ctx)
-    quality = quality_stage(ctx, ingest)
-    table = quality_table(ctx, quality)
+    try:
+        ctx = RunContext(cfg)
+        ingest = ingest_stage(ctx)
+        quality = quality_stage(ctx, ingest)
+        table = quality_table(ctx, quality)
+    except UserError as e:  # one line naming the key or the files, exit status 2
+        exit_on_user_error(e)
     print(format_summary(table))
     out = {
         "ingest_key": ingest.key,

@@ -53,6 +53,24 @@ def test_user_errors_end_in_one_line_naming_the_key(tmp_path, override, key):
 
 
 @pytest.mark.slow
+def test_an_ingest_where_every_file_is_missing_ends_in_one_line(tmp_path):
+    p = run(
+        tmp_path,
+        "+experiment=demo",
+        "data=binance",
+        f"data.source.base_url=file://{tmp_path}/no-mirror",
+        "data.end=2025-01-02",
+        f"storage.root={tmp_path}/store",
+        "stage=ingest",
+    )
+    assert p.returncode == USER_ERROR_EXIT, p.stderr[-3000:]
+    lines = _error_lines(p)
+    assert [ln for ln in lines if " ERROR " in ln] == lines[-1:], lines
+    assert " ERROR btsys: ingest: none of the 4 files asked for exists: spot aggTrades " in lines[-1]
+    assert "(hint: check data.symbols" in lines[-1] and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
 def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     p = run(tmp_path, "--debug", "+experiment=demo", "data.symbols=[btc]")
     assert p.returncode != 0 and "Traceback (most recent call last)" in p.stderr

@@ -122,7 +122,8 @@ def test_demo_pipeline_on_s3(tmp_path, spark, s3_bucket, monkeypatch, caplog):
     out1 = P.run(_cfg(base))
     store = storage_from_dict({"kind": "s3", "root": f"s3://{bucket}/btsys", "endpoint_url": endpoint})
     keys = store.list()
-    assert any(k.startswith("lake/market=spot/symbol=BTCUSDT/date=2025-01-01/") for k in keys)
+    assert "lake/market=spot/dataset=aggTrades/symbol=BTCUSDT/date=2025-01-01/part-0.parquet" in keys
+    assert any(k.startswith("mirror/") and k.endswith("_MIRROR.json") for k in keys)  # the mirror is in S3
     assert any(k.startswith(f"cache/bars/{out1['bars_key']}/") and k.endswith("bars.parquet") for k in keys)
     assert any(k.startswith("results/") and k.endswith("metrics.json") for k in keys)
     assert json.loads(

@@ -39,6 +39,6 @@ def test_listing_of_a_replaced_source_is_not_trusted(spark, tmp_path, monkeypatc
     assert not (_prices(b, second) == prices_a).all()
     with caplog.at_level("WARNING", logger="btsys.pipeline"):
         again = P.ingest_stage(P.RunContext(_cfg(tmp_path / "store", 1)))
-    assert not again.hit and "lake files changed" in caplog.text
+    assert not again.hit and "lake days changed" in caplog.text
     assert (_prices(a, again) == prices_a).all()  # seed 1's ticks again, not seed 2's
     assert P.ingest_stage(P.RunContext(_cfg(tmp_path / "store", 1))).hit  # and now a plain hit

@@ -58,7 +58,7 @@ def lake_state(store):
     return {
         k: hashlib.sha256(store.read_bytes(k)).hexdigest()
         for k in store.list("lake")
-        if "/_manifest/" not in k and ".tmp-" not in k
+        if k.endswith(".parquet")
     }
 
 
@@ -83,10 +83,7 @@ def test_real_cm_aggtrades_day_over_http(spark, served_samples, tmp_path):
         ("BTCUSD_PERP", "2026-05-08", 105_280)
     ]
     p = out["partitions"][0]
-    assert (
-        p["path"]
-        == "lake/market=cm/symbol=BTCUSD_PERP/date=2026-05-08/part-BTCUSD_PERP-aggTrades-2026-05-08.parquet"
-    )
+    assert p["path"] == "lake/market=cm/dataset=aggTrades/symbol=BTCUSD_PERP/date=2026-05-08/part-0.parquet"
     t = read_ticks(store, [p["path"]])
     assert t.num_rows == 105_280 and t["ts"][0].as_py() == 1778198400020000
     ids = t["trade_id"].to_numpy()
@@ -113,12 +110,15 @@ def test_real_cm_aggtrades_day_over_http(spark, served_samples, tmp_path):
 
 
 def test_real_um_funding_month_and_missing_ticks(spark, served_samples, tmp_path):
-    """April 2026 for USD-M BTCUSDT: the funding file is served, the monthly aggTrades is not (404)."""
+    """April 2026 for USD-M BTCUSDT: the funding file is served, the monthly aggTrades is not (404)
+    and neither are the daily files asked for in its place."""
     store = LocalStorage(str(tmp_path / "store"))
     c = cfg(market="um", start="2026-04-01", end="2026-04-30", funding=True)
     out = run_ingest(spark, c, store, served_samples.url, "cache/ingest/k/a")
     assert out["partitions"] == []
-    assert out["summary"]["missing_files"] == ["BTCUSDT-aggTrades-2026-04.zip"]
+    assert out["summary"]["missing_files"] == sorted(
+        ["BTCUSDT-aggTrades-2026-04.zip"] + [f"BTCUSDT-aggTrades-2026-04-{d:02d}.zip" for d in range(1, 31)]
+    )
     assert [(f["symbol"], f["month"], f["rows"]) for f in out["funding"]] == [("BTCUSDT", "2026-04", 90)]
     df = read_funding(store, [f["path"] for f in out["funding"]])
     assert len(df) == 90 and df["ts"].iloc[0] == 1775001600000000
@@ -261,12 +261,12 @@ def test_duplicates_across_files_are_dropped_and_counted(spark, tmp_path):
     rewrite_zip(root / d2.rel, d2.stem + ".csv", b"\n".join(extra + rows2) + b"\n")
     store = LocalStorage(str(tmp_path / "store"))
     out = run_ingest(spark, cfg(end="2025-01-02"), store, root.as_uri(), "cache/i/a")
-    assert out["summary"]["duplicates_across_files"] == 3
+    assert out["summary"]["duplicates_across_days"] == 3
     assert [p["rows"] for p in out["partitions"]] == [400, 400]
     t = read_ticks(store, [p["path"] for p in out["partitions"]])
     assert len(np.unique(t["trade_id"].to_numpy())) == 800
     man = json.loads(store.read_text(manifest_key(d2)))
-    assert man["cross_file_duplicates"] == 3 and man["dropped"]["duplicate_across_files"] == 3
+    assert man["dropped"]["duplicate_across_days"] == 3 and man["rows"] == 400
     again = run_ingest(spark, cfg(end="2025-01-02"), store, root.as_uri(), "cache/i/b")  # idempotent
     assert again["partitions"] == out["partitions"] and again["summary"]["reused"] == 2
 

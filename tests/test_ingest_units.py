@@ -1,13 +1,16 @@
-"""Ingest without Spark: fetch/retry, checksum, safe unzip, parsing, validation, one-file ingest.
+"""Ingest without Spark: fetch/retry, checksum, safe streaming unzip, parsing, validation,
+one-file ingest and its commit.
 
 Bad inputs go through :func:`btsys.data.ingest.ingest_file` against a real loopback HTTP server;
-each test checks the status, that the message names the file/row, and that the lake is unchanged.
+each test checks the status, that the message names the file and line, and that the lake is
+unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import zipfile
@@ -21,13 +24,14 @@ from btsys.data import binance as bn
 from btsys.data.download import (
     MissingFile,
     UnsafeArchive,
-    extract_single_csv,
     fetch_bytes,
     fetch_verified,
+    open_member,
     parse_checksum,
 )
-from btsys.data.ingest import ingest_file, manifest_key, read_funding, read_ticks, task_settings
-from btsys.data.validate import validate_ticks
+from btsys.data.ingest import commit_files, ingest_file, manifest_key, read_funding, read_ticks, task_settings
+from btsys.data.lake import Series
+from btsys.data.validate import MemorySink, TickValidator
 from btsys.storage import LocalStorage
 
 CM_REL = "futures/cm/daily/aggTrades/BTCUSD_PERP/BTCUSD_PERP-aggTrades-2026-05-08.zip"
@@ -62,7 +66,7 @@ def put_zip(
 
 
 def lake_snapshot(store) -> dict:
-    keys = [k for k in store.list("lake") if "/_manifest/" not in k]
+    keys = [k for k in store.list("lake") if k.endswith(".parquet")]
     return {k: hashlib.sha256(store.read_bytes(k)).hexdigest() for k in keys}
 
 
@@ -70,6 +74,24 @@ def settings(base_url, **kw):
     s = task_settings({"source": {"retries": 2, "backoff_s": 0.01, "timeout_s": 5}}, base_url)
     s.update(kw)
     return s
+
+
+def ingest(sf, store, st):
+    """One file through the task and the lake commit (what the Spark job does per file)."""
+    man = ingest_file(sf, store, st)
+    commit_files(store, [man], st["staging"])
+    return {**json.loads(store.read_text(manifest_key(sf))), "reused": man["reused"]}
+
+
+def day_paths(sf, man) -> list[str]:
+    return [
+        Series(sf.market, sf.dataset, sf.symbol).day_key(d["date"]) for d in man.get("days", []) if d["rows"]
+    ]
+
+
+def extract(path, label, **kw) -> bytes:
+    with open_member(path, label, **kw) as m:
+        return m.read()
 
 
 GOOD_UM = (
@@ -89,7 +111,7 @@ def mirror(tmp_path, file_server):
     store = LocalStorage(str(tmp_path / "store"))
     good = bn.source_file("um", "aggTrades", "BTCUSDT", "daily", "2025-01-01")
     put_zip(root, good, GOOD_UM.replace(b"1735776000000", b"1735689602000"))
-    man = ingest_file(good, store, settings(srv.url))
+    man = ingest(good, store, settings(srv.url))
     assert man["status"] == "ok" and man["rows"] == 3
     return root, srv, store
 
@@ -196,7 +218,7 @@ def test_safe_unzip_rejects_bad_archives(tmp_path):
         return str(path)
 
     ok = z([("a.csv", b"1,2\n")], tmp_path / "ok.zip")
-    assert extract_single_csv(ok, "ok.zip") == b"1,2\n"
+    assert extract(ok, "ok.zip") == b"1,2\n"
     cases = {
         "slip.zip": ([("../../evil.csv", b"1")], "not a plain file name"),
         "dir.zip": ([("sub/a.csv", b"1")], "not a plain file name"),
@@ -207,13 +229,13 @@ def test_safe_unzip_rejects_bad_archives(tmp_path):
     }
     for fname, (members, msg) in cases.items():
         with pytest.raises(UnsafeArchive, match=msg):
-            extract_single_csv(z(members, tmp_path / fname), fname)
+            extract(z(members, tmp_path / fname), fname)
     bomb = z([("a.csv", b"0" * (8 << 20))], tmp_path / "bomb.zip")
     with pytest.raises(UnsafeArchive, match="compression ratio"):
-        extract_single_csv(bomb, "bomb.zip", max_ratio=250)
+        extract(bomb, "bomb.zip", max_ratio=250)
     big = z([("a.csv", os.urandom(3 << 20))], tmp_path / "big.zip")
     with pytest.raises(UnsafeArchive, match="max_uncompressed_bytes=1048576"):
-        extract_single_csv(big, "big.zip", max_bytes=1 << 20)
+        extract(big, "big.zip", max_bytes=1 << 20)
 
 
 # --------------------------------------------------------------------------- bad inputs through ingest_file
@@ -222,7 +244,7 @@ def test_checksum_mismatch_is_retried_once_then_quarantined(mirror):
     before = lake_snapshot(store)
     sf = bad_day()
     put_zip(root, sf, GOOD_UM, checksum="0" * 64)
-    man = ingest_file(sf, store, settings(srv.url))
+    man = ingest(sf, store, settings(srv.url))
     assert man["status"] == "quarantined"
     assert "SHA-256 mismatch (attempt 2/2)" in man["error"] and sf.name in man["error"]
     assert srv.hits["/" + sf.rel] == 2  # downloaded twice
@@ -259,11 +281,11 @@ def test_bad_archives_fail_cleanly(mirror, kind, msg):
     else:
         put_zip(root, sf, GOOD_UM * 200)
     extra = {"max_uncompressed_bytes": 1000} if kind == "oversized" else {}
-    man = ingest_file(sf, store, settings(srv.url, **extra))
+    man = ingest(sf, store, settings(srv.url, **extra))
     assert man["status"] == "failed", man
     assert sf.name in man["error"]
     assert __import__("re").search(msg, man["error"]), man["error"]
-    assert man["rows"] == 0 and man["partitions"] == []
+    assert man["rows"] == 0 and man.get("days", []) == []
     assert lake_snapshot(store) == before
 
 
@@ -279,7 +301,7 @@ def test_a_zip_that_understates_its_size_is_still_bounded(tmp_path):
     p = tmp_path / "liar.zip"
     p.write_bytes(bytes(raw))
     with pytest.raises(UnsafeArchive, match="liar.zip: member 'a.csv' inflates past"):
-        extract_single_csv(str(p), "liar.zip", max_ratio=250)
+        extract(str(p), "liar.zip", max_ratio=250)
 
 
 def test_corrupt_member_data_is_reported(tmp_path):
@@ -291,13 +313,13 @@ def test_corrupt_member_data_is_reported(tmp_path):
     p = tmp_path / "bad.zip"
     p.write_bytes(bytes(raw))
     with pytest.raises(UnsafeArchive, match="corrupt or truncated zip data"):
-        extract_single_csv(str(p), "bad.zip")
+        extract(str(p), "bad.zip")
 
 
 def test_missing_day_is_recorded(mirror):
     root, srv, store = mirror
     before = lake_snapshot(store)
-    man = ingest_file(bad_day("2025-01-05"), store, settings(srv.url))
+    man = ingest(bad_day("2025-01-05"), store, settings(srv.url))
     assert man["status"] == "missing" and "404" in man["error"]
     assert lake_snapshot(store) == before
 
@@ -305,12 +327,17 @@ def test_missing_day_is_recorded(mirror):
 def test_unparseable_values_are_counted_with_row_numbers(mirror):
     root, srv, store = mirror
     sf = bad_day()
-    payload = GOOD_UM.replace(b"50001.0", b"abc")
+    payload = GOOD_UM.replace(b"50001.0", b"abc").replace(b"\n10", b"\n20")  # ids 200..202
     put_zip(root, sf, payload)
-    man = ingest_file(sf, store, settings(srv.url))
+    man = ingest(sf, store, settings(srv.url))
+    assert man["status"] == "failed"  # 1 of 3 rows: over the default max_bad_row_fraction
+    assert (
+        "1 of the first 3 rows do not parse" in man["error"] and "line 3: column price='abc'" in man["error"]
+    )
+    man = ingest(sf, store, settings(srv.url, max_bad_row_fraction=0.5))
     assert man["status"] == "ok" and man["rows"] == 1  # row 3 is unparseable, row 2 on 2025-01-01
     assert man["dropped"] == {"unparseable": 1, "out_of_period": 1}
-    assert any("row 3: column price='abc'" in e for e in man["examples"]), man["examples"]
+    assert any("line 3: column price='abc'" in e for e in man["examples"]), man["examples"]
 
 
 def test_truncated_real_sample_is_flagged(tmp_path, file_server):
@@ -320,11 +347,11 @@ def test_truncated_real_sample_is_flagged(tmp_path, file_server):
     put_zip(root, sf, open(TRUNC_CSV, "rb").read())
     srv = file_server(str(root))
     store = LocalStorage(str(tmp_path / "s"))
-    man = ingest_file(sf, store, settings(srv.url))
+    man = ingest(sf, store, settings(srv.url))
     assert man["status"] == "ok" and man["rows"] == 5
     assert man["truncated"] and "truncated" in man["flags"]
     assert man["header"] is False and man["time_unit"] == "ms"
-    t = read_ticks(store, [p["path"] for p in man["partitions"]])
+    t = read_ticks(store, day_paths(sf, man))
     assert t["ts"].to_pylist()[:2] == [1704067200000000, 1704067200001000]
     assert t["trade_id"].to_pylist() == list(range(3344774379, 3344774384))
     assert t["is_buyer_maker"].to_pylist() == [True, False, True, False, False]
@@ -335,8 +362,10 @@ def test_truncated_real_sample_is_flagged(tmp_path, file_server):
 
 # --------------------------------------------------------------------------- parsing
 def test_real_cm_aggtrades_sample_parses_fully():
-    raw = extract_single_csv(os.path.join(BINANCE_SAMPLES, CM_REL), "cm.zip")
-    t, info = bn.parse_csv(raw, "cm", "aggTrades", "BTCUSD_PERP", "cm.csv", {"BTC": 100.0, "default": 10.0})
+    raw = extract(os.path.join(BINANCE_SAMPLES, CM_REL), "cm.zip")
+    t, info = bn.read_ticks_csv(
+        raw, "cm", "aggTrades", "BTCUSD_PERP", "cm.csv", {"BTC": 100.0, "default": 10.0}
+    )
     assert info.header and info.time_unit == "ms" and t.num_rows == 105_280
     assert t.schema == bn.TICK_SCHEMA
     assert t["ts"][0].as_py() == 1778198400020000
@@ -347,8 +376,8 @@ def test_real_cm_aggtrades_sample_parses_fully():
 
 
 def test_real_funding_sample_parses():
-    raw = extract_single_csv(os.path.join(BINANCE_SAMPLES, FUND_REL), "f.zip")
-    t, info = bn.parse_funding_csv(raw, "um", "f.csv")
+    raw = extract(os.path.join(BINANCE_SAMPLES, FUND_REL), "f.zip")
+    t, info = bn.parse_funding(raw, "um", "f.csv")
     assert t.num_rows == 90 and info.header and info.time_unit == "ms"
     assert t["ts"][0].as_py() == 1775001600000000 and t["rate"][0].as_py() == pytest.approx(-0.00003449)
     assert t.schema.field("rate").type == pa.float64()
@@ -356,24 +385,24 @@ def test_real_funding_sample_parses():
 
 def test_header_and_headerless_give_the_same_table():
     body = GOOD_UM.split(b"\n", 1)[1]
-    a, ia = bn.parse_csv(GOOD_UM, "um", "aggTrades", "BTCUSDT", "h.csv", {})
-    b, ib = bn.parse_csv(body, "um", "aggTrades", "BTCUSDT", "n.csv", {})
+    a, ia = bn.read_ticks_csv(GOOD_UM, "um", "aggTrades", "BTCUSDT", "h.csv", {})
+    b, ib = bn.read_ticks_csv(body, "um", "aggTrades", "BTCUSDT", "n.csv", {})
     assert ia.header and not ib.header and a.equals(b) and a.num_rows == 3
     with pytest.raises(bn.FormatError, match="x.csv: header has 3 columns"):
-        bn.parse_csv(b"a,b,c\n1,2,3\n", "um", "aggTrades", "BTCUSDT", "x.csv", {})
+        bn.read_ticks_csv(b"a,b,c\n1,2,3\n", "um", "aggTrades", "BTCUSDT", "x.csv", {})
 
 
 def test_booleans_any_case_and_ms_us_detection():
     ms = b"1,100.0,2.0,1,1,1735689600123,True,True\n2,101.0,1.0,2,2,1735689600124,false,true\n"
     us = ms.replace(b"1735689600123,", b"1735689600123000,").replace(b"1735689600124,", b"1735689600124000,")
-    a, ia = bn.parse_csv(ms, "spot", "aggTrades", "BTCUSDT", "ms.csv", {})
-    b, ib = bn.parse_csv(us, "spot", "aggTrades", "BTCUSDT", "us.csv", {})
+    a, ia = bn.read_ticks_csv(ms, "spot", "aggTrades", "BTCUSDT", "ms.csv", {})
+    b, ib = bn.read_ticks_csv(us, "spot", "aggTrades", "BTCUSDT", "us.csv", {})
     assert (ia.time_unit, ib.time_unit) == ("ms", "us") and a.equals(b)
     assert a["is_buyer_maker"].to_pylist() == [True, False]
     assert a["quote_qty"].to_pylist() == [200.0, 101.0]
     mixed = ms.replace(b"1735689600124,", b"1735689600124000,")
     with pytest.raises(bn.FormatError, match="mixed.csv: timestamps mix milliseconds and microseconds"):
-        bn.parse_csv(mixed, "spot", "aggTrades", "BTCUSDT", "mixed.csv", {})
+        bn.read_ticks_csv(mixed, "spot", "aggTrades", "BTCUSDT", "mixed.csv", {})
 
 
 def test_layouts_of_trades_files():
@@ -385,7 +414,7 @@ def test_layouts_of_trades_files():
         ("um", um, 21.0, True),
         ("cm", cm, 300.0, False),
     ]:
-        t, _ = bn.parse_csv(
+        t, _ = bn.read_ticks_csv(
             raw,
             market,
             "trades",
@@ -426,14 +455,23 @@ def _ticks(ids, ts, price=None, qty=None):
 D0 = 1735689600000000  # 2025-01-01 in µs
 
 
+def validate(t, name, first, last, lines=None, **kw):
+    sink = MemorySink()
+    v = TickValidator(name, first, last, sink, **kw)
+    v.feed(t, np.arange(1, t.num_rows + 1) if lines is None else np.asarray(lines))
+    rep = v.finish()
+    out = pa.concat_tables([sink.days[d] for d in sorted(sink.days)]) if sink.days else None
+    return out, rep
+
+
 def test_unsorted_and_duplicated_rows_are_sorted_and_counted():
     t = _ticks([3, 1, 2, 2, 4, 6], [D0 + 30, D0 + 10, D0 + 20, D0 + 20, D0 + 40, D0 + 60])
-    out, rep = validate_ticks(t, "u.csv", "2025-01-01", "2025-01-01")
+    out, rep = validate(t, "u.csv", "2025-01-01", "2025-01-01")
     assert out["trade_id"].to_pylist() == [1, 2, 3, 4, 6]
     assert out["ts"].to_pylist() == sorted(out["ts"].to_pylist())
     assert rep.unsorted and rep.dropped == {"duplicate": 1}
     assert rep.id_gaps == 1 and rep.gap_events == 1  # id 5 missing
-    assert "u.csv row 4: duplicate (trade id 2)" in rep.examples
+    assert "u.csv line 4: duplicate (trade id 2)" in rep.examples
 
 
 def test_qty_zero_and_bad_price_are_dropped_and_named():
@@ -443,10 +481,10 @@ def test_qty_zero_and_bad_price_are_dropped_and_named():
         price=[1.0, -1.0, 1.0, np.nan],
         qty=[1.0, 1.0, 0.0, 1.0],
     )
-    out, rep = validate_ticks(t, "q.csv", "2025-01-01", "2025-01-01", row_base=2)
+    out, rep = validate(t, "q.csv", "2025-01-01", "2025-01-01", lines=[2, 3, 4, 5])
     assert out["trade_id"].to_pylist() == [1]
     assert rep.dropped == {"bad_price": 2, "bad_qty": 1}
-    assert "q.csv row 4: bad_qty (qty 0.0)" in rep.examples
+    assert "q.csv line 4: bad_qty (qty 0.0)" in rep.examples
     assert rep.rows_in == 4 and rep.rows_out == 1
 
 
@@ -454,18 +492,18 @@ def test_duplicated_rows_in_a_file_do_not_reach_the_lake(mirror):
     root, srv, store = mirror
     sf = bad_day("2025-01-03")
     body = GOOD_UM.replace(b"1735689600000", b"1735862400000").replace(b"1735689601000", b"1735862401000")
-    body = body.replace(b"1735776000000", b"1735862402000")
+    body = body.replace(b"1735776000000", b"1735862402000").replace(b"\n10", b"\n20")  # ids 200..202
     lines = body.split(b"\n")
     jumbled = (
         b"\n".join([lines[0], lines[3], lines[1], lines[2], lines[1], lines[2].replace(b"0.020", b"0")])
         + b"\n"
     )
     put_zip(root, sf, jumbled)
-    man = ingest_file(sf, store, settings(srv.url))
+    man = ingest(sf, store, settings(srv.url))
     assert man["status"] == "ok" and man["unsorted"] and man["rows"] == 3
     assert man["dropped"] == {"duplicate": 1, "bad_qty": 1}
-    t = read_ticks(store, [p["path"] for p in man["partitions"]])
-    assert t["trade_id"].to_pylist() == [100, 101, 102]
+    t = read_ticks(store, day_paths(sf, man))
+    assert t["trade_id"].to_pylist() == [200, 201, 202]
 
 
 def test_read_funding_dataframe(tmp_path, file_server):
@@ -477,7 +515,7 @@ def test_read_funding_dataframe(tmp_path, file_server):
     srv = file_server(str(root))
     store = LocalStorage(str(tmp_path / "s"))
     sf = bn.source_file("um", "fundingRate", "BTCUSDT", "monthly", "2026-04")
-    man = ingest_file(sf, store, settings(srv.url))
+    man = ingest(sf, store, settings(srv.url))
     assert man["status"] == "ok" and man["rows"] == 90
     df = read_funding(store, [p["path"] for p in man["partitions"]])
     assert list(df.columns[:2]) == ["ts", "rate"] and len(df) == 90

@@ -33,6 +33,11 @@ def test_same_config_same_key_and_relevant_change_new_key():
     assert P.stage_key("bars", _cfg(["bars.keep_partial=true"]).bars, "in1") == base
     assert P.stage_key("ingest", _cfg(["data.source.retries=9"]).data) == P.stage_key("ingest", a.data)
     assert P.stage_key("ingest", _cfg(["data.symbols=[BTCUSDT]"]).data) != P.stage_key("ingest", a.data)
+    # the synthetic demo's listing: its mirror is generated, so download settings do not count
+    for o in ("data.source.file_deadline_s=5", "data.source.timeout_s=1", "data.quality.gap_s=60"):
+        assert P.ingest_key(_cfg([o])) == P.ingest_key(a), o
+    for o in ("data.max_bad_row_fraction=0.5", "data.synthetic.seed=8"):
+        assert P.ingest_key(_cfg([o])) != P.ingest_key(a), o
 
 
 def test_pipeline_keys_chain(tmp_path):

@@ -206,3 +206,76 @@ def test_split_segments_cuts_at_excluded_days_with_or_without_files():
     assert dates(split_segments(parts, ["2025-01-01", "2025-01-05", "2025-01-09"])) == [
         ["2025-01-02", "2025-01-04"]
     ]
+
+
+# --------------------------------------------------------------------------- monthly sources
+def test_a_monthly_files_drops_land_on_their_days(spark, tmp_path):
+    """A USD-M month with a bad price and a zero qty on Jan 3, a repeated line on Jan 5, Jan 5's id
+    again on Jan 6 and a row from February: each drop on its day, the February row on none."""
+    import json
+
+    from lakecheck import member, rewrite
+
+    from btsys.data import binance as bn
+
+    root, store = tmp_path / "mirror", LocalStorage(str(tmp_path / "store"))
+    generate_mirror(str(root), markets=["um"], start="2025-01-01", end="2025-01-31", ticks_per_day=40)
+    sf = bn.source_file("um", "aggTrades", "BTCUSDT", "monthly", "2025-01")
+    head, *lines = member(root / sf.rel).splitlines()
+    rows = [ln.split(b",") for ln in lines]
+    day = lambda r: int(r[5]) // 86_400_000 - 20089 + 1  # noqa: E731  (day of January)
+    on = {d: [k for k, r in enumerate(rows) if day(r) == d] for d in (3, 5, 6)}
+    rows[on[3][0]][1] = b"-1"  # bad price
+    rows[on[3][1]][2] = b"0"  # bad qty
+    rows.insert(on[5][0] + 1, list(rows[on[5][0]]))  # the same line twice on Jan 5
+    jan6 = rows[on[6][0] + 1]
+    rows.append([rows[on[5][0]][0], *jan6[1:]])  # a Jan 5 id again on Jan 6 (kept on Jan 5)
+    rows.append([b"1", *jan6[1:5], str(20089 * 86_400_000 + 40 * 86_400_000).encode(), jan6[6]])  # Feb 10
+    rewrite(root / sf.rel, b"\n".join([head, *(b",".join(r) for r in rows)]) + b"\n")
+    data = {
+        "market": "um",
+        "dataset": "aggTrades",
+        "symbols": ["BTCUSDT"],
+        "start": "2025-01-01",
+        "end": "2025-01-31",
+    }
+    listing = run_ingest(spark, data, store, base_url=root.as_uri(), listing_prefix="listing")
+    man = json.loads(store.read_text(f"lake/_manifest/um/BTCUSDT/aggTrades/{sf.name}.json"))
+    assert man["dropped"] == {
+        "bad_price": 1,
+        "bad_qty": 1,
+        "duplicate": 1,
+        "duplicate_across_days": 1,
+        "out_of_period": 1,
+    }
+    t = store.read_parquet(run_quality(spark, store, listing, GAP_S, "q/month")["path"]).to_pandas()
+    t = t.set_index("date")
+    assert (t["source"] == sf.name).all() and (t["source_status"] == "ok").all()
+    got = {
+        d: {c[8:]: int(t.loc[d, c]) for c in t if c.startswith("dropped_") and t.loc[d, c]} for d in t.index
+    }
+    assert {d: v for d, v in got.items() if v} == {
+        "2025-01-03": {"bad_price": 1, "bad_qty": 1},
+        "2025-01-05": {"duplicate": 1},
+        "2025-01-06": {"duplicate_across_days": 1},
+    }
+    assert t["dropped"].tolist() == [sum(v.values()) for _, v in sorted(got.items())]
+    assert int(t["dropped"].sum()) == sum(man["dropped"].values()) - man["dropped"]["out_of_period"]
+
+
+def test_a_day_changed_under_its_listing_is_not_read(spark, lake, tmp_path):
+    """The quality and bars jobs read a day only while it has the version its listing recorded."""
+    from btsys.data.lake import write_day
+
+    root, _, listing, _ = lake
+    shutil.copytree(root / "store", tmp_path / "store")
+    store = LocalStorage(str(tmp_path / "store"))
+    p = listing["partitions"][0]
+    write_day(store, p["path"], store.read_parquet(p["path"]), "another-version")
+    for job in (
+        lambda: run_quality(spark, store, listing, GAP_S, "q/changed"),
+        lambda: run_bars(spark, {"kind": "tick", "threshold": 50}, store, listing, "bars/changed"),
+    ):
+        with pytest.raises(Exception, match="changed since the ingest listing") as e:
+            job()
+        assert p["path"] in str(e.value)

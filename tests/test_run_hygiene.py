@@ -1,6 +1,7 @@
-"""What a run leaves behind: nothing in the working directory but Hydra's outputs, no planted
-password anywhere it logs or stores on the MLflow/Hydra side, a non-zero exit when every job of a
-multirun failed. Real ``btsys`` processes, real Spark, a real sqlite tracking store."""
+"""What a run leaves behind: nothing in the working directory but Hydra's outputs (real data or the
+synthetic demo), no planted password anywhere it logs or stores (MLflow, Hydra, the store's
+manifests and listings), a non-zero exit when every job of a multirun failed. Real ``btsys``
+processes, real Spark, a real sqlite tracking store."""
 
 from __future__ import annotations
 
@@ -25,17 +26,23 @@ def btsys(cwd, *args, timeout=600):
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_a_run_from_a_fresh_folder_leaves_only_hydra_outputs(tmp_path):
+@pytest.mark.parametrize("source", ["file_mirror", "synthetic"])
+def test_a_run_from_a_fresh_folder_leaves_only_hydra_outputs(tmp_path, source):
+    """A real-data run from a ``file://`` mirror, and the synthetic demo, whose generated mirror goes
+    under ``storage.root`` (never into the working directory)."""
     mirror, cwd, store, track = (tmp_path / d for d in ("mirror", "cwd", "store", "track"))
     cwd.mkdir()
-    generate_mirror(
-        str(mirror), symbols=["BTCUSDT"], start="2025-01-01", end="2025-01-02", ticks_per_day=4000
-    )
+    if source == "file_mirror":
+        generate_mirror(
+            str(mirror), symbols=["BTCUSDT"], start="2025-01-01", end="2025-01-02", ticks_per_day=4000
+        )
+        data = ["data=binance", f"data.source.base_url=file://{mirror}"]
+    else:
+        data = ["data.synthetic.ticks_per_day=4000"]
     p = btsys(
         cwd,
         "+experiment=demo",
-        "data=binance",
-        f"data.source.base_url=file://{mirror}",
+        *data,
         "data.symbols=[BTCUSDT]",
         "data.start=2025-01-01",
         "data.end=2025-01-02",
@@ -46,6 +53,7 @@ def test_a_run_from_a_fresh_folder_leaves_only_hydra_outputs(tmp_path):
     assert sorted(os.listdir(cwd)) == ["outputs"]
     assert sorted(os.listdir(track)) == ["mlflow.db", "mlflow.db.lock", "mlruns"]
     assert {"cache", "lake"} <= set(os.listdir(store))
+    assert ("mirror" in os.listdir(store)) == (source == "synthetic")
     # one log format: btsys's lines, none in Spark's default layout ("26/01/01 12:00:00 WARN Utils: ...")
     assert re.search(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d ", p.stderr, re.M) is None, p.stderr[-3000:]
     assert (
@@ -91,6 +99,10 @@ def test_a_planted_password_is_nowhere_and_an_all_failed_multirun_exits_non_zero
     assert _strings_with(cwd, SECRET) == []
     # every param, tag (error tags too) and artifact of every run, and the database itself
     assert _strings_with(track, SECRET) == []
+    # the store: the failed files' manifests and the listing that names them
+    written = [str(p) for p in store.rglob("*") if p.is_file()]
+    assert any("/lake/_manifest/" in f for f in written) and any(f.endswith("/listing.json") for f in written)
+    assert _strings_with(store, SECRET) == []
     con = sqlite3.connect(track / "mlflow.db")
     runs = dict(con.execute("select run_uuid, status from runs").fetchall())
     assert len(runs) == 3 and set(runs.values()) == {"FAILED"}  # a FAILED parent and two children

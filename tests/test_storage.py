@@ -63,3 +63,44 @@ def test_s3_dict_has_no_credentials(s3_bucket):
     s.write_text("k.txt", "v")
     s2 = pickle.loads(pickle.dumps(s))  # what a Spark task receives
     assert s2.read_text("k.txt") == "v"
+
+
+def test_rename_replaces_atomically_and_lock_excludes(store):
+    import threading
+    import time
+
+    store.write_text("a/x.txt", "new")
+    store.write_text("b/y.txt", "old")
+    store.rename("a/x.txt", "b/y.txt")
+    assert store.read_text("b/y.txt") == "new" and not store.exists("a/x.txt")
+    held, order = threading.Event(), []
+
+    def other():
+        held.wait()
+        with store.lock("locks/s.lock", timeout_s=30):
+            order.append("other")
+
+    t = threading.Thread(target=other)
+    t.start()
+    with store.lock("locks/s.lock", timeout_s=30):
+        held.set()
+        time.sleep(0.5)  # the other holder waits for us
+        order.append("first")
+    t.join(timeout=30)
+    assert order == ["first", "other"]
+    with store.lock("locks/s.lock", timeout_s=30):
+        with pytest.raises(StorageError, match="could not take the lock .*s.lock within 0.2s"):
+            with store.lock("locks/s.lock", timeout_s=0.2):
+                pass
+
+
+def test_an_expired_s3_lease_is_taken_over(s3_bucket):
+    import json
+    import time
+
+    endpoint, bucket = s3_bucket
+    s = storage_from_dict({"kind": "s3", "root": f"s3://{bucket}/p", "endpoint_url": endpoint})
+    s.write_text("l.lock", json.dumps({"owner": "dead-run", "expires": time.time() - 1}))  # a killed holder
+    with s.lock("l.lock", timeout_s=5):
+        assert json.loads(s.read_text("l.lock"))["owner"] != "dead-run"
+    assert not s.exists("l.lock")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from btsys.data import binance as bn
-from btsys.data.download import extract_single_csv, parse_checksum
+from btsys.data.download import open_member, parse_checksum
 from btsys.data.synthetic import ensure_mirror, generate_mirror, simulate_ticks
+from btsys.storage import LocalStorage
 
 
 def _member(path):
@@ -69,8 +70,10 @@ def test_parses_with_the_real_parsers_and_ids_are_contiguous(tmp_path):
         ids, tss = [], []
         for day in ("2025-01-01", "2025-01-02"):
             sf = bn.source_file(market, "aggTrades", "ETHUSDT", "daily", day)
-            raw = extract_single_csv(os.path.join(tmp_path, sf.rel), sf.name)
-            t, info = bn.parse_csv(raw, market, "aggTrades", "ETHUSDT", sf.name, bn.DEFAULT_CONTRACT_SIZE)
+            raw = open_member(os.path.join(tmp_path, sf.rel), sf.name).read()
+            t, info = bn.read_ticks_csv(
+                raw, market, "aggTrades", "ETHUSDT", sf.name, bn.DEFAULT_CONTRACT_SIZE
+            )
             assert t.num_rows == 1000 and info.malformed_rows == 0
             ids.append(t["trade_id"].to_numpy()), tss.append(t["ts"].to_numpy())
             lines = raw.splitlines()[1 if info.header else 0 :]
@@ -150,15 +153,16 @@ def test_monthly_files_and_unsorted_futures_months(tmp_path):
     ]
     for market in ("spot", "um"):
         sf = bn.source_file(market, "aggTrades", "BTCUSDT", "monthly", "2024-12")
-        raw = extract_single_csv(os.path.join(tmp_path, sf.rel), sf.name)
-        t, _ = bn.parse_csv(raw, market, "aggTrades", "BTCUSDT", sf.name, {})
+        raw = open_member(os.path.join(tmp_path, sf.rel), sf.name).read()
+        t, _ = bn.read_ticks_csv(raw, market, "aggTrades", "BTCUSDT", sf.name, {})
         ids = t["trade_id"].to_numpy()
         assert t.num_rows == 3100 and len(np.unique(ids)) == 3100
         assert (np.all(np.diff(ids) == 1)) == (market == "spot")  # futures months jumbled
 
 
-def test_ensure_mirror_builds_once_atomically(tmp_path, monkeypatch):
+def test_ensure_mirror_builds_once_atomically_under_the_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    store = LocalStorage(str(tmp_path / "store"))
     data = {
         "market": "spot",
         "dataset": "aggTrades",
@@ -167,16 +171,41 @@ def test_ensure_mirror_builds_once_atomically(tmp_path, monkeypatch):
         "end": "2025-01-03",
         "synthetic": {"seed": 7, "ticks_per_day": 2000, "markets": ["spot"]},
     }
-    url = ensure_mirror(data)
-    assert url.startswith("file://") and "/data/mirror/" in url
+    url = ensure_mirror(data, store)
+    assert url.startswith("file://") and url.startswith((tmp_path / "store" / "mirror").as_uri())
     root = url[len("file://") :]
     assert os.path.isfile(os.path.join(root, "_MIRROR.json"))
     assert sorted(os.listdir(os.path.join(root, "data/spot/daily/aggTrades"))) == ["BTCUSDT", "ETHUSDT"]
     stamp = os.path.getmtime(os.path.join(root, "_MIRROR.json"))
-    assert ensure_mirror(data) == url and os.path.getmtime(os.path.join(root, "_MIRROR.json")) == stamp
-    assert [d for d in os.listdir(tmp_path / "data" / "mirror") if ".tmp-" in d] == []
-    other = ensure_mirror({**data, "synthetic": {**data["synthetic"], "seed": 8}})
+    assert ensure_mirror(data, store) == url and os.path.getmtime(os.path.join(root, "_MIRROR.json")) == stamp
+    assert [d for d in os.listdir(tmp_path / "store" / "mirror") if ".tmp-" in d] == []
+    other = ensure_mirror({**data, "synthetic": {**data["synthetic"], "seed": 8}}, store)
     assert other != url
     with pytest.raises(ValueError, match="invalid symbol"):
-        ensure_mirror({**data, "symbols": ["../../x"]})
-    assert [d for d in os.listdir(tmp_path / "data" / "mirror") if ".tmp-" in d] == []
+        ensure_mirror({**data, "symbols": ["../../x"]}, store)
+    assert [d for d in os.listdir(tmp_path / "store" / "mirror") if ".tmp-" in d] == []
+    assert sorted(os.listdir(tmp_path)) == ["store"]  # nothing in the working directory
+
+
+def test_ensure_mirror_on_s3_uploads_it_into_the_bucket(s3_bucket):
+    from btsys.data.download import fetch_bytes
+    from btsys.storage import storage_from_dict
+
+    endpoint, bucket = s3_bucket
+    store = storage_from_dict({"kind": "s3", "root": f"s3://{bucket}/pre", "endpoint_url": endpoint})
+    data = {
+        "market": "spot",
+        "dataset": "aggTrades",
+        "symbols": ["BTCUSDT"],
+        "start": "2025-01-01",
+        "end": "2025-01-01",
+        "synthetic": {"seed": 7, "ticks_per_day": 50},
+    }
+    url = ensure_mirror(data, store)
+    assert url.startswith(f"s3://{bucket}/pre/mirror/")
+    keys = store.list("mirror")
+    assert keys[-1].endswith("_MIRROR.json") or any(k.endswith("_MIRROR.json") for k in keys)
+    rel = "data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-01-01.zip"
+    sha = parse_checksum(fetch_bytes(f"{url}/{rel}.CHECKSUM", s3_endpoint=endpoint))
+    assert hashlib.sha256(fetch_bytes(f"{url}/{rel}", s3_endpoint=endpoint)).hexdigest() == sha
+    assert ensure_mirror(data, store) == url

@@ -34,11 +34,11 @@ from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from btsys.bars.api import DAY_US, TICK_COLUMNS, BarsInputError, BarSpec, BarStream
-from btsys.storage import LocalStorage, Storage, storage_from_dict
+from btsys.data.lake import read_day
+from btsys.failpoint import failpoint
+from btsys.storage import Storage, storage_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -100,26 +100,6 @@ def _order_key(p: Mapping[str, Any]) -> tuple:
     )
 
 
-_MMAP_FS = pafs.LocalFileSystem(use_mmap=True)
-
-
-def _read(store: Storage, part: Mapping[str, Any]) -> pa.Table:
-    path = part["path"]
-    try:
-        if isinstance(store, LocalStorage):
-            # local lake: memory-map the file (no read copy of the compressed pages; far fewer
-            # page faults than reading into fresh buffers)
-            tbl = pq.read_table(store.arrow_path(path), columns=TICK_COLUMNS, filesystem=_MMAP_FS)
-        else:
-            tbl = store.read_parquet(path, columns=TICK_COLUMNS)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise BarsInputError(f"{store.uri(path)}: cannot read tick columns {TICK_COLUMNS}: {e}") from e
-    rows = part.get("rows")
-    if rows is not None and int(rows) != tbl.num_rows:
-        raise BarsInputError(f"{store.uri(path)}: has {tbl.num_rows} rows, the ingest listing says {rows}")
-    return tbl
-
-
 def stream_symbol(
     store: Storage, spec: BarSpec, parts: list[Mapping[str, Any]], prefetch: bool = True
 ) -> BarStream:
@@ -129,17 +109,17 @@ def stream_symbol(
         return stream
     if not prefetch or len(parts) == 1:
         for p in parts:
-            stream.feed(_read(store, p), source=store.uri(p["path"]))
+            stream.feed(read_day(store, p, TICK_COLUMNS), source=store.uri(p["path"]))
         return stream
     # the prefetch thread's Parquet decode keeps the other cores busy: the one-pass kernels use
     # less CPU in total than the two-pass parallel one, so they finish first here (measured)
     stream.parallel = False
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-prefetch") as pool:
-        fut = pool.submit(_read, store, parts[0])
+        fut = pool.submit(read_day, store, parts[0], TICK_COLUMNS)
         for k, p in enumerate(parts):
             tbl = fut.result()
             if k + 1 < len(parts):
-                fut = pool.submit(_read, store, parts[k + 1])
+                fut = pool.submit(read_day, store, parts[k + 1], TICK_COLUMNS)
             stream.feed(tbl, source=store.uri(p["path"]))
             del tbl
     return stream
@@ -184,6 +164,7 @@ def _symbol_task(
     spec = BarSpec(**spec_dict)
     streams, tables = [], []
     with _arrow_threads(threads):
+        failpoint("bars.task.read")
         for k, parts in enumerate(segments):
             stream = stream_symbol(store, spec, parts)
             tables.append(stream.table(keep_partial=k == len(segments) - 1))
@@ -194,6 +175,7 @@ def _symbol_task(
             if len(tables) > 1
             else (tables[0] if tables else BarStream(spec).table())
         )
+        failpoint("bars.task.write")
         store.write_parquet(tbl, key)
     meta = {
         "symbol": symbol,

@@ -9,18 +9,23 @@ Paths follow https://data.binance.vision exactly, e.g.::
 A ``base_url`` is the site root (``https://data.binance.vision``), a ``file://`` mirror root or a
 loopback ``http://127.0.0.1:PORT``; the relative path above is appended to it.
 
-Parsing (:func:`parse_csv`) turns one CSV member into the tick table of DESIGN.md with
-``pyarrow.csv`` (column types forced, never pandas row loops): header present or not, ``True`` /
-``true`` booleans, ms or µs timestamps detected per file and normalised to µs, float64 prices.
+Parsing (:class:`CsvReader`, :func:`tick_batches`) streams one CSV member through
+``pyarrow.csv.open_csv`` block by block into tick-table batches (DESIGN.md columns, column types
+forced, never pandas row loops): a UTF-8 BOM stripped, header present or not, ``True``/``true``
+booleans, CRLF or LF, ms or µs timestamps detected per file and normalised to µs, float64 prices.
+Every batch comes with the CSV line number of each row, so messages name real lines. Rows that do
+not parse are skipped and counted with their lines; a file where more than
+``data.max_bad_row_fraction`` of the rows do not parse fails (:class:`FormatError`).
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import io
 import re
-from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping, Optional
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +41,7 @@ DEFAULT_CONTRACT_SIZE = {"BTC": 100.0, "default": 10.0}  # USD per COIN-M contra
 SYMBOL_RE = re.compile(r"^[A-Z0-9_]{2,32}$")
 
 #: Parser version: bump when parsing/validation changes what lands in the lake (re-ingests files).
-PARSER_VERSION = 1
+PARSER_VERSION = 2
 
 #: Tick table schema (DESIGN.md).
 TICK_SCHEMA = pa.schema(
@@ -120,7 +125,7 @@ class FormatError(ValueError):
 
 # --------------------------------------------------------------------------- names and URLs
 def check_symbol(symbol: str) -> str:
-    """Return ``symbol`` if it matches ``^[A-Z0-9_]{2,32}$``; raise ``ValueError`` naming it otherwise.
+    """Return ``symbol`` if it matches ``^[A-Z0-9_]{2,32}$``; raise ``ConfigError`` naming it otherwise.
 
     This is what keeps a symbol like ``../etc`` out of URLs and storage keys.
     """
@@ -135,14 +140,14 @@ def check_symbol(symbol: str) -> str:
 def check_market(market: str) -> str:
     market = str(getattr(market, "value", market))
     if market not in MARKETS:
-        raise ValueError(f"data.market must be one of {sorted(MARKETS)}, got {market!r}")
+        raise ConfigError(f"data.market must be one of {sorted(MARKETS)}, got {market!r}")
     return market
 
 
 def check_dataset(dataset: str) -> str:
     dataset = str(getattr(dataset, "value", dataset))
     if dataset not in TICK_DATASETS + (FUNDING,):
-        raise ValueError(f"data.dataset must be one of {list(TICK_DATASETS)}, got {dataset!r}")
+        raise ConfigError(f"data.dataset must be one of {list(TICK_DATASETS)}, got {dataset!r}")
     return dataset
 
 
@@ -259,78 +264,290 @@ def contract_size(symbol: str, table: Mapping[str, float]) -> float:
 
 
 # --------------------------------------------------------------------------- parsing
+#: Default CSV block size of the streaming reader (rows arrive in batches of about this many bytes).
+BLOCK_SIZE = 1 << 22
+MAX_EXAMPLES = 5
+_BOM = b"\xef\xbb\xbf"
+
+
 @dataclass
 class ParseInfo:
+    """What the reader saw in one CSV member, besides the rows it returned."""
+
     header: bool = False
-    time_unit: str = "ms"
-    rows_read: int = 0
-    malformed_rows: int = 0  # wrong column count (e.g. a cut last line), skipped and counted
-    unparseable_rows: int = 0  # a value that is not a number / boolean, skipped and counted
-    examples: Optional[list] = None  # first few bad rows: "row N: why"
+    bom: bool = False
+    time_unit: Optional[str] = None
+    rows_read: int = 0  # rows returned (before validation)
+    malformed_rows: int = 0  # wrong column count: skipped, counted, quoted
+    unparseable_rows: int = 0  # a value that is not a number / boolean: skipped, counted, quoted
+    empty_lines: int = 0  # blank lines: skipped and counted
+    examples: list = field(default_factory=list)  # [(line, "why: quote")] of the first bad rows
+
+    @property
+    def bad_rows(self) -> int:
+        return self.malformed_rows + self.unparseable_rows
+
+    def example_lines(self, name: str) -> list[str]:
+        return [f"{name} line {ln}: {why}" for ln, why in sorted(self.examples)[:MAX_EXAMPLES]]
 
 
-def _first_line(data: bytes) -> bytes:
-    end = data.find(b"\n", 0, 1 << 16)
-    return (data if end < 0 else data[:end]).strip(b"\r")
+MODES = ("fast", "numbered", "slow")
+
+
+class ReadAgain(Exception):
+    """The member must be read again from the start in ``mode``: ``numbered`` (one thread, so the
+    parser can number the rows it skips) after a row with a wrong column count, ``slow`` (string
+    columns) after a value that does not convert."""
+
+    def __init__(self, mode: str, why: str):
+        super().__init__(f"{why}; reading again ({mode})")
+        self.mode = mode
 
 
 def _has_header(first: bytes) -> bool:
-    field = first.split(b",", 1)[0].strip()
-    return not (field.lstrip(b"-").isdigit())
+    field_ = first.split(b",", 1)[0].strip()
+    return not field_.lstrip(b"-").isdigit()
 
 
-def read_layout(
-    data: bytes | pa.Buffer, layout: list[tuple[str, pa.DataType]], name: str, block_size: int = 1 << 24
-) -> tuple[pa.Table, ParseInfo]:
-    """Read one CSV (bytes) with a known layout; header detected; bad rows skipped *and counted*.
+class _Prefixed(io.RawIOBase):
+    """``prefix`` then the rest of ``stream`` (what :class:`CsvReader` peeked at)."""
 
-    Wrong column counts go through pyarrow's ``invalid_row_handler``; a value that does not
-    convert (``abc`` as a price) makes pyarrow fail the whole read, and then the file is re-read
-    as strings and the offending rows are found, counted and dropped (slow path, errors only).
+    def __init__(self, prefix: bytes, stream: BinaryIO):
+        super().__init__()
+        self._prefix, self._stream = memoryview(prefix), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if len(self._prefix):
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return self._stream.readinto(b)
+
+
+class CsvReader:
+    """Stream one CSV member of a known layout as pyarrow batches with their CSV line numbers.
+
+    Parameters
+    ----------
+    stream : a readable binary stream (e.g. :class:`btsys.data.download.MemberStream`).
+    layout : ``[(column, arrow type)]`` of the file's columns.
+    name : file name used in messages.
+    block_size : bytes per parsed block (tests use tiny ones).
+    mode : ``fast`` (typed columns, parser threads), ``numbered`` (one thread: skipped rows get their
+        line numbers) or ``slow`` (string columns: values that do not convert are found and skipped;
+        pyarrow cannot skip such a row and go on). A reader raises :class:`ReadAgain` when the
+        member needs a later mode; rows it already returned must then be discarded.
+    max_bad_fraction : fail (:class:`FormatError`) when more rows than this fraction do not
+        parse; checked at the end, and early once it is certain (``expected_bytes`` bounds the
+        number of rows the member can still hold).
     """
-    raw = data.to_pybytes()[: 1 << 16] if isinstance(data, pa.Buffer) else bytes(data[: 1 << 16])
-    first = _first_line(raw)
-    info = ParseInfo(header=bool(first) and _has_header(first), examples=[])
-    names = [c for c, _ in layout]
-    if info.header:
-        got = first.decode("utf-8", "replace").split(",")
-        if len(got) != len(names):
-            raise FormatError(
-                f"{name}: header has {len(got)} columns {got}, expected {len(names)} ({','.join(names)})"
-            )
-    skip = 1 if info.header else 0
 
-    def on_invalid(row) -> str:
-        info.malformed_rows += 1
-        if len(info.examples) < 5:
-            info.examples.append(
-                f"row {row.number}: {row.actual_columns} columns, expected "
-                f"{row.expected_columns}: {row.text[:80]!r}"
+    def __init__(
+        self,
+        stream: BinaryIO,
+        layout: list[tuple[str, pa.DataType]],
+        name: str,
+        block_size: int = BLOCK_SIZE,
+        mode: str = "fast",
+        max_bad_fraction: float = 0.001,
+        expected_bytes: Optional[int] = None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.layout, self.name, self.mode = layout, name, mode
+        self.slow = mode == "slow"
+        self.names = [c for c, _ in layout]
+        self.max_bad_fraction = float(max_bad_fraction)
+        # a row holds at least one character per column plus separators: at most this many rows
+        self.max_rows = None if expected_bytes is None else expected_bytes // (2 * len(layout)) + 1
+        self.info = ParseInfo()
+        prefix = self._peek(stream)
+        self.info.bom = prefix.startswith(_BOM)
+        prefix = prefix[len(_BOM) :] if self.info.bom else prefix
+        first = prefix.split(b"\n", 1)[0].rstrip(b"\r")
+        self.info.header = bool(first) and _has_header(first)
+        if self.info.header:
+            got = first.decode("utf-8", "replace").split(",")
+            if len(got) != len(self.names):
+                raise FormatError(
+                    f"{name}: header has {len(got)} columns {got}, expected {len(self.names)} "
+                    f"({','.join(self.names)})"
+                )
+        self._first_line = 2 if self.info.header else 1
+        self._skipped: list[int] = []  # lines the parser skipped (wrong column count)
+        self._good = 0  # rows returned so far
+        self._aborted = False
+        self._again: Optional[ReadAgain] = None
+        self._stream = io.BufferedReader(_Prefixed(prefix, stream), buffer_size=1 << 20)
+        # a block must hold the header and the longest row (pyarrow cannot split a row)
+        self._block_size = max(int(block_size), 2 * len(first) + 2, 64)
+
+    @staticmethod
+    def _peek(stream: BinaryIO) -> bytes:
+        out = b""
+        while b"\n" not in out and len(out) < (1 << 16):
+            b = stream.read(1 << 16)
+            if not b:
+                break
+            out += b
+        return out
+
+    def _on_invalid(self, row) -> str:
+        if row.number is None:  # parser threads do not number rows: read again, numbered
+            self._again = ReadAgain("numbered", f"{self.name}: a row has {row.actual_columns} columns")
+            return "error"
+        self.info.malformed_rows += 1
+        self._skipped.append(int(row.number))
+        if len(self.info.examples) < 4 * MAX_EXAMPLES:
+            self.info.examples.append(
+                (
+                    int(row.number),
+                    f"{row.actual_columns} columns, expected {row.expected_columns}: {row.text[:120]!r}",
+                )
             )
+        if self._certain_failure():
+            self._aborted = True
+            return "error"
         return "skip"
 
-    ropts = pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=block_size)
-    popts = pacsv.ParseOptions(invalid_row_handler=on_invalid)
-    copts = pacsv.ConvertOptions(
-        column_types=dict(layout),
-        true_values=TRUE_VALUES,
-        false_values=FALSE_VALUES,
-        null_values=[],
-        strings_can_be_null=False,
-    )
-    buf = pa.BufferReader(data)
-    try:
-        table = pacsv.read_csv(buf, read_options=ropts, parse_options=popts, convert_options=copts)
-    except pa.ArrowInvalid as e:
-        if "conversion error" not in str(e).lower() and "empty" not in str(e).lower():
-            raise FormatError(f"{name}: unreadable CSV: {e}") from None
-        if "empty" in str(e).lower():
-            table = pa.table({c: pa.array([], t) for c, t in layout})
+    def _certain_failure(self) -> bool:
+        return self.max_rows is not None and self.info.bad_rows > self.max_bad_fraction * self.max_rows
+
+    def _lines(self, n: int) -> np.ndarray:
+        """CSV line numbers of the next ``n`` returned rows (skipped lines interleave)."""
+        g = self._good + np.arange(n, dtype=np.int64)
+        lines = g + self._first_line
+        if self._skipped:
+            s = np.asarray(self._skipped, dtype=np.int64)
+            adjusted = s - np.arange(s.size, dtype=np.int64) - self._first_line
+            lines += np.searchsorted(adjusted, g, side="right")
+        self._good += n
+        return lines
+
+    def _open(self):
+        ropts = pacsv.ReadOptions(
+            column_names=self.names,
+            skip_rows=1 if self.info.header else 0,
+            block_size=self._block_size,
+            use_threads=self.mode == "fast",
+        )
+        popts = pacsv.ParseOptions(invalid_row_handler=self._on_invalid, ignore_empty_lines=False)
+        copts = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in self.names} if self.slow else dict(self.layout),
+            true_values=TRUE_VALUES,
+            false_values=FALSE_VALUES,
+            null_values=[] if self.slow else [""],
+            strings_can_be_null=False,
+        )
+        return pacsv.open_csv(self._stream, read_options=ropts, parse_options=popts, convert_options=copts)
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """Yield ``(batch of the layout's columns, CSV line of each row)``; blank lines and bad
+        rows are left out (and counted in :attr:`info`)."""
+        try:
+            reader = self._open()
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                batch, lines = self._clean(batch, self._lines(batch.num_rows))
+                if batch.num_rows:
+                    self.info.rows_read += batch.num_rows
+                    yield batch, lines
+                if self._certain_failure():
+                    raise self._failure(certain=True)
+        except pa.ArrowInvalid as e:
+            if (
+                "empty" in str(e).lower()
+                and self._good == 0
+                and not self.info.bad_rows
+                and self._again is None
+            ):
+                return  # an empty member (or a header only)
+            raise self._error(str(e)) from None
+        total = self.info.rows_read + self.info.bad_rows
+        if self.info.bad_rows and self.info.bad_rows > self.max_bad_fraction * total:
+            raise self._failure(certain=False)
+
+    def _error(self, msg: str) -> Exception:
+        """What an error of pyarrow's reader means here."""
+        if self._again is not None:
+            return self._again
+        if self._aborted:
+            return self._failure(certain=True)
+        if "conversion error" in msg.lower() and not self.slow:
+            return ReadAgain("slow", f"{self.name}: a value does not convert")
+        return FormatError(f"{self.name}: unreadable CSV: {msg}")
+
+    def _clean(self, batch: pa.RecordBatch, lines: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+        """Drop blank lines (counted) and, on the slow path, rows with unconvertible values."""
+        n = batch.num_rows
+        if not n:
+            return batch, lines
+        if not self.slow:
+            if not any(batch.column(i).null_count for i in range(batch.num_columns)):
+                return batch, lines
+            # an empty field converts to null: all fields empty is a blank line, some is a bad row
+            nulls = [
+                batch.column(i).is_null().to_numpy(zero_copy_only=False) for i in range(batch.num_columns)
+            ]
+            blank = np.logical_and.reduce(nulls)
+            bad = np.logical_or.reduce(nulls) & ~blank
+            for i in np.flatnonzero(bad)[: 4 * MAX_EXAMPLES]:
+                col = self.names[next(k for k, m in enumerate(nulls) if m[i])]
+                self.info.examples.append((int(lines[i]), f"column {col} is empty"))
+            self.info.empty_lines += int(blank.sum())
+            self.info.unparseable_rows += int(bad.sum())
+            keep = ~(blank | bad)
+            return batch.filter(pa.array(keep)), lines[keep]
+        blank = np.ones(n, dtype=bool)
+        for col in self.names:
+            blank &= pc.equal(batch.column(col), "").to_numpy(zero_copy_only=False)
+        ok = ~blank
+        for col, typ in self.layout:
+            good = pc.match_substring_regex(batch.column(col), _PATTERNS[typ]).to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(ok & ~good)[: 4 * MAX_EXAMPLES]:
+                self.info.examples.append(
+                    (int(lines[i]), f"column {col}={batch.column(col)[int(i)].as_py()!r} is not {typ}")
+                )
+            ok &= good
+        self.info.empty_lines += int(blank.sum())
+        self.info.unparseable_rows += int((~ok & ~blank).sum())
+        batch = batch.filter(pa.array(ok))
+        cols = []
+        for col, typ in self.layout:
+            arr = batch.column(col)
+            cols.append(
+                pc.is_in(arr, value_set=pa.array(TRUE_VALUES)) if typ == pa.bool_() else pc.cast(arr, typ)
+            )
+        return pa.RecordBatch.from_arrays(cols, names=self.names), lines[ok]
+
+    def _failure(self, certain: bool) -> FormatError:
+        i = self.info
+        seen = i.rows_read + i.bad_rows
+        if certain:
+            what = (
+                f"{i.bad_rows:,} of the first {seen:,} rows do not parse, already more than "
+                f"{self.max_bad_fraction:g} of the at most {self.max_rows:,} rows the member can hold"
+            )
         else:
-            info.malformed_rows, info.examples = 0, []
-            table = _read_slow(data, layout, names, skip, ropts, popts, info, name)
-    info.rows_read = table.num_rows
-    return table, info
+            what = f"{i.bad_rows:,} of {seen:,} rows do not parse"
+        return FormatError(
+            f"{self.name}: {what} (data.max_bad_row_fraction={self.max_bad_fraction:g}); first bad rows: "
+            + "; ".join(i.example_lines(self.name))
+        )
+
+    def read_all(self) -> pa.Table:
+        """The whole member as one table (small files: fundingRate)."""
+        batches = [b for b, _ in self.batches()]
+        if not batches:
+            return pa.table({c: pa.array([], t) for c, t in self.layout})
+        return pa.Table.from_batches(batches)
 
 
 _PATTERNS = {
@@ -340,36 +557,10 @@ _PATTERNS = {
 }
 
 
-def _read_slow(data, layout, names, skip, ropts, popts, info: ParseInfo, name: str) -> pa.Table:
-    copts = pacsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=False)
-    table = pacsv.read_csv(
-        pa.BufferReader(data), read_options=ropts, parse_options=popts, convert_options=copts
-    )
-    ok = np.ones(table.num_rows, dtype=bool)
-    for col, typ in layout:
-        good = pc.match_substring_regex(table[col], _PATTERNS[typ]).to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(ok & ~good)[: max(0, 5 - len(info.examples))]:
-            info.examples.append(
-                f"row {i + 1 + skip}: column {col}={table[col][int(i)].as_py()!r} is not {typ}"
-            )
-        ok &= good
-    info.unparseable_rows = int((~ok).sum())
-    table = table.filter(pa.array(ok))
-    cols = {}
-    for col, typ in layout:
-        arr = table[col]
-        if typ == pa.bool_():
-            arr = pc.is_in(arr, value_set=pa.array(TRUE_VALUES))
-        else:
-            arr = pc.cast(arr, typ)
-        cols[col] = arr
-    return pa.table(cols)
-
-
-def detect_time_unit(t: np.ndarray, name: str) -> str:
-    """``"us"`` or ``"ms"`` for a whole file, from the magnitude of its timestamps."""
+def time_unit_of(t: np.ndarray, name: str) -> Optional[str]:
+    """``"us"`` or ``"ms"`` from the magnitude of some timestamps (``None`` for none)."""
     if t.size == 0:
-        return "ms"
+        return None
     lo, hi = int(t.min()), int(t.max())
     if hi < US_THRESHOLD:
         return "ms"
@@ -380,55 +571,86 @@ def detect_time_unit(t: np.ndarray, name: str) -> str:
     )
 
 
-def parse_csv(
-    data: bytes | pa.Buffer,
-    market: str,
-    dataset: str,
-    symbol: str,
-    name: str,
-    contract_sizes: Mapping[str, float],
-) -> tuple[pa.Table, ParseInfo]:
-    """One trades/aggTrades CSV member -> tick table (DESIGN.md columns, file order, µs timestamps).
+def _to_us(t: np.ndarray, info: ParseInfo, name: str) -> np.ndarray:
+    unit = time_unit_of(t, name)
+    if unit is not None and info.time_unit is not None and unit != info.time_unit:
+        raise FormatError(
+            f"{name}: timestamps mix milliseconds and microseconds (this file started in "
+            f"{info.time_unit}, a later block is in {unit}); cannot normalise"
+        )
+    info.time_unit = info.time_unit or unit
+    return t if info.time_unit == "us" else t * 1000
+
+
+def tick_batches(
+    reader: CsvReader, market: str, dataset: str, symbol: str, contract_sizes: Mapping[str, float]
+) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """A trades/aggTrades :class:`CsvReader` as tick-table batches (DESIGN.md columns, file order,
+    µs timestamps) with their CSV lines.
 
     ``quote_qty`` is ``price * qty`` for spot and USD-M and ``qty * contract_size`` for COIN-M
     (``qty`` is in contracts there).
     """
     market, dataset = check_market(market), check_dataset(dataset)
-    layout = LAYOUTS[(market, dataset)]
-    table, info = read_layout(data, layout, name)
     roles = _ROLES[dataset]
-    t = table.column(roles["time"]).to_numpy()
-    info.time_unit = detect_time_unit(t, name)
-    ts = t if info.time_unit == "us" else t * 1000
-    price = table.column(roles["price"]).to_numpy()
-    qty = table.column(roles["qty"]).to_numpy()
-    if market == "cm":
-        quote = qty * contract_size(symbol, contract_sizes)
-    else:
-        quote = price * qty
-    out = pa.table(
-        {
-            "ts": pa.array(ts, pa.int64()),
-            "trade_id": table.column(roles["id"]).combine_chunks(),
-            "price": table.column(roles["price"]).combine_chunks(),
-            "qty": table.column(roles["qty"]).combine_chunks(),
-            "quote_qty": pa.array(quote, pa.float64()),
-            "is_buyer_maker": table.column(roles["ibm"]).combine_chunks(),
-        },
-        schema=TICK_SCHEMA,
-    )
-    return out, info
+    cs = contract_size(symbol, contract_sizes) if market == "cm" else None
+    for batch, lines in reader.batches():
+        ts = _to_us(batch.column(roles["time"]).to_numpy(), reader.info, reader.name)
+        price = batch.column(roles["price"])
+        qty = batch.column(roles["qty"])
+        quote = qty.to_numpy() * cs if cs is not None else price.to_numpy() * qty.to_numpy()
+        table = pa.table(
+            [
+                pa.array(ts, pa.int64()),
+                batch.column(roles["id"]),
+                price,
+                qty,
+                pa.array(quote, pa.float64()),
+                batch.column(roles["ibm"]),
+            ],
+            schema=TICK_SCHEMA,
+        )
+        yield table, lines
 
 
-def parse_funding_csv(data: bytes | pa.Buffer, market: str, name: str) -> tuple[pa.Table, ParseInfo]:
-    """A fundingRate CSV -> ``ts`` (µs), ``interval_hours``, ``rate``, sorted by ``ts``, duplicates dropped."""
+def read_ticks_csv(
+    data: bytes,
+    market: str,
+    dataset: str,
+    symbol: str,
+    name: str,
+    contract_sizes: Mapping[str, float],
+    **reader_kw,
+) -> tuple[pa.Table, ParseInfo]:
+    """A whole CSV held in memory as one tick table (tests and notebooks; the ingest streams)."""
+    market, dataset = check_market(market), check_dataset(dataset)
+    mode = "fast"
+    while True:
+        reader = CsvReader(io.BytesIO(data), LAYOUTS[(market, dataset)], name, mode=mode, **reader_kw)
+        try:
+            parts = [t for t, _ in tick_batches(reader, market, dataset, symbol, contract_sizes)]
+            break
+        except ReadAgain as e:
+            mode = e.mode
+    table = pa.concat_tables(parts) if parts else TICK_SCHEMA.empty_table()
+    return table, reader.info
+
+
+def parse_funding(data: bytes, market: str, name: str, **reader_kw) -> tuple[pa.Table, ParseInfo]:
+    """A fundingRate CSV (a few hundred rows, read whole) -> ``ts`` (µs), ``interval_hours``,
+    ``rate``, sorted by ``ts``, duplicate times dropped."""
     market = check_market(market)
-    table, info = read_layout(data, LAYOUTS[(market, FUNDING)], name)
-    t = table["calc_time"].to_numpy()
-    info.time_unit = detect_time_unit(t, name)
-    ts = t if info.time_unit == "us" else t * 1000
-    order = np.argsort(ts, kind="stable")
-    ts = ts[order]
+    mode = "fast"
+    while True:
+        reader = CsvReader(io.BytesIO(data), LAYOUTS[(market, FUNDING)], name, mode=mode, **reader_kw)
+        try:
+            table = reader.read_all()
+            break
+        except ReadAgain as e:
+            mode = e.mode
+    t = _to_us(table["calc_time"].to_numpy(), reader.info, name)
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
     keep = np.ones(ts.size, dtype=bool)
     keep[1:] = ts[1:] != ts[:-1]
     idx = order[keep]
@@ -440,4 +662,4 @@ def parse_funding_csv(data: bytes | pa.Buffer, market: str, name: str) -> tuple[
         },
         schema=FUNDING_SCHEMA,
     )
-    return out, info
+    return out, reader.info

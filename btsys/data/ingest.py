@@ -1,39 +1,48 @@
 """Binance ingest as a Spark job: source zips -> verified, validated Parquet tick lake.
 
-The driver only *lists* files (:func:`btsys.data.binance.plan_files`: monthly for complete
-months, daily for the rest). Spark runs one task per file
-(``sparkContext.parallelize(files, len(files)).mapPartitions``); each task rebuilds the storage
-from ``store.to_dict()`` and does everything itself with pyarrow (:func:`ingest_file`):
+Memory is bounded by one day of one symbol, never by a file. The driver plans the files
+(:func:`btsys.data.binance.plan_files`: monthly for complete months, daily for the rest) and runs
+one Spark task per file (:func:`ingest_file`), in two waves:
 
-1. fetch the ``.CHECKSUM``; if the file's manifest says it was ingested with that SHA-256 and the
-   same parser settings and its partitions exist, skip it (reruns are idempotent);
-2. fetch the zip (retries with back-off on timeouts and 5xx; 404 = missing day), verify SHA-256
-   (one re-download on mismatch, then quarantine under ``quarantine/<binance path>``);
-3. inflate the single CSV member safely, parse it (:func:`btsys.data.binance.parse_csv`),
-   validate (:func:`btsys.data.validate.validate_ticks`), split by UTC date;
-4. write ``lake/market=<m>/symbol=<S>/date=<D>/part-<stem>.parquet`` (atomic per file), then the
-   file's manifest ``lake/_manifest/<m>/<S>/<dataset>/<zip name>.json`` (atomic, written last:
-   a killed task leaves no manifest, so the rerun redoes the file and overwrites the same part
-   names - no duplicate rows).
+1. the planned files. A task fetches the ``.CHECKSUM`` (missing while the zip exists: the file
+   *failed*, it is not a missing day); if the file's manifest has that SHA-256 and the parser
+   settings and its days are still in the lake, it is reused without downloading. Otherwise it
+   streams the zip to local disk (Range resume, retries, per-file deadline), verifies the SHA-256
+   (one re-download, then quarantine under ``quarantine/``), inflates the CSV member chunk by chunk
+   (:class:`~btsys.data.download.MemberStream`), parses it block by block
+   (:class:`~btsys.data.binance.CsvReader`), validates it across blocks
+   (:class:`~btsys.data.validate.TickValidator`) and writes each finished UTC day as a *staged*
+   Parquet file under ``tmp/ingest/<run>/``. Nothing of a file that fails (CRC at the end of the
+   member, too many bad rows, ...) ever reaches the lake.
+2. daily files for the days a monthly file did not cover: a monthly 404 (Binance publishes months
+   late) or a monthly that is short or cut (it once held only a month's first days).
+
+Then, per (market, dataset, symbol), :func:`btsys.data.lake.commit_series` moves the staged days
+into the lake under the series lock: one file per day, the best source per day, trade ids
+duplicated across days kept once, every affected manifest rewritten. The driver writes
+``<listing_prefix>/listing.json`` (with each day's version) and logs a summary table.
+
+Files that failed make the job raise :class:`IngestError` after everything else was committed, so
+the pipeline caches no incomplete listing and the rerun retries exactly those files; missing
+days are an error only with ``data.require_complete=true``; a run where every file asked for is
+missing stops at once with one line naming what was asked for and the first URL tried.
 
 Funding files (``fundingRate``, monthly, futures) go to
 ``funding/market=<m>/symbol=<S>/month=<YYYY-MM>/part-<stem>.parquet``.
 
-After the tasks the driver drops trade ids duplicated *across* files
-(:func:`dedupe_across_files`), writes ``<listing_prefix>/listing.json`` and logs a summary table.
-Files that failed or were quarantined make the job raise :class:`IngestError` (after everything
-else was written), so the pipeline does not cache an incomplete listing and the rerun retries
-exactly those files; missing days are an error only with ``data.require_complete=true``.
+URLs are redacted (:mod:`btsys.redact`) in everything this module stores or logs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
@@ -41,82 +50,77 @@ import pyarrow as pa
 
 from btsys.config import to_plain
 from btsys.data import binance as bn
+from btsys.data import lake
 from btsys.data.download import (
     ChecksumMismatch,
     DownloadError,
     MissingFile,
     UnsafeArchive,
-    extract_single_csv,
+    exists,
     fetch_bytes,
     fetch_verified,
+    open_member,
     parse_checksum,
 )
-from btsys.data.validate import split_by_date, validate_ticks
+from btsys.data.lake import Series
+from btsys.data.progress import IngestProgress, TaskProgress
+from btsys.data.validate import TickValidator, day_number, day_string
+from btsys.errors import ConfigError, DataError
+from btsys.failpoint import failpoint
+from btsys.redact import redact, redact_text, redact_url
 from btsys.storage import Storage, storage_from_dict
 
 log = logging.getLogger("btsys.data.ingest")
 
-LAKE = "lake"
-MANIFEST = f"{LAKE}/_manifest"
 FUNDING_ROOT = "funding"
+TMP = "tmp/ingest"
+STALE_RUN_S = 6 * 3600  # staging left by a killed run is deleted by the runs after this
+PROGRESS_EVERY_S = 10.0  # plain progress lines (logs, CI): at most this often, and only when moved
 
 
-class IngestError(RuntimeError):
-    """The ingest finished but some files failed (or were missing with ``require_complete``).
+class IngestError(DataError):
+    """The ingest finished but some files failed (or were missing with ``require_complete``), or
+    every file asked for was missing: a :class:`~btsys.errors.DataError` (one line naming the files,
+    exit status 2 from the entry points). ``report`` holds the listing dict (manifests included)."""
 
-    ``report`` holds the full listing dict (manifests included) for inspection.
-    """
-
-    def __init__(self, msg: str, report: Optional[dict] = None):
-        super().__init__(msg)
+    def __init__(self, msg: str, report: Optional[dict] = None, *, hint: Optional[str] = None):
+        super().__init__(msg, hint=hint)
         self.report = report or {}
 
 
-# --------------------------------------------------------------------------- keys
-def partition_key(market: str, symbol: str, date: str, stem: str) -> str:
-    return f"{LAKE}/market={market}/symbol={symbol}/date={date}/part-{stem}.parquet"
-
-
+# --------------------------------------------------------------------------- keys and settings
 def funding_key(market: str, symbol: str, month: str, stem: str) -> str:
     return f"{FUNDING_ROOT}/market={market}/symbol={symbol}/month={month}/part-{stem}.parquet"
 
 
+def series_of(sf: bn.SourceFile) -> Series:
+    return Series(sf.market, sf.dataset, sf.symbol)
+
+
 def manifest_key(sf: bn.SourceFile) -> str:
-    return f"{MANIFEST}/{sf.market}/{sf.symbol}/{sf.dataset}/{sf.name}.json"
+    return series_of(sf).manifest_key(sf.name)
 
 
-def listing_is_current(store: Storage, listing: Mapping[str, Any]) -> bool:
-    """True when every source file of a listing is still in the lake as the listing saw it.
-
-    The lake holds one version of each source file; ingesting another source with the same file
-    names into the same store (say, a synthetic mirror with another seed) replaces parts that an
-    older listing points to. A listing is trusted only while each ingested file's manifest still
-    has the SHA-256 it recorded.
-    """
-    for f in listing.get("files", []):
-        if f.get("status") != "ok":
-            continue
-        if not all(k in f for k in ("market", "symbol", "dataset", "file")):
-            return False  # a listing from before these fields were recorded
-        key = f"{MANIFEST}/{f['market']}/{f['symbol']}/{f['dataset']}/{f['file']}.json"
-        cur = _read_manifest(store, key)
-        if cur is None or cur.get("sha256") != f.get("sha256") or cur.get("status") != "ok":
-            return False
-    return True
-
-
-def task_settings(data: Mapping[str, Any], base_url: str) -> dict:
+def task_settings(data: Mapping[str, Any], base_url: str, s3_endpoint: Optional[str] = None) -> dict:
     """The plain settings every task needs (picklable, no config objects)."""
     src = data.get("source") or {}
     return {
         "base_url": base_url,
+        "base": redact_url(base_url.rstrip("/")),
         "timeout_s": float(src.get("timeout_s", 30.0)),
         "retries": int(src.get("retries", 4)),
         "backoff_s": float(src.get("backoff_s", 0.5)),
+        "file_deadline_s": float(src.get("file_deadline_s", 3600.0)),
         "contract_size": dict(data.get("contract_size") or bn.DEFAULT_CONTRACT_SIZE),
-        "max_uncompressed_bytes": int(data.get("max_uncompressed_bytes", 8 * 1024**3)),
+        "max_uncompressed_bytes": int(data.get("max_uncompressed_bytes", 64 * 1024**3)),
         "max_compression_ratio": float(data.get("max_compression_ratio", 250.0)),
+        "max_bad_row_fraction": float(data.get("max_bad_row_fraction", 0.001)),
         "archive_raw": bool(data.get("archive_raw", False)),
+        "block_size": int(data.get("block_size", bn.BLOCK_SIZE)),
+        "s3_endpoint": s3_endpoint,
+        "staging": f"{TMP}/local",
+        "progress": f"{TMP}/local/progress",
+        "force": False,
     }
 
 
@@ -128,179 +132,298 @@ def _fingerprint(sf: bn.SourceFile, settings: Mapping[str, Any]) -> dict:
     return fp
 
 
+def _net(settings: Mapping[str, Any]) -> dict:
+    return {
+        "timeout": settings["timeout_s"],
+        "retries": settings["retries"],
+        "backoff": settings["backoff_s"],
+        "deadline_s": settings["file_deadline_s"],
+        "s3_endpoint": settings.get("s3_endpoint"),
+    }
+
+
 # --------------------------------------------------------------------------- one file (runs in a task)
-def _read_manifest(store: Storage, key: str) -> Optional[dict]:
+class _StagingSink:
+    """Finished days of one file, written as staged Parquet files in the store."""
+
+    def __init__(self, store: Storage, prefix: str):
+        self.store, self.prefix = store, prefix
+
+    def write(self, date: str, table: pa.Table, version: str) -> str:
+        key = f"{self.prefix}/{date}.parquet"
+        lake.write_day(self.store, key, table, version)
+        failpoint("ingest.stage.day")
+        _release_memory()
+        return key
+
+    def read(self, date: str) -> pa.Table:
+        return self.store.read_parquet(f"{self.prefix}/{date}.parquet")
+
+    def clear(self) -> None:
+        self.store.delete_prefix(self.prefix)
+
+
+def _release_memory() -> None:
+    """Give the memory of a finished day back to the OS (allocators keep freed blocks otherwise,
+    and the peak would creep up over the days of a month)."""
+    pa.default_memory_pool().release_unused()
     try:
-        return json.loads(store.read_text(key))
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return None
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _quarantine(store: Storage, sf: bn.SourceFile, path: str) -> str:
     key = f"quarantine/{sf.rel}"
     try:
         store.put_file(path, key)
-    except Exception as e:  # quarantine is best effort; the manifest still records the failure
+    except Exception as e:  # noqa: BLE001 - best effort; the manifest still records the failure
         log.warning("could not quarantine %s: %s", sf.name, e)
         return ""
     return key
 
 
+def _reusable(store: Storage, sf: bn.SourceFile, sha: str, fp: dict) -> Optional[dict]:
+    """The file's manifest when the lake still holds exactly what it recorded, else None."""
+    old = lake.read_json(store, manifest_key(sf))
+    if not old or old.get("status") != "ok" or old.get("sha256") != sha or old.get("fingerprint") != fp:
+        return None
+    if sf.dataset == bn.FUNDING:
+        return old if all(store.exists(p["path"]) for p in old.get("partitions", [])) else None
+    idx = lake.read_index(store, series_of(sf))
+    for d in old.get("days", []):
+        e = lake.day_state(idx, d["date"])
+        if e is None or e.get("source") != sf.name or e.get("version") != d["version"]:
+            return None
+    return old
+
+
 def ingest_file(
     sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any], tmp_dir: Optional[str] = None
 ) -> dict:
-    """Ingest one source file; returns its manifest (also written to the store unless reused).
+    """Fetch, verify, parse and stage one source file; returns its manifest (not yet written).
 
     Never raises for bad input: the manifest's ``status`` is ``ok``, ``missing`` (404),
-    ``quarantined`` (checksum mismatch twice) or ``failed`` (download error, unsafe or corrupt
-    archive, unreadable CSV), and ``error`` says why, naming the file and row.
+    ``quarantined`` (checksum mismatch twice) or ``failed`` (download error, missing CHECKSUM,
+    unsafe or corrupt archive, unreadable CSV or too many bad rows), and ``error`` says why,
+    naming the file and line. ``candidates`` lists the staged days for the lake commit
+    (:func:`commit_files`).
     """
-    t0 = time.perf_counter()
-    url = sf.url(settings["base_url"])
-    mkey = manifest_key(sf)
-    fp = _fingerprint(sf, settings)
-    man: dict = {
-        "file": sf.name,
-        "url": url,
-        "rel": sf.rel,
-        **sf.to_dict(),
-        "status": "failed",
-        "error": None,
-        "size": None,
-        "sha256": None,
-        "rows": 0,
-        "partitions": [],
-        "fingerprint": fp,
-        "reused": False,
-        "attempts": 0,
-    }
-    net = dict(timeout=settings["timeout_s"], retries=settings["retries"], backoff=settings["backoff_s"])
-
-    def finish(status: str, error: Optional[str] = None) -> dict:
-        man["status"], man["error"] = status, error
-        man["seconds"] = round(time.perf_counter() - t0, 3)
-        man["ingested_at"] = time.time()
-        store.write_text(mkey, json.dumps(man, sort_keys=True))
-        level = logging.INFO if status == "ok" else logging.WARNING
-        log.log(
-            level,
-            "%s: %s, %d rows, %s bytes%s",
-            sf.name,
-            status,
-            man["rows"],
-            man["size"],
-            f": {error}" if error else "",
-        )
-        return man
-
+    job = _FileJob(sf, store, settings)
+    failpoint("ingest.task.checksum")
     try:
-        expected = parse_checksum(
-            fetch_bytes(url + ".CHECKSUM", **net), expected_name=sf.name, source=f"{sf.name}.CHECKSUM"
-        )
+        expected = _fetch_checksum(sf, job.url, settings)
     except MissingFile as e:
-        return finish("missing", str(e))
+        return job.finish("missing", str(e))
     except (DownloadError, ValueError) as e:
-        return finish("failed", str(e))
-
-    old = _read_manifest(store, mkey)
-    if (
-        old
-        and old.get("status") == "ok"
-        and old.get("sha256") == expected
-        and old.get("fingerprint") == fp
-        and all(store.exists(p["path"]) for p in old.get("partitions", []))
-    ):
-        old["reused"] = True
+        return job.finish("failed", str(e))
+    old = None if settings.get("force") else _reusable(store, sf, expected, job.man["fingerprint"])
+    if old is not None:
+        old.update(reused=True, candidates=_reused_candidates(old, settings))
         log.info("%s: already in the lake (sha256 %s..), skipped", sf.name, expected[:12])
+        job.prog.update(phase="done", rows=int(old.get("rows") or 0))
         return old
-
+    fetched = job.download(expected, tmp_dir)
+    if fetched is None:
+        return job.man
     try:
-        fetched, sha = fetch_verified(url, sf.name, tmp_dir, checksum=expected, **net)
-    except MissingFile as e:
-        return finish("missing", str(e))
-    except ChecksumMismatch as e:
-        got = e.fetched
-        man.update(size=got.size, sha256=got.sha256)
-        man["quarantine"] = _quarantine(store, sf, got.path)
-        if got.temporary:
-            os.remove(got.path)
-        return finish("quarantined", str(e))
-    except DownloadError as e:
-        return finish("failed", str(e))
-
-    man.update(size=fetched.size, sha256=sha, attempts=fetched.attempts)
-    try:
-        try:
-            data = extract_single_csv(
-                fetched.path, sf.name, settings["max_uncompressed_bytes"], settings["max_compression_ratio"]
-            )
-            csv_name = sf.stem + ".csv"
-            if sf.dataset == bn.FUNDING:
-                _ingest_funding(sf, store, data, csv_name, man)
-            else:
-                _ingest_ticks(sf, store, data, csv_name, settings, man)
-        except (UnsafeArchive, bn.FormatError, KeyError) as e:
-            man["quarantine"] = _quarantine(store, sf, fetched.path)
-            msg = str(e) if not isinstance(e, KeyError) else str(e.args[0])
-            return finish("failed", msg)
-        if settings.get("archive_raw"):
-            store.put_file(fetched.path, f"raw/{sf.rel}")
-            man["raw"] = f"raw/{sf.rel}"
+        return job.parse(fetched, tmp_dir)
     finally:
         if fetched.temporary and os.path.exists(fetched.path):
             os.remove(fetched.path)
-    return finish("ok")
 
 
-def _ingest_ticks(sf, store, data: bytes, csv_name: str, settings, man: dict) -> None:
-    table, info = bn.parse_csv(data, sf.market, sf.dataset, sf.symbol, csv_name, settings["contract_size"])
-    del data
-    clean, rep = validate_ticks(
-        table,
-        csv_name,
-        sf.first,
-        sf.last,
-        row_base=2 if info.header else 1,
-        cut_last_line=info.malformed_rows > 0,
-    )
-    dropped = dict(rep.dropped)
-    if info.malformed_rows:
-        dropped["malformed"] = info.malformed_rows
-    if info.unparseable_rows:
-        dropped["unparseable"] = info.unparseable_rows
-    examples = [f"{csv_name} {x}" for x in (info.examples or [])] + rep.examples
-    parts = []
-    for date, part in split_by_date(clean):
-        key = partition_key(sf.market, sf.symbol, date, sf.stem)
-        store.write_parquet(part, key)
-        ids = part["trade_id"].to_numpy()
-        ts = part["ts"].to_numpy()
-        parts.append(
-            {
-                "date": date,
-                "path": key,
-                "rows": part.num_rows,
-                "min_id": int(ids.min()),
-                "max_id": int(ids.max()),
-                "first_ts": int(ts[0]),
-                "last_ts": int(ts[-1]),
-            }
+class _FileJob:
+    """The manifest and progress of one file while :func:`ingest_file` works on it."""
+
+    def __init__(self, sf: bn.SourceFile, store: Storage, settings: Mapping[str, Any]):
+        self.sf, self.store, self.settings = sf, store, settings
+        self.t0 = time.perf_counter()
+        self.url = sf.url(settings["base_url"])
+        self.prog = TaskProgress(store, f"{settings['progress']}/{sf.stem}.json", sf.name)
+        self.man: dict = {
+            "file": sf.name,
+            "url": redact_url(self.url),
+            "rel": sf.rel,
+            **sf.to_dict(),
+            "base": settings["base"],
+            "status": "failed",
+            "error": None,
+            "size": None,
+            "sha256": None,
+            "rows": 0,
+            "fingerprint": _fingerprint(sf, settings),
+            "reused": False,
+            "attempts": 0,
+            "candidates": [],
+        }
+
+    def finish(self, status: str, error: Optional[str] = None) -> dict:
+        man = self.man
+        man["status"], man["error"] = status, redact_text(error) if error else None
+        man["seconds"] = round(time.perf_counter() - self.t0, 3)
+        man["ingested_at"] = time.time()
+        level = logging.INFO if status == "ok" else logging.WARNING
+        log.log(
+            level,
+            "%s: %s, %d rows%s",
+            self.sf.name,
+            status,
+            man["rows"],
+            f": {man['error']}" if error else "",
         )
+        self.prog.update(phase="done", rows=man["rows"])
+        return man
+
+    def download(self, expected: str, tmp_dir: Optional[str]):
+        """The verified zip on local disk, or None when the file is finished (missing, failed...)."""
+        self.prog.update(phase="download")
+        try:
+            fetched, sha = fetch_verified(
+                self.url,
+                self.sf.name,
+                tmp_dir,
+                checksum=expected,
+                progress=self.prog.download,
+                **_net(self.settings),
+            )
+        except MissingFile as e:
+            self.finish("missing", str(e))
+            return None
+        except ChecksumMismatch as e:
+            got = e.fetched
+            self.man.update(size=got.size, sha256=got.sha256)
+            self.man["quarantine"] = _quarantine(self.store, self.sf, got.path)
+            if got.temporary:
+                os.remove(got.path)
+            self.finish("quarantined", str(e))
+            return None
+        except DownloadError as e:
+            self.finish("failed", str(e))
+            return None
+        self.man.update(size=fetched.size, sha256=sha, attempts=fetched.attempts, resumed=fetched.resumed)
+        failpoint("ingest.task.downloaded")
+        self.prog.update(phase="parse", dl=fetched.size, size=fetched.size)
+        return fetched
+
+    def parse(self, fetched, tmp_dir: Optional[str]) -> dict:
+        sf, store, settings = self.sf, self.store, self.settings
+        try:
+            if sf.dataset == bn.FUNDING:
+                _ingest_funding(sf, store, fetched.path, settings, self.man)
+            else:
+                _ingest_ticks(sf, store, fetched.path, settings, self.man, self.prog, tmp_dir)
+        except (UnsafeArchive, bn.FormatError, KeyError) as e:
+            self.man["quarantine"] = _quarantine(store, sf, fetched.path)
+            return self.finish("failed", str(e) if not isinstance(e, KeyError) else str(e.args[0]))
+        if settings.get("archive_raw"):
+            store.put_file(fetched.path, f"raw/{sf.rel}")
+            self.man["raw"] = f"raw/{sf.rel}"
+        return self.finish("ok")
+
+
+def _fetch_checksum(sf: bn.SourceFile, url: str, settings: Mapping[str, Any]) -> str:
+    """The zip's expected SHA-256. A missing ``.CHECKSUM`` next to a published zip is a failure
+    (the zip cannot be verified), not a missing day."""
+    try:
+        raw = fetch_bytes(url + ".CHECKSUM", **_net(settings))
+    except MissingFile as e:
+        if exists(url, timeout=settings["timeout_s"], s3_endpoint=settings.get("s3_endpoint")):
+            raise DownloadError(
+                f"{sf.name}: the zip is published but its .CHECKSUM is missing ({e}); "
+                "it cannot be verified, so it is not ingested"
+            ) from None
+        raise
+    return parse_checksum(raw, expected_name=sf.name, source=f"{sf.name}.CHECKSUM")
+
+
+def _reused_candidates(man: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict]:
+    """Commit candidates of a reused file: its days as the lake holds them (nothing staged)."""
+    return [
+        {
+            **d,
+            "source": man["file"],
+            "period": man["period"],
+            "sha256": man["sha256"],
+            "base": settings["base"],
+            "staged": None,
+        }
+        for d in man.get("days", [])
+    ]
+
+
+def _ingest_ticks(sf, store, path: str, settings, man: dict, prog: TaskProgress, tmp_dir) -> None:
+    sink = _StagingSink(store, f"{settings['staging']}/days/{sf.market}/{sf.dataset}/{sf.symbol}/{sf.stem}")
+    csv_name = sf.stem + ".csv"
+    layout = bn.LAYOUTS[(sf.market, sf.dataset)]
+    mode = "fast"
+    while True:
+        member = open_member(
+            path, sf.name, settings["max_uncompressed_bytes"], settings["max_compression_ratio"]
+        )
+        try:
+            reader = bn.CsvReader(
+                member,
+                layout,
+                csv_name,
+                block_size=settings["block_size"],
+                mode=mode,
+                max_bad_fraction=settings["max_bad_row_fraction"],
+                expected_bytes=member.info.file_size,
+            )
+            val = TickValidator(
+                csv_name,
+                sf.first,
+                sf.last,
+                sink,
+                late_spill_bytes=int(settings.get("late_spill_bytes", 256 << 20)),
+                tmp_dir=tmp_dir,
+            )
+            rows = 0
+            for table, lines in bn.tick_batches(
+                reader, sf.market, sf.dataset, sf.symbol, settings["contract_size"]
+            ):
+                val.feed(table, lines)
+                rows += table.num_rows
+                prog.update(parsed=member.consumed, rows=rows)
+            rep = val.finish()
+            break
+        except bn.ReadAgain as e:
+            log.info("%s", e)
+            sink.clear()
+            mode = e.mode
+        except BaseException:
+            sink.clear()
+            raise
+        finally:
+            member.close()
+    _tick_manifest(man, csv_name, reader.info, rep, settings)
+
+
+def _tick_manifest(man: dict, csv_name: str, info: bn.ParseInfo, rep, settings) -> None:
+    dropped = dict(rep.dropped)
+    for reason, n in (("malformed", info.malformed_rows), ("unparseable", info.unparseable_rows)):
+        if n:
+            dropped[reason] = n
+    days = [rep.days[d] for d in sorted(rep.days) if rep.days[d].rows]
     flags = [
         f
         for f, on in [("truncated", rep.truncated), ("unsorted", rep.unsorted), ("id_gaps", rep.id_gaps > 0)]
         if on
     ]
     man.update(
-        rows=clean.num_rows,
-        rows_in=rep.rows_in + info.malformed_rows + info.unparseable_rows,
-        partitions=parts,
+        rows=rep.rows_out,
+        rows_valid=rep.rows_out,
+        rows_in=rep.rows_in + info.bad_rows,
         header=info.header,
+        bom=info.bom,
         time_unit=info.time_unit,
+        empty_lines=info.empty_lines,
         dropped=dropped,
-        examples=examples[:10],
+        dropped_by_day=rep.dropped_by_day,
+        examples=(info.example_lines(csv_name) + rep.examples)[:10],
         id_gaps=rep.id_gaps,
         gap_events=rep.gap_events,
         unsorted=rep.unsorted,
@@ -309,152 +432,232 @@ def _ingest_ticks(sf, store, data: bytes, csv_name: str, settings, man: dict) ->
         min_id=rep.min_id,
         max_id=rep.max_id,
         flags=flags,
-        cross_file_duplicates=0,
+        covers=[d.date for d in days if d.complete],
+        candidates=[
+            {
+                **d.to_dict(),
+                "staged": d.key,
+                "source": man["file"],
+                "period": man["period"],
+                "sha256": man["sha256"],
+                "base": settings["base"],
+            }
+            for d in days
+        ],
     )
 
 
-def _ingest_funding(sf, store, data: bytes, csv_name: str, man: dict) -> None:
-    table, info = bn.parse_funding_csv(data, sf.market, csv_name)
+def _ingest_funding(sf, store, path: str, settings, man: dict) -> None:
+    with open_member(
+        path, sf.name, settings["max_uncompressed_bytes"], settings["max_compression_ratio"]
+    ) as m:
+        data = m.read()
+    table, info = bn.parse_funding(
+        data, sf.market, sf.stem + ".csv", max_bad_fraction=settings["max_bad_row_fraction"]
+    )
     key = funding_key(sf.market, sf.symbol, sf.label, sf.stem)
     store.write_parquet(table, key)
-    dropped = {}
-    if info.malformed_rows:
-        dropped["malformed"] = info.malformed_rows
-    if info.unparseable_rows:
-        dropped["unparseable"] = info.unparseable_rows
+    dropped = {
+        k: n for k, n in (("malformed", info.malformed_rows), ("unparseable", info.unparseable_rows)) if n
+    }
     man.update(
         rows=table.num_rows,
         partitions=[{"month": sf.label, "path": key, "rows": table.num_rows}],
         header=info.header,
         time_unit=info.time_unit,
         dropped=dropped,
-        examples=[f"{csv_name} {x}" for x in (info.examples or [])][:10],
+        examples=info.example_lines(sf.stem + ".csv"),
         flags=[],
     )
 
 
 # --------------------------------------------------------------------------- the Spark job
-def _task_fn(store_dict: dict, settings: dict, acc_files, acc_bytes, acc_rows):
+def _task_fn(store_dict: dict, settings: dict):
     def run(it: Iterator[dict]) -> Iterator[str]:
         from btsys.logs import setup_logging
 
         setup_logging()  # the Python worker logs in btsys's one format
         store = storage_from_dict(store_dict)
+        # Spark starts Python workers with OMP_NUM_THREADS=spark.task.cpus (1), which pyarrow's
+        # thread pool follows: give the CSV parser the cores this task may use
+        old_threads = pa.cpu_count()
+        pa.set_cpu_count(max(1, min(int(settings.get("threads", 1)), os.cpu_count() or 1)))
         with tempfile.TemporaryDirectory(prefix="btsys-ingest-") as tmp:
             for task in it:
                 sf = bn.SourceFile(**task)
                 try:
                     man = ingest_file(sf, store, settings, tmp)
-                except Exception as e:  # storage outage etc.: report, never lose the file silently
+                except Exception as e:  # noqa: BLE001 - storage outage etc.: report, never lose a file
                     man = {
                         "file": sf.name,
                         **sf.to_dict(),
-                        "url": sf.url(settings["base_url"]),
+                        "url": redact_url(sf.url(settings["base_url"])),
                         "status": "failed",
-                        "error": f"{type(e).__name__}: {e}",
+                        "error": redact_text(f"{type(e).__name__}: {e}"),
                         "rows": 0,
-                        "partitions": [],
                         "size": None,
                         "reused": False,
+                        "candidates": [],
                     }
-                acc_files.add(1)
-                acc_bytes.add(int(man.get("size") or 0))
-                acc_rows.add(int(man.get("rows") or 0))
                 yield json.dumps(man)
+        pa.set_cpu_count(old_threads)
 
     return run
 
 
-def dedupe_across_files(store: Storage, manifests: list[dict]) -> dict:
-    """Drop trade ids that a file shares with an earlier file of the same market/symbol/dataset.
+def _run_tasks(spark, store: Storage, files: list[bn.SourceFile], settings: dict, what: str) -> list[dict]:
+    """One Spark task per file (biggest first), with live progress while they run."""
+    if not files:
+        return []
+    files = sorted(files, key=lambda f: (f.period != "monthly", f.symbol, f.first))
+    tasks = [sf.to_dict() for sf in files]
+    sc = spark.sparkContext
+    sc.setJobDescription(f"btsys ingest: {len(tasks)} {what}")
+    box: dict = {}
 
-    Only parts whose id ranges overlap are read; the later file's part is rewritten atomically
-    without the shared ids and its manifest records ``cross_file_duplicates``. Returns
-    ``{"duplicates": n, "id_gaps_between_files": g}`` (ids missing between consecutive files).
-    """
-    groups: dict[tuple, list[tuple[int, dict, dict]]] = {}
-    for m in manifests:
-        if m.get("status") != "ok" or m.get("dataset") == bn.FUNDING:
+    def collect():
+        try:
+            box["out"] = rdd.collect()
+        except BaseException as e:  # re-raised in the driver thread
+            box["err"] = e
+
+    par = max(1, int(sc.defaultParallelism))  # cores per concurrently running task
+    settings = {
+        **settings,
+        "progress": f"{settings['staging']}/progress/{what.replace(' ', '-')}",
+        "threads": max(1, par // min(len(tasks), par)),
+    }
+    rdd = sc.parallelize(tasks, len(tasks)).mapPartitions(_task_fn(store.to_dict(), settings))
+    progress = IngestProgress(store, settings["progress"], len(tasks), log_every_s=PROGRESS_EVERY_S)
+    th = threading.Thread(target=collect, name="btsys-ingest-collect", daemon=True)
+    th.start()
+    try:
+        while th.is_alive():
+            th.join(timeout=0.5 if progress.tty else 2.0)
+            progress.poll()
+    finally:
+        progress.close()
+    if "err" in box:
+        raise box["err"]
+    return [json.loads(x) for x in box["out"]]
+
+
+def _days(first: str, last: str) -> list[str]:
+    return [day_string(d) for d in range(day_number(first), day_number(last) + 1)]
+
+
+def _served_by_monthly(store: Storage, files: list[bn.SourceFile], base: str, indexes: dict) -> set:
+    """Daily files whose day the lake already holds from a complete monthly file of this source."""
+    out = set()
+    for sf in files:
+        if sf.period != "daily" or sf.dataset == bn.FUNDING:
             continue
-        for p in m.get("partitions", []):
-            groups.setdefault((m["market"], m["symbol"], m["dataset"]), []).append((0, p, m))
-    total_dups = total_gaps = 0
-    for key, parts in groups.items():
-        parts.sort(key=lambda x: (x[2]["first"], x[2]["period"] != "monthly", x[1]["date"]))
-        mins = np.array([p["min_id"] for _, p, _ in parts], dtype=np.int64)
-        maxs = np.array([p["max_id"] for _, p, _ in parts], dtype=np.int64)
-        src = np.array([m["file"] for _, _, m in parts], dtype=object)
-        dirty = set()
-        for i in range(1, len(parts)):
-            over = np.flatnonzero((mins[:i] <= maxs[i]) & (maxs[:i] >= mins[i]) & (src[:i] != src[i]))
-            if not over.size:
-                continue
-            _, p, m = parts[i]
-            tab = store.read_parquet(p["path"])
-            ids = tab["trade_id"].to_numpy()
-            earlier = np.concatenate(
-                [
-                    store.read_parquet(parts[j][1]["path"], columns=["trade_id"])["trade_id"].to_numpy()
-                    for j in over
-                ]
-            )
-            dup = np.isin(ids, earlier)
-            n = int(dup.sum())
-            if not n:
-                continue
-            log.warning(
-                "%s: %d trade ids of %s already in %s; dropped",
-                m["file"],
-                n,
-                p["path"],
-                sorted({parts[j][2]["file"] for j in over}),
-            )
-            keep = tab.filter(pa.array(~dup))
-            if keep.num_rows:
-                store.write_parquet(keep, p["path"])
-                kid, kts = keep["trade_id"].to_numpy(), keep["ts"].to_numpy()
-                p.update(
-                    rows=keep.num_rows,
-                    min_id=int(kid.min()),
-                    max_id=int(kid.max()),
-                    first_ts=int(kts[0]),
-                    last_ts=int(kts[-1]),
-                )
-                mins[i], maxs[i] = p["min_id"], p["max_id"]
-            else:
-                store.delete_prefix(p["path"])
-                p["rows"] = 0
-            m["rows"] -= n
-            m["cross_file_duplicates"] = m.get("cross_file_duplicates", 0) + n
-            m.setdefault("dropped", {})["duplicate_across_files"] = (
-                m["dropped"].get("duplicate_across_files", 0) + n
-            )
-            total_dups += n
-            dirty.add(id(m))
-        for _, _, m in parts:
-            if id(m) in dirty:
-                m["partitions"] = [p for p in m["partitions"] if p["rows"] > 0]
-                store.write_text(
-                    manifest_key(
-                        bn.SourceFile(
-                            **{
-                                k: m[k]
-                                for k in ("market", "dataset", "symbol", "period", "label", "first", "last")
-                            }
-                        )
-                    ),
-                    json.dumps({k: v for k, v in m.items() if k != "reused"}, sort_keys=True),
-                )
-                dirty.discard(id(m))
-        live = sorted((p["min_id"], p["max_id"]) for _, p, _ in parts if p["rows"] > 0)
-        for (a0, a1), (b0, b1) in zip(live, live[1:]):
-            if b0 > a1 + 1:
-                total_gaps += int(b0 - a1 - 1)
-    # cross-file duplicates are reported per file; keep a total for the summary
-    return {"duplicates": total_dups, "id_gaps_between_files": total_gaps}
+        s = series_of(sf)
+        if s not in indexes:
+            indexes[s] = lake.read_index(store, s)
+        e = lake.day_state(indexes[s], sf.first)
+        if (
+            e is not None
+            and e.get("period") == "monthly"
+            and e.get("complete", True)
+            and e.get("base") == base
+        ):
+            out.add(sf)
+    return out
 
 
-def _summary(manifests: list[dict], extra: dict, seconds: float) -> dict:
+def _uncovered_dailies(results: list[dict], start: str, end: str) -> list[bn.SourceFile]:
+    """Daily files for the days a monthly file did not cover (404, short or cut)."""
+    out = []
+    for m in results:
+        if m.get("period") != "monthly" or m.get("dataset") == bn.FUNDING:
+            continue
+        if m["status"] == "missing":
+            covered: set = set()
+        elif m["status"] == "ok":
+            covered = set(m.get("covers") or [])
+        else:
+            continue  # failed or quarantined: reported, not papered over
+        for d in _days(max(m["first"], start), min(m["last"], end)):
+            if d not in covered:
+                out.append(bn.source_file(m["market"], m["dataset"], m["symbol"], "daily", d))
+    return out
+
+
+def commit_files(store: Storage, manifests: list[dict], staging: str) -> dict[Series, dict]:
+    """Commit the staged days of the given task results, series by series, and write every
+    manifest (tick files under their series lock). Returns the final index of each series."""
+    by_series: dict[Series, list[dict]] = {}
+    for m in manifests:
+        if m.get("dataset") != bn.FUNDING:
+            by_series.setdefault(Series(m["market"], m["dataset"], m["symbol"]), []).append(m)
+    indexes = {}
+    for series, mans in sorted(by_series.items(), key=lambda kv: (kv[0].symbol, kv[0].dataset)):
+        cands = [c for m in mans if m.get("status") == "ok" for c in m.get("candidates", [])]
+
+        def write_manifests(old: dict, changes: dict, days: dict, series=series, mans=mans) -> None:
+            _write_manifests(store, series, mans, old, changes, days)
+
+        indexes[series] = lake.commit_series(store, series, cands, staging, on_commit=write_manifests)
+    for m in manifests:
+        if m.get("dataset") == bn.FUNDING and not m.get("reused"):
+            _store_manifest(store, Series(m["market"], m["dataset"], m["symbol"]).manifest_key(m["file"]), m)
+    return indexes
+
+
+def _store_manifest(store: Storage, key: str, man: Mapping[str, Any]) -> None:
+    keep = {k: v for k, v in man.items() if k not in ("reused", "candidates")}
+    store.write_text(key, json.dumps(redact(keep), sort_keys=True))
+
+
+def _write_manifests(
+    store, series: Series, run_mans: list[dict], old: dict, changes: dict, days: dict
+) -> None:
+    """Manifests of this run's fresh files and of every file whose days changed, true to the index."""
+    fresh = {m["file"]: m for m in run_mans if not m.get("reused")}
+    touched = {e["source"] for d, e in old.items() if d in changes} | {
+        e["source"] for e in changes.values() if e
+    }
+    for name in sorted(set(fresh) | touched):
+        m = fresh.get(name) or lake.read_json(store, series.manifest_key(name))
+        if m is None or m.get("status") != "ok":
+            if name in fresh:
+                _store_manifest(store, series.manifest_key(name), m)
+            continue
+        mine = {d: e for d, e in days.items() if e.get("source") == name}
+        m["days"] = [
+            {"date": d, **{k: e.get(k) for k in ("rows", "version", "complete", "min_id", "max_id")}}
+            for d, e in sorted(mine.items())
+        ]
+        m["superseded"] = sorted(
+            d for d, e in old.items() if e.get("source") == name and days.get(d, {}).get("source") != name
+        )
+        m["rows"] = sum(int(e["rows"]) for e in mine.values())
+        _count_across_days(m, mine)
+        _store_manifest(store, series.manifest_key(name), m)
+
+
+def _count_across_days(man: dict, mine: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set a manifest's ``duplicate_across_days`` drops (file total and, when it counts drops per
+    day, per day) from the index entries of the days the lake holds from it (``mine``); they
+    change when earlier days do."""
+    across = sum(int(e.get("dropped_across_days") or 0) for e in mine.values())
+    if "dropped_by_day" in man:
+        by_day = man["dropped_by_day"]
+        for per in by_day.values():
+            per.pop("duplicate_across_days", None)
+        for date, e in mine.items():
+            if int(e.get("dropped_across_days") or 0):
+                by_day.setdefault(date, {})["duplicate_across_days"] = int(e["dropped_across_days"])
+        man["dropped_by_day"] = {d: per for d, per in sorted(by_day.items()) if per}
+    dropped = man.setdefault("dropped", {})
+    if across:
+        dropped["duplicate_across_days"] = across
+    else:
+        dropped.pop("duplicate_across_days", None)
+
+
+def _summary(manifests: list[dict], partitions: list[dict], served: int, seconds: float) -> dict:
     st = {
         s: sum(1 for m in manifests if m.get("status") == s)
         for s in ("ok", "missing", "quarantined", "failed")
@@ -463,20 +666,31 @@ def _summary(manifests: list[dict], extra: dict, seconds: float) -> dict:
     for m in manifests:
         for k, v in (m.get("dropped") or {}).items():
             dropped[k] = dropped.get(k, 0) + int(v)
-    rows = sum(int(m.get("rows") or 0) for m in manifests)
-    fresh_rows = sum(int(m.get("rows") or 0) for m in manifests if not m.get("reused"))
+    rows = sum(int(p["rows"]) for p in partitions)
+    fresh_rows = sum(int(m.get("rows_valid") or 0) for m in manifests if not m.get("reused"))
+    between = 0
+    by_sym: dict = {}
+    for p in partitions:
+        by_sym.setdefault((p["symbol"], p["dataset"]), []).append((p["min_id"], p["max_id"]))
+    for ranges in by_sym.values():
+        ranges.sort()
+        between += sum(max(0, b0 - a1 - 1) for (_, a1), (b0, _) in zip(ranges, ranges[1:], strict=False))
     return {
         "files": len(manifests),
         **st,
         "reused": sum(1 for m in manifests if m.get("reused")),
+        "served_from_lake": served,
         "rows": rows,
         "bytes": sum(int(m.get("size") or 0) for m in manifests if not m.get("reused")),
         "dropped": dropped,
         "id_gaps": sum(int(m.get("id_gaps") or 0) for m in manifests),
-        "id_gaps_between_files": extra.get("id_gaps_between_files", 0),
-        "duplicates_across_files": extra.get("duplicates", 0),
+        "id_gaps_between_days": between,
+        "duplicates_across_days": dropped.get("duplicate_across_days", 0),
         "unsorted_files": sum(1 for m in manifests if m.get("unsorted")),
         "truncated_files": sorted(m["file"] for m in manifests if m.get("truncated")),
+        "incomplete_days": sorted(
+            f"{p['symbol']} {p['date']}" for p in partitions if not p.get("complete", True)
+        ),
         "missing_files": sorted(m["file"] for m in manifests if m.get("status") == "missing"),
         "failed_files": [
             {"file": m["file"], "status": m["status"], "error": m.get("error")}
@@ -502,23 +716,82 @@ def format_summary(report: dict) -> str:
     s = report["summary"]
     lines.append(
         f"total: {s['files']} files ({s['ok']} ok, {s['reused']} reused*, {s['missing']} missing, "
-        f"{s['quarantined']} quarantined, {s['failed']} failed), {s['rows']:,} rows, "
-        f"{s['bytes'] / 1e6:.1f} MB fetched, dropped {s['dropped'] or 0}, "
-        f"{s['duplicates_across_files']} cross-file duplicates, {s['seconds']:.1f}s "
+        f"{s['quarantined']} quarantined, {s['failed']} failed; {s['served_from_lake']} daily files not "
+        f"needed, their days in the lake from monthly files), {s['rows']:,} rows, "
+        f"{s['bytes'] / 1e6:.1f} MB fetched, dropped {s['dropped'] or 0}, {s['seconds']:.1f}s "
         f"({s['rows_per_s'] or 0:,.0f} rows/s)"
     )
     return "\n".join(lines)
 
 
-def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_prefix: str) -> dict:
+def _check_request(data: Mapping[str, Any]) -> tuple[str, str, list[str]]:
+    market = bn.check_market(data.get("market", "spot"))
+    dataset = bn.check_dataset(data.get("dataset", "aggTrades"))
+    symbols = list(data.get("symbols") or [])
+    if not symbols:
+        raise ConfigError("is empty", key="data.symbols", hint="list the symbols to ingest, e.g. [BTCUSDT]")
+    for s in symbols:
+        bn.check_symbol(s)
+    if data.get("funding") and market == "spot":
+        raise ConfigError("data.funding=true needs a futures market (data.market=um or cm)")
+    if market == "cm":
+        for s in symbols:
+            try:
+                bn.contract_size(s, data.get("contract_size") or bn.DEFAULT_CONTRACT_SIZE)
+            except KeyError as e:
+                raise ConfigError(str(e.args[0])) from None
+    return market, dataset, symbols
+
+
+def _clean_old_runs(store: Storage) -> None:
+    now = time.time()
+    runs = {k.split("/")[2] for k in store.list(TMP) if k.count("/") >= 3}
+    for run in runs:
+        try:
+            started = time.mktime(time.strptime(run.split("-")[0], "%Y%m%dT%H%M%S"))
+        except ValueError:
+            continue
+        if now - started > STALE_RUN_S:
+            store.delete_prefix(f"{TMP}/{run}")
+
+
+def _all_missing(market, dataset, symbols, data, base_url, manifests, partitions) -> Optional[str]:
+    asked = list(manifests)
+    if not asked or partitions or any(m["status"] != "missing" for m in asked):
+        return None
+    first = sorted(asked, key=lambda m: (m["symbol"], m["first"], m["period"] != "monthly"))[0]
+    return (
+        f"ingest: none of the {len(asked)} files asked for exists: {market} {dataset} {','.join(symbols)} "
+        f"{data.get('start')}..{data.get('end')} from {redact_url(base_url)} (first tried "
+        f"{first['url']}: {first.get('error')})"
+    )
+
+
+def run_ingest(
+    spark,
+    data_cfg: Any,
+    store: Storage,
+    base_url: str,
+    listing_prefix: str,
+    force: bool = False,
+    trust: Optional[Mapping[str, Any]] = None,
+) -> dict:
     """The ingest Spark job (see the module docstring). Returns the listing dict.
+
+    Parameters
+    ----------
+    force : re-download and re-parse every file (the lake is rewritten with what they give).
+    trust : a previous listing of the same request; its files that were ``ok`` and whose days are
+        unchanged in the lake are taken as they are, without asking the source again (a rerun
+        then asks only for the files that were missing or failed).
 
     Returns
     -------
     dict
-        ``partitions``: ``[{market, symbol, date, path, rows, dataset, source}]`` sorted by
-        (symbol, date); ``funding``: ``[{market, symbol, month, path, rows}]``; ``files``: one
-        manifest per source file; ``summary``: counts. Also written to
+        ``partitions``: ``[{market, dataset, symbol, date, path, rows, version, source, ...}]``
+        sorted by (symbol, date); ``funding``: ``[{market, symbol, month, path, rows, file,
+        sha256}]``; ``files``: one manifest per source file; ``summary``: counts;
+        ``lake_version``: a hash of every partition's version. Also written to
         ``<listing_prefix>/listing.json``.
 
     Raises
@@ -526,151 +799,70 @@ def run_ingest(spark, data_cfg: Any, store: Storage, base_url: str, listing_pref
     ValueError
         bad ``data`` settings (symbol, market, dates), before anything is fetched.
     IngestError
-        some files failed or were quarantined, or (``data.require_complete``) were missing.
+        every file asked for was missing; some files failed or were quarantined; or
+        (``data.require_complete``) files were missing.
     """
     t0 = time.perf_counter()
     data = to_plain(data_cfg)
-    market = bn.check_market(data.get("market", "spot"))
-    dataset = bn.check_dataset(data.get("dataset", "aggTrades"))
-    symbols = list(data.get("symbols") or [])
-    if not symbols:
-        raise ValueError("data.symbols is empty")
-    for s in symbols:
-        bn.check_symbol(s)
-    files = bn.plan_files(market, dataset, symbols, data.get("start"), data.get("end"))
+    market, dataset, symbols = _check_request(data)
+    start, end = data.get("start"), data.get("end")
+    files = bn.plan_files(market, dataset, symbols, start, end)
     if data.get("funding"):
-        if market == "spot":
-            raise ValueError("data.funding=true needs a futures market (data.market=um or cm)")
-        files += bn.plan_funding(market, symbols, data.get("start"), data.get("end"))
-    if market == "cm":
-        for s in symbols:
-            bn.contract_size(s, data.get("contract_size") or bn.DEFAULT_CONTRACT_SIZE)
-    settings = task_settings(data, base_url)
-    tasks = [sf.to_dict() for sf in files]
+        files += bn.plan_funding(market, symbols, start, end)
+    settings = task_settings(data, base_url, getattr(store, "endpoint_url", None))
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    settings.update(staging=f"{TMP}/{run_id}", force=bool(force))
+    _clean_old_runs(store)
     log.info(
         "ingest: %d files (%s %s %s %s..%s) from %s",
-        len(tasks),
+        len(files),
         market,
         dataset,
         ",".join(symbols),
-        data.get("start"),
-        data.get("end"),
-        base_url,
+        start,
+        end,
+        redact_url(base_url),
     )
-
-    sc = spark.sparkContext
-    acc_files, acc_bytes, acc_rows = sc.accumulator(0), sc.accumulator(0), sc.accumulator(0)
-    rdd = sc.parallelize(tasks, len(tasks)).mapPartitions(
-        _task_fn(store.to_dict(), settings, acc_files, acc_bytes, acc_rows)
-    )
-    sc.setJobDescription(f"btsys ingest: {len(tasks)} files")
-    box: dict = {}
-
-    def collect():
-        try:
-            box["out"] = rdd.collect()
-        except BaseException as e:  # re-raised in the driver thread
-            box["err"] = e
-
-    th = threading.Thread(target=collect, name="btsys-ingest-collect", daemon=True)
-    th.start()
-    while th.is_alive():
-        th.join(timeout=2.0)
-        if th.is_alive():
-            log.info(
-                "ingest progress: %d/%d files, %.1f MB, %s rows",
-                acc_files.value,
-                len(tasks),
-                acc_bytes.value / 1e6,
-                f"{acc_rows.value:,}",
-            )
-    if "err" in box:
-        raise box["err"]
-    manifests = [json.loads(x) for x in box["out"]]
-    extra = dedupe_across_files(store, manifests)
-
-    partitions, funding = [], []
-    for m in manifests:
-        if m.get("status") != "ok":
-            continue
-        for p in m.get("partitions", []):
-            if m["dataset"] == bn.FUNDING:
-                funding.append(
-                    {
-                        "market": m["market"],
-                        "symbol": m["symbol"],
-                        "month": p["month"],
-                        "path": p["path"],
-                        "rows": p["rows"],
-                    }
-                )
-            else:
-                partitions.append(
-                    {
-                        "market": m["market"],
-                        "symbol": m["symbol"],
-                        "date": p["date"],
-                        "path": p["path"],
-                        "rows": p["rows"],
-                        "dataset": m["dataset"],
-                        "source": m["file"],
-                        "first_ts": p.get("first_ts"),
-                        "last_ts": p.get("last_ts"),
-                        "min_id": p.get("min_id"),
-                        "max_id": p.get("max_id"),
-                    }
-                )
-    partitions.sort(key=lambda p: (p["symbol"], p["date"], p["path"]))
-    funding.sort(key=lambda p: (p["symbol"], p["month"]))
-    manifests.sort(key=lambda m: (m["symbol"], m["dataset"], m["first"], m["period"]))
-    report = {
-        "market": market,
-        "dataset": dataset,
-        "symbols": symbols,
-        "start": data.get("start"),
-        "end": data.get("end"),
-        "base_url": base_url,
-        "partitions": partitions,
-        "funding": funding,
-        "files": manifests,
-        "summary": _summary(manifests, extra, time.perf_counter() - t0),
-    }
+    indexes: dict = {}
+    served = set() if force else _served_by_monthly(store, files, settings["base"], indexes)
+    trusted = {} if force or not trust else _trusted(store, trust, indexes)
+    wave1 = [f for f in files if f not in served and f.name not in trusted]
+    try:
+        manifests = list(trusted.values()) + _run_tasks(spark, store, wave1, settings, "files")
+        wave2 = [f for f in _uncovered_dailies(manifests, start, end) if f.name not in trusted]
+        if wave2:
+            log.info("ingest: %d daily files for days the monthly files do not cover", len(wave2))
+        manifests += _run_tasks(spark, store, wave2, settings, "daily files")
+        failpoint("ingest.commit.start")
+        indexes.update(commit_files(store, manifests, settings["staging"]))
+    finally:
+        store.delete_prefix(settings["staging"])
+    report = _listing(store, data, market, dataset, symbols, base_url, manifests, indexes, len(served), t0)
+    problem = _all_missing(market, dataset, symbols, data, base_url, manifests, report["partitions"])
+    if problem:
+        raise IngestError(
+            problem,
+            report,
+            hint="check data.symbols, data.market, data.dataset, data.start/end and data.source.base_url",
+        )
+    failpoint("ingest.listing")
     store.write_text(f"{listing_prefix.rstrip('/')}/listing.json", json.dumps(report, sort_keys=True))
     log.info("ingest summary\n%s", format_summary(report))
-
-    s = report["summary"]
-    problems = [f"{f['file']}: {f['status']}: {f['error']}" for f in s["failed_files"]]
-    if data.get("require_complete") and s["missing_files"]:
-        problems += [f"{f}: missing (data.require_complete=true)" for f in s["missing_files"]]
-    if problems:
-        raise IngestError(
-            f"ingest incomplete: {len(problems)} of {len(manifests)} files not ingested "
-            "(rerun retries only these):\n  " + "\n  ".join(problems),
-            report,
-        )
-    return {
-        k: report[k]
-        for k in (
-            "partitions",
-            "funding",
-            "summary",
-            "market",
-            "dataset",
-            "symbols",
-            "start",
-            "end",
-            "base_url",
-        )
-    } | {"files": [_brief(m) for m in manifests]}
+    _raise_problems(report, data, store.uri(f"{listing_prefix.rstrip('/')}/listing.json"))
+    return {**report, "files": [_brief(m) for m in report["files"]]}
 
 
 def _brief(m: dict) -> dict:
-    """The manifest fields worth keeping in the cache marker (the full ones are in listing.json)."""
+    """The manifest fields kept in the cache marker (the full ones are in listing.json)."""
     keys = (
         "file",
         "market",
         "symbol",
         "dataset",
+        "period",
+        "label",
+        "first",
+        "last",
         "url",
         "status",
         "error",
@@ -679,11 +871,126 @@ def _brief(m: dict) -> dict:
         "rows",
         "reused",
         "dropped",
+        "dropped_by_day",
         "id_gaps",
         "flags",
-        "cross_file_duplicates",
+        "days",
+        "covers",
     )
-    return {k: m.get(k) for k in keys if k in m}
+    return {k: m[k] for k in keys if k in m}
+
+
+def published_since(listing: Mapping[str, Any], data_cfg: Any, base_url: str, store: Storage) -> list[str]:
+    """The files a listing recorded as missing that the source publishes now (a ``HEAD`` per file
+    on the driver, a few at a time; no Spark). A file whose probe fails counts as published, so the
+    ingest runs and its retries and messages apply."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = task_settings(to_plain(data_cfg), base_url, getattr(store, "endpoint_url", None))
+    missing = [
+        bn.source_file(m["market"], m["dataset"], m["symbol"], m["period"], m["label"])
+        for m in listing.get("files", [])
+        if m.get("status") == "missing"
+    ]
+
+    def probe(sf: bn.SourceFile) -> bool:
+        url = sf.url(base_url)
+        try:
+            kw = {"timeout": settings["timeout_s"], "s3_endpoint": settings["s3_endpoint"]}
+            return exists(url + ".CHECKSUM", **kw) or exists(url, **kw)
+        except Exception:  # noqa: BLE001 - unknown: let the ingest ask properly
+            return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [sf.name for sf, yes in zip(missing, pool.map(probe, missing), strict=True) if yes]
+
+
+def _trusted(store: Storage, trust: Mapping[str, Any], indexes: dict) -> dict[str, dict]:
+    """Files of a previous listing still ``ok`` with every one of their days unchanged."""
+    out = {}
+    for m in trust.get("files", []):
+        if m.get("status") != "ok" or m.get("dataset") == bn.FUNDING:
+            continue
+        s = Series(m["market"], m["dataset"], m["symbol"])
+        if s not in indexes:
+            indexes[s] = lake.read_index(store, s)
+        days = m.get("days", [])
+        if all(
+            (e := lake.day_state(indexes[s], d["date"])) is not None
+            and e.get("source") == m["file"]
+            and e.get("version") == d["version"]
+            for d in days
+        ):
+            out[m["file"]] = {**m, "reused": True, "candidates": []}
+    return out
+
+
+def _listing(store, data, market, dataset, symbols, base_url, manifests, indexes, served, t0) -> dict:
+    start, end = data.get("start"), data.get("end")
+    partitions = []
+    for sym in symbols:
+        s = Series(market, dataset, sym)
+        partitions += lake.partitions(store, s, _days(str(start), str(end)), indexes.get(s))
+    funding = [
+        {
+            "market": m["market"],
+            "symbol": m["symbol"],
+            "month": p["month"],
+            "path": p["path"],
+            "rows": p["rows"],
+            "file": m["file"],
+            "sha256": m["sha256"],
+        }
+        for m in manifests
+        if m.get("status") == "ok" and m.get("dataset") == bn.FUNDING
+        for p in m.get("partitions", [])
+    ]
+    partitions.sort(key=lambda p: (p["symbol"], p["date"]))
+    funding.sort(key=lambda p: (p["symbol"], p["month"]))
+    files = sorted(
+        (redact({k: v for k, v in m.items() if k != "candidates"}) for m in manifests),
+        key=lambda m: (m["symbol"], m["dataset"], m["first"], m["period"]),
+    )
+    digest = json.dumps(
+        [(p["path"], p["version"]) for p in partitions] + [(f["path"], f["sha256"]) for f in funding]
+    )
+    return {
+        "market": market,
+        "dataset": dataset,
+        "symbols": symbols,
+        "start": start,
+        "end": end,
+        "base_url": redact_url(base_url),
+        "partitions": partitions,
+        "funding": funding,
+        "files": files,
+        "lake_version": hashlib.sha256(digest.encode()).hexdigest()[:20],
+        "summary": _summary(files, partitions, served, time.perf_counter() - t0),
+    }
+
+
+#: Failed files named in the error line; the listing has every one.
+MAX_NAMED_PROBLEMS = 5
+
+
+def _raise_problems(report: dict, data: Mapping[str, Any], listing_uri: str) -> None:
+    s = report["summary"]
+    problems = [f"{f['file']}: {f['status']}: {f['error']}" for f in s["failed_files"]]
+    if data.get("require_complete") and s["missing_files"]:
+        monthly_first = sorted(
+            (m for m in report["files"] if m.get("status") == "missing"),
+            key=lambda m: (m.get("period") != "monthly", m["file"]),
+        )
+        problems += [f"{m['file']}: missing (data.require_complete=true)" for m in monthly_first]
+    if problems:
+        named = "; ".join(problems[:MAX_NAMED_PROBLEMS])
+        more = len(problems) - MAX_NAMED_PROBLEMS
+        raise IngestError(
+            f"ingest incomplete: {len(problems)} of {s['files']} files not ingested: {named}"
+            + (f"; and {more} more (every file in {listing_uri})" if more > 0 else ""),
+            report,
+            hint="run again: the rerun retries only these files",
+        )
 
 
 # --------------------------------------------------------------------------- readers
@@ -697,7 +1004,10 @@ def read_ticks(store: Storage, paths: Iterable[str]) -> pa.Table:
     paths = list(paths)
     if not paths:
         return bn.TICK_SCHEMA.empty_table()
-    tables = [store.read_parquet(p).select(bn.TICK_SCHEMA.names).cast(bn.TICK_SCHEMA) for p in paths]
+    tables = [
+        store.read_parquet(p).select(bn.TICK_SCHEMA.names).cast(bn.TICK_SCHEMA).replace_schema_metadata(None)
+        for p in paths
+    ]
     table = pa.concat_tables(tables).combine_chunks()
     ts = table["ts"].to_numpy()
     if ts.size > 1 and (np.diff(ts) < 0).any():

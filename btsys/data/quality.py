@@ -15,16 +15,23 @@ One row per candidate symbol and day of ``[data.start, data.end]``, days without
                 trading at least every ``gap_s`` seconds
 ``id_gaps``     trade ids missing inside the day's id range; ``duplicates``: ids seen twice
 ``id_gap_prev`` ids missing between the previous traded day's last id and this day's first
-``dropped``     rows the ingest dropped from the day's source file, by reason in
-                ``dropped_<reason>`` (exact for daily files; null when the day came from a
-                monthly file, whose drops are counted for the whole month in its manifest)
-``source``      the source file(s) and ``source_status`` (ok, missing = 404, failed, quarantined)
+``dropped``     rows the ingest dropped from the day, by reason in ``dropped_<reason>``: a daily
+                file's drops (all of them), or the day's share of a monthly file's drops (its
+                manifest counts them per day; rows of a monthly file that belong to no day --
+                malformed, unparseable, out of the month -- are in its manifest only); null when
+                the manifest does not count them per day. ``duplicate_across_days``: ids an
+                earlier day holds (kept there)
+``source``      the file the day came from (the listing entry's ``source``; for a day without
+                data, the file asked for it, a daily file before the monthly one) and
+                ``source_status`` (ok, missing = 404, failed, quarantined)
 ``status``      ``ok``, ``truncated`` (data starts later than 01:00 or ends before 23:00 UTC, or
-                the source file was cut) or ``missing``
+                the ingest marked the day incomplete: its file was cut inside it) or ``missing``
 ============== =========================================================================
 
-The lake is read by Spark tasks over symbol-day files (pyarrow inside the tasks, as the bars
-job does; no tick reaches the driver), the driver joins the small per-day rows with the manifests.
+The lake is read through the ingest listing's entries (:func:`btsys.data.lake.read_day`, which
+checks each day's rows and version): Spark tasks over the symbol-day files (pyarrow inside the
+tasks, as the bars job does; no tick reaches the driver); the driver joins the small per-day rows
+with the manifests of the days' source files (the listing's, else the store's).
 
 Policy (``data.quality.min_coverage``, ``max_gap_s``; default: report only): :func:`apply_policy`
 marks days with coverage below ``min_coverage`` or a longest gap above ``max_gap_s`` as
@@ -44,10 +51,11 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from btsys.storage import LocalStorage, Storage, storage_from_dict
+from btsys.data.lake import Series, read_day, read_json
+from btsys.errors import ConfigError, DataError
+from btsys.failpoint import failpoint
+from btsys.storage import Storage, storage_from_dict
 
 log = logging.getLogger("btsys.data.quality")
 
@@ -67,11 +75,11 @@ def policy_from_config(quality_cfg: Any) -> dict:
     min_cov = float(q.get("min_coverage", 0.0))
     max_gap = float(q.get("max_gap_s", math.inf))
     if not (math.isfinite(gap_s) and gap_s > 0):
-        raise ValueError(f"data.quality.gap_s must be a number of seconds > 0, got {gap_s!r}")
+        raise ConfigError(f"data.quality.gap_s must be a number of seconds > 0, got {gap_s!r}")
     if not 0.0 <= min_cov <= 1.0:
-        raise ValueError(f"data.quality.min_coverage must be a fraction in [0, 1], got {min_cov!r}")
+        raise ConfigError(f"data.quality.min_coverage must be a fraction in [0, 1], got {min_cov!r}")
     if not max_gap > 0:
-        raise ValueError(f"data.quality.max_gap_s must be > 0 seconds (inf: off), got {max_gap!r}")
+        raise ConfigError(f"data.quality.max_gap_s must be > 0 seconds (inf: off), got {max_gap!r}")
     return {"gap_s": gap_s, "min_coverage": min_cov, "max_gap_s": max_gap}
 
 
@@ -100,39 +108,22 @@ def day_stats(ts: np.ndarray, ids: np.ndarray, day_start: int, gap_us: int) -> d
     return out
 
 
-_MMAP_FS = pafs.LocalFileSystem(use_mmap=True)
-
-
-def _read(store: Storage, path: str) -> pa.Table:
-    if isinstance(store, LocalStorage):  # memory-mapped: far fewer page faults than read buffers
-        return pq.read_table(store.arrow_path(path), columns=READ_COLUMNS, filesystem=_MMAP_FS)
-    return store.read_parquet(path, columns=READ_COLUMNS)
-
-
-def _read_day(store: Storage, paths: list[str]) -> pa.Table:
-    tables = [_read(store, p) for p in paths]  # in stream order (the caller's); re-sorted if not
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-
-
-def day_row(store: Storage, symbol: str, date: str, paths: list[str], gap_us: int) -> dict:
-    """The per-day row of one symbol-day from its lake files."""
+def day_row(store: Storage, part: Mapping[str, Any], gap_us: int) -> dict:
+    """The per-day row of one lake day (an ingest listing entry)."""
+    symbol, date = str(part["symbol"]), str(part["date"])
     day_start = (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days * DAY_US
-    try:
-        tbl = _read_day(store, paths)
-    except Exception as e:  # noqa: BLE001 - re-raised with the files named
-        raise ValueError(
-            f"quality: cannot read {symbol} {date} from {[store.uri(p) for p in paths]}: {e}"
-        ) from e
+    tbl = read_day(store, part, READ_COLUMNS)
     ts = tbl["ts"].to_numpy()
     ids = tbl["trade_id"].to_numpy()
-    if ts.size > 1 and (np.diff(ts) < 0).any():
+    if ts.size > 1 and (np.diff(ts) < 0).any():  # a day written by hand may be unsorted
         order = np.lexsort((ids, ts))
         ts, ids = ts[order], ids[order]
     if ts.size and (ts[0] < day_start or ts[-1] >= day_start + DAY_US):
         bad = int(ts[0] if ts[0] < day_start else ts[-1])
-        raise ValueError(
+        raise DataError(
             f"quality: {symbol} {date}: tick at ts {bad} lies outside its date partition "
-            f"({[store.uri(p) for p in paths]}); re-ingest the day"
+            f"({store.uri(part['path'])})",
+            hint="ingest the day again (force=true)",
         )
     row = {
         "symbol": symbol,
@@ -142,16 +133,16 @@ def day_row(store: Storage, symbol: str, date: str, paths: list[str], gap_us: in
         "last_ts": int(ts[-1]) if ts.size else None,
         "volume": float(np.sum(tbl["qty"].to_numpy())),
         "quote_volume": float(np.sum(tbl["quote_qty"].to_numpy())),
-        "n_files": len(paths),
     }
     row.update(day_stats(ts, ids, day_start, gap_us))
     return row
 
 
-def _task(items: Iterable[tuple], store_dict: dict, gap_us: int):
+def _task(parts: Iterable[dict], store_dict: dict, gap_us: int):
     store = storage_from_dict(store_dict)
-    for symbol, date, paths in items:
-        yield day_row(store, symbol, date, list(paths), gap_us)
+    failpoint("quality.task.read")
+    for part in parts:
+        yield day_row(store, part, gap_us)
 
 
 # --------------------------------------------------------------------------- the job
@@ -175,34 +166,53 @@ def _file_dates(m: Mapping[str, Any]) -> list[str]:
     return _dates(f"{label}-01", last)
 
 
-def _manifest_rows(files: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """Per (symbol, date): the covering source file, its status, cut flag and (daily files) drops."""
-    rows = []
-    for m in files:
-        if m.get("dataset") == "fundingRate":
-            continue
-        dates = _file_dates(m)
-        daily_ok = len(dates) == 1 and m.get("status") == "ok"
-        drops = {f"dropped_{k}": int(v) for k, v in (m.get("dropped") or {}).items()}
-        for d in dates:
-            r = {
-                "symbol": m.get("symbol"),
-                "date": d,
-                "source": m.get("file"),
-                "source_status": m.get("status"),
-                "source_cut": len(dates) == 1
-                and bool(m.get("truncated") or "truncated" in (m.get("flags") or [])),
-                "_rank": int(m.get("status") != "ok"),
-            }
-            if daily_ok:
-                r.update(dropped=sum(drops.values()), **drops)
-            rows.append(r)
-    reasons = {f"dropped_{k}" for m in files for k in (m.get("dropped") or {})}
-    cols = ["symbol", "date", "source", "source_status", "source_cut", "_rank", "dropped", *sorted(reasons)]
-    df = pd.DataFrame(rows).reindex(columns=cols)
-    # a day covered by several files (a monthly and a daily one): an ok file speaks for the day
-    df = df.sort_values(["symbol", "date", "_rank"], kind="stable").drop_duplicates(["symbol", "date"])
-    return df.drop(columns="_rank")
+def _source(m: Mapping[str, Any], date: str, complete: bool = True) -> dict:
+    """One day's source-file columns from the file's manifest (drops: see the module docstring)."""
+    r = {
+        "symbol": m.get("symbol"),
+        "date": date,
+        "source": m.get("file"),
+        "source_status": m.get("status"),
+        "source_cut": not complete,
+    }
+    if m.get("status") != "ok":
+        return r
+    if len(_file_dates(m)) == 1:  # a daily file: every drop is the day's
+        drops = m.get("dropped") or {}
+    elif "dropped_by_day" in m:
+        drops = (m.get("dropped_by_day") or {}).get(date) or {}
+    else:
+        return r  # the month's drops cannot be split by day
+    r.update({f"dropped_{k}": int(v) for k, v in drops.items()}, dropped=sum(int(v) for v in drops.values()))
+    return r
+
+
+def source_rows(
+    partitions: list[Mapping[str, Any]], files: list[Mapping[str, Any]], store: Optional[Storage] = None
+) -> pd.DataFrame:
+    """Per (symbol, date): the file the day came from, its status, whether the day was cut, drops.
+
+    A lake day names its file (the listing entry's ``source``; its manifest from ``files``, else
+    read from ``store``: a day the lake already held from a monthly file of another run). A day
+    without data names the file asked for it: a daily file before the monthly one (the daily file
+    was asked because the monthly one did not cover the day).
+    """
+    tick_files = [m for m in files if m.get("dataset") != "fundingRate"]
+    by_name = {m.get("file"): m for m in tick_files}
+    out: dict[tuple, dict] = {}
+    for m in sorted(tick_files, key=lambda m: len(_file_dates(m)) == 1):  # daily files last: they win
+        for d in _file_dates(m):
+            out[(m.get("symbol"), d)] = _source(m, d)
+    for p in partitions:
+        m = by_name.get(p.get("source"))
+        if m is None and store is not None and p.get("source"):
+            series = Series(p["market"], p["dataset"], p["symbol"])
+            m = read_json(store, series.manifest_key(p["source"]))
+        m = {"symbol": p["symbol"], "file": p.get("source"), "status": "ok", **(m or {})}
+        out[(p["symbol"], p["date"])] = _source(m, p["date"], bool(p.get("complete", True)))
+    reasons = sorted({k for r in out.values() for k in r if k.startswith("dropped_")})
+    cols = ["symbol", "date", "source", "source_status", "source_cut", "dropped", *reasons]
+    return pd.DataFrame(list(out.values())).reindex(columns=cols)
 
 
 def run_quality(
@@ -220,26 +230,24 @@ def run_quality(
     ``symbols``); ``symbols`` overrides the listing's symbols (the day grid's rows).
     """
     t0 = time.perf_counter()
-    parts = list(listing.get("partitions") or [])
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for p in parts:
-        groups.setdefault((str(p["symbol"]), str(p["date"])), []).append(p)
-    items = [
-        (sym, date, [p["path"] for p in sorted(ps, key=lambda p: (p.get("first_ts") or 0, p["path"]))])
-        for (sym, date), ps in sorted(groups.items())
-    ]
+    parts = sorted(listing.get("partitions") or [], key=lambda p: (str(p["symbol"]), str(p["date"])))
+    days = [(p["symbol"], p["date"]) for p in parts]
+    if len(set(days)) != len(days):
+        raise DataError(
+            "quality: the ingest listing names a symbol-day twice (one file per day expected)",
+            hint="run the ingest again (force=true) to list the lake as it is now",
+        )
     gap_us = int(round(float(gap_s) * 1e6))
     rows: list[dict] = []
-    if items:
+    if parts:
         par = max(1, int(spark.sparkContext.defaultParallelism))
-        n_slices = min(len(items), par * 2)  # a few tasks per core: stragglers even out, little overhead
+        n_slices = min(len(parts), par * 2)  # a few tasks per core: stragglers even out, little overhead
         fn = functools.partial(_task, store_dict=store.to_dict(), gap_us=gap_us)
-        spark.sparkContext.setJobDescription(f"btsys quality: {len(items)} symbol-days")
-        rows = spark.sparkContext.parallelize(items, n_slices).mapPartitions(fn).collect()
-    syms = list(symbols or listing.get("symbols") or sorted({s for s, _ in groups}))
-    table = assemble(
-        rows, _manifest_rows(list(listing.get("files") or [])), syms, listing["start"], listing["end"]
-    )
+        spark.sparkContext.setJobDescription(f"btsys quality: {len(parts)} symbol-days")
+        rows = spark.sparkContext.parallelize(parts, n_slices).mapPartitions(fn).collect()
+    syms = list(symbols or listing.get("symbols") or sorted({s for s, _ in days}))
+    sources = source_rows(parts, list(listing.get("files") or []), store)
+    table = assemble(rows, sources, syms, listing["start"], listing["end"])
     key = f"{out_prefix.rstrip('/')}/quality.parquet"
     store.write_parquet(pa.Table.from_pandas(table, preserve_index=False), key)
     summary = summarize(table)
@@ -257,7 +265,6 @@ def run_quality(
 #: per-day statistics of the tasks and their value on a day without data
 _STATS = {
     "rows": 0,
-    "n_files": 0,
     "volume": 0.0,
     "quote_volume": 0.0,
     "max_gap_s": DAY_US / 1e6,
@@ -283,7 +290,6 @@ COLUMNS = [
     "id_gaps",
     "duplicates",
     "id_gap_prev",
-    "n_files",
     "source",
     "source_status",
     "dropped",

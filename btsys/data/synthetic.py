@@ -30,6 +30,7 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 import uuid
 import zipfile
 import zlib
@@ -81,6 +82,7 @@ def simulate_ticks(
     annual_vol: float = 0.6,
     contract_size: float = 100.0,
     qty_scale: Optional[np.ndarray] = None,
+    p0: Optional[float] = None,
 ) -> dict:
     """Ticks of one (market, symbol) over ``n_days`` days from epoch day ``first_day``.
 
@@ -88,6 +90,7 @@ def simulate_ticks(
     ``is_buyer_maker``, ``n_trades`` (trades per aggregate trade), ``agg_id``, ``first_id``.
     Exactly ``ticks_per_day`` ticks per day. The same arguments give the same arrays.
     ``qty_scale`` (one factor per day) multiplies the trade sizes of each day.
+    ``p0``: the first price (default: a per-symbol level), to continue a path day by day.
     """
     if ticks_per_day < 1 or n_days < 1:
         raise ValueError(f"ticks_per_day ({ticks_per_day}) and n_days ({n_days}) must be >= 1")
@@ -125,7 +128,7 @@ def simulate_ticks(
     df = 3.0
     shocks = rng.standard_t(df, n) / np.sqrt(df / (df - 2))
     r = sigma * vol_mult[block_of_tick] * shocks
-    p0 = _price0(symbol)
+    p0 = _price0(symbol) if p0 is None else float(p0)
     tick = 10.0 ** (np.floor(np.log10(p0)) - 6)
     price = np.round(p0 * np.exp(np.cumsum(r)) / tick) * tick
     price = np.maximum(price, tick)
@@ -397,6 +400,61 @@ def symbol_profile(
     return lo, hi, scale * trend**frac
 
 
+def write_month(
+    root: str,
+    market: str,
+    dataset: str,
+    symbol: str,
+    month: str,
+    ticks_per_day: int,
+    days: Optional[int] = None,
+    seed: int = 7,
+    compresslevel: int = 1,
+) -> dict:
+    """Write one monthly zip (+ ``.CHECKSUM``) day by day, never holding more than a day.
+
+    For big files (the ingest scale benchmark: a 100 M-row month): each day is simulated with
+    :func:`simulate_ticks` (continuing the previous day's last price; ids stay contiguous),
+    rendered in the market's real layout (futures months slightly out of order, as Binance's are)
+    and streamed into the zip member (zip64). ``days`` < the month's length writes a *short*
+    monthly file (the first ``days`` days only, like Binance's early uploads). Returns the
+    inventory entry of the file.
+    """
+    sf = bn.source_file(market, dataset, symbol, "monthly", month)
+    n = days or (day_number(sf.last) - day_number(sf.first) + 1)
+    path = os.path.join(root, *sf.rel.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cs = bn.contract_size(symbol, bn.DEFAULT_CONTRACT_SIZE) if market == "cm" else 1.0
+    header, unit = market != "spot", "ms"
+    info = zipfile.ZipInfo(sf.stem + ".csv", date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    for attr in ("compress_level", "_compresslevel"):  # the attribute's name changed in Python 3.13
+        try:
+            setattr(info, attr, compresslevel)
+        except AttributeError:
+            pass
+    rows = csv_bytes = 0
+    price = None
+    with zipfile.ZipFile(path, "w") as zf, zf.open(info, "w", force_zip64=True) as out:
+        for k in range(n):
+            day = day_number(sf.first) + k
+            day_seed = (seed * 1_000_003 + day) & 0xFFFFFFFF  # another path each day, same ids
+            part = simulate_ticks(symbol, market, day, 1, ticks_per_day, day_seed, contract_size=cs, p0=price)
+            price = float(part["price"][-1])
+            if market != "spot":
+                part = _jumble(part, _rng(seed, "jumble", sf.name, str(k)))
+            payload = to_csv(part, market, dataset, symbol, unit, header and k == 0, cs)
+            out.write(payload)
+            rows, csv_bytes = rows + part["ts"].size, csv_bytes + len(payload)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 22), b""):
+            h.update(b)
+    with open(path + ".CHECKSUM", "w") as f:
+        f.write(f"{h.hexdigest()}  {sf.name}\n")
+    return {"rel": sf.rel, "rows": rows, "csv_bytes": csv_bytes, "sha256": h.hexdigest(), "days": n}
+
+
 def _dates(sf: bn.SourceFile) -> list[str]:
     d0, d1 = day_number(sf.first), day_number(sf.last)
     return [(dt.date(1970, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(d0, d1 + 1)]
@@ -434,50 +492,73 @@ def mirror_key(data_cfg: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def ensure_mirror(data_cfg: Any, base_dir: str = os.path.join("data", "mirror")) -> str:
-    """Build (once) the synthetic mirror for a ``data`` config; return its ``file://`` base URL.
+def ensure_mirror(data_cfg: Any, store: Any) -> str:
+    """Build (once) the synthetic mirror for a ``data`` config under the store; return its base URL.
 
-    The mirror lives in ``<base_dir>/<key>/`` (relative to the working directory), where ``key``
-    hashes the synthetic settings and market/dataset/symbols/dates. It is generated in a temporary
-    directory and renamed into place, so a killed run never leaves a half mirror behind and two
-    concurrent runs both end with the same complete one.
+    The mirror lives in ``mirror/<key>/`` under ``storage.root``, where ``key`` hashes the
+    synthetic settings and market/dataset/symbols/dates, so it goes wherever the run's data goes
+    and never into the working directory. A local store gets a ``file://`` mirror, generated in a
+    temporary directory next to it and renamed into place (a killed run never leaves a half
+    mirror; two concurrent runs both end with the same complete one). An S3 store
+    (``storage=s3``) gets the mirror generated in a local temporary directory and uploaded to
+    ``s3://bucket/prefix/mirror/<key>/``, marker last; the ingest then reads it from the bucket
+    like any ``s3://`` source, so every executor of a cluster can reach it.
     """
     from btsys.config import to_plain as _plain
+    from btsys.storage import LocalStorage
 
     d = _plain(data_cfg)
     key = mirror_key(d)
-    root = os.path.abspath(os.path.join(base_dir, key))
-    if not os.path.isfile(os.path.join(root, "_MIRROR.json")):
-        syn = d.get("synthetic") or {}
-        market = bn.check_market(d.get("market", "spot"))
-        markets = list(dict.fromkeys([market] + [bn.check_market(m) for m in (syn.get("markets") or [])]))
-        os.makedirs(os.path.dirname(root), exist_ok=True)
-        tmp = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            inv = generate_mirror(
-                tmp,
-                markets=markets,
-                datasets=[d.get("dataset", "aggTrades")],
-                symbols=list(d.get("symbols") or []),
-                start=str(d.get("start")),
-                end=str(d.get("end")),
-                seed=int(syn.get("seed", 7)),
-                ticks_per_day=int(syn.get("ticks_per_day", 20_000)),
-                annual_vol=float(syn.get("annual_vol", 0.6)),
-                funding=bool(d.get("funding")),
-                contract_sizes=d.get("contract_size"),
-                profiles=syn.get("profiles") or None,
+    rel = f"mirror/{key}"
+    if isinstance(store, LocalStorage):
+        root = os.path.join(store.root, "mirror", key)
+        if not os.path.isfile(os.path.join(root, "_MIRROR.json")):
+            _build_mirror(d, key, root)
+        return pathlib.Path(root).as_uri()
+    if not store.exists(f"{rel}/_MIRROR.json"):
+        with tempfile.TemporaryDirectory(prefix="btsys-mirror-") as tmp:
+            local = os.path.join(tmp, key)
+            _build_mirror(d, key, local)
+            for dirpath, _, names in os.walk(local):
+                for n in sorted(names):
+                    if n != "_MIRROR.json":
+                        full = os.path.join(dirpath, n)
+                        store.put_file(full, f"{rel}/{os.path.relpath(full, local).replace(os.sep, '/')}")
+            store.put_file(os.path.join(local, "_MIRROR.json"), f"{rel}/_MIRROR.json")
+    return store.uri(rel)
+
+
+def _build_mirror(d: Mapping[str, Any], key: str, root: str) -> None:
+    """Generate the mirror of a plain ``data`` config at ``root`` (temporary name, then rename)."""
+    syn = d.get("synthetic") or {}
+    market = bn.check_market(d.get("market", "spot"))
+    markets = list(dict.fromkeys([market] + [bn.check_market(m) for m in (syn.get("markets") or [])]))
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    tmp = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        inv = generate_mirror(
+            tmp,
+            markets=markets,
+            datasets=[d.get("dataset", "aggTrades")],
+            symbols=list(d.get("symbols") or []),
+            start=str(d.get("start")),
+            end=str(d.get("end")),
+            seed=int(syn.get("seed", 7)),
+            ticks_per_day=int(syn.get("ticks_per_day", 20_000)),
+            annual_vol=float(syn.get("annual_vol", 0.6)),
+            funding=bool(d.get("funding")),
+            contract_sizes=d.get("contract_size"),
+            profiles=syn.get("profiles") or None,
+        )
+        with open(os.path.join(tmp, "_MIRROR.json"), "w") as f:
+            json.dump(
+                {"key": key, "config": d, "files": len(inv["files"]), "rows": inv["rows"]}, f, default=str
             )
-            with open(os.path.join(tmp, "_MIRROR.json"), "w") as f:
-                json.dump(
-                    {"key": key, "config": d, "files": len(inv["files"]), "rows": inv["rows"]}, f, default=str
-                )
-            try:
-                os.rename(tmp, root)
-            except OSError:
-                if not os.path.isfile(os.path.join(root, "_MIRROR.json")):
-                    raise
-        finally:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-    return pathlib.Path(root).as_uri()
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not os.path.isfile(os.path.join(root, "_MIRROR.json")):
+                raise
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
