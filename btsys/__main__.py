@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from btsys.config import conf_dir  # importing btsys.config registers the schemas
-from btsys.errors import UserError, exit_on_user_error
+from btsys.errors import as_user_error, exit_on_user_error
 from btsys.help import register_resolver
 
 log = logging.getLogger("btsys")
@@ -57,9 +57,14 @@ def main(cfg: DictConfig) -> float:
     quiet_third_party()
     try:
         metrics = run(cfg)
-    except UserError as e:
-        if hydra_job() is not None:  # multirun: the sweep callback records the failed job
+    except Exception as e:  # user errors (also from inside Spark tasks) end in one line
+        user = as_user_error(e)
+        if user is None:
             raise
+        if hydra_job() is not None:  # multirun: the sweep callback records the failed job
+            if user is e:
+                raise
+            raise user from e
         exit_on_user_error(e, log)
     if any(k in metrics for k, _ in SUMMARY):
         rid = metrics.get("mlflow_run_id") or metrics.get("skipped_run_id")

@@ -18,8 +18,10 @@ Each class also derives from the built-in type callers already catch (``ValueErr
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
 from typing import Optional
 
 #: Exit status of a run stopped by a :class:`UserError` (Hydra uses 1 for everything else).
@@ -57,20 +59,60 @@ class TrackingError(UserError, RuntimeError):
     """The MLflow tracking store cannot be used (names ``mlflow.tracking_uri``)."""
 
 
+#: The last ``module.Class: message`` line of a Python traceback (a Spark task's, inside the JVM error).
+_TASK_ERROR_RE = re.compile(r"^(btsys(?:\.\w+)+)\.(\w+): (.+)$", re.M)
+
+
+def as_user_error(exc: BaseException) -> Optional[UserError]:
+    """``exc`` itself when it is a :class:`UserError`; the user error a Spark task raised when
+    ``exc`` is the driver's report of that failed task (Spark wraps the worker's traceback in a
+    JVM error); else None (a bug: keep the traceback).
+
+    The task's error keeps its class and its one-line text (which already names the key or file).
+    """
+    if isinstance(exc, UserError):
+        return exc
+    text = str(exc)
+    if "Traceback" not in text:
+        return None
+    found = None
+    for module, name, message in _TASK_ERROR_RE.findall(text):
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(cls, type) and issubclass(cls, UserError):
+            found = (cls, message)  # the last one: the error that ended the task
+    if found is None:
+        return None
+    cls, message = found
+    err = cls.__new__(cls)
+    UserError.__init__(err, message.strip())
+    return err
+
+
 def debug_enabled() -> bool:
     """True when tracebacks of user errors are wanted (``HYDRA_FULL_ERROR=1`` or ``--debug``)."""
     return os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0")
 
 
-def exit_on_user_error(exc: UserError, logger: Optional[logging.Logger] = None, reraise: bool = True) -> None:
-    """Log ``exc`` as one ERROR line and exit with :data:`USER_ERROR_EXIT`; when debugging, re-raise
-    it (``reraise=False``, for callers whose exceptions Hydra would only warn about: log it with
-    its traceback and exit all the same)."""
+def exit_on_user_error(
+    exc: BaseException, logger: Optional[logging.Logger] = None, reraise: bool = True
+) -> None:
+    """Log ``exc`` as one ERROR line and exit with :data:`USER_ERROR_EXIT` when it is a user error
+    (also one raised inside a Spark task, see :func:`as_user_error`); re-raise anything else (a bug
+    keeps its traceback). When debugging, re-raise the user error too (``reraise=False``, for callers
+    whose exceptions Hydra would only warn about: log it with its traceback and exit all the same).
+
+    Call it from an ``except Exception`` block of an entry point."""
+    user = as_user_error(exc)
+    if user is None:
+        raise exc
     logger = logger or logging.getLogger("btsys")
     if debug_enabled():
         if reraise:
-            raise exc
-        logger.error("%s", exc.line(), exc_info=exc)
+            raise user
+        logger.error("%s", user.line(), exc_info=exc)
         raise SystemExit(USER_ERROR_EXIT)
-    logger.error("%s", exc.line())
+    logger.error("%s", user.line())
     raise SystemExit(USER_ERROR_EXIT)

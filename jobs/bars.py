@@ -25,7 +25,7 @@ if REPO not in sys.path:  # run from a checkout without installing
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
     from btsys.data.quality import excluded_days
-    from btsys.errors import UserError, exit_on_user_error
+    from btsys.errors import exit_on_user_error
     from btsys.pipeline import RunContext, bars_stage, ingest_stage, quality_stage, quality_table
 
     cfg = job_config(argv, "bars")
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
         ingest = ingest_stage(ctx)
         quality = quality_stage(ctx, ingest)
         bars = bars_stage(ctx, ingest, excluded_days(quality_table(ctx, quality)))
-    except UserError as e:  # one line naming the key, exit status 2
+    except Exception as e:  # a user error (also from a Spark task): one line, exit 2
         exit_on_user_error(e)
     out = {
         "ingest_key": ingest.key,

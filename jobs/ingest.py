@@ -28,14 +28,14 @@ if REPO not in sys.path:  # run from a checkout without installing
 
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
-    from btsys.errors import UserError, exit_on_user_error
+    from btsys.errors import exit_on_user_error
     from btsys.pipeline import RunContext, ingest_stage
 
     cfg = job_config(argv, "ingest")
     try:
         ctx = RunContext(cfg)
         entry = ingest_stage(ctx)
-    except UserError as e:  # one line naming the key or the files (URLs redacted), exit status 2
+    except Exception as e:  # a user error (also from a Spark task): one line, exit 2
         exit_on_user_error(e)
     out = {
         "ingest_key": entry.key,

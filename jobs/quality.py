@@ -26,7 +26,7 @@ if REPO not in sys.path:  # run from a checkout without installing
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
     from btsys.data.quality import format_summary, summarize
-    from btsys.errors import UserError, exit_on_user_error
+    from btsys.errors import exit_on_user_error
     from btsys.pipeline import RunContext, ingest_stage, quality_stage, quality_table
 
     cfg = job_config(argv, "quality")
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
         ingest = ingest_stage(ctx)
         quality = quality_stage(ctx, ingest)
         table = quality_table(ctx, quality)
-    except UserError as e:  # one line naming the key or the files, exit status 2
+    except Exception as e:  # a user error (also from a Spark task): one line, exit 2
         exit_on_user_error(e)
     print(format_summary(table))
     out = {

@@ -124,3 +124,27 @@ def test_console_script_is_python_m_btsys_and_completes(tmp_path):
     c = run(tmp_path, "-sc", "query=bash", env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
     assert set(c.stdout.split()) >= {"+experiment=demo", "+experiment=demo_ml"}
     assert os.listdir(tmp_path) == []  # --cfg and completion write nothing
+
+
+def test_a_user_error_raised_in_a_spark_task_is_one_line_on_the_driver(spark):
+    from btsys.errors import DataError, as_user_error, exit_on_user_error
+
+    def _task_raising_a_data_error(_):  # defined here: pickled by value for the Python worker
+        from btsys.errors import DataError
+
+        raise DataError(
+            "has 3 rows, its listing says 4", key="lake/market=um/.../part-0.parquet", hint="rerun"
+        )
+
+    with pytest.raises(Exception) as info:  # Spark's JVM error, with the worker's traceback inside
+        spark.sparkContext.parallelize([1], 1).map(_task_raising_a_data_error).collect()
+    assert not isinstance(info.value, UserError)
+    user = as_user_error(info.value)
+    assert isinstance(user, DataError)
+    assert user.line() == "lake/market=um/.../part-0.parquet: has 3 rows, its listing says 4 (hint: rerun)"
+    with pytest.raises(SystemExit) as ended:
+        exit_on_user_error(info.value)
+    assert ended.value.code == USER_ERROR_EXIT
+    assert as_user_error(RuntimeError("Traceback ...\nValueError: a bug")) is None  # bugs keep theirs
+    with pytest.raises(RuntimeError):
+        exit_on_user_error(RuntimeError("a bug"))
