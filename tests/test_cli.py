@@ -14,6 +14,7 @@ import sys
 import pytest
 from conftest import CONF_DIR
 
+from btsys.config import Stage
 from btsys.errors import USER_ERROR_EXIT, ConfigError, UserError
 from btsys.help import group_defaults, group_options, help_text
 
@@ -107,6 +108,8 @@ def test_help_lists_experiments_and_real_options_from_conf(tmp_path):
         )
         assert f"{defaults[group]}*" in line if group in defaults else "*" not in line
     assert 'eval "$(btsys -sc install=bash)"' in out
+    stages = "|".join(s.value for s in Stage)  # every stage the schema accepts, quality included
+    assert out.count(f"stage={stages}") == 1 and f"stop after a stage: {stages}" in out
 
 
 def test_console_script_is_python_m_btsys_and_completes(tmp_path):
