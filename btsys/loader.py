@@ -121,6 +121,29 @@ def _entries(cfg: Any, keys: dict):
     return store, entries
 
 
+def _universe(cfg: Any, store, ingest):
+    """The run's universe membership table (``Membership.wide()``; None for ``universe=static``),
+    ranked from the cached quality table as the pipeline does (nothing is computed by Spark)."""
+    from btsys.pipeline import lookup, policy_table, quality_key
+    from btsys.universe import UniverseSpec
+    from btsys.universe.membership import membership_from_config
+
+    spec = cfg.get("universe")
+    if not UniverseSpec.from_config(spec).dynamic:
+        return None
+    key = quality_key(cfg, ingest)
+    quality = lookup(store, "quality", key)
+    if quality is None:
+        raise LookupError(
+            f"load: no cached quality table for this config under {store.uri('cache/quality')} (key "
+            f"{key}): the universe is ranked on it; run `python -m btsys <the same overrides> "
+            "stage=backtest` first, or give storage.root=<the run's store>"
+        )
+    table = policy_table(store, cfg, quality)
+    m = membership_from_config(spec, table[table["rows"] > 0], cfg.data)
+    return m.wide() if m is not None else None
+
+
 def _compare(logged: dict, metrics: dict, run_id: str) -> None:
     off = []
     for k, v in logged.items():
@@ -182,7 +205,8 @@ def load(
     keep = bool(cfg.bars.get("keep_partial", False))
     features = load_frames(store, entries["features"], keep)
     bars = {s: load_bars(store, entries["bars"], s, keep_partial=keep) for s in features}
-    result = run_backtest_stage(cfg, store, entries["features"], entries["ingest"]).result
+    universe = _universe(cfg, store, entries["ingest"])
+    result = run_backtest_stage(cfg, store, entries["features"], entries["ingest"], universe=universe).result
     if logged:
         _compare(logged, result.metrics, run_id)
     log.info("loaded %s: %s", run_id or f"features {keys['features']}", ", ".join(sorted(features)))
