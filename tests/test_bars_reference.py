@@ -85,7 +85,12 @@ def ref_bars(
     thr_now = threshold
     ibm = ticks["is_buyer_maker"].tolist() if "is_buyer_maker" in ticks else [None] * len(ticks)
     for t, p, q, d, m in zip(
-        ticks["ts"].tolist(), ticks["price"].tolist(), ticks["qty"].tolist(), ticks["quote_qty"].tolist(), ibm
+        ticks["ts"].tolist(),
+        ticks["price"].tolist(),
+        ticks["qty"].tolist(),
+        ticks["quote_qty"].tolist(),
+        ibm,
+        strict=False,
     ):
         if lastp is not None and p != lastp:
             trs = 1 if p > lastp else -1
@@ -301,7 +306,7 @@ def split_rows(df: pd.DataFrame, how: str, seed: int = 0) -> list[tuple[str, pd.
         elif how.startswith("rows"):
             cuts = np.sort(rng.integers(0, len(day) + 1, int(rng.integers(0, 6))))
             edges = [0, *cuts.tolist(), len(day)]
-            pieces = [day.iloc[a:b] for a, b in zip(edges[:-1], edges[1:])]
+            pieces = [day.iloc[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
         elif how.startswith("one"):
             pieces = [day.iloc[i : i + 1] for i in range(len(day))]
         else:

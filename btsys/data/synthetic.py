@@ -202,7 +202,7 @@ def to_csv(
         if market == "spot":
             cols.append(_bool_col(np.ones(ts.size, bool), True))
     layout = bn.LAYOUTS[(market, dataset)]
-    table = pa.table({name: c for (name, _), c in zip(layout, cols)})
+    table = pa.table({name: c for (name, _), c in zip(layout, cols, strict=True)})
     buf = io.BytesIO()
     if header:
         buf.write((",".join(table.column_names) + "\n").encode())
@@ -236,7 +236,7 @@ def funding_csv(market: str, symbol: str, year: int, month: int, seed: int) -> b
     t_ms = (d0 * US_PER_DAY // 1000) + np.arange(n, dtype=np.int64) * 8 * 3_600_000 + rng.integers(0, 5, n)
     rate = np.round(np.clip(1e-4 + 1.5e-4 * rng.standard_normal(n), -0.003, 0.003), 8)
     lines = ["calc_time,funding_interval_hours,last_funding_rate"]
-    lines += [f"{t},8,{r:.8f}" for t, r in zip(t_ms.tolist(), rate.tolist())]
+    lines += [f"{t},8,{r:.8f}" for t, r in zip(t_ms.tolist(), rate.tolist(), strict=True)]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -24,7 +24,7 @@ rsi                Wilder RSI over w changes (0..100)
 macd               EMA_fast(C) - EMA_w(C)  (w is the slow span)               fast (12)
 macd_signal        EMA_signal(macd)                                           fast (12), signal (9)
 macd_hist          macd - macd_signal                                         fast (12), signal (9)
-atr                Wilder average true range                                  relative (0: price units, 1: / C)
+atr                Wilder average true range                                  relative (0: price, 1: / C)
 vwap_dev           C / (sum quote_volume / sum volume over w) - 1
 taker_buy_ratio    sum buy_volume / sum volume over w
 ofi                order-flow imbalance sum(B - S) / sum(B + S), S = V - B

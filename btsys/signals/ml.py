@@ -163,7 +163,7 @@ def _importances(model, names: Sequence[str], X, y, w, seed: int) -> Dict[str, f
             model, X[-k:], y[-k:], n_repeats=3, random_state=seed, sample_weight=w[-k:]
         )
         imp = np.asarray(r.importances_mean, dtype=float)
-    return {n: float(v) for n, v in zip(names, imp)}
+    return {n: float(v) for n, v in zip(names, imp, strict=True)}
 
 
 def _scores(y_true, proba, weight=None) -> Dict[str, float]:
