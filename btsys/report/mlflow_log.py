@@ -496,13 +496,15 @@ def _fail_run(client: Any, run_id: str, exc: BaseException) -> None:
 
 
 def returns_frame(result: Any) -> pd.DataFrame:
-    """Daily returns of a result as logged in ``returns.parquet``: ``ts`` (day start, µs), ``ret``."""
-    from btsys.report.stats import DAY_US, daily_returns
+    """Daily returns of a result as logged in ``returns.parquet``: ``ts`` (day start, µs), ``ret``
+    (:func:`btsys.backtest.metrics.period_returns`: the first day against the initial cash)."""
+    from btsys.backtest.enums import DAY_US
+    from btsys.backtest.metrics import period_returns
 
     eq = np.asarray(result.equity, dtype=np.float64)
     ts = getattr(result, "ts", None)
     ts = np.arange(len(eq), dtype=np.int64) * DAY_US if ts is None else np.asarray(ts, dtype=np.int64)
-    days, r = daily_returns(ts, eq)
+    days, r = period_returns(ts, eq, float(result.init_cash))
     return pd.DataFrame({"ts": days.astype(np.int64), "ret": r.astype(np.float64)})
 
 
