@@ -33,9 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 from bars import PeakRSS  # noqa: E402  (bench/bars.py: the same RSS sampler)
 
-from btsys.data.ingest import run_ingest  # noqa: E402
-from btsys.data.quality import day_row, run_quality  # noqa: E402
+from btsys.data.quality import day_row  # noqa: E402
 from btsys.data.synthetic import generate_mirror  # noqa: E402
+from btsys.stages.ingest import build as run_ingest  # noqa: E402
+from btsys.stages.quality import build as run_quality  # noqa: E402
 from btsys.storage import LocalStorage  # noqa: E402
 from btsys.universe import UniverseSpec, compute_membership  # noqa: E402
 

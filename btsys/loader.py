@@ -103,7 +103,7 @@ def _logged_config(run_id: str, overrides: Sequence[str], tracking_uri: str):
 
 def _entries(cfg: Any, keys: dict):
     """The committed cache entries of the stages, or an error naming what to run first."""
-    from btsys.pipeline import lookup
+    from btsys.stages.cache import lookup
     from btsys.storage import make_storage
 
     store = make_storage(cfg.storage)
@@ -161,9 +161,9 @@ def load(
     """
     from omegaconf import DictConfig
 
-    from btsys.backtest.run import load_frames, run_backtest_stage
     from btsys.bars import load_bars
     from btsys.pipeline import stage_keys
+    from btsys.stages import backtest
 
     run_id, logged = None, {}
     if isinstance(run_or_config, str) and _RUN_ID.match(run_or_config.strip()):
@@ -180,9 +180,9 @@ def load(
         keys = stage_keys(cfg)
     store, entries = _entries(cfg, keys)
     keep = bool(cfg.bars.get("keep_partial", False))
-    features = load_frames(store, entries["features"], keep)
+    features = backtest.load_frames(store, entries["features"], keep)
     bars = {s: load_bars(store, entries["bars"], s, keep_partial=keep) for s in features}
-    result = run_backtest_stage(cfg, store, entries["features"], entries["ingest"]).result
+    result = backtest.run(cfg, store, entries["features"], entries["ingest"]).result
     if logged:
         _compare(logged, result.metrics, run_id)
     log.info("loaded %s: %s", run_id or f"features {keys['features']}", ", ".join(sorted(features)))

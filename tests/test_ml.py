@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from test_features import random_bars
 
+from btsys.report.models import log_model_info
 from btsys.signals import StrategyError, generate_signals
 from btsys.signals.labels import triple_barrier
-from btsys.signals.ml import PurgedKFold, bet_size, log_model_info, walk_forward_folds, walk_forward_proba
+from btsys.signals.ml import PurgedKFold, bet_size, walk_forward_folds, walk_forward_proba
 from btsys.signals.strategies import strategy_params
 
 

@@ -214,35 +214,12 @@ def pbo_cscv(
     relative rank ``w = rank / (N + 1)`` (rank 1 = worst) gives the logit ``log(w / (1 - w))``.
     PBO is the share of logits ``<= 0``. Ties in the testing set take the average rank.
     """
-    m = np.asarray(returns, dtype=np.float64)
-    if m.ndim != 2:
-        raise ValueError(f"returns must be a 2-d (T, N) array, got shape {m.shape}")
-    t, n = m.shape
-    if n < 2:
-        raise ValueError(f"PBO needs at least 2 trials (columns), got {n}")
-    if n_splits < 2 or n_splits % 2:
-        raise ValueError(f"n_splits must be an even number >= 2, got {n_splits}")
-    if t < n_splits:
-        raise ValueError(f"returns has {t} rows, fewer than n_splits={n_splits}")
-    if not np.all(np.isfinite(m)):
-        bad = np.argwhere(~np.isfinite(m))[0]
-        raise ValueError(f"returns must be finite; row {bad[0]}, column {bad[1]} is {m[bad[0], bad[1]]}")
+    m = _checked_returns(returns, n_splits)
     if isinstance(metric, str) and metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)} or a function, got {metric!r}")
-    fn = _METRICS[metric] if isinstance(metric, str) else metric
+    t, n = m.shape
     size = t // n_splits
-    blocks = [np.arange(i * size, (i + 1) * size) for i in range(n_splits)]
-    combos = (
-        list(itertools.combinations(range(n_splits), n_splits // 2))
-        if math.comb(n_splits, n_splits // 2) <= max_combinations
-        else None
-    )
-    if combos is None:
-        rng = np.random.default_rng(seed)
-        seen: set = set()
-        while len(seen) < max_combinations:
-            seen.add(tuple(sorted(rng.choice(n_splits, n_splits // 2, replace=False).tolist())))
-        combos = sorted(seen)
+    combos = _combinations(n_splits, max_combinations, seed)
     c_mask = np.zeros((len(combos), n_splits), dtype=bool)
     for i, c in enumerate(combos):
         c_mask[i, list(c)] = True
@@ -259,13 +236,7 @@ def pbo_cscv(
         if sums is not None:
             perf_tr, perf_te = _block_metric(sums, size, c_mask[lo:hi], metric)
         else:
-            perf_tr = np.empty((hi - lo, n))
-            perf_te = np.empty((hi - lo, n))
-            for i in range(lo, hi):
-                train = np.concatenate([blocks[b] for b in np.flatnonzero(c_mask[i])])
-                test = np.concatenate([blocks[b] for b in np.flatnonzero(~c_mask[i])])
-                perf_tr[i - lo] = np.asarray(fn(m[train]), dtype=np.float64)
-                perf_te[i - lo] = np.asarray(fn(m[test]), dtype=np.float64)
+            perf_tr, perf_te = _row_metric(m, size, c_mask[lo:hi], metric)
         b = np.argmax(perf_tr, axis=1)  # first index on ties, like np.argmax
         rows = np.arange(hi - lo)
         chosen = perf_te[rows, b][:, None]
@@ -287,6 +258,51 @@ def pbo_cscv(
         perf_is=perf_is,
         perf_oos=perf_oos,
     )
+
+
+def _checked_returns(returns: np.ndarray, n_splits: int) -> np.ndarray:
+    """The (T, N) returns of a CSCV as float64, or a ``ValueError`` naming what is wrong."""
+    m = np.asarray(returns, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"returns must be a 2-d (T, N) array, got shape {m.shape}")
+    t, n = m.shape
+    if n < 2:
+        raise ValueError(f"PBO needs at least 2 trials (columns), got {n}")
+    if n_splits < 2 or n_splits % 2:
+        raise ValueError(f"n_splits must be an even number >= 2, got {n_splits}")
+    if t < n_splits:
+        raise ValueError(f"returns has {t} rows, fewer than n_splits={n_splits}")
+    if not np.all(np.isfinite(m)):
+        bad = np.argwhere(~np.isfinite(m))[0]
+        raise ValueError(f"returns must be finite; row {bad[0]}, column {bad[1]} is {m[bad[0], bad[1]]}")
+    return m
+
+
+def _combinations(n_splits: int, max_combinations: int, seed: int) -> list[tuple]:
+    """The training sets: every ``S/2`` of the ``S`` blocks, or a seeded random subset of
+    ``max_combinations`` of them when there are more."""
+    half = n_splits // 2
+    if math.comb(n_splits, half) <= max_combinations:
+        return list(itertools.combinations(range(n_splits), half))
+    rng = np.random.default_rng(seed)
+    seen: set = set()
+    while len(seen) < max_combinations:
+        seen.add(tuple(sorted(rng.choice(n_splits, half, replace=False).tolist())))
+    return sorted(seen)
+
+
+def _row_metric(m: np.ndarray, size: int, c_mask: np.ndarray, fn) -> tuple[np.ndarray, np.ndarray]:
+    """Training/testing performance of every trial with a callable metric over the rows."""
+    n_splits, n = c_mask.shape[1], m.shape[1]
+    blocks = [np.arange(i * size, (i + 1) * size) for i in range(n_splits)]
+    perf_tr = np.empty((len(c_mask), n))
+    perf_te = np.empty((len(c_mask), n))
+    for i, mask in enumerate(c_mask):
+        train = np.concatenate([blocks[b] for b in np.flatnonzero(mask)])
+        test = np.concatenate([blocks[b] for b in np.flatnonzero(~mask)])
+        perf_tr[i] = np.asarray(fn(m[train]), dtype=np.float64)
+        perf_te[i] = np.asarray(fn(m[test]), dtype=np.float64)
+    return perf_tr, perf_te
 
 
 def _block_metric(
