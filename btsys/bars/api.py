@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DAY_US = 86_400_000_000
 
 TICK_COLUMNS = ["ts", "trade_id", "price", "qty", "quote_qty", "is_buyer_maker"]
+#: The bar table of docs/DESIGN.md (every bar kind, every reader): the one list of its columns.
 BAR_COLUMNS = [
     "ts_open",
     "ts_close",
@@ -46,25 +47,12 @@ BAR_COLUMNS = [
     "buy_volume",
     "n_ticks",
     "vwap",
-    "threshold",
-    "is_partial",
 ]
+#: What the bars stage writes: the bar table plus ``threshold`` (the bar's threshold; time bars: the
+#: bin's length in µs, NaN for calendar bins; flow bars: NaN during the warm-up) and ``is_partial``.
 BAR_SCHEMA = pa.schema(
-    [
-        ("ts_open", pa.int64()),
-        ("ts_close", pa.int64()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("quote_volume", pa.float64()),
-        ("buy_volume", pa.float64()),
-        ("n_ticks", pa.int64()),
-        ("vwap", pa.float64()),
-        ("threshold", pa.float64()),
-        ("is_partial", pa.bool_()),
-    ]
+    [(c, pa.int64() if c in ("ts_open", "ts_close", "n_ticks") else pa.float64()) for c in BAR_COLUMNS]
+    + [("threshold", pa.float64()), ("is_partial", pa.bool_())]
 )
 
 THRESHOLD_KINDS = {"tick": _nb.M_TICK, "volume": _nb.M_VOLUME, "dollar": _nb.M_DOLLAR}
@@ -627,7 +615,8 @@ def build_bars(
     Returns
     -------
     pandas.DataFrame
-        One row per bar, columns :data:`BAR_COLUMNS`.
+        One row per bar, the columns of :data:`BAR_SCHEMA` (the bar table and ``threshold``,
+        ``is_partial``).
     """
     if spec is None:
         given = {"threshold": threshold} if threshold is not None else {}

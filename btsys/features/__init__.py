@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from btsys.features.library import (
-    BAR_COLUMNS,
     FEATURES,
     NON_FEATURE_COLUMNS,
     FeatureError,
@@ -18,7 +17,6 @@ from btsys.features.library import (
 )
 
 __all__ = [
-    "BAR_COLUMNS",
     "FEATURES",
     "NON_FEATURE_COLUMNS",
     "FeatureError",

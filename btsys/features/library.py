@@ -45,24 +45,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping
 import numpy as np
 import pandas as pd
 
+from btsys.bars.api import BAR_SCHEMA
 from btsys.errors import ConfigError
 from btsys.features import _nb
 
-BAR_COLUMNS = [
-    "ts_open",
-    "ts_close",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "buy_volume",
-    "n_ticks",
-    "vwap",
-]
-#: Bar-table columns plus the extras the bars stage writes; never model inputs by default.
-NON_FEATURE_COLUMNS = BAR_COLUMNS + ["threshold", "is_partial"]
+#: What the bars stage writes (the bar table and its extras): never model inputs by default.
+NON_FEATURE_COLUMNS = list(BAR_SCHEMA.names)
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
