@@ -187,6 +187,7 @@ def test_split_metrics_known_values():
 
 
 # --------------------------------------------------------------------------- MLflow
+@pytest.mark.slow
 def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     long_syms = [f"SYM{i:04d}USDT" for i in range(60)]  # a list param far over 500 characters
@@ -254,6 +255,7 @@ def test_log_run_disabled_touches_nothing(tmp_path, monkeypatch, result):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "name=broken")
@@ -272,6 +274,7 @@ def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, resul
     assert ml.find_logged_run(cfg) is None  # a failed run is never reused
 
 
+@pytest.mark.slow
 def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(
@@ -295,6 +298,7 @@ def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
     assert "walk_forward.csv" in {a.path for a in client.list_artifacts(rid)}
 
 
+@pytest.mark.slow
 def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "sweep.mode=kernel", "sweep.top_k=3")

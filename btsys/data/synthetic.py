@@ -513,7 +513,7 @@ def _jumble(part: dict, rng: np.random.Generator) -> dict:
     return {key: v[idx] for key, v in part.items()}
 
 
-# --------------------------------------------------------------------------- pipeline entry
+# --------------------------------------------------------------------------- the ingest stage's mirror
 def mirror_key(data_cfg: Any) -> str:
     """Hash of everything that determines the mirror's bytes."""
     from btsys.config import to_plain as _plain

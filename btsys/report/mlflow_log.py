@@ -217,7 +217,7 @@ def client_for(cfg: Any):
 
 def check_tracking(cfg: Any) -> None:
     """Fail fast (:class:`btsys.errors.TrackingError`, in seconds) when the run could not be logged;
-    the pipeline calls it before computing anything. No-op with ``mlflow.enabled=false``."""
+    the report stage checks it before anything is computed. No-op with ``mlflow.enabled=false``."""
     if _enabled(cfg):
         client_for(cfg)
 
@@ -661,7 +661,7 @@ def log_run(cfg: Any, result: Any, keys: Optional[Mapping[str, str]] = None) -> 
 def find_logged_run(cfg: Any) -> Optional[str]:
     """Id of a FINISHED trial run in the experiment with this config's hash, or ``None``.
 
-    The pipeline calls it before the backtest and skips the trial when it returns an id (unless
+    The report stage asks it before the backtest and the trial is skipped when it returns an id (unless
     ``force=true``). Inside a multirun the found run is registered as this job's trial, so the
     sweep summary on the new parent run still includes it (``reused=True``).
     """
@@ -727,7 +727,7 @@ def link_reused_trial(
 
 
 def logged_metrics(cfg: Any, run_id: str) -> dict[str, float]:
-    """Metrics of a logged run (what the pipeline returns for a skipped trial's objective)."""
+    """Metrics of a logged run (what a skipped trial returns for its objective)."""
     return dict(client_for(cfg).get_run(run_id).data.metrics)
 
 
