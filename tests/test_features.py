@@ -18,7 +18,7 @@ from btsys.features import (
 
 
 def random_bars(n: int = 300, seed: int = 0) -> pd.DataFrame:
-    """A small, plausible bar table (DESIGN.md columns) from a seeded random walk."""
+    """A small, plausible bar table (docs/DESIGN.md columns) from a seeded random walk."""
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.001, n))

@@ -6,7 +6,7 @@ and so produces exactly the bars of one pass over the whole stream however the s
 :func:`build_bars` (in memory) and the bars stage (:mod:`btsys.bars.lake`, one stream per symbol)
 both use it.
 
-Output: the bar table of DESIGN.md (``ts_open``, ``ts_close``, ``open``, ``high``, ``low``,
+Output: the bar table of docs/DESIGN.md (``ts_open``, ``ts_close``, ``open``, ``high``, ``low``,
 ``close``, ``volume``, ``quote_volume``, ``buy_volume``, ``n_ticks``, ``vwap``) plus
 ``threshold`` (the threshold the bar was built with) and ``is_partial`` (True only on a trailing
 bar that has not closed; such a row exists only when asked for with ``keep_partial``).

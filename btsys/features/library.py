@@ -308,7 +308,7 @@ def compute_features(bars: pd.DataFrame, specs: Iterable[Any]) -> pd.DataFrame:
     Parameters
     ----------
     bars : pandas.DataFrame
-        Bar table of one symbol, ordered by ``ts_open`` (DESIGN.md columns).
+        Bar table of one symbol, ordered by ``ts_open`` (docs/DESIGN.md columns).
     specs : iterable
         ``features.specs``: config nodes or dicts with ``name``, ``fn``, ``window``, ``params``.
     """
