@@ -1,8 +1,9 @@
 """``btsys --help``: the experiments and every config group's real options, read from ``conf/``.
 
-Hydra's generic page lists the typed schemas of the ConfigStore (``data_schema``, ...) as if they
-were options. ``conf/hydra/help/btsys.yaml`` renders :func:`help_text` instead, through the
-``btsys_help`` resolver (:func:`register_resolver`), so the page follows the files in ``conf/``.
+Hydra's generic page lists groups without their options or defaults. ``conf/hydra/help/btsys.yaml``
+renders :func:`help_text` instead, through the ``btsys_help`` resolver (:func:`register_resolver`),
+so the page follows the files in ``conf/`` (the typed schemas are registered outside the groups:
+:func:`btsys.config.schema_name`).
 """
 
 from __future__ import annotations

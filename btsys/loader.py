@@ -103,7 +103,7 @@ def _logged_config(run_id: str, overrides: Sequence[str], tracking_uri: str):
 
 def _entries(cfg: Any, keys: dict):
     """The committed cache entries of the stages, or an error naming what to run first."""
-    from btsys.pipeline import lookup
+    from btsys.stages.cache import lookup
     from btsys.storage import make_storage
 
     store = make_storage(cfg.storage)
@@ -124,14 +124,15 @@ def _entries(cfg: Any, keys: dict):
 def _universe(cfg: Any, store, ingest):
     """The run's universe membership table (``Membership.wide()``; None for ``universe=static``),
     ranked from the cached quality table as the pipeline does (nothing is computed by Spark)."""
-    from btsys.pipeline import lookup, policy_table, quality_key
+    from btsys.stages import quality as quality_stage
+    from btsys.stages.cache import lookup
     from btsys.universe import UniverseSpec
     from btsys.universe.membership import membership_from_config
 
     spec = cfg.get("universe")
     if not UniverseSpec.from_config(spec).dynamic:
         return None
-    key = quality_key(cfg, ingest)
+    key = quality_stage.key(cfg, ingest)
     quality = lookup(store, "quality", key)
     if quality is None:
         raise LookupError(
@@ -139,7 +140,7 @@ def _universe(cfg: Any, store, ingest):
             f"{key}): the universe is ranked on it; run `python -m btsys <the same overrides> "
             "stage=backtest` first, or give storage.root=<the run's store>"
         )
-    table = policy_table(store, cfg, quality)
+    table = quality_stage.policy_table(store, cfg, quality)
     m = membership_from_config(spec, table[table["rows"] > 0], cfg.data)
     return m.wide() if m is not None else None
 
@@ -184,9 +185,9 @@ def load(
     """
     from omegaconf import DictConfig
 
-    from btsys.backtest.run import load_frames, run_backtest_stage
     from btsys.bars import load_bars
     from btsys.pipeline import stage_keys
+    from btsys.stages import backtest
 
     run_id, logged = None, {}
     if isinstance(run_or_config, str) and _RUN_ID.match(run_or_config.strip()):
@@ -203,10 +204,10 @@ def load(
         keys = stage_keys(cfg)
     store, entries = _entries(cfg, keys)
     keep = bool(cfg.bars.get("keep_partial", False))
-    features = load_frames(store, entries["features"], keep)
+    features = backtest.load_frames(store, entries["features"], keep)
     bars = {s: load_bars(store, entries["bars"], s, keep_partial=keep) for s in features}
     universe = _universe(cfg, store, entries["ingest"])
-    result = run_backtest_stage(cfg, store, entries["features"], entries["ingest"], universe=universe).result
+    result = backtest.run(cfg, store, entries["features"], entries["ingest"], universe=universe).result
     if logged:
         _compare(logged, result.metrics, run_id)
     log.info("loaded %s: %s", run_id or f"features {keys['features']}", ", ".join(sorted(features)))

@@ -13,6 +13,7 @@ import pytest
 
 from btsys import pipeline as P
 from btsys.config import compose
+from btsys.stages.cache import lookup
 from btsys.universe import UniverseSpec, compute_membership, members_at
 
 pytestmark = pytest.mark.slow
@@ -109,11 +110,11 @@ def test_only_members_are_entered_and_leavers_are_closed(demo):
     assert (trades["exit_reason"] == "universe_exit").any()
     # LTC's data ends on Jan 18; it leaves at the Jan 21 rebalance: a position still open then is
     # closed at its last close (DELISTED) on the first bar time at or after that instant
-    from btsys.bars.job import load_bars
+    from btsys.bars.lake import load_bars
     from btsys.storage import LocalStorage
 
     store = LocalStorage(str(tmp / "store"))
-    last_close = load_bars(store, P.lookup(store, "bars", out["bars_key"]), "LTCUSDT")["close"].iloc[-1]
+    last_close = load_bars(store, lookup(store, "bars", out["bars_key"]), "LTCUSDT")["close"].iloc[-1]
     late = trades[
         (trades["symbol"] == "LTCUSDT") & (trades["exit_time"] >= pd.Timestamp("2025-01-19", tz="UTC"))
     ]
@@ -159,7 +160,7 @@ def _worst_interior_gap(tmp, out) -> pd.Series:
     from btsys.storage import LocalStorage
 
     store = LocalStorage(str(tmp / "store"))
-    q = store.read_parquet(P.lookup(store, "quality", out["quality_key"]).meta["path"]).to_pandas()
+    q = store.read_parquet(lookup(store, "quality", out["quality_key"]).meta["path"]).to_pandas()
     btc = q[(q["symbol"] == "BTCUSDT") & ~q["date"].isin(["2025-01-01", "2025-01-31"])]
     return btc.sort_values("max_gap_s", kind="stable").iloc[-1]
 
@@ -174,7 +175,7 @@ def test_policy_excludes_days_and_bars_restart(demo, monkeypatch):
     res = P.run(_cfg(tmp, [f"data.quality.max_gap_s={worst['max_gap_s'] - 1e-3}", "stage=backtest"]))
     assert res["quality_excluded_days"] >= 1 + 38  # at least that day and every missing day
     assert res["bars_key"] != out["bars_key"]
-    segs = P.lookup(store, "bars", res["bars_key"]).meta["symbols"]["BTCUSDT"]["segments"]
+    segs = lookup(store, "bars", res["bars_key"]).meta["symbols"]["BTCUSDT"]["segments"]
     assert any(a["last"] < worst["date"] < b["first"] for a, b in zip(segs, segs[1:], strict=False))
     assert np.isfinite(res["final_value"])
 

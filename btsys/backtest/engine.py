@@ -521,14 +521,15 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check=0, ti
 
 
 # --------------------------------------------------------------------------- config mapping
-BAR_COLUMNS = ("ts_close", "open", "high", "low", "close")
+#: the bar-table columns :func:`simulate_from_config` reads (``volume`` too, when there)
+PRICE_COLUMNS = ("ts_close", "open", "high", "low", "close")
 
 
 def _bars_arrays(bars: pd.DataFrame, where: str = "bars") -> dict:
-    missing = [k for k in BAR_COLUMNS if k not in bars.columns]
+    missing = [k for k in PRICE_COLUMNS if k not in bars.columns]
     if missing:
         raise KeyError(f"{where}: missing bar column(s) {missing}; have {list(bars.columns)}")
-    out = {k: bars[k].to_numpy() for k in BAR_COLUMNS}
+    out = {k: bars[k].to_numpy() for k in PRICE_COLUMNS}
     out["volume"] = bars["volume"].to_numpy() if "volume" in bars.columns else None
     return out
 
