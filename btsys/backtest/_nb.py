@@ -7,11 +7,11 @@ several symbols with shared cash, for runs and sweeps alike. Both are built from
 helpers: a position is a :class:`Position` (opened by :func:`open_position_nb`, closed by
 :func:`close_position_nb`), an order decided at a close and filled at the next open an
 :class:`Order`, the close's decision :func:`close_decision_nb`, the equity statistics a
-:class:`Stats` (:func:`stats_add_nb`, :func:`stats_event_nb`; over an equity array
-:func:`equity_stats_nb`). Python wrappers in ``engine.py``, ``portfolio.py`` and ``sweep.py``
-validate inputs; nothing here checks its arguments, except that :func:`simulate_nb` can check
-prices and bar times in its own pass (``check``) and :func:`simulate_checked_nb` checks them on a
-second thread while the loop runs.
+:class:`Stats` (:func:`stats_push_nb`; over an equity array :func:`equity_stats_nb`). Python
+wrappers in ``engine.py``, ``portfolio.py`` and ``sweep.py`` validate inputs; nothing here
+checks its arguments, except that :func:`simulate_nb` can check prices and bar times in its own
+pass (``check``) and :func:`simulate_checked_nb` checks them on a second thread while the loop
+runs.
 
 Bar order of events (bar ``i``)
 -------------------------------
@@ -131,7 +131,7 @@ class Order(NamedTuple):
 
 
 class Stats(NamedTuple):
-    """Running equity statistics (:func:`stats_add_nb`); times are read through the bar index."""
+    """Running equity statistics (:func:`stats_push_nb`); times are read through the bar index."""
 
     sum_eq: float
     peak: float
@@ -512,11 +512,18 @@ def exit_at_nb(cash, lg, col, row, bar, ts_i, kind, px_raw, vol_ref, ps, prm):
 
 
 @_inline
+def levels_hit_nb(size, prot, tgt, h, lo):
+    """Whether a bar's range reaches a protective level ``prot`` or the target ``tgt`` of a
+    position of ``size`` (the cheap pre-check before :func:`intrabar_exit_nb`)."""
+    if size > 0.0:
+        return not ((lo > prot) & (h < tgt))
+    return not ((h < prot) & (lo > tgt))
+
+
+@_inline
 def stop_hit_nb(ps, h, lo):
-    """Whether the bar's range reaches a level of the position (the cheap pre-check)."""
-    if ps.size > 0.0:
-        return not ((lo > ps.prot) & (h < ps.tgt))
-    return not ((h < ps.prot) & (lo > ps.tgt))
+    """:func:`levels_hit_nb` of a position."""
+    return levels_hit_nb(ps.size, ps.prot, ps.tgt, h, lo)
 
 
 @_helper
@@ -553,15 +560,20 @@ def trail_nb(ps, row, h, lo, prm):
     the level is the same max/min over (liquidation, stop, trailing) as :func:`stop_levels_nb`."""
     if ps.size == 0.0 or not prm.tsl > 0.0 or (ps.row == row and prm.fill_close):
         return ps
-    if ps.size > 0.0:
-        extreme = h if h > ps.extreme else ps.extreme
-        tl = extreme * (1.0 - prm.tsl)
-        prot = tl if tl > ps.prot_fix else ps.prot_fix
-    else:
-        extreme = lo if lo < ps.extreme else ps.extreme
-        tl = extreme * (1.0 + prm.tsl)
-        prot = tl if tl < ps.prot_fix else ps.prot_fix
+    extreme, prot = trailed_nb(ps.size, ps.extreme, ps.prot_fix, h, lo, prm.tsl)
     return _position(ps, ps.size, ps.margin, ps.funding, extreme, prot, ps.last_exit)
+
+
+@_inline
+def trailed_nb(size, extreme, prot_fix, h, lo, tsl):
+    """``(extreme, protective level)`` after a bar with range ``[lo, h]``: see :func:`trail_nb`."""
+    if size > 0.0:
+        extreme = h if h > extreme else extreme
+        tl = extreme * (1.0 - tsl)
+        return extreme, (tl if tl > prot_fix else prot_fix)
+    extreme = lo if lo < extreme else extreme
+    tl = extreme * (1.0 + tsl)
+    return extreme, (tl if tl < prot_fix else prot_fix)
 
 
 @_inline
@@ -647,7 +659,7 @@ def close_decision_nb(ps, bar, b_le, b_lx, b_se, b_sx, in_univ, kill_now, halted
 
 
 # --------------------------------------------------------------------------- equity statistics
-@_helper
+@_inline
 def _push_nb(acc, r):
     """Welford update of the daily-return accumulator ``acc = [n, mean, m2, downside_sq]``."""
     acc[0] += 1.0
@@ -658,7 +670,7 @@ def _push_nb(acc, r):
         acc[3] += r * r
 
 
-@_helper
+@_inline
 def _push_day_nb(acc, daily_out, k, r):
     """Push day ``k``'s return into the accumulator and, when ``daily_out`` has room, record it."""
     _push_nb(acc, r)
@@ -672,7 +684,7 @@ def _day_return(st):
     return st.day_last / st.day_prev - 1.0 if st.day_prev > 0.0 else 0.0
 
 
-@_helper
+@_inline
 def _day_row(ts, i, day):
     """First row after ``i`` of a day after ``day`` (``ts`` sorted; ``len(ts)``: none)."""
     return i + 1 + np.searchsorted(ts[i + 1 :], (day + 1) * DAY_US)
@@ -685,7 +697,7 @@ def stats_start_nb(ts, init_cash):
     return Stats(0.0, init_cash, 0, init_cash, 0.0, 0, day, _day_row(ts, 0, day), init_cash, init_cash, 0)
 
 
-@_helper
+@_inline
 def _drawdown_end_nb(st, ts, i):
     """``(max drawdown, longest drawdown in µs)`` with the drawdown from the peak ending at row ``i``."""
     max_dd = st.max_dd
@@ -699,7 +711,7 @@ def _drawdown_end_nb(st, ts, i):
     return max_dd, max_dd_us
 
 
-@_helper
+@_inline
 def _new_day_nb(st, ts, i, dacc, daily_out):
     """Row ``i`` starts a new UTC day: the finished day's return, then 0 for every day without a
     bar, are pushed; returns ``(day, next_row, n_day)``."""
@@ -711,51 +723,29 @@ def _new_day_nb(st, ts, i, dacc, daily_out):
 
 
 @_inline
-def stats_due_nb(st, i, eq):
-    """Whether bar ``i`` with equity ``eq`` needs :func:`stats_event_nb` before
-    :func:`stats_add_nb`: it regains the peak after a drawdown, or it starts a new day."""
-    return (eq >= st.peak and st.trough < st.peak) or i == st.next_row
+def stats_push_nb(st, ts, i, eq, dacc, daily_out):
+    """Bar ``i``'s equity ``eq`` into the statistics: its sum, the running peak and trough (a
+    drawdown's depth and duration are taken when the peak is regained) and the daily returns
+    (the last equity of each UTC day, into ``dacc``/``daily_out``). The one definition of the
+    equity statistics: simulate, portfolios and :func:`equity_stats_nb` use it alike.
 
-
-@_helper
-def stats_event_nb(st, ts, i, eq, dacc, daily_out):
-    """The rare part of bar ``i``'s update: a drawdown that ends (its depth and duration), a new
-    UTC day (the daily returns into ``dacc``/``daily_out``)."""
-    max_dd, max_dd_us = st.max_dd, st.max_dd_us
-    if eq >= st.peak:
+    Inlined into loops that carry ``st`` (assigned once per bar: numba then keeps it in
+    registers); its callers are compiled without reference counting."""
+    peak, peak_row, trough, max_dd, max_dd_us = st.peak, st.peak_row, st.trough, st.max_dd, st.max_dd_us
+    if eq >= peak:
         max_dd, max_dd_us = _drawdown_end_nb(st, ts, i)
+        peak = eq
+        peak_row = i
+        trough = eq
+    else:
+        trough = min(trough, eq)
     day, next_row, day_prev, n_day = st.day, st.next_row, st.day_prev, st.n_day
     if i == next_row:
         day, next_row, n_day = _new_day_nb(st, ts, i, dacc, daily_out)
         day_prev = st.day_last
     return Stats(
-        st.sum_eq,
-        st.peak,
-        st.peak_row,
-        st.trough,
-        max_dd,
-        max_dd_us,
-        day,
-        next_row,
-        day_prev,
-        st.day_last,
-        n_day,
+        st.sum_eq + eq, peak, peak_row, trough, max_dd, max_dd_us, day, next_row, day_prev, eq, n_day
     )
-
-
-@_inline
-def stats_add_nb(st, i, eq):
-    """Bar ``i``'s equity ``eq`` into the sum, the running peak and trough and the day's last equity
-    (after :func:`stats_event_nb` when :func:`stats_due_nb`). With it, the one definition of the
-    equity statistics: simulate, portfolios and :func:`equity_stats_nb` use them alike."""
-    if eq >= st.peak:
-        peak, peak_row, trough = eq, i, eq
-    else:
-        peak, peak_row, trough = st.peak, st.peak_row, min(st.trough, eq)
-    return Stats(
-        st.sum_eq + eq, peak, peak_row, trough, st.max_dd, st.max_dd_us, st.day, st.next_row, st.day_prev, eq,
-        st.n_day,
-    )  # fmt: skip
 
 
 @_helper
@@ -771,13 +761,10 @@ def stats_finish_nb(st, ts, dacc, daily_out):
 def equity_stats_nb(ts, equity, init_cash, dacc, daily_out):
     """Statistics of an equity path: returns ``(sum of equity, max drawdown, longest drawdown in
     µs)`` and pushes the daily returns (last equity per UTC day) into ``dacc``/``daily_out``:
-    :func:`stats_add_nb` over the array."""
+    :func:`stats_push_nb` over the array."""
     st = stats_start_nb(ts, init_cash)
     for i in range(equity.shape[0]):
-        eq = equity[i]
-        if stats_due_nb(st, i, eq):
-            st = stats_event_nb(st, ts, i, eq, dacc, daily_out)
-        st = stats_add_nb(st, i, eq)
+        st = stats_push_nb(st, ts, i, equity[i], dacc, daily_out)
     return stats_finish_nb(st, ts, dacc, daily_out)
 
 
@@ -873,7 +860,7 @@ def first_decrease_nb(t):
     return -1
 
 
-@_jit
+@_helper
 def first_bad_input_nb(ts, open_, high, low, close, check):
     """First row where an input named by ``check`` (``enums.Check`` bits) is invalid, or -1: the
     rule of :func:`simulate_nb`'s fused checks (:func:`row_ok_nb`)."""
@@ -938,6 +925,11 @@ def _signals_nb(bars, i):
 
 
 @_inline
+def _row_ok_nb(check, i, bars, t_prev):
+    return row_ok_nb(check, i, bars.ts, bars.open, bars.high, bars.low, bars.close, t_prev)
+
+
+@_inline
 def _open_phase_nb(cash, lg, bars, i, pend, halted, ps, prm):
     """Phase 1: the order decided at the previous close fills at this open."""
     o = bars.open[i]
@@ -965,6 +957,20 @@ def _open_phase_nb(cash, lg, bars, i, pend, halted, ps, prm):
 
 
 @_inline
+def _in_bar_nb(cash, lg, bars, i, ps, prm):
+    """Phases 2 and 3: intra-bar exits (the volume of the previous bar for impact), funding."""
+    if ps.guarded and stop_hit_nb(ps, bars.high[i], bars.low[i]):
+        vol_ref = _at(bars.volume, i - 1, 0.0) if i > 0 else 0.0
+        cash, ps = stop_exit_nb(
+            cash, lg, 0, i, i, bars.ts[i], bars.open[i], bars.high[i], bars.low[i], vol_ref, ps, prm
+        )
+    if bars.funding.shape[0] > 0 and ps.size != 0.0:
+        cash, ps, fpay = funding_nb(cash, ps, bars.close[i], bars.funding[i])
+        lg.acc[_Acc.FUNDING] += fpay
+    return cash, ps
+
+
+@_inline
 def _close_phase_nb(cash, lg, bars, i, dx, dk, dd, ps, prm):
     """Phase 4's execution: with ``fill="close"`` the exit, then the entry, at this close; else the
     order is kept for the next open. Returns ``(cash, position, pending order)``."""
@@ -981,158 +987,136 @@ def _close_phase_nb(cash, lg, bars, i, dx, dk, dd, ps, prm):
     return cash, ps, _NO_ORDER
 
 
-@_inline
-def _in_bar_nb(cash, lg, bars, i, ps, prm):
-    """Phases 2 and 3: intra-bar exits (the volume of the previous bar for impact), funding."""
-    if ps.guarded and stop_hit_nb(ps, bars.high[i], bars.low[i]):
-        vol_ref = _at(bars.volume, i - 1, 0.0) if i > 0 else 0.0
-        cash, ps = stop_exit_nb(
-            cash, lg, 0, i, i, bars.ts[i], bars.open[i], bars.high[i], bars.low[i], vol_ref, ps, prm
-        )
-    if bars.funding.shape[0] > 0 and ps.size != 0.0:
-        cash, ps, fpay = funding_nb(cash, ps, bars.close[i], bars.funding[i])
-        lg.acc[_Acc.FUNDING] += fpay
-    return cash, ps
-
-
-@_inline
-def _bar_nb(i, s, bars, lg, prm):
-    """Phases 1 to 5 of bar ``i`` (the marking aside: :func:`_mark_nb`)."""
+@_helper
+def _event_bar_nb(i, s, bars, lg, marks, prm):
+    """Bar ``i`` through the five phases, then marked (inputs already checked)."""
     cash, ps = s.cash, s.ps
     if s.pend.exit or s.pend.side != 0:
         cash, ps = _open_phase_nb(cash, lg, bars, i, s.pend, s.halted, ps, prm)
     if ps.size != 0.0:
         cash, ps = _in_bar_nb(cash, lg, bars, i, ps, prm)
-    kpeak, halted, kill_now = kill_nb(equity_nb(cash, ps, bars.close[i]), s.kpeak, s.halted, prm)
+    c = bars.close[i]
+    kpeak, halted, kill_now = kill_nb(equity_nb(cash, ps, c), s.kpeak, s.halted, prm)
     b_le, b_lx, b_se, b_sx = _signals_nb(bars, i)
     dx, dk, dd = close_decision_nb(ps, i, b_le, b_lx, b_se, b_sx, True, kill_now, halted, prm)
     pend = _NO_ORDER
     if dx or dd != 0:
         cash, ps, pend = _close_phase_nb(cash, lg, bars, i, dx, dk, dd, ps, prm)
     ps = trail_nb(ps, i, bars.high[i], bars.low[i], prm)
-    return Sim(cash, ps, pend, s.st, kpeak, halted, s.n_exposed, s.eq, s.t_prev)
-
-
-@_inline
-def _mark_nb(i, s, c, ts, marks, store):
-    """Phase 5's marking: equity at the close ``c`` (only read with a position), the statistics,
-    the per-bar outputs."""
-    held = s.ps.size != 0.0
-    eq = equity_nb(s.cash, s.ps, c) if held else s.cash
-    st = s.st
-    if stats_due_nb(st, i, eq):
-        st = stats_event_nb(st, ts, i, eq, marks.dacc, marks.daily)
-    st = stats_add_nb(st, i, eq)
-    if store:
+    eq = equity_nb(cash, ps, c) if ps.size != 0.0 else cash
+    st = stats_push_nb(s.st, bars.ts, i, eq, marks.dacc, marks.daily)
+    if lg.store:
         marks.equity[i] = eq
-        marks.cash[i] = s.cash
-        marks.position[i] = s.ps.size
-    return Sim(s.cash, s.ps, s.pend, st, s.kpeak, s.halted, s.n_exposed + held, eq, s.t_prev)
+        marks.cash[i] = cash
+        marks.position[i] = ps.size
+    return Sim(cash, ps, pend, st, kpeak, halted, s.n_exposed + (ps.size != 0.0), eq, s.t_prev)
 
 
-@_inline
+@_helper
 def _flat_run_nb(i, s, bars, marks, store, prm, check):
     """Bars from ``i`` that are quiet while flat with no order pending (no entry decided, the kill
     switch not fired): only the statistics move. Returns ``(first bar that is not quiet, state,
-    bad row found)``."""
+    bad row found)``; the loop carries scalars only (numba keeps them in registers)."""
     n = bars.close.shape[0]
-    kill = prm.max_dd_kill > 0.0
+    cash = s.cash
+    st, kpeak, t_prev, eq = s.st, s.kpeak, s.t_prev, s.eq
+    bad = False
     while i < n:
         b_le, b_lx, b_se, b_sx = _signals_nb(bars, i)
         _, dd = signal_sides_nb(0.0, b_le, b_lx, b_se, b_sx)
-        kpeak, halted, killed = s.kpeak, s.halted, False
-        if kill:
-            kpeak, halted, killed = kill_nb(equity_nb(s.cash, s.ps, bars.close[i]), kpeak, halted, prm)
-        if killed or allowed_side_nb(dd, True, s.halted, prm) != 0:
-            return i, s, False
-        t_prev = s.t_prev
+        if allowed_side_nb(dd, True, s.halted, prm) != 0:
+            break
+        if prm.max_dd_kill > 0.0:  # the flat equity is the cash (the same sum as in a position)
+            kp, _, killed = kill_nb(equity_nb(cash, s.ps, bars.close[i]), kpeak, s.halted, prm)
+            if killed:
+                break
+            kpeak = kp
         if check != 0:
-            ok, t_prev = row_ok_nb(check, i, bars.ts, bars.open, bars.high, bars.low, bars.close, t_prev)
+            ok, t_prev = _row_ok_nb(check, i, bars, t_prev)
             if not ok:
-                return i, s, True
-        s = Sim(s.cash, s.ps, s.pend, s.st, kpeak, halted, s.n_exposed, s.eq, t_prev)
-        s = _mark_nb(i, s, 0.0, bars.ts, marks, store)
+                bad = True
+                break
+        eq = cash
+        st = stats_push_nb(st, bars.ts, i, eq, marks.dacc, marks.daily)
+        if store:
+            marks.equity[i] = eq
+            marks.cash[i] = cash
+            marks.position[i] = 0.0
         i += 1
-    return i, s, False
+    return i, Sim(cash, s.ps, s.pend, st, kpeak, s.halted, s.n_exposed, eq, t_prev), bad
 
 
-@_inline
+@_helper
 def _held_run_nb(i, s, bars, lg, marks, prm, check):
     """Bars from ``i`` that are quiet while a position is held with no order pending (no level
     reached, no exit decided, the kill switch not fired): funding, the trailing stop and the
     statistics move. Returns as :func:`_flat_run_nb`."""
     n = bars.close.shape[0]
+    ps = s.ps
     fund = bars.funding.shape[0] > 0
+    cash, funding, extreme, prot = s.cash, ps.funding, ps.extreme, ps.prot
+    st, kpeak, t_prev, eq = s.st, s.kpeak, s.t_prev, s.eq
+    acc_fund = lg.acc[_Acc.FUNDING]
+    i0 = i
+    bad = False
     while i < n:
-        ps = s.ps
-        if ps.guarded and stop_hit_nb(ps, bars.high[i], bars.low[i]):
-            return i, s, False
+        if ps.guarded and levels_hit_nb(ps.size, prot, ps.tgt, bars.high[i], bars.low[i]):
+            break
         b_le, b_lx, b_se, b_sx = _signals_nb(bars, i)
         dx, _ = signal_sides_nb(ps.size, b_le, b_lx, b_se, b_sx)
         c = bars.close[i]
-        cash, fpay = s.cash, 0.0
-        if fund:
-            cash, ps, fpay = funding_nb(cash, ps, c, bars.funding[i])
-        kpeak, halted, killed = kill_nb(equity_nb(cash, ps, c), s.kpeak, s.halted, prm)
+        fpay = ps.size * c * bars.funding[i] if fund else 0.0
+        cash_i = cash - fpay if fund else cash
+        kp, _, killed = kill_nb(equity_nb(cash_i, ps, c), kpeak, s.halted, prm)
         if dx or killed or time_up_nb(ps, i, prm):
-            return i, s, False
-        t_prev = s.t_prev
+            break
         if check != 0:
-            ok, t_prev = row_ok_nb(check, i, bars.ts, bars.open, bars.high, bars.low, bars.close, t_prev)
+            ok, t_prev = _row_ok_nb(check, i, bars, t_prev)
             if not ok:
-                return i, s, True
+                bad = True
+                break
         if fund:
-            lg.acc[_Acc.FUNDING] += fpay
+            funding += fpay
+            acc_fund += fpay
+        cash = cash_i
+        kpeak = kp
         if prm.tsl > 0.0:
-            ps = trail_nb(ps, i, bars.high[i], bars.low[i], prm)
-        s = _mark_nb(
-            i,
-            Sim(cash, ps, s.pend, s.st, kpeak, halted, s.n_exposed, s.eq, t_prev),
-            c,
-            bars.ts,
-            marks,
-            lg.store,
-        )
+            extreme, prot = trailed_nb(ps.size, extreme, ps.prot_fix, bars.high[i], bars.low[i], prm.tsl)
+        eq = equity_nb(cash, ps, c)
+        st = stats_push_nb(st, bars.ts, i, eq, marks.dacc, marks.daily)
+        if lg.store:
+            marks.equity[i] = eq
+            marks.cash[i] = cash
+            marks.position[i] = ps.size
         i += 1
-    return i, s, False
-
-
-@_inline
-def _quiet_run_nb(i, s, bars, lg, marks, prm, check):
-    """The quiet bars from ``i`` (none while an order is pending): see :func:`_flat_run_nb`."""
-    if s.pend.exit or s.pend.side != 0:
-        return i, s, False
-    if s.ps.size == 0.0:
-        return _flat_run_nb(i, s, bars, marks, lg.store, prm, check)
-    return _held_run_nb(i, s, bars, lg, marks, prm, check)
-
-
-@_inline
-def _event_bar_nb(i, s, bars, lg, marks, prm, check):
-    """Bar ``i`` through every phase, its inputs checked first; ``(state, ok)``."""
-    if check != 0:
-        ok, t_prev = row_ok_nb(check, i, bars.ts, bars.open, bars.high, bars.low, bars.close, s.t_prev)
-        if not ok:
-            return s, False
-        s = Sim(s.cash, s.ps, s.pend, s.st, s.kpeak, s.halted, s.n_exposed, s.eq, t_prev)
-    s = _bar_nb(i, s, bars, lg, prm)
-    return _mark_nb(i, s, bars.close[i], bars.ts, marks, lg.store), True
+    lg.acc[_Acc.FUNDING] = acc_fund
+    ps = _position(ps, ps.size, ps.margin, funding, extreme, prot, ps.last_exit)
+    return i, Sim(cash, ps, s.pend, st, kpeak, s.halted, s.n_exposed + (i - i0), eq, t_prev), bad
 
 
 @_helper
 def _simulate_run_nb(bars, lg, marks, prm, check):
-    """The bars of a single asset: quiet runs and event bars; ``(final state, bad row or -1)``."""
+    """The bars of a single asset: runs of quiet bars, and the bars between them through every
+    phase; returns ``(final state, bad row or -1)``."""
     n = bars.close.shape[0]
     cash = prm.init_cash
     s = Sim(cash, _FLAT, _NO_ORDER, stats_start_nb(bars.ts, cash), cash, False, 0, cash, bars.ts[0])
     i = 0
     while i < n:
-        i, s, bad = _quiet_run_nb(i, s, bars, lg, marks, prm, check)
-        if i < n and not bad:
-            s, ok = _event_bar_nb(i, s, bars, lg, marks, prm, check)
+        bad = False
+        if not (s.pend.exit or s.pend.side != 0):
+            if s.ps.size == 0.0:
+                i, s, bad = _flat_run_nb(i, s, bars, marks, lg.store, prm, check)
+            else:
+                i, s, bad = _held_run_nb(i, s, bars, lg, marks, prm, check)
+        if i < n and not bad and check != 0:
+            ok, t_prev = _row_ok_nb(check, i, bars, s.t_prev)
             bad = not ok
+            s = Sim(s.cash, s.ps, s.pend, s.st, s.kpeak, s.halted, s.n_exposed, s.eq, t_prev)
         if bad:
             return s, i
+        if i < n:
+            s = _event_bar_nb(i, s, bars, lg, marks, prm)
         i += 1
     return s, -1
 
@@ -1435,7 +1419,7 @@ def _close_delisted_nb(cash, lg, bk, mk, t, prm):
     return cash
 
 
-@_helper
+@_inline
 def _mark_row_nb(cash, bk, t, store, pos_out):
     """Portfolio equity at row ``t`` (every position at its symbol's last close) and whether any
     position is open; positions into ``pos_out`` when storing."""
@@ -1448,6 +1432,35 @@ def _mark_row_nb(cash, bk, t, store, pos_out):
         if store:
             pos_out[t, j] = r["size"]
     return eq, exposed
+
+
+@_helper
+def _portfolio_run_nb(mk, bk, lg, marks, prm):
+    """The rows of a portfolio: delisted closes, each symbol's bar, marking, statistics and the
+    kill switch; returns ``(statistics, last equity, rows with a position)``."""
+    T, K = mk.close.shape
+    st = stats_start_nb(mk.ts, prm.init_cash)
+    cash = prm.init_cash
+    halted = False
+    kill_now = False  # once halted, every symbol flattens at its next bar's decision
+    kpeak = prm.init_cash
+    n_exposed = 0
+    eq = cash
+    for t in range(T):
+        if mk.member.shape[0] > 0:
+            cash = _close_delisted_nb(cash, lg, bk, mk, t, prm)
+        for k in range(K):
+            if mk.has[t, k]:
+                cash = _symbol_bar_nb(cash, lg, bk, mk, t, k, kill_now, halted, prm)
+        eq, exposed = _mark_row_nb(cash, bk, t, lg.store, marks.position)
+        n_exposed += exposed
+        st = stats_push_nb(st, mk.ts, t, eq, marks.dacc, marks.daily)
+        if lg.store:
+            marks.equity[t] = eq
+            marks.cash[t] = cash
+        kpeak, halted, killed = kill_nb(eq, kpeak, halted, prm)
+        kill_now |= killed
+    return st, eq, n_exposed
 
 
 @_helper
@@ -1496,33 +1509,11 @@ def portfolio_nb(
     mk = Market(ts, has, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, member)
     bk = _new_book_nb(has, member)
     lg = Ledger(store, orders, trades, np.zeros(8), np.zeros(2, dtype=np.int64))
-    dacc = np.zeros(4)
-    st = stats_start_nb(ts, prm.init_cash)
-    cash = prm.init_cash
-    halted = False
-    kill_now = False  # once halted, every symbol flattens at its next bar's decision
-    kpeak = prm.init_cash
-    n_exposed = 0
-    eq = cash
-    for t in range(T):
-        if member.shape[0] > 0:
-            cash = _close_delisted_nb(cash, lg, bk, mk, t, prm)
-        for k in range(K):
-            if has[t, k]:
-                cash = _symbol_bar_nb(cash, lg, bk, mk, t, k, kill_now, halted, prm)
-        eq, exposed = _mark_row_nb(cash, bk, t, store, pos_out)
-        n_exposed += exposed
-        if stats_due_nb(st, t, eq):
-            st = stats_event_nb(st, ts, t, eq, dacc, daily_out)
-        st = stats_add_nb(st, t, eq)
-        if store:
-            eq_out[t] = eq
-            cash_out[t] = cash
-        kpeak, halted, killed = kill_nb(eq, kpeak, halted, prm)
-        kill_now |= killed
+    marks = Marks(eq_out, cash_out, pos_out, np.zeros(4), daily_out)
+    st, eq, n_exposed = _portfolio_run_nb(mk, bk, lg, marks, prm)
     n_open = _record_open_positions_nb(lg, bk, T)
-    stats = stats_finish_nb(st, ts, dacc, daily_out)
-    finish_metrics_nb(metrics, prm.init_cash, eq, dacc, stats, lg.acc, n_open > 0, n_exposed / T, T)
+    stats = stats_finish_nb(st, ts, marks.dacc, daily_out)
+    finish_metrics_nb(metrics, prm.init_cash, eq, marks.dacc, stats, lg.acc, n_open > 0, n_exposed / T, T)
     metrics[Metric.N_TRADES] = lg.acc[_Acc.CLOSED] + n_open
     return lg.cnt[0], lg.cnt[1]
 
