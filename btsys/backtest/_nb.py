@@ -577,12 +577,6 @@ def trailed_nb(size, extreme, prot_fix, h, lo, tsl):
 
 
 @_inline
-def value_nb(ps, c):
-    """The position's value at price ``c``: margin plus unrealised pnl."""
-    return ps.margin + ps.size * (c - ps.price)
-
-
-@_inline
 def equity_nb(cash, ps, c):
     """A single asset's equity at price ``c`` (summed as ``cash + margin + pnl``)."""
     return cash + ps.margin + ps.size * (c - ps.price)
