@@ -1226,7 +1226,7 @@ class Book(NamedTuple):
     last_row: np.ndarray  # last row with a bar per symbol (dynamic universes only)
 
 
-@_helper
+@_inline
 def _load_position_nb(pos, k):
     r = pos[k]
     return Position(
@@ -1235,7 +1235,7 @@ def _load_position_nb(pos, k):
     )  # fmt: skip
 
 
-@_helper
+@_inline
 def _store_position_nb(pos, k, ps):
     r = pos[k]
     r["size"] = ps.size
@@ -1254,13 +1254,13 @@ def _store_position_nb(pos, k, ps):
     r["last_exit"] = ps.last_exit
 
 
-@_helper
+@_inline
 def _load_order_nb(pending, k):
     r = pending[k]
     return Order(r["exit"], r["kind"], r["side"], r["scale"], r["vol_ref"], r["vol_est"])
 
 
-@_helper
+@_inline
 def _store_order_nb(pending, k, od):
     r = pending[k]
     r["exit"] = od.exit
@@ -1300,7 +1300,7 @@ def _new_book_nb(has, member):
     return bk
 
 
-@_helper
+@_inline
 def _at2(a, t, k, default):
     """``a[t, k]``, or ``default`` for an input that is not given (an empty array)."""
     return a[t, k] if a.shape[0] > 0 else default
@@ -1343,7 +1343,7 @@ def _pf_open_phase_nb(cash, lg, bk, mk, t, k, b, in_univ, halted, pend, ps, prm)
     return cash, ps
 
 
-@_helper
+@_inline
 def _pf_in_bar_nb(cash, lg, bk, mk, t, k, b, ps, prm):
     """Phases 2 and 3 of symbol ``k``'s bar (its previous bar's volume for impact)."""
     h = mk.high[t, k]
@@ -1374,7 +1374,7 @@ def _pf_close_phase_nb(cash, lg, bk, mk, t, k, b, dx, dk, dd, ps, prm):
     return cash, ps, _NO_ORDER
 
 
-@_helper
+@_inline
 def _symbol_bar_nb(cash, lg, bk, mk, t, k, kill_now, halted, prm):
     """The five phases of symbol ``k``'s bar closing at row ``t`` (as :func:`simulate_nb`'s bars)."""
     ps = _load_position_nb(bk.pos, k)
