@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from btsys.backtest.enums import OrderKind
+from btsys.backtest.enums import ORDER_KIND_LABELS
 from btsys.report.charts import CHART_NAMES, CHART_TITLES, price_decimals
 from btsys.report.drawdowns import drawdown_periods
 
@@ -195,8 +195,7 @@ def duration_text(seconds: float) -> str:
     return f"{m}m" if m else f"{sec}s"
 
 
-_KIND_NAMES = {v: k.lower().replace("_", " ") for k, v in vars(OrderKind).items() if k.isupper()}
-_KIND_NAMES[OrderKind.EXIT] = "exit signal"
+_KIND_NAMES = {code: label.replace("_", " ") for code, label in ORDER_KIND_LABELS.items()}
 
 
 def kind_name(v: Any) -> str:
