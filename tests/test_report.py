@@ -187,7 +187,7 @@ def test_split_metrics_known_values():
 
 
 # --------------------------------------------------------------------------- MLflow
-def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
+def test_log_run_params_metrics_tags_artifacts(mlflow_db, tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     long_syms = [f"SYM{i:04d}USDT" for i in range(60)]  # a list param far over 500 characters
     syms = f"data.symbols=[{','.join(long_syms)}]"
@@ -254,7 +254,7 @@ def test_log_run_disabled_touches_nothing(tmp_path, monkeypatch, result):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, result):
+def test_log_run_failure_is_recorded_and_run_closed(mlflow_db, tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "name=broken")
     from dataclasses import replace
@@ -272,7 +272,7 @@ def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, resul
     assert ml.find_logged_run(cfg) is None  # a failed run is never reused
 
 
-def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
+def test_log_run_walk_forward_metrics(mlflow_db, tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(
         tmp_path,
@@ -295,7 +295,7 @@ def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
     assert "walk_forward.csv" in {a.path for a in client.list_artifacts(rid)}
 
 
-def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
+def test_log_sweep_table_one_run_plus_top_k_children(mlflow_db, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "sweep.mode=kernel", "sweep.top_k=3")
     rows, results, rets = [], {}, {}
