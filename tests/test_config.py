@@ -47,6 +47,7 @@ def test_demo_is_offline():
     assert cfg.data.name == "synthetic"
 
 
+@pytest.mark.slow
 def test_every_group_option_composes():
     groups = [
         g

@@ -104,6 +104,7 @@ def _race(root, i, q):
     q.put(e.prefix)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_leave_one_intact_entry(tmp_path):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()

@@ -128,6 +128,7 @@ def _end(n_days):
     return str((pd.Timestamp("2025-01-01") + pd.Timedelta(days=n_days - 1)).date())
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(cases())
 def test_changing_data_on_or_after_an_instant_leaves_its_membership_unchanged(case):
