@@ -88,6 +88,7 @@ def test_user_error_line_format():
     assert e.line() == "cannot reach https://***@host/x second line"
 
 
+@pytest.mark.slow
 def test_help_lists_experiments_and_real_options_from_conf(tmp_path):
     p = run(tmp_path, "--help")
     assert p.returncode == 0, p.stderr[-2000:]
@@ -112,6 +113,7 @@ def test_help_lists_experiments_and_real_options_from_conf(tmp_path):
     assert out.count(f"stage={stages}") == 1 and f"stop after a stage: {stages}" in out
 
 
+@pytest.mark.slow
 def test_console_script_is_python_m_btsys_and_completes(tmp_path):
     assert BTSYS, "the btsys console script is not installed (pip install -e .)"
     a = run(tmp_path, "+experiment=demo", "--cfg", "job")

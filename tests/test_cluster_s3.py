@@ -108,7 +108,7 @@ def test_shipped_package_is_what_executors_import(tmp_path):
     assert all(pid != os.getpid() for _, pid in files)
 
 
-def test_demo_pipeline_on_s3(tmp_path, spark, s3_bucket, monkeypatch, caplog):
+def test_demo_pipeline_on_s3(mlflow_db, tmp_path, spark, s3_bucket, monkeypatch, caplog):
     endpoint, bucket = s3_bucket
     monkeypatch.chdir(tmp_path)
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]

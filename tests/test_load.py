@@ -31,9 +31,10 @@ def _overrides(root) -> list:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, spark):
+def demo(tmp_path_factory, spark, new_mlflow_db):
     """The demo pipeline, small, run once: (project folder, its overrides, what run() returned)."""
     root = tmp_path_factory.mktemp("project")
+    new_mlflow_db(root)
     out = P.run(compose(_overrides(root)))
     return root, _overrides(root), out
 

@@ -176,7 +176,7 @@ def test_bad_ml_configs(cfg, match):
 
 
 @pytest.mark.slow
-def test_log_model_info_to_mlflow(tmp_path):
+def test_log_model_info_to_mlflow(mlflow_db, tmp_path):
     import mlflow
     import mlflow.sklearn
 

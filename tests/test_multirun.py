@@ -96,7 +96,7 @@ def children(c, exp, pid):
     return c.search_runs([exp], f"tags.`mlflow.parentRunId` = '{pid}'")
 
 
-def test_grid_multirun_parent_children_summary_and_rerun_skips(tmp_path):
+def test_grid_multirun_parent_children_summary_and_rerun_skips(mlflow_db, tmp_path):
     p = run_app(tmp_path, "first", "strategy.fast=5,10", "strategy.slow=40,80")
     c, exp = client_and_exp(tmp_path)
     ps = parents(c, exp)
@@ -200,7 +200,7 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on_joblib(tmp_path):
     assert "injected failure for fast=13" in p.stdout + p.stderr  # and the user sees it
 
 
-def test_end_to_end_python_m_btsys_demo_multirun(tmp_path):
+def test_end_to_end_python_m_btsys_demo_multirun(mlflow_db, tmp_path):
     """The real pipeline: ``python -m btsys -m +experiment=demo`` over a 2 x 2 grid."""
     env = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="Agg")
     cmd = [

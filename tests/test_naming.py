@@ -87,7 +87,7 @@ def test_sweep_names_show_the_swept_values(tmp_path):
 
 
 @pytest.mark.slow
-def test_logged_run_name_tags_and_params(tmp_path, monkeypatch, result):
+def test_logged_run_name_tags_and_params(mlflow_db, tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "data.symbols=[BTCUSDT]", "mlflow.charts=false")
     rid = ml.log_run(cfg, result, {})

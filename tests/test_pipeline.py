@@ -187,7 +187,7 @@ def test_stage_backtest_stops_before_the_report(tmp_path, spark, monkeypatch):
     assert not db.exists()
 
 
-def test_demo_ml_logs_run_metrics_and_each_symbols_model(tmp_path, spark, monkeypatch):
+def test_demo_ml_logs_run_metrics_and_each_symbols_model(mlflow_db, tmp_path, spark, monkeypatch):
     """+experiment=demo_ml end to end: out-of-sample ML signals backtested, run + models in MLflow."""
     import mlflow
 

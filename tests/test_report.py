@@ -188,7 +188,7 @@ def test_split_metrics_known_values():
 
 # --------------------------------------------------------------------------- MLflow
 @pytest.mark.slow
-def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
+def test_log_run_params_metrics_tags_artifacts(mlflow_db, tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     long_syms = [f"SYM{i:04d}USDT" for i in range(60)]  # a list param far over 500 characters
     syms = f"data.symbols=[{','.join(long_syms)}]"
@@ -256,7 +256,7 @@ def test_log_run_disabled_touches_nothing(tmp_path, monkeypatch, result):
 
 
 @pytest.mark.slow
-def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, result):
+def test_log_run_failure_is_recorded_and_run_closed(mlflow_db, tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "name=broken")
     from dataclasses import replace
@@ -275,7 +275,7 @@ def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, resul
 
 
 @pytest.mark.slow
-def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
+def test_log_run_walk_forward_metrics(mlflow_db, tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(
         tmp_path,
@@ -299,7 +299,7 @@ def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
 
 
 @pytest.mark.slow
-def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
+def test_log_sweep_table_one_run_plus_top_k_children(mlflow_db, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "sweep.mode=kernel", "sweep.top_k=3")
     rows, results, rets = [], {}, {}

@@ -10,7 +10,10 @@ from conftest import TESTS
 
 sys.path.insert(0, os.path.join(os.path.dirname(TESTS), "bench"))
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium")
+pytestmark = [
+    pytest.mark.slow,  # a browser start per test
+    pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium"),
+]
 
 
 @pytest.mark.slow

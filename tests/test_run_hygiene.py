@@ -74,9 +74,10 @@ def _strings_with(root, needle: str) -> list[str]:
     return hits
 
 
-def test_a_planted_password_is_nowhere_and_an_all_failed_multirun_exits_non_zero(tmp_path):
+def test_a_planted_password_is_nowhere_and_an_all_failed_multirun_exits_non_zero(new_mlflow_db, tmp_path):
     cwd, store, track = (tmp_path / d for d in ("cwd", "store", "track"))
     cwd.mkdir()
+    new_mlflow_db(track)
     p = btsys(
         cwd,
         "-m",

@@ -231,7 +231,7 @@ def test_every_strategy_trades_in_the_property_test_data():
 
 # --------------------------------------------------------------------------- logged child runs
 @pytest.mark.slow
-def test_top_k_child_runs_logged_after_a_kernel_sweep_equal_their_rows(tmp_path, monkeypatch):
+def test_top_k_child_runs_logged_after_a_kernel_sweep_equal_their_rows(mlflow_db, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from btsys.report import mlflow_log as ml

@@ -67,9 +67,10 @@ def test_a_new_folder_is_created_and_relative_paths_are_to_the_cwd(tmp_path, mon
 
 
 @pytest.mark.slow
-def test_artifacts_live_beside_the_database_not_in_the_cwd(tmp_path, monkeypatch):
+def test_artifacts_live_beside_the_database_not_in_the_cwd(new_mlflow_db, tmp_path, monkeypatch):
     cwd, store = tmp_path / "cwd", tmp_path / "store"
     cwd.mkdir()
+    new_mlflow_db(store)
     monkeypatch.chdir(cwd)
     cfg = compose(
         tmp_path, f"mlflow.tracking_uri=sqlite:///{store}/mlflow.db", "mlflow.artifact_location=null"
@@ -82,7 +83,9 @@ def test_artifacts_live_beside_the_database_not_in_the_cwd(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_experiments_are_tagged_model_development_when_created_or_first_used(tmp_path, monkeypatch):
+def test_experiments_are_tagged_model_development_when_created_or_first_used(
+    mlflow_db, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     from mlflow.tracking import MlflowClient
 

@@ -28,8 +28,9 @@ def _cfg(tmp, extra=()):
 
 
 @pytest.fixture(scope="module")
-def demo(spark, tmp_path_factory):
+def demo(spark, tmp_path_factory, new_mlflow_db):
     tmp = tmp_path_factory.mktemp("universe_demo")
+    new_mlflow_db(tmp)
     old = os.getcwd()
     os.chdir(tmp)  # the synthetic mirror lives under the working directory
     try:

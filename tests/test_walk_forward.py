@@ -108,7 +108,7 @@ def test_walk_forward_has_no_look_ahead():
 
 
 @pytest.mark.slow
-def test_walk_forward_figures_are_mlflow_steps(tmp_path):
+def test_walk_forward_figures_are_mlflow_steps(mlflow_db, tmp_path):
     from btsys.report import mlflow_log as ml
 
     cfg = config(strategy={"name": "momentum", "lookback": 10, "threshold": 0.0})
