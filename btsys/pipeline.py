@@ -47,6 +47,7 @@ def _check(cfg: Any, stage: str) -> None:
     """Everything that can be known before Spark or numba starts; messages name the key."""
     resolve_symbols(cfg)  # before the config hash: a symbols file's content, not its path, counts
     validate_config(cfg)
+    ingest.check(cfg)
     quality.check(cfg)
     universe.check(cfg)
     if stage == "all":

@@ -51,6 +51,8 @@ def test_user_errors_end_in_one_line_naming_the_key(tmp_path, override, key):
     lines = _error_lines(p)  # progress lines may come first; the error is the one last line
     assert [ln for ln in lines if " ERROR " in ln] == lines[-1:], lines
     assert " ERROR btsys: " in lines[-1] and key in lines[-1] and "Traceback" not in p.stderr
+    # found before the synthetic mirror, Spark or the tracking store: nothing was written
+    assert not {"data", "mlflow.db", "mlartifacts"} & set(os.listdir(tmp_path)), os.listdir(tmp_path)
 
 
 @pytest.mark.slow

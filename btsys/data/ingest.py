@@ -690,7 +690,12 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_request(data: Mapping[str, Any]) -> tuple[str, str, list[str]]:
+def check_request(data_cfg: Any) -> tuple[str, str, list[str], list[bn.SourceFile]]:
+    """``(market, dataset, symbols, files)`` of the ``data`` settings once they are checked
+    (market, dataset, every symbol, funding on futures only, COIN-M contract sizes, the dates) and
+    the files that cover them planned; no I/O. Raises :class:`~btsys.errors.ConfigError` naming
+    the bad ``data`` key."""
+    data = to_plain(data_cfg)
     market = bn.check_market(data.get("market", "spot"))
     dataset = bn.check_dataset(data.get("dataset", "aggTrades"))
     symbols = list(data.get("symbols") or [])
@@ -706,7 +711,11 @@ def _check_request(data: Mapping[str, Any]) -> tuple[str, str, list[str]]:
                 bn.contract_size(s, data.get("contract_size") or bn.DEFAULT_CONTRACT_SIZE)
             except KeyError as e:
                 raise ConfigError(str(e.args[0])) from None
-    return market, dataset, symbols
+    start, end = data.get("start"), data.get("end")
+    files = bn.plan_files(market, dataset, symbols, start, end)
+    if data.get("funding"):
+        files += bn.plan_funding(market, symbols, start, end)
+    return market, dataset, symbols, files
 
 
 def _clean_old_runs(store: Storage) -> None:
@@ -778,11 +787,8 @@ def plan_request(
     removed. Raises :class:`~btsys.errors.ConfigError` naming the bad ``data`` key.
     """
     data = to_plain(data_cfg)
-    market, dataset, symbols = _check_request(data)
+    market, dataset, symbols, files = check_request(data)
     start, end = data.get("start"), data.get("end")
-    files = bn.plan_files(market, dataset, symbols, start, end)
-    if data.get("funding"):
-        files += bn.plan_funding(market, symbols, start, end)
     req = Request(data, base_url, market, dataset, symbols, files)
     req.settings = task_settings(data, base_url, getattr(store, "endpoint_url", None))
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"

@@ -52,6 +52,12 @@ def section(cfg: Any) -> dict:
     return data
 
 
+def check(cfg: Any) -> None:
+    """Fail fast, before the synthetic mirror or Spark starts, on bad ``data`` settings (market,
+    dataset, symbols, dates); messages name the key."""
+    ingest.check_request(cfg.data)
+
+
 def key(cfg: Any) -> str:
     return stage_key(NAME, section(cfg), version=VERSION)
 
