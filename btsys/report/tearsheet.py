@@ -22,7 +22,6 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from btsys.backtest.enums import ORDER_KIND_LABELS
 from btsys.report.charts import CHART_NAMES, CHART_TITLES, price_decimals
 from btsys.report.drawdowns import drawdown_periods
 
@@ -195,22 +194,6 @@ def duration_text(seconds: float) -> str:
     return f"{m}m" if m else f"{sec}s"
 
 
-_KIND_NAMES = {code: label.replace("_", " ") for code, label in ORDER_KIND_LABELS.items()}
-
-
-def kind_name(v: Any) -> str:
-    """An order/exit kind as its name (codes of :class:`btsys.backtest.enums.OrderKind`)."""
-    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer()):
-        return _KIND_NAMES.get(int(v), str(v))
-    return str(v).replace("_", " ")
-
-
-def direction_name(v: Any) -> str:
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return "long" if v > 0 else "short"
-    return str(v)
-
-
 def _qty_decimals(sizes: np.ndarray) -> int:
     """About six significant digits for the typical trade size."""
     a = np.abs(np.asarray(sizes, dtype=np.float64))
@@ -232,7 +215,7 @@ def trades_view(
     if "symbol" in t:
         out["symbol"] = t["symbol"].astype(str).map(html.escape)
     if "direction" in t:
-        out["side"] = t["direction"].map(direction_name)
+        out["side"] = t["direction"]  # labels: long / short
     out.update(_time_columns(t))
     out.update(_size_price_columns(t, dict(decimals or {})))
     cls = {}
@@ -241,7 +224,7 @@ def trades_view(
             out[c] = [fmt_value(c, v) for v in t[c]]
             cls[c] = [_sign_class(c, v) for v in t[c]]
     if "exit_reason" in t or "is_open" in t:
-        kinds = t["exit_reason"].map(kind_name) if "exit_reason" in t else pd.Series([""] * len(t))
+        kinds = t["exit_reason"].str.replace("_", " ") if "exit_reason" in t else pd.Series([""] * len(t))
         is_open = t["is_open"].astype(bool) if "is_open" in t else pd.Series([False] * len(t))
         out["exit"] = np.where(is_open, "open (marked at the last close)", kinds)
     view = pd.DataFrame(out, index=t.index)
