@@ -84,6 +84,20 @@ def walk_forward_windows(n_bars: int, split_cfg: Any) -> list[tuple[slice, slice
     return out
 
 
+def window_bounds(i: int, tr: slice, te: slice, ts: np.ndarray) -> dict:
+    """The leading columns of a window's row: its number, bar ranges and times (µs)."""
+    return {
+        "window": i,
+        "train_start": tr.start,
+        "train_stop": tr.stop,
+        "test_start": te.start,
+        "test_stop": te.stop,
+        "train_ts_start": int(ts[tr.start]),
+        "test_ts_start": int(ts[te.start]),
+        "test_ts_end": int(ts[te.stop - 1]),
+    }
+
+
 def _bar_returns(equity: np.ndarray) -> np.ndarray:
     """Return of each bar; bar 0 has none (0)."""
     eq = np.asarray(equity, dtype=np.float64)
@@ -133,16 +147,7 @@ def split_table(result: Any, split_cfg: Any) -> pd.DataFrame:
     for i, (tr, te) in enumerate(walk_forward_windows(len(eq), split_cfg)):
         m_is = _segment_metrics(ts, r, np.arange(tr.start, tr.stop))
         m_oos = _segment_metrics(ts, r, np.arange(te.start, te.stop))
-        row = {
-            "window": i,
-            "train_start": tr.start,
-            "train_stop": tr.stop,
-            "test_start": te.start,
-            "test_stop": te.stop,
-            "train_ts_start": int(ts[tr.start]),
-            "test_ts_start": int(ts[te.start]),
-            "test_ts_end": int(ts[te.stop - 1]),
-        }
+        row = window_bounds(i, tr, te, ts)
         row.update({f"is_{k}": v for k, v in m_is.items() if k != "n_bars"})
         row.update({f"oos_{k}": v for k, v in m_oos.items() if k != "n_bars"})
         rows.append(row)

@@ -28,7 +28,7 @@ import pyarrow as pa
 from btsys.backtest import BacktestResult, simulate_from_config
 from btsys.backtest.grid import check_objective, grid_of, ranking, trial_config
 from btsys.backtest.portfolio import simulate_cross_sectional, simulate_portfolio
-from btsys.backtest.split import walk_forward_windows
+from btsys.backtest.split import walk_forward_windows, window_bounds
 from btsys.backtest.sweep import check_frames, evaluate, plan_from_config
 from btsys.backtest.walk_forward import WINDOW_METRICS, WalkForward, aggregate, bar_times, stitch
 from btsys.config import to_plain
@@ -243,16 +243,7 @@ def walk_forward(
 
 def _window_row(i: int, tr: slice, te: slice, ts, best: dict, is_row: pd.Series, oos, objective: str) -> dict:
     """One window's row: bar ranges and times, the chosen parameters, in- and out-of-sample figures."""
-    row = {
-        "window": i,
-        "train_start": tr.start,
-        "train_stop": tr.stop,
-        "test_start": te.start,
-        "test_stop": te.stop,
-        "train_ts_start": int(ts[tr.start]),
-        "test_ts_start": int(ts[te.start]),
-        "test_ts_end": int(ts[te.stop - 1]),
-    }
+    row = window_bounds(i, tr, te, ts)
     row.update({f"best.{k}": v for k, v in best.items()})
     for m in dict.fromkeys((objective, *WINDOW_METRICS)):
         row[f"is_{m}"] = float(is_row[m])
