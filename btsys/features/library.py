@@ -62,7 +62,7 @@ BAR_COLUMNS = [
     "vwap",
 ]
 #: Bar-table columns plus the extras the bars stage writes; never model inputs by default.
-NON_FEATURE_COLUMNS = BAR_COLUMNS + ["threshold", "is_partial"]
+NON_FEATURE_COLUMNS = BAR_COLUMNS + ["threshold", "is_partial", "first_trade_id", "last_trade_id"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
