@@ -29,7 +29,7 @@ from btsys.storage import Storage
 log = logging.getLogger("btsys.pipeline")
 
 #: Bump a stage's version when its code changes what it writes; old cache entries are then ignored.
-STAGE_VERSIONS = {"mirror": 1, "ingest": 3, "quality": 2, "bars": 1, "features": 1}
+STAGE_VERSIONS = {"mirror": 1, "ingest": 3, "quality": 2, "bars": 2, "features": 1}
 
 #: Config keys that do not change a stage's output (excluded from its key).
 NON_DETERMINING = {
