@@ -56,7 +56,7 @@ class LakeTrades:
                 i = int(idx[np.flatnonzero(on)[0]])
                 raise TradesMissing(
                     f"{bar_label(i, b['ts_close'])} of {self.series.symbol}: its trades on {_date(day)} are "
-                    f"missing: {e}",
+                    f"missing: {e.message}",
                     hint=e.hint,
                 ) from None
             self.reads += 1

@@ -136,8 +136,10 @@ class _Run(_Book):
 
     def __init__(self, r: Rules, funding_ts, funding_rate):
         super().__init__(r)
-        self.fts = np.asarray(funding_ts if funding_ts is not None else [], dtype=np.int64)
-        self.frate = np.asarray(funding_rate if funding_rate is not None else [], dtype=np.float64)
+        fts = np.asarray(funding_ts if funding_ts is not None else [], dtype=np.int64)
+        order = np.argsort(fts, kind="stable")  # instants in time order
+        self.fts = fts[order]
+        self.frate = np.asarray(funding_rate if funding_rate is not None else [], dtype=np.float64)[order]
         self.fi = 0
         self.prev_p = np.nan  # the price of the trade before
         self.pend_exit, self.pend_side = False, 0
@@ -146,9 +148,10 @@ class _Run(_Book):
     def fund(self, t: int) -> None:
         """Funding instants up to this trade's time (a trade at the instant counts after it)."""
         while self.fi < len(self.fts) and self.fts[self.fi] <= t:
-            pay = self.size * self.prev_p * self.frate[self.fi]
-            self.cash -= pay
-            self.out.funding_paid += pay
+            if self.size != 0.0:
+                pay = self.size * self.prev_p * self.frate[self.fi]
+                self.cash -= pay
+                self.out.funding_paid += pay
             self.fi += 1
 
     def open_orders(self, k: int, p: float) -> bool:
