@@ -38,9 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 
 from btsys.bars import TICK_COLUMNS, build_bars  # noqa: E402
-from btsys.bars.job import run_bars  # noqa: E402
 from btsys.data.lake import Series, write_day  # noqa: E402
 from btsys.data.validate import table_version  # noqa: E402
+from btsys.stages.bars import build as run_bars  # noqa: E402
 from btsys.storage import LocalStorage  # noqa: E402
 
 DAY_US = 86_400_000_000
@@ -141,29 +141,9 @@ def fmt_rate(n, s):
     return f"{n / s / 1e6:8.1f} M ticks/s  ({s:7.3f} s)"
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ticks", type=float, default=50e6)
-    ap.add_argument("--symbols", type=int, default=1)
-    ap.add_argument("--days", type=int, default=20, help="days (lake files) per symbol")
-    ap.add_argument("--bars-per-day", type=float, default=2000.0, help="sets the dollar threshold")
-    ap.add_argument("--pandas-max", type=float, default=10e6, help="ticks given to the pandas peer")
-    ap.add_argument("--dir", default=None, help="lake directory (default: a temporary one, removed)")
-    ap.add_argument("--no-spark", action="store_true")
-    a = parse_args(ap, argv, quick={"ticks": 200_000, "days": 2, "pandas_max": 100_000})
-    n_total = int(a.ticks)
-    per_file = max(1, n_total // (a.symbols * a.days))
-    n_total = per_file * a.symbols * a.days
-    root = a.dir or tempfile.mkdtemp(prefix="btsys-bench-bars-")
-    store = LocalStorage(root)
-    me = psutil.Process()
-    print(
-        f"bench/bars.py: {n_total:,} ticks = {a.symbols} symbol(s) x {a.days} days x {per_file:,}; "
-        f"{os.cpu_count()} cores; lake at {root}"
-    )
-
-    # ---------------------------------------------------------------- the lake
-    t = time.perf_counter()
+def write_lake(store, a, per_file: int) -> tuple[list, float]:
+    """The synthetic lake as the ingest's commit writes it: ``(listing entries, dollar threshold
+    giving about ``--bars-per-day`` bars a day)``."""
     rng = np.random.default_rng(1)
     parts = []
     day_quote = 0.0
@@ -189,7 +169,94 @@ def main(argv=None):
                     "version": version,
                 }
             )
-    threshold = day_quote / (a.symbols * a.days) / a.bars_per_day
+    return parts, day_quote / (a.symbols * a.days) / a.bars_per_day
+
+
+def bench_spark_job(
+    store, parts: list, threshold: float, a, per_file: int, n_total: int, t_readnb, data_gb
+) -> None:
+    """The bars stage's Spark job on the lake: cold, warm, warm without versions, imbalance bars."""
+    me = psutil.Process()
+    print("\n-- Spark job run_bars: lake -> bars Parquet (read + bars + write)")
+    from btsys.spark import get_spark
+
+    t = time.perf_counter()
+    spark = get_spark(
+        {
+            "master": "local[2]",
+            "app_name": "bench-bars",
+            "conf": {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"},
+        }
+    )
+    print(f"SparkSession start: {time.perf_counter() - t:.1f}s (not counted)")
+    cfg = {"kind": "dollar", "threshold": threshold}
+
+    def workers():
+        return [c for c in me.children(recursive=True) if "java" not in c.name().lower()]
+
+    for label in ("cold", "warm"):
+        base = sum(c.memory_info().rss for c in workers())
+        with PeakRSS(workers) as pk:
+            t = time.perf_counter()
+            meta = run_bars(spark, cfg, store, {"partitions": parts}, f"out/{label}")
+            dt = time.perf_counter() - t
+        nb_ = sum(m["n_bars"] for m in meta["symbols"].values())
+        print(
+            f"run_bars dollar ({label})              {fmt_rate(n_total, dt)}  {nb_:,} bars; "
+            f"{n_total / dt / (n_total / t_readnb):.0%} of bare read+numba; "
+            f"Python workers' peak RSS {pk.peak / 1e9:.2f} GB (before: {base / 1e9:.2f} GB; "
+            f"peak = {pk.peak / 1e9 / data_gb:.2f} x tick data)"
+        )
+    # the same warm job without the listing's versions: what checking them costs
+    t = time.perf_counter()
+    unversioned = [{k: v for k, v in p.items() if k != "version"} for p in parts]
+    run_bars(spark, cfg, store, {"partitions": unversioned}, "out/unversioned")
+    dt = time.perf_counter() - t
+    print(f"run_bars dollar (warm, no version check) {fmt_rate(n_total, dt)}")
+    t = time.perf_counter()
+    meta = run_bars(
+        spark,
+        {
+            "kind": "dollar_imbalance",
+            "expected_ticks_init": per_file / a.bars_per_day,
+            "max_ticks": 20_000,
+        },
+        store,
+        {"partitions": parts},
+        "out/imb",
+    )
+    dt = time.perf_counter() - t
+    print(
+        f"run_bars dollar_imbalance (warm)       {fmt_rate(n_total, dt)}  "
+        f"{sum(m['n_bars'] for m in meta['symbols'].values()):,} bars"
+    )
+    spark.stop()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ticks", type=float, default=50e6)
+    ap.add_argument("--symbols", type=int, default=1)
+    ap.add_argument("--days", type=int, default=20, help="days (lake files) per symbol")
+    ap.add_argument("--bars-per-day", type=float, default=2000.0, help="sets the dollar threshold")
+    ap.add_argument("--pandas-max", type=float, default=10e6, help="ticks given to the pandas peer")
+    ap.add_argument("--dir", default=None, help="lake directory (default: a temporary one, removed)")
+    ap.add_argument("--no-spark", action="store_true")
+    a = parse_args(ap, argv, quick={"ticks": 200_000, "days": 2, "pandas_max": 100_000})
+    n_total = int(a.ticks)
+    per_file = max(1, n_total // (a.symbols * a.days))
+    n_total = per_file * a.symbols * a.days
+    root = a.dir or tempfile.mkdtemp(prefix="btsys-bench-bars-")
+    store = LocalStorage(root)
+    me = psutil.Process()
+    print(
+        f"bench/bars.py: {n_total:,} ticks = {a.symbols} symbol(s) x {a.days} days x {per_file:,}; "
+        f"{os.cpu_count()} cores; lake at {root}"
+    )
+
+    # ---------------------------------------------------------------- the lake
+    t = time.perf_counter()
+    parts, threshold = write_lake(store, a, per_file)
     lake_mb = sum(os.path.getsize(store.uri(p["path"])) for p in parts) / 1e6
     data_gb = n_total * BYTES_PER_TICK / 1e9
     print(
@@ -263,60 +330,7 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- the Spark job
     if not a.no_spark:
-        print("\n-- Spark job run_bars: lake -> bars Parquet (read + bars + write)")
-        from btsys.spark import get_spark
-
-        t = time.perf_counter()
-        spark = get_spark(
-            {
-                "master": "local[2]",
-                "app_name": "bench-bars",
-                "conf": {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"},
-            }
-        )
-        print(f"SparkSession start: {time.perf_counter() - t:.1f}s (not counted)")
-        cfg = {"kind": "dollar", "threshold": threshold}
-
-        def workers():
-            return [c for c in me.children(recursive=True) if "java" not in c.name().lower()]
-
-        for label in ("cold", "warm"):
-            base = sum(c.memory_info().rss for c in workers())
-            with PeakRSS(workers) as pk:
-                t = time.perf_counter()
-                meta = run_bars(spark, cfg, store, {"partitions": parts}, f"out/{label}")
-                dt = time.perf_counter() - t
-            nb_ = sum(m["n_bars"] for m in meta["symbols"].values())
-            print(
-                f"run_bars dollar ({label})              {fmt_rate(n_total, dt)}  {nb_:,} bars; "
-                f"{n_total / dt / (n_total / t_readnb):.0%} of bare read+numba; "
-                f"Python workers' peak RSS {pk.peak / 1e9:.2f} GB (before: {base / 1e9:.2f} GB; "
-                f"peak = {pk.peak / 1e9 / data_gb:.2f} x tick data)"
-            )
-        # the same warm job without the listing's versions: what checking them costs
-        t = time.perf_counter()
-        unversioned = [{k: v for k, v in p.items() if k != "version"} for p in parts]
-        run_bars(spark, cfg, store, {"partitions": unversioned}, "out/unversioned")
-        dt = time.perf_counter() - t
-        print(f"run_bars dollar (warm, no version check) {fmt_rate(n_total, dt)}")
-        t = time.perf_counter()
-        meta = run_bars(
-            spark,
-            {
-                "kind": "dollar_imbalance",
-                "expected_ticks_init": per_file / a.bars_per_day,
-                "max_ticks": 20_000,
-            },
-            store,
-            {"partitions": parts},
-            "out/imb",
-        )
-        dt = time.perf_counter() - t
-        print(
-            f"run_bars dollar_imbalance (warm)       {fmt_rate(n_total, dt)}  "
-            f"{sum(m['n_bars'] for m in meta['symbols'].values()):,} bars"
-        )
-        spark.stop()
+        bench_spark_job(store, parts, threshold, a, per_file, n_total, t_readnb, data_gb)
     if a.dir is None:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,7 +1,7 @@
 """Scaling of the bars job over executors of a real multi-process Spark cluster.
 
 Builds (once, cached) a synthetic tick lake of several symbols with the real ingest job, then runs
-the bars job (``btsys.bars.job.run_bars``, the same code as ``jobs/bars.py``) on
+the bars job (``btsys.stages.bars.build``, the same code as ``jobs/bars.py``) on
 ``local-cluster[N,1,MB]`` for N = 1 and 2 executors (one core each) over the same lake, and prints
 ticks/s and the speed-up. Each cluster runs in its own process (one SparkContext per process).
 
@@ -40,22 +40,22 @@ def overrides(a, root: str) -> list[str]:
 
 def child(a) -> None:
     """One cluster: run the bars job (cold, then warm) and print a JSON line."""
-    from btsys.bars.job import run_bars
     from btsys.config import compose
-    from btsys.pipeline import RunContext, ingest_stage
     from btsys.spark import get_spark
+    from btsys.stages import bars, ingest
+    from btsys.stages.context import RunContext
 
     cfg = compose(overrides(a, a.root))
     ctx = RunContext(cfg)
-    ingest = ingest_stage(ctx)  # cache hit: built by the parent
-    n_ticks = sum(p["rows"] for p in ingest.meta["partitions"])
+    listing = ingest.run(ctx)  # cache hit: built by the parent
+    n_ticks = sum(p["rows"] for p in listing.meta["partitions"])
     t0 = time.perf_counter()
     ctx._spark = get_spark({"master": a.master, "conf": {"spark.ui.enabled": "false"}})
     start = time.perf_counter() - t0
     times = []
     for i in range(a.repeat):
         t0 = time.perf_counter()
-        run_bars(ctx.spark, cfg.bars, ctx.store, ingest, f"bench/bars-{a.executors}-{i}")
+        bars.build(ctx.spark, cfg.bars, ctx.store, listing, f"bench/bars-{a.executors}-{i}")
         times.append(time.perf_counter() - t0)
     print(json.dumps({"executors": a.executors, "ticks": n_ticks, "start_s": start, "times": times}))
     ctx.spark.stop()

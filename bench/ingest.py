@@ -15,7 +15,8 @@ Measured, each in a fresh process (so peak RSS is per phase):
               (ms/µs, header, BOM, line numbers), validation across blocks (prices, quantities, ids,
               order, duplicates), one sorted Parquet file per UTC day, staged then renamed into the
               lake, manifests and the day index.
-* ``spark``:  (``--spark``) :func:`btsys.data.ingest.run_ingest` over the same mirror, local[2].
+* ``spark``:  (``--spark``) the ingest stage's Spark job (:func:`btsys.stages.ingest.build`) over
+  the same mirror, local[2].
 
 Target: ``ingest`` at >= 80 % of ``bare`` rows/s, memory bounded by a day, not by a file.
 """
@@ -148,8 +149,8 @@ def phase_spark(root: str, out: str, symbols, start, end, q) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from btsys.data.ingest import run_ingest
     from btsys.spark import get_spark
+    from btsys.stages.ingest import build as run_ingest
     from btsys.storage import LocalStorage
 
     spark = get_spark({"master": "local[2]", "conf": {"spark.ui.enabled": "false"}})

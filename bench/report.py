@@ -57,10 +57,10 @@ def compose(tmp, *overrides):
 def bench_log_run(tmp: str, n: int = 10, days: int = 365) -> None:
     from test_report_helpers import make_result, prices
 
-    from btsys.backtest.run import StageResult
     from btsys.report import mlflow_log as ml
     from btsys.report.charts import render_charts
     from btsys.report.tearsheet import render_tearsheet
+    from btsys.stages.backtest import StageResult
 
     cfg = compose(tmp)
     t0 = time.perf_counter()
@@ -191,8 +191,8 @@ def bench_hydra_job(tmp: str, jobs: int = 9, days: int = 365, smoke: bool = Fals
 def bench_pipeline_job(tmp: str, jobs: int = 9, data: tuple = (), smoke: bool = False) -> None:
     """The same figure for the real ``python -m btsys -m +experiment=demo`` on cached bars
     (``data``: overrides of the demo's data, e.g. fewer symbols)."""
-    from btsys.backtest.run import run_backtest_stage
-    from btsys.pipeline import RunContext, bars_stage, features_stage, ingest_stage
+    from btsys.stages import backtest, bars, features, ingest
+    from btsys.stages.context import RunContext
 
     work = os.path.join(tmp, "pipeline")
     os.makedirs(work, exist_ok=True)
@@ -236,12 +236,12 @@ def bench_pipeline_job(tmp: str, jobs: int = 9, data: tuple = (), smoke: bool = 
     per_job = (t9 - t1) / (jobs - 1)
     cfg = compose(work, "strategy.slow=50", f"storage.root={work}/data", "strategy.fast=7", *data)
     ctx = RunContext(cfg)
-    ingest = ingest_stage(ctx)
-    feats = features_stage(ctx, bars_stage(ctx, ingest))
-    run_backtest_stage(cfg, ctx.store, feats, ingest)
+    listing = ingest.run(ctx)
+    feats = features.run(ctx, bars.run(ctx, listing))
+    backtest.run(cfg, ctx.store, feats, listing)
     t0 = time.perf_counter()
     for _ in range(5):
-        run_backtest_stage(cfg, ctx.store, feats, ingest)
+        backtest.run(cfg, ctx.store, feats, listing)
     bt = (time.perf_counter() - t0) / 5
     print(
         f"[2b] python -m btsys -m +experiment=demo on cached bars: {per_job:.3f} s per extra job, of which "

@@ -9,9 +9,9 @@ Parquet file per symbol-day. Then, from one run over the same lake:
 
 * reference: one process running the job's own per-day code (``day_row``: pyarrow read of four
   columns, the per-day statistics) over every symbol-day in a loop -- the single-pass rate;
-* the quality job (``run_quality``: Spark tasks over the symbol-day files, manifests joined on the
-  driver, the table written), cold (first job of the session) and warm, with its rate against the
-  reference and the peak RSS of the Spark Python workers and of the driver;
+* the quality job (``btsys.stages.quality.build``: Spark tasks over the symbol-day files, manifests
+  joined on the driver, the table written), cold (first job of the session) and warm, with its rate
+  against the reference and the peak RSS of the Spark Python workers and of the driver;
 * the ``top_n`` membership (n=10, 7-day lookback, daily rebalance) ranked on the driver from the
   table's daily sums, and the heatmap/membership charts of a run.
 """
@@ -33,9 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 from bars import PeakRSS  # noqa: E402  (bench/bars.py: the same RSS sampler)
 
-from btsys.data.ingest import run_ingest  # noqa: E402
-from btsys.data.quality import day_row, run_quality  # noqa: E402
+from btsys.data.quality import day_row  # noqa: E402
 from btsys.data.synthetic import generate_mirror  # noqa: E402
+from btsys.stages.ingest import build as run_ingest  # noqa: E402
+from btsys.stages.quality import build as run_quality  # noqa: E402
 from btsys.storage import LocalStorage  # noqa: E402
 from btsys.universe import UniverseSpec, compute_membership  # noqa: E402
 

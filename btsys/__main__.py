@@ -1,4 +1,6 @@
-"""``btsys +experiment=NAME [stage=ingest|bars|backtest|all] [key=value ...]`` (= ``python -m btsys``).
+"""``btsys +experiment=NAME [stage=STAGE] [key=value ...]`` (= ``python -m btsys``).
+
+STAGE: ingest|quality|bars|backtest|all (:class:`btsys.config.Stage`; default all).
 
 A :class:`btsys.errors.UserError` ends the run with one log line naming the config key and a hint,
 exit status 2; any other exception is a bug and shows its traceback. ``--debug`` (or

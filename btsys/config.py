@@ -5,7 +5,7 @@ misspelt key (``strategy.fsat=5``) or a wrong type (``bars.threshold=abc``) fail
 with a message that names the key. Units are in the field names or docstrings: fractions are plain
 fractions (0.001 = 0.1 %), times are UTC, timestamps int64 microseconds.
 
-Strategies have one schema per strategy (``<name>_schema`` in the ``strategy`` group); each
+Strategies have one schema per strategy (a subclass of :class:`StrategyConfig`); each
 ``conf/strategy/NAME.yaml`` lists its schema first in its defaults.
 """
 
@@ -42,41 +42,9 @@ class Stage(str, Enum):
     all = "all"
 
 
-class BarKind(str, Enum):
-    time = "time"
-    tick = "tick"
-    volume = "volume"
-    dollar = "dollar"
-    tick_imbalance = "tick_imbalance"
-    volume_imbalance = "volume_imbalance"
-    dollar_imbalance = "dollar_imbalance"
-    tick_run = "tick_run"
-    volume_run = "volume_run"
-    dollar_run = "dollar_run"
-
-
 class ThresholdMode(str, Enum):
     fixed = "fixed"
     dynamic = "dynamic"
-
-
-class Fill(str, Enum):
-    next_open = "next_open"
-    close = "close"
-
-
-class Direction(str, Enum):
-    long = "long"
-    short = "short"
-    both = "both"
-
-
-class SizeMode(str, Enum):
-    all = "all"  # all available cash (fees included)
-    qty = "qty"  # fixed base quantity
-    notional = "notional"  # fixed quote notional
-    percent = "percent"  # fraction of equity
-    vol_target = "vol_target"  # target annualised volatility
 
 
 class SweepMode(str, Enum):
@@ -150,23 +118,52 @@ class DataConfig:
 
 
 # --------------------------------------------------------------------------- bars
+# One schema per kind family; the group option (conf/bars/<kind>.yaml) selects the family and sets
+# ``kind``. A family has only the settings its kinds use: the others are rejected, so they can
+# change neither the bars' cache key nor the logged params. btsys.bars.BarSpec validates them.
 @dataclass
-class BarsConfig:
-    kind: BarKind = BarKind.dollar
-    threshold: float = 1e6  # ticks, base qty or quote notional per bar
+class TimeBarsConfig:
+    """Time bars: one bar per ``interval``."""
+
+    kind: str = "time"
+    interval: str = "1h"  # pandas offset: fixed (15min, 1h) or calendar (D, W, MS)
+    keep_partial: bool = False  # keep the trailing unfinished bar in backtests
+
+
+@dataclass
+class ThresholdBarsConfig:
+    """Tick, volume and dollar bars: a bar closes when its ticks, base qty or quote notional reach
+    the threshold."""
+
+    kind: str = MISSING  # tick | volume | dollar
+    threshold: float = MISSING  # ticks, base qty or quote notional per bar (dynamic: the warm-up)
     threshold_mode: ThresholdMode = ThresholdMode.fixed
     bars_per_day: float = 50.0  # dynamic: target bars per day
     lookback_days: int = 7  # dynamic: trailing days averaged (strictly before the day)
     warmup: str = "first_day"  # dynamic, no history: first_day | fixed
-    interval: str = "1h"  # time bars: pandas-style offset
-    keep_partial: bool = False  # keep the trailing unfinished bar
-    # imbalance / run bars (AFML 2.3.2)
+    keep_partial: bool = False
+
+
+@dataclass
+class FlowBarsConfig:
+    """Imbalance and run bars (AFML 2.3.2): a bar closes when the signed flow beats its expectation."""
+
+    kind: str = MISSING  # {tick,volume,dollar}_{imbalance,run}
     expected_ticks_init: float = 1000.0  # E0[T]
     ewma_span: int = 20  # bars, for E[T] and E[b]
     imbalance_init: Optional[float] = None  # E0 of the per-tick signed flow; null: a warm-up bar
     imbalance_span: Optional[int] = None  # bars, EWMA span of the flow; null: ewma_span
     min_ticks: int = 10
     max_ticks: int = 1_000_000
+    keep_partial: bool = False
+
+
+#: The bar kind families and their schemas (the kinds of each: btsys.bars.KIND_FAMILY).
+BARS_SCHEMAS: Dict[str, type] = {
+    "time": TimeBarsConfig,
+    "threshold": ThresholdBarsConfig,
+    "flow": FlowBarsConfig,
+}
 
 
 # --------------------------------------------------------------------------- features
@@ -327,7 +324,7 @@ class SlippageConfig:
 
 @dataclass
 class SizeConfig:
-    mode: SizeMode = SizeMode.all
+    mode: str = "all"  # all | qty | notional | percent | vol_target (btsys.backtest.options)
     value: float = 1.0  # qty / notional / fraction / annual vol target, by mode
     min_qty: float = 0.0
     step: float = 0.0  # quantity step; 0 = no rounding
@@ -362,8 +359,8 @@ class SplitConfig:
 @dataclass
 class BacktestConfig:
     init_cash: float = 10_000.0
-    fill: Fill = Fill.next_open
-    direction: Direction = Direction.long
+    fill: str = "next_open"  # next_open | close (choices: btsys.backtest.options)
+    direction: str = "long"  # long | short | both
     fees: FeesConfig = field(default_factory=FeesConfig)
     slippage: SlippageConfig = field(default_factory=SlippageConfig)
     size: SizeConfig = field(default_factory=SizeConfig)
@@ -413,7 +410,7 @@ class MlflowConfig:
 @dataclass
 class Config:
     data: DataConfig = MISSING
-    bars: BarsConfig = MISSING
+    bars: Any = MISSING  # one of BARS_SCHEMAS, chosen by the bars group option
     features: FeaturesConfig = MISSING
     strategy: Any = MISSING
     universe: Any = MISSING
@@ -428,37 +425,50 @@ class Config:
     seed: int = 0
 
 
-STRATEGY_SCHEMAS: Dict[str, type] = {
-    "ma_cross": MaCrossConfig,
-    "ema_cross": EmaCrossConfig,
-    "rsi_reversion": RsiReversionConfig,
-    "bollinger_breakout": BollingerBreakoutConfig,
-    "momentum": MomentumConfig,
-    "xs_momentum": XsMomentumConfig,
-    "rule": RuleConfig,
-    "ml_classifier": MlClassifierConfig,
-}
+def strategy_schemas() -> Dict[str, type]:
+    """``{name: schema}`` of every strategy schema (the subclasses of :class:`StrategyConfig`); the
+    strategies themselves are ``btsys.signals.STRATEGIES``."""
+    return {cls.name: cls for cls in StrategyConfig.__subclasses__()}
+
+
+def schema_name(group: str, name: str = "default") -> str:
+    """The ConfigStore name of a group's schema: ``<group>_schema`` for a group with one schema,
+    ``<group>_<name>_schema`` otherwise (``bars_threshold_schema``, ``strategy_ma_cross_schema``).
+
+    The schemas are stored at the ConfigStore's root, not in the user's groups, and each option
+    file of ``conf/<group>/`` lists its schema first in its defaults
+    (``- /bars_threshold_schema@_here_``): so neither ``--help``, tab completion nor any listing
+    of a group's options offers them (``tests/test_cli.py`` checks the console script's
+    completion)."""
+    return f"{group}_schema" if name == "default" else f"{group}_{name}_schema"
+
+
+def group_schemas() -> Dict[str, Dict[str, type]]:
+    """``{group: {schema name: dataclass}}`` of every config group."""
+    one = {
+        "data": DataConfig,
+        "features": FeaturesConfig,
+        "backtest": BacktestConfig,
+        "spark": SparkConfig,
+        "storage": StorageConfig,
+        "mlflow": MlflowConfig,
+        "sweep": SweepConfig,
+    }
+    out = {g: {"default": node} for g, node in one.items()}
+    out["bars"] = dict(BARS_SCHEMAS)
+    out["strategy"] = strategy_schemas()
+    out["universe"] = dict(UNIVERSE_SCHEMAS)
+    return out
 
 
 def register_configs() -> None:
-    """Register the schemas; idempotent (Hydra's ConfigStore is a singleton)."""
+    """Register the schemas (idempotent: Hydra's ConfigStore is a singleton): the primary
+    ``btsys_schema`` and each group's schemas (:func:`schema_name`)."""
     cs = ConfigStore.instance()
     cs.store(name="btsys_schema", node=Config)
-    for group, node in [
-        ("data", DataConfig),
-        ("bars", BarsConfig),
-        ("features", FeaturesConfig),
-        ("backtest", BacktestConfig),
-        ("spark", SparkConfig),
-        ("storage", StorageConfig),
-        ("mlflow", MlflowConfig),
-        ("sweep", SweepConfig),
-    ]:
-        cs.store(group=group, name=f"{group}_schema", node=node)
-    for name, node in STRATEGY_SCHEMAS.items():
-        cs.store(group="strategy", name=f"{name}_schema", node=node)
-    for name, node in UNIVERSE_SCHEMAS.items():
-        cs.store(group="universe", name=f"{name}_schema", node=node)
+    for group, schemas in group_schemas().items():
+        for name, node in schemas.items():
+            cs.store(name=schema_name(group, name), node=node)
 
 
 register_configs()

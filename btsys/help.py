@@ -1,8 +1,9 @@
 """``btsys --help``: the experiments and every config group's real options, read from ``conf/``.
 
-Hydra's generic page lists the typed schemas of the ConfigStore (``data_schema``, ...) as if they
-were options. ``conf/hydra/help/btsys.yaml`` renders :func:`help_text` instead, through the
-``btsys_help`` resolver (:func:`register_resolver`), so the page follows the files in ``conf/``.
+Hydra's generic page lists groups without their options or defaults. ``conf/hydra/help/btsys.yaml``
+renders :func:`help_text` instead, through the ``btsys_help`` resolver (:func:`register_resolver`),
+so the page follows the files in ``conf/`` (the typed schemas are registered outside the groups:
+:func:`btsys.config.schema_name`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import re
 
 from omegaconf import OmegaConf
 
-from btsys.config import conf_dir
+from btsys.config import Stage, conf_dir
 
-USAGE = """\
+STAGES = "|".join(s.value for s in Stage)
+
+USAGE = f"""\
 btsys: distributed backtests of crypto strategies (Binance ticks -> Spark bars -> numba -> MLflow)
 
 Usage (btsys = python -m btsys)
   btsys +experiment=NAME [group=option ...] [key=value ...]    one run
   btsys -m +experiment=NAME strategy.fast=5,10 strategy.slow=50,100    a sweep (multirun)
-  btsys +experiment=demo stage=bars      stop after a stage: ingest|bars|backtest|all
+  btsys +experiment=demo stage=bars      stop after a stage: {STAGES}
   btsys +experiment=demo --cfg job       print the composed config (--resolve to resolve it)
   btsys +experiment=demo --help          this page; add overrides to see their effect on the config
   btsys --debug ...                      show the traceback of an error (also HYDRA_FULL_ERROR=1)
@@ -97,7 +100,7 @@ def help_text(root: str | None = None) -> str:
         lines.append(f"  {group:<{width}} {', '.join(shown)}")
     lines += [
         "",
-        "Top-level keys: stage=ingest|bars|backtest|all, force=true (recompute cached stages), name=...,",
+        f"Top-level keys: stage={STAGES}, force=true (recompute cached stages), name=...,",
         "seed=...; any key of the config (btsys +experiment=demo --cfg job shows them all).",
         "",
         TAIL,

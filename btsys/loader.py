@@ -103,7 +103,7 @@ def _logged_config(run_id: str, overrides: Sequence[str], tracking_uri: str):
 
 def _entries(cfg: Any, keys: dict):
     """The committed cache entries of the stages, or an error naming what to run first."""
-    from btsys.pipeline import lookup
+    from btsys.stages.cache import lookup
     from btsys.storage import make_storage
 
     store = make_storage(cfg.storage)
@@ -119,6 +119,30 @@ def _entries(cfg: Any, keys: dict):
             )
         entries[stage] = e
     return store, entries
+
+
+def _universe(cfg: Any, store, ingest):
+    """The run's universe membership table (``Membership.wide()``; None for ``universe=static``),
+    ranked from the cached quality table as the pipeline does (nothing is computed by Spark)."""
+    from btsys.stages import quality as quality_stage
+    from btsys.stages.cache import lookup
+    from btsys.universe import UniverseSpec
+    from btsys.universe.membership import membership_from_config
+
+    spec = cfg.get("universe")
+    if not UniverseSpec.from_config(spec).dynamic:
+        return None
+    key = quality_stage.key(cfg, ingest)
+    quality = lookup(store, "quality", key)
+    if quality is None:
+        raise LookupError(
+            f"load: no cached quality table for this config under {store.uri('cache/quality')} (key "
+            f"{key}): the universe is ranked on it; run `python -m btsys <the same overrides> "
+            "stage=backtest` first, or give storage.root=<the run's store>"
+        )
+    table = quality_stage.policy_table(store, cfg, quality)
+    m = membership_from_config(spec, table[table["rows"] > 0], cfg.data)
+    return m.wide() if m is not None else None
 
 
 def _compare(logged: dict, metrics: dict, run_id: str) -> None:
@@ -161,9 +185,9 @@ def load(
     """
     from omegaconf import DictConfig
 
-    from btsys.backtest.run import load_frames, run_backtest_stage
     from btsys.bars import load_bars
     from btsys.pipeline import stage_keys
+    from btsys.stages import backtest
 
     run_id, logged = None, {}
     if isinstance(run_or_config, str) and _RUN_ID.match(run_or_config.strip()):
@@ -180,9 +204,10 @@ def load(
         keys = stage_keys(cfg)
     store, entries = _entries(cfg, keys)
     keep = bool(cfg.bars.get("keep_partial", False))
-    features = load_frames(store, entries["features"], keep)
+    features = backtest.load_frames(store, entries["features"], keep)
     bars = {s: load_bars(store, entries["bars"], s, keep_partial=keep) for s in features}
-    result = run_backtest_stage(cfg, store, entries["features"], entries["ingest"]).result
+    universe = _universe(cfg, store, entries["ingest"])
+    result = backtest.run(cfg, store, entries["features"], entries["ingest"], universe=universe).result
     if logged:
         _compare(logged, result.metrics, run_id)
     log.info("loaded %s: %s", run_id or f"features {keys['features']}", ", ".join(sorted(features)))

@@ -1,6 +1,6 @@
 """One log format for everything a run prints: btsys, Hydra, MLflow, Spark's JVM and its workers.
 
-Python lines read ``2025-01-01 12:00:00,123 INFO btsys.pipeline: message`` and go to stderr (stdout
+Python lines read ``2025-01-01 12:00:00,123 INFO btsys.stages.bars: message`` and go to stderr (stdout
 is left to results: ``--cfg job``, the jobs' JSON line). Hydra's job and framework logging use
 :class:`Formatter` and :class:`RedactFilter` through ``conf/hydra/{job,hydra}_logging/btsys.yaml``;
 scripts outside Hydra call :func:`setup_logging`. Spark's JVM logs through

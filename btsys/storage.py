@@ -8,7 +8,7 @@ and write the store themselves (pyarrow / boto3), never through ``s3a://``.
 Atomicity: :meth:`Storage.write_bytes`, :meth:`Storage.put_file` and :meth:`Storage.rename` are
 atomic for readers (local: temporary name, then ``os.replace``; S3: a single PUT, a completed
 multipart upload or a copy is atomic). Directory trees are published with a marker written last
-(see ``btsys.pipeline``). :meth:`Storage.lock` serialises writers across processes and machines
+(see ``btsys.stages.cache``). :meth:`Storage.lock` serialises writers across processes and machines
 (local: ``flock``, released when the holder dies; S3: a lease object created with a conditional
 PUT that expires after ``ttl_s``).
 """

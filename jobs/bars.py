@@ -26,14 +26,17 @@ def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
     from btsys.data.quality import excluded_days
     from btsys.errors import exit_on_user_error
-    from btsys.pipeline import RunContext, bars_stage, ingest_stage, quality_stage, quality_table
+    from btsys.stages import bars as bars_stage
+    from btsys.stages import ingest as ingest_stage
+    from btsys.stages import quality as quality_stage
+    from btsys.stages.context import RunContext
 
     cfg = job_config(argv, "bars")
     try:
         ctx = RunContext(cfg)
-        ingest = ingest_stage(ctx)
-        quality = quality_stage(ctx, ingest)
-        bars = bars_stage(ctx, ingest, excluded_days(quality_table(ctx, quality)))
+        ingest = ingest_stage.run(ctx)
+        quality = quality_stage.run(ctx, ingest)
+        bars = bars_stage.run(ctx, ingest, excluded_days(quality_stage.table(ctx, quality)))
     except Exception as e:  # a user error (also from a Spark task): one line, exit 2
         exit_on_user_error(e)
     out = {

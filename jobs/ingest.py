@@ -8,7 +8,7 @@ same as ``python -m btsys``)::
         data.start=2025-01-01 data.end=2025-02-10
     spark-submit jobs/ingest.py +experiment=btc_dollar_ma spark=cluster storage=s3
 
-Runs only the ingest stage (:func:`btsys.pipeline.ingest_stage`: cached, a rerun is a cache hit) and
+Runs only the ingest stage (:func:`btsys.stages.ingest.run`: cached, a rerun is a cache hit) and
 prints one JSON line: the ingest key, the listing's storage URI and the summary counts. Exits 2
 with one log line naming the files (:class:`btsys.errors.UserError`) if files failed or, with
 ``data.require_complete=true``, were missing (a rerun retries exactly those files), if every file
@@ -29,12 +29,13 @@ if REPO not in sys.path:  # run from a checkout without installing
 def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
     from btsys.errors import exit_on_user_error
-    from btsys.pipeline import RunContext, ingest_stage
+    from btsys.stages import ingest as ingest_stage
+    from btsys.stages.context import RunContext
 
     cfg = job_config(argv, "ingest")
     try:
         ctx = RunContext(cfg)
-        entry = ingest_stage(ctx)
+        entry = ingest_stage.run(ctx)
     except Exception as e:  # a user error (also from a Spark task): one line, exit 2
         exit_on_user_error(e)
     out = {

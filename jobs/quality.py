@@ -27,14 +27,16 @@ def main(argv: list[str] | None = None) -> dict:
     from btsys.config import job_config
     from btsys.data.quality import format_summary, summarize
     from btsys.errors import exit_on_user_error
-    from btsys.pipeline import RunContext, ingest_stage, quality_stage, quality_table
+    from btsys.stages import ingest as ingest_stage
+    from btsys.stages import quality as quality_stage
+    from btsys.stages.context import RunContext
 
     cfg = job_config(argv, "quality")
     try:
         ctx = RunContext(cfg)
-        ingest = ingest_stage(ctx)
-        quality = quality_stage(ctx, ingest)
-        table = quality_table(ctx, quality)
+        ingest = ingest_stage.run(ctx)
+        quality = quality_stage.run(ctx, ingest)
+        table = quality_stage.table(ctx, quality)
     except Exception as e:  # a user error (also from a Spark task): one line, exit 2
         exit_on_user_error(e)
     print(format_summary(table))

@@ -238,36 +238,36 @@ def bars4():
 
 
 def test_stop_loss_inside_bar_and_gap_at_open():
-    c, o, h, l = bars4()
-    l[2] = 97.0
-    r = simulate(c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", stop_loss=0.02, size=1.0)
+    c, o, h, lo = bars4()
+    lo[2] = 97.0
+    r = simulate(c, sig(4, 0), sig(4), open=o, high=h, low=lo, fill="close", stop_loss=0.02, size=1.0)
     assert r.order_records["kind"][1] == OrderKind.STOP_LOSS and r.orders["price"][1] == pytest.approx(98)
     o2 = o.copy()
     o2[2] = 96.0
-    l[2] = 95.0
-    r = simulate(c, sig(4, 0), sig(4), open=o2, high=h, low=l, fill="close", stop_loss=0.02, size=1.0)
+    lo[2] = 95.0
+    r = simulate(c, sig(4, 0), sig(4), open=o2, high=h, low=lo, fill="close", stop_loss=0.02, size=1.0)
     assert r.orders["price"][1] == 96.0  # gap through the stop fills at the open
 
 
 def test_take_profit_and_both_in_one_bar_takes_the_worse():
-    c, o, h, l = bars4()
+    c, o, h, lo = bars4()
     h[2] = 106.0
-    r = simulate(c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", take_profit=0.05, size=1.0)
+    r = simulate(c, sig(4, 0), sig(4), open=o, high=h, low=lo, fill="close", take_profit=0.05, size=1.0)
     assert r.order_records["kind"][1] == OrderKind.TAKE_PROFIT
     assert r.orders["price"][1] == pytest.approx(105.0)
-    l[2] = 97.0
+    lo[2] = 97.0
     r = simulate(
-        c, sig(4, 0), sig(4), open=o, high=h, low=l, fill="close", take_profit=0.05, stop_loss=0.02, size=1.0
+        c, sig(4, 0), sig(4), open=o, high=h, low=lo, fill="close", take_profit=0.05, stop_loss=0.02, size=1.0
     )
     assert r.order_records["kind"][1] == OrderKind.STOP_LOSS
     assert r.orders["price"][1] == pytest.approx(98.0)
 
 
 def test_short_stops_mirror():
-    c, o, h, l = bars4()
+    c, o, h, lo = bars4()
     h[2] = 103.0
-    l[2] = 94.0
-    kw = dict(open=o, high=h, low=l, fill="close", size=1.0, direction="short")
+    lo[2] = 94.0
+    kw = dict(open=o, high=h, low=lo, fill="close", size=1.0, direction="short")
     r = simulate(c, sig(4, 0), sig(4), stop_loss=0.02, take_profit=0.05, **kw)
     assert r.order_records["kind"][1] == OrderKind.STOP_LOSS
     assert r.orders["price"][1] == pytest.approx(102.0)
@@ -280,8 +280,8 @@ def test_trailing_stop_from_previous_highs():
     c = np.array([100.0, 110.0, 120.0, 120.0, 120.0])
     o = np.array([100.0, 100.0, 110.0, 120.0, 120.0])
     h = np.array([100.0, 110.0, 125.0, 121.0, 120.0])
-    l = np.array([100.0, 100.0, 110.0, 112.0, 120.0])
-    r = simulate(c, sig(5, 0), sig(5), open=o, high=h, low=l, fill="close", trailing_stop=0.1, size=1.0)
+    lo = np.array([100.0, 100.0, 110.0, 112.0, 120.0])
+    r = simulate(c, sig(5, 0), sig(5), open=o, high=h, low=lo, fill="close", trailing_stop=0.1, size=1.0)
     # bar 2: level from the high of bar 1 (110) -> 99 not hit; bar 3: from 125 -> 112.5 hit
     assert list(r.orders["idx"]) == [0, 3]
     assert r.order_records["kind"][1] == OrderKind.TRAILING_STOP
@@ -413,7 +413,7 @@ def test_metrics_against_pandas():
     # longest drawdown, in days, from the peak bar to the recovery bar (or the end)
     peak_t, longest, under = ts[0], 0, False
     best = 10_000.0
-    for t, e in zip(ts, r.equity):
+    for t, e in zip(ts, r.equity, strict=True):
         if e >= best:
             if under:
                 longest = max(longest, t - peak_t)

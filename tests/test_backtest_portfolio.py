@@ -105,12 +105,17 @@ def test_cross_sectional_long_top_short_bottom():
     )
     o = pd.DataFrame(r.orders)
     first = o[o.idx == 0]
-    assert sorted(zip(first.col, first.side)) == [(0, "buy"), (2, "sell")]  # long A, short C
+    assert sorted(zip(first.col, first.side, strict=True)) == [(0, "buy"), (2, "sell")]  # long A, short C
     # each side gets half the equity as margin
     assert first.loc[first.col == 0, "size"].iloc[0] == pytest.approx(5000 / 100)
     second = o[o.idx == 3]
     # at row 3 the ranking flips: A -> short, C -> long (reversals: two orders each)
-    assert sorted(zip(second.col, second.side)) == [(0, "sell"), (0, "sell"), (2, "buy"), (2, "buy")]
+    assert sorted(zip(second.col, second.side, strict=True)) == [
+        (0, "sell"),
+        (0, "sell"),
+        (2, "buy"),
+        (2, "buy"),
+    ]
     assert r.metrics["n_trades"] == 4
     with pytest.raises(ValueError, match="top_n"):
         simulate_cross_sectional(bars, scores, 2, 2, 3, {})
@@ -164,7 +169,7 @@ def test_portfolio_bet_sizes_scale_each_symbols_entries():
         bars, entries, exits, cfg, size_scale={"AAA": np.array([0.5, 1, 1, 1]), "BBB": None}
     )
     buys = res.orders[res.order_records["side"] == 1]
-    got = {res.symbols[c]: q for c, q in zip(buys["col"], buys["size"])}
+    got = {res.symbols[c]: q for c, q in zip(buys["col"], buys["size"], strict=True)}
     assert got == {"AAA": pytest.approx(5.0), "BBB": pytest.approx(10.0)}
     assert res.final_value == pytest.approx(10_000.0 + 5 * 2.0 + 10 * 5.0)
 

@@ -91,7 +91,7 @@ def test_any_cut_of_the_stream_gives_the_same_bars(name, seed, n, cuts):
     want, want_thr = ref(df, kind, opts, keep_partial=True)
     stream = BarStream(BarSpec.from_config(None, kind=kind, **opts))
     edges = sorted({0, n, *[c for c in cuts if c <= n]})
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
         stream.feed(df.iloc[a:b], source="piece", row0=a)
     assert_bars_equal(stream.to_pandas(keep_partial=True), want, f"{name} cuts={edges}")
     if stream.spec.dynamic:

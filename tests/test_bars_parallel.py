@@ -77,8 +77,8 @@ def test_two_pass_kernel_equals_one_pass(seed):
     want = _run(_nb.threshold_bars_nb, a, measure, thr, cap, cuts)
     got = _run(_nb.threshold_bars_par_nb, a, measure, thr, cap, cuts)
     assert len(got) == len(want)
-    for g, w in zip(got, want):
-        for x, y in zip(g, w):
+    for g, w in zip(got, want, strict=True):
+        for x, y in zip(g, w, strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

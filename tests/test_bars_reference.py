@@ -64,131 +64,28 @@ def ref_bars(
     keep_partial=False,
 ):
     """Bars of one pass over ``ticks`` (rows in order). Returns (DataFrame, {day: threshold})."""
-    base = kind.split("_")[0]
-    flow = kind.endswith("_imbalance") or kind.endswith("_run")
-    is_run = kind.endswith("_run")
-    dynamic = threshold_mode == "dynamic" and kind in ("tick", "volume", "dollar")
-    alpha_t = 2.0 / (ewma_span + 1.0)
-    alpha_a = 2.0 / ((imbalance_span if imbalance_span is not None else ewma_span) + 1.0)
-    warm_len = min(max(int(expected_ticks_init + 0.5), min_ticks), max_ticks)
-    warm = imbalance_init is not None
-    e_t = expected_ticks_init
-    e_a = e_b = imbalance_init if warm else 0.0
-
-    bars: list[dict] = []
-    cur = None
-    trs, lastp = 1, None
-    day = first_day = None
-    day_total = 0.0
-    totals: dict = {}
-    thresholds: dict = {}
-    thr_now = threshold
+    ref = _Reference(
+        kind,
+        threshold,
+        threshold_mode,
+        bars_per_day,
+        lookback_days,
+        warmup,
+        interval_us,
+        expected_ticks_init,
+        ewma_span,
+        imbalance_init,
+        imbalance_span,
+        min_ticks,
+        max_ticks,
+    )
     ibm = ticks["is_buyer_maker"].tolist() if "is_buyer_maker" in ticks else [None] * len(ticks)
-    for t, p, q, d, m in zip(
-        ticks["ts"].tolist(), ticks["price"].tolist(), ticks["qty"].tolist(), ticks["quote_qty"].tolist(), ibm
-    ):
-        if lastp is not None and p != lastp:
-            trs = 1 if p > lastp else -1
-        lastp = p
-        if m is None or (isinstance(m, float) and math.isnan(m)) or m is pd.NA:
-            sign = trs
-        else:
-            sign = -1 if m else 1
-        if dynamic and t // DAY_US != day:
-            if day is not None:
-                totals[day] = day_total
-            day, day_total = t // DAY_US, 0.0
-            if first_day is None:
-                first_day = day
-            lo = max(day - lookback_days, first_day)
-            n_hist = day - lo
-            if n_hist <= 0 or (warmup == "fixed" and n_hist < lookback_days):
-                thr_now = threshold
-            else:
-                tot = 0.0
-                for k in range(lo, day):
-                    tot += totals.get(k, 0.0)
-                thr_now = tot / n_hist / bars_per_day
-                if not thr_now > 0:
-                    thr_now = threshold
-            thresholds[day] = thr_now
-        if kind == "time":
-            b = t // interval_us
-            if cur is not None and b != cur["bin"]:
-                bars.append(cur)
-                cur = None
-        if cur is None:
-            cur = dict(
-                ts_open=t,
-                open=p,
-                high=p,
-                low=p,
-                volume=0.0,
-                quote_volume=0.0,
-                buy_volume=0.0,
-                n_ticks=0,
-                pv=0.0,
-                acc=0.0,
-                theta=0.0,
-                sell=0.0,
-            )
-            if kind == "time":
-                cur["bin"], cur["threshold"] = t // interval_us, float(interval_us)
-            elif flow:
-                if warm:
-                    et = min(max(e_t, float(min_ticks)), float(max_ticks))
-                    cur["threshold"] = et * max(e_a, e_b) if is_run else et * abs(e_a)
-                else:
-                    cur["threshold"] = float("nan")
-            else:
-                cur["threshold"] = thr_now
-        cur["high"] = max(cur["high"], p)
-        cur["low"] = min(cur["low"], p)
-        cur["close"], cur["ts_close"] = p, t
-        cur["n_ticks"] += 1
-        cur["volume"] += q
-        cur["quote_volume"] += d
-        cur["pv"] += p * q
-        if sign > 0:
-            cur["buy_volume"] += q
-        v = 1.0 if base == "tick" else q if base == "volume" else d
-        if dynamic:
-            day_total += v
-        done = False
-        if kind in ("tick", "volume", "dollar"):
-            cur["acc"] += v
-            done = cur["acc"] >= cur["threshold"]
-        elif flow:
-            if is_run:
-                if sign > 0:
-                    cur["theta"] += v
-                else:
-                    cur["sell"] += v
-            else:
-                cur["theta"] += v if sign > 0 else -v
-            n = cur["n_ticks"]
-            if n >= max_ticks:
-                done = True
-            elif n >= min_ticks:
-                if not warm:
-                    done = n >= warm_len
-                elif is_run:
-                    done = max(cur["theta"], cur["sell"]) >= cur["threshold"]
-                else:
-                    done = abs(cur["theta"]) >= cur["threshold"]
-            if done:
-                if not warm:
-                    warm, e_t, e_a, e_b = True, float(n), cur["theta"] / n, cur["sell"] / n
-                else:
-                    e_t += alpha_t * (n - e_t)
-                    e_a += alpha_a * (cur["theta"] / n - e_a)
-                    e_b += alpha_a * (cur["sell"] / n - e_b)
-        if done:
-            bars.append(cur)
-            cur = None
-    rows = [dict(b, is_partial=False) for b in bars]
-    if keep_partial and cur is not None:
-        rows.append(dict(cur, is_partial=True))
+    cols = [ticks[c].tolist() for c in ("ts", "price", "qty", "quote_qty")]
+    for t, p, q, d, m in zip(*cols, ibm, strict=True):
+        ref.tick(t, p, q, d, m)
+    rows = [dict(b, is_partial=False) for b in ref.bars]
+    if keep_partial and ref.cur is not None:
+        rows.append(dict(ref.cur, is_partial=True))
     for r in rows:
         r["vwap"] = r["pv"] / r["volume"]
     df = pd.DataFrame(rows, columns=COLS) if rows else pd.DataFrame({c: [] for c in COLS})
@@ -201,7 +98,166 @@ def ref_bars(
             **{c: "float64" for c in COLS if c not in ("ts_open", "ts_close", "n_ticks", "is_partial")},
         }
     )
-    return df, thresholds
+    return df, ref.thresholds
+
+
+class _Reference:
+    """The state of :func:`ref_bars`' one pass, tick by tick (one dict per bar)."""
+
+    def __init__(
+        self,
+        kind,
+        threshold,
+        threshold_mode,
+        bars_per_day,
+        lookback_days,
+        warmup,
+        interval_us,
+        expected_ticks_init,
+        ewma_span,
+        imbalance_init,
+        imbalance_span,
+        min_ticks,
+        max_ticks,
+    ):
+        self.kind, self.base = kind, kind.split("_")[0]
+        self.flow = kind.endswith("_imbalance") or kind.endswith("_run")
+        self.is_run = kind.endswith("_run")
+        self.dynamic = threshold_mode == "dynamic" and kind in ("tick", "volume", "dollar")
+        self.threshold, self.bars_per_day, self.lookback_days = threshold, bars_per_day, lookback_days
+        self.warmup, self.interval_us = warmup, interval_us
+        self.min_ticks, self.max_ticks = min_ticks, max_ticks
+        self.alpha_t = 2.0 / (ewma_span + 1.0)
+        self.alpha_a = 2.0 / ((imbalance_span if imbalance_span is not None else ewma_span) + 1.0)
+        self.warm_len = min(max(int(expected_ticks_init + 0.5), min_ticks), max_ticks)
+        self.warm = imbalance_init is not None
+        self.e_t = expected_ticks_init
+        self.e_a = self.e_b = imbalance_init if self.warm else 0.0
+        self.bars: list[dict] = []
+        self.cur = None
+        self.trs, self.lastp = 1, None
+        self.day = self.first_day = None
+        self.day_total = 0.0
+        self.totals: dict = {}
+        self.thresholds: dict = {}
+        self.thr_now = threshold
+
+    def sign(self, p, m) -> int:
+        """+1 taker buy, -1 taker sell; the tick rule where the side is unknown."""
+        if self.lastp is not None and p != self.lastp:
+            self.trs = 1 if p > self.lastp else -1
+        self.lastp = p
+        if m is None or (isinstance(m, float) and math.isnan(m)) or m is pd.NA:
+            return self.trs
+        return -1 if m else 1
+
+    def enter_day(self, t) -> None:
+        """Dynamic thresholds: the mean daily measure of the earlier days / bars_per_day."""
+        if self.day is not None:
+            self.totals[self.day] = self.day_total
+        self.day, self.day_total = t // DAY_US, 0.0
+        if self.first_day is None:
+            self.first_day = self.day
+        lo = max(self.day - self.lookback_days, self.first_day)
+        n_hist = self.day - lo
+        if n_hist <= 0 or (self.warmup == "fixed" and n_hist < self.lookback_days):
+            self.thr_now = self.threshold
+        else:
+            tot = 0.0
+            for k in range(lo, self.day):
+                tot += self.totals.get(k, 0.0)
+            self.thr_now = tot / n_hist / self.bars_per_day
+            if not self.thr_now > 0:
+                self.thr_now = self.threshold
+        self.thresholds[self.day] = self.thr_now
+
+    def open_bar(self, t, p) -> dict:
+        cur = dict(
+            ts_open=t,
+            open=p,
+            high=p,
+            low=p,
+            volume=0.0,
+            quote_volume=0.0,
+            buy_volume=0.0,
+            n_ticks=0,
+            pv=0.0,
+            acc=0.0,
+            theta=0.0,
+            sell=0.0,
+        )
+        if self.kind == "time":
+            cur["bin"], cur["threshold"] = t // self.interval_us, float(self.interval_us)
+        elif self.flow:
+            if self.warm:
+                et = min(max(self.e_t, float(self.min_ticks)), float(self.max_ticks))
+                cur["threshold"] = et * max(self.e_a, self.e_b) if self.is_run else et * abs(self.e_a)
+            else:
+                cur["threshold"] = float("nan")
+        else:
+            cur["threshold"] = self.thr_now
+        return cur
+
+    def flow_closes(self, cur, v, sign) -> bool:
+        """Imbalance/run bars: add the signed flow; close on the guards or the expectation (and
+        update the expectations when a bar closes)."""
+        if self.is_run:
+            if sign > 0:
+                cur["theta"] += v
+            else:
+                cur["sell"] += v
+        else:
+            cur["theta"] += v if sign > 0 else -v
+        n = cur["n_ticks"]
+        if n >= self.max_ticks:
+            done = True
+        elif n < self.min_ticks:
+            done = False
+        elif not self.warm:
+            done = n >= self.warm_len
+        elif self.is_run:
+            done = max(cur["theta"], cur["sell"]) >= cur["threshold"]
+        else:
+            done = abs(cur["theta"]) >= cur["threshold"]
+        if done and not self.warm:
+            self.warm, self.e_t, self.e_a, self.e_b = True, float(n), cur["theta"] / n, cur["sell"] / n
+        elif done:
+            self.e_t += self.alpha_t * (n - self.e_t)
+            self.e_a += self.alpha_a * (cur["theta"] / n - self.e_a)
+            self.e_b += self.alpha_a * (cur["sell"] / n - self.e_b)
+        return done
+
+    def tick(self, t, p, q, d, m) -> None:
+        sign = self.sign(p, m)
+        if self.dynamic and t // DAY_US != self.day:
+            self.enter_day(t)
+        if self.kind == "time" and self.cur is not None and t // self.interval_us != self.cur["bin"]:
+            self.bars.append(self.cur)
+            self.cur = None
+        if self.cur is None:
+            self.cur = self.open_bar(t, p)
+        cur = self.cur
+        cur["high"] = max(cur["high"], p)
+        cur["low"] = min(cur["low"], p)
+        cur["close"], cur["ts_close"] = p, t
+        cur["n_ticks"] += 1
+        cur["volume"] += q
+        cur["quote_volume"] += d
+        cur["pv"] += p * q
+        if sign > 0:
+            cur["buy_volume"] += q
+        v = 1.0 if self.base == "tick" else q if self.base == "volume" else d
+        if self.dynamic:
+            self.day_total += v
+        done = False
+        if self.kind in ("tick", "volume", "dollar"):
+            cur["acc"] += v
+            done = cur["acc"] >= cur["threshold"]
+        elif self.flow:
+            done = self.flow_closes(cur, v, sign)
+        if done:
+            self.bars.append(cur)
+            self.cur = None
 
 
 def assert_bars_equal(got: pd.DataFrame, want: pd.DataFrame, what: str = ""):
@@ -301,7 +357,7 @@ def split_rows(df: pd.DataFrame, how: str, seed: int = 0) -> list[tuple[str, pd.
         elif how.startswith("rows"):
             cuts = np.sort(rng.integers(0, len(day) + 1, int(rng.integers(0, 6))))
             edges = [0, *cuts.tolist(), len(day)]
-            pieces = [day.iloc[a:b] for a, b in zip(edges[:-1], edges[1:])]
+            pieces = [day.iloc[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
         elif how.startswith("one"):
             pieces = [day.iloc[i : i + 1] for i in range(len(day))]
         else:

@@ -21,8 +21,8 @@ from test_bars_reference import (
 )
 
 from btsys.bars import BarsInputError, load_bars
-from btsys.bars.job import run_bars
-from btsys.pipeline import CacheEntry, cached, lookup, stage_key
+from btsys.stages.bars import build as run_bars
+from btsys.stages.cache import CacheEntry, cached, lookup, stage_key
 from btsys.storage import LocalStorage, storage_from_dict
 
 # Spark's Python workers inherit the environment of the JVM, which starts with the first test that

@@ -14,6 +14,7 @@ import sys
 import pytest
 from conftest import CONF_DIR
 
+from btsys.config import Stage
 from btsys.errors import USER_ERROR_EXIT, ConfigError, UserError
 from btsys.help import group_defaults, group_options, help_text
 
@@ -107,6 +108,8 @@ def test_help_lists_experiments_and_real_options_from_conf(tmp_path):
         )
         assert f"{defaults[group]}*" in line if group in defaults else "*" not in line
     assert 'eval "$(btsys -sc install=bash)"' in out
+    stages = "|".join(s.value for s in Stage)  # every stage the schema accepts, quality included
+    assert out.count(f"stage={stages}") == 1 and f"stop after a stage: {stages}" in out
 
 
 def test_console_script_is_python_m_btsys_and_completes(tmp_path):
@@ -148,3 +151,33 @@ def test_a_user_error_raised_in_a_spark_task_is_one_line_on_the_driver(spark):
     assert as_user_error(RuntimeError("Traceback ...\nValueError: a bug")) is None  # bugs keep theirs
     with pytest.raises(RuntimeError):
         exit_on_user_error(RuntimeError("a bug"))
+
+
+def _complete(tmp_path, line: str) -> list[str]:
+    c = run(tmp_path, "-sc", "query=bash", env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
+    assert c.returncode == 0, c.stderr[-2000:]
+    return c.stdout.split()
+
+
+def _yaml_options(group: str) -> list[str]:
+    return sorted(
+        f"{group}={f[:-5]}" for f in os.listdir(os.path.join(CONF_DIR, group)) if f.endswith(".yaml")
+    )
+
+
+def test_completion_offers_the_option_files_and_no_schema(tmp_path):
+    """Tab completion of the console script: the groups' options are the files of conf/ (the
+    schemas are registered outside the groups), and no listing shows a schema."""
+    top = _complete(tmp_path, "btsys ")
+    assert {"strategy=", "bars=", "data=", "sweep=", "universe="} <= set(top)
+    assert not [w for w in top if "schema" in w]
+    for group in ("strategy", "bars"):
+        assert _complete(tmp_path, f"btsys {group}=") == _yaml_options(group)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "group", ["data", "features", "universe", "backtest", "spark", "storage", "mlflow", "sweep"]
+)
+def test_completion_of_every_group_is_its_option_files(tmp_path, group):
+    assert _complete(tmp_path, f"btsys {group}=") == _yaml_options(group)

@@ -21,6 +21,8 @@ from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from btsys import pipeline as P
+from btsys.stages import bars, ingest
+from btsys.stages.context import RunContext
 from btsys.storage import LocalStorage, storage_from_dict
 
 REPO = os.path.dirname(CONF_DIR)
@@ -60,18 +62,18 @@ def test_jobs_on_local_cluster_equal_local_mode(tmp_path, spark, monkeypatch):
     out = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
 
     cfg = _cfg([*SMALL, f"storage.root={tmp_path / 'local'}"])
-    ctx = P.RunContext(cfg)
-    ingest = P.ingest_stage(ctx)
-    bars = P.bars_stage(ctx, ingest)
-    assert bars.key == out["bars_key"]  # same config, same content address
+    ctx = RunContext(cfg)
+    listing = ingest.run(ctx)
+    built = bars.run(ctx, listing)
+    assert built.key == out["bars_key"]  # same config, same content address
 
     local_store, cluster_store = LocalStorage(str(tmp_path / "local")), LocalStorage(str(cluster_root))
     local_lake, cluster_lake = _lake(local_store), _lake(cluster_store)
     assert local_lake and sorted(local_lake) == sorted(cluster_lake)
     for k in local_lake:
         pd.testing.assert_frame_equal(local_lake[k], cluster_lake[k], check_exact=True)
-    assert sorted(out["symbols"]) == sorted(bars.meta["symbols"]) == ["BTCUSDT", "ETHUSDT"]
-    for sym, info in bars.meta["symbols"].items():
+    assert sorted(out["symbols"]) == sorted(built.meta["symbols"]) == ["BTCUSDT", "ETHUSDT"]
+    for sym, info in built.meta["symbols"].items():
         a = local_store.read_parquet(info["path"]).to_pandas()
         b = cluster_store.read_parquet(out["symbols"][sym]["path"]).to_pandas()
         assert len(a) > 10
@@ -132,7 +134,7 @@ def test_demo_pipeline_on_s3(tmp_path, spark, s3_bucket, monkeypatch, caplog):
 
     before = set(keys)
     caplog.clear()
-    with caplog.at_level("INFO", logger="btsys.pipeline"):
+    with caplog.at_level("INFO", logger="btsys.stages"):
         out2 = P.run(_cfg([*base, "strategy.fast=7"]))  # a new trial over the same data
     assert "cache hit: ingest" in caplog.text and "cache hit: bars" in caplog.text
     assert "cache hit: features" in caplog.text and "computing" not in caplog.text

@@ -13,13 +13,12 @@ from btsys.features import (
     FeatureError,
     compute_feature,
     compute_features,
-    compute_features_stage,
     parse_feature_name,
 )
 
 
 def random_bars(n: int = 300, seed: int = 0) -> pd.DataFrame:
-    """A small, plausible bar table (DESIGN.md columns) from a seeded random walk."""
+    """A small, plausible bar table (docs/DESIGN.md columns) from a seeded random walk."""
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.001, n))
@@ -308,7 +307,8 @@ def test_parse_feature_name():
 def test_features_stage_reads_bars_and_is_cached(tmp_path):
     import pyarrow as pa
 
-    from btsys.pipeline import cached, stage_key
+    from btsys.stages.cache import cached, stage_key
+    from btsys.stages.features import build as compute_features_stage
     from btsys.storage import LocalStorage
 
     store = LocalStorage(str(tmp_path / "store"))
@@ -340,7 +340,8 @@ def test_features_stage_reads_bars_and_is_cached(tmp_path):
 def test_features_stage_names_the_symbol_on_bad_bars(tmp_path):
     import pyarrow as pa
 
-    from btsys.pipeline import CacheEntry
+    from btsys.stages.cache import CacheEntry
+    from btsys.stages.features import build as compute_features_stage
     from btsys.storage import LocalStorage
 
     store = LocalStorage(str(tmp_path))

@@ -11,9 +11,10 @@ import pytest
 from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
-from btsys.backtest.grid import chunk_grid, chunk_plan, run_grid
+from btsys.backtest.grid import chunk_grid, chunk_plan
 from btsys.backtest.sweep import grid_axes
-from btsys.pipeline import CacheEntry
+from btsys.stages.cache import CacheEntry
+from btsys.stages.sweep import run as run_grid
 from btsys.storage import LocalStorage
 
 
@@ -108,7 +109,7 @@ def _setup(tmp_path, symbols=("BTCUSDT",)):
 
 def test_kernel_grid_top_k_equals_simulate(tmp_path, caplog):
     store, feats, cfg = _setup(tmp_path)
-    with caplog.at_level("INFO", logger="btsys.backtest"):
+    with caplog.at_level("INFO", logger="btsys.stages.sweep"):
         g = run_grid(cfg, store, feats, CacheEntry("ingest", "i", "x", {}))
     best = g.top_results[0][0]
     assert "sweep best of 12: sharpe=" in caplog.text

@@ -5,8 +5,9 @@ from __future__ import annotations
 from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
-from btsys import pipeline as P
 from btsys.data.ingest import read_ticks
+from btsys.stages import ingest
+from btsys.stages.context import RunContext
 
 
 def _cfg(root, seed):
@@ -30,15 +31,15 @@ def _prices(ctx, entry):
 
 def test_listing_of_a_replaced_source_is_not_trusted(spark, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    a = P.RunContext(_cfg(tmp_path / "store", 1))
-    first = P.ingest_stage(a)
+    a = RunContext(_cfg(tmp_path / "store", 1))
+    first = ingest.run(a)
     prices_a = _prices(a, first)
-    b = P.RunContext(_cfg(tmp_path / "store", 2))
-    second = P.ingest_stage(b)  # same file names, other content: parts replaced
+    b = RunContext(_cfg(tmp_path / "store", 2))
+    second = ingest.run(b)  # same file names, other content: parts replaced
     assert second.key != first.key and not second.hit
     assert not (_prices(b, second) == prices_a).all()
-    with caplog.at_level("WARNING", logger="btsys.pipeline"):
-        again = P.ingest_stage(P.RunContext(_cfg(tmp_path / "store", 1)))
+    with caplog.at_level("WARNING", logger="btsys.stages.ingest"):
+        again = ingest.run(RunContext(_cfg(tmp_path / "store", 1)))
     assert not again.hit and "lake days changed" in caplog.text
     assert (_prices(a, again) == prices_a).all()  # seed 1's ticks again, not seed 2's
-    assert P.ingest_stage(P.RunContext(_cfg(tmp_path / "store", 1))).hit  # and now a plain hit
+    assert ingest.run(RunContext(_cfg(tmp_path / "store", 1))).hit  # and now a plain hit

@@ -23,11 +23,14 @@ from faultserver import FaultServer
 from hydra import compose, initialize_config_dir
 from lakecheck import lake_files, lake_rows, member, rewrite
 
-from btsys import pipeline as P
-from btsys.bars.job import load_bars
+from btsys.bars.lake import load_bars
 from btsys.data import binance as bn
 from btsys.data.synthetic import generate_mirror
 from btsys.errors import USER_ERROR_EXIT
+from btsys.stages import bars as bars_stage
+from btsys.stages import ingest as ingest_stage
+from btsys.stages import quality as quality_stage
+from btsys.stages.context import RunContext
 from btsys.storage import LocalStorage
 
 REPO = os.path.dirname(CONF_DIR)
@@ -281,10 +284,10 @@ def _rerun(store, site_root):
     """The stages jobs/bars.py runs: ingest, quality (its policy's excluded days), bars."""
     from btsys.data.quality import excluded_days
 
-    ctx = P.RunContext(_compose(_kill_args(site_root, store)))
-    ingest = P.ingest_stage(ctx)
-    excluded = excluded_days(P.quality_table(ctx, P.quality_stage(ctx, ingest)))
-    bars = P.bars_stage(ctx, ingest, excluded)
+    ctx = RunContext(_compose(_kill_args(site_root, store)))
+    ingest = ingest_stage.run(ctx)
+    excluded = excluded_days(quality_stage.table(ctx, quality_stage.run(ctx, ingest)))
+    bars = bars_stage.run(ctx, ingest, excluded)
     return load_bars(ctx.store, bars, "BTCUSDT", keep_partial=True)
 
 

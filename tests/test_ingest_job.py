@@ -30,7 +30,7 @@ def test_compose_demo_and_real_experiment():
         "2025-01-01",
         "2025-01-31",
     )
-    assert real.bars.kind.value == "dollar" and real.strategy.name == "ma_cross"
+    assert real.bars.kind == "dollar" and real.strategy.name == "ma_cross"
     with pytest.raises(Exception, match="sybmols"):
         compose(["+experiment=demo", "data.sybmols=[BTCUSDT]"])
 

@@ -17,11 +17,14 @@ from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from lakecheck import lake_files, lake_rows, member, rewrite
 
-from btsys import pipeline as P
 from btsys.data import binance as bn
-from btsys.data.ingest import manifest_key, read_ticks, run_ingest
+from btsys.data.ingest import manifest_key, read_ticks
 from btsys.data.lake import Series, listing_is_current
 from btsys.data.synthetic import generate_mirror
+from btsys.stages import bars as bars_stage
+from btsys.stages import ingest as ingest_stage
+from btsys.stages.context import RunContext
+from btsys.stages.ingest import build as run_ingest
 from btsys.storage import LocalStorage
 
 FAST = {"source": {"retries": 1, "backoff_s": 0.01, "timeout_s": 10}}
@@ -120,21 +123,21 @@ def test_pipeline_reruns_after_an_overlapping_run_and_force_recovers(spark, tmp_
     store = tmp_path / "store"
     one = _cfg(store, root.as_uri(), "2025-01-02", "2025-01-02")
     two = _cfg(store, root.as_uri(), "2025-01-01", "2025-01-02")
-    c1 = P.RunContext(one)
-    i1 = P.ingest_stage(c1)
-    b1 = P.bars_stage(c1, i1)
+    c1 = RunContext(one)
+    i1 = ingest_stage.run(c1)
+    b1 = bars_stage.run(c1, i1)
     assert b1.meta["symbols"]["BTCUSDT"]["n_ticks"] == 350
-    c2 = P.RunContext(two)
-    P.bars_stage(c2, P.ingest_stage(c2))
-    c3 = P.RunContext(one)
-    i3 = P.ingest_stage(c3)
+    c2 = RunContext(two)
+    bars_stage.run(c2, ingest_stage.run(c2))
+    c3 = RunContext(one)
+    i3 = ingest_stage.run(c3)
     assert not i3.hit and i3.key == i1.key and i3.meta["lake_version"] != i1.meta["lake_version"]
-    b3 = P.bars_stage(c3, i3)
+    b3 = bars_stage.run(c3, i3)
     assert b3.key != b1.key and b3.meta["symbols"]["BTCUSDT"]["n_ticks"] == 300
-    forced = P.RunContext(_cfg(store, root.as_uri(), "2025-01-02", "2025-01-02", "force=true"))
-    i4 = P.ingest_stage(forced)
+    forced = RunContext(_cfg(store, root.as_uri(), "2025-01-02", "2025-01-02", "force=true"))
+    i4 = ingest_stage.run(forced)
     assert i4.meta["lake_version"] == i3.meta["lake_version"]
-    assert P.bars_stage(forced, i4).meta["symbols"]["BTCUSDT"]["n_ticks"] == 300
+    assert bars_stage.run(forced, i4).meta["symbols"]["BTCUSDT"]["n_ticks"] == 300
 
 
 # --------------------------------------------------------------------------- monthly and daily files
@@ -164,7 +167,7 @@ def test_monthly_404_then_published_replaces_the_daily_days_once(spark, tmp_path
     shutil.move(str(root / MONTH.rel) + ".CHECKSUM", str(hidden) + ".CHECKSUM")
     store = tmp_path / "store"
     c = _cfg(store, root.as_uri(), "2025-01-01", "2025-01-31", "data.dataset=trades")
-    first = P.ingest_stage(P.RunContext(c))
+    first = ingest_stage.run(RunContext(c))
     parts = first.meta["partitions"]
     assert len(parts) == 31 and all(p["rows"] == 40 for p in parts)
     assert {p["source"] for p in parts} == {f"BTCUSDT-trades-2025-01-{d:02d}.zip" for d in range(1, 32)}
@@ -172,12 +175,12 @@ def test_monthly_404_then_published_replaces_the_daily_days_once(spark, tmp_path
     s = LocalStorage(str(store))
     before = check_each_trade_once(s)
     # a rerun asks again for the missing monthly only: still 404, nothing else fetched
-    again = P.ingest_stage(P.RunContext(c))
+    again = ingest_stage.run(RunContext(c))
     assert again.hit and again.meta["lake_version"] == first.meta["lake_version"]
     # Binance publishes the month: the rerun finds it and the monthly file now serves every day
     shutil.move(hidden, root / MONTH.rel)
     shutil.move(str(hidden) + ".CHECKSUM", str(root / MONTH.rel) + ".CHECKSUM")
-    third = P.ingest_stage(P.RunContext(c))
+    third = ingest_stage.run(RunContext(c))
     assert {p["source"] for p in third.meta["partitions"]} == {"BTCUSDT-trades-2025-01.zip"}
     assert third.meta["summary"]["missing_files"] == []
     assert check_each_trade_once(s) == before  # same trades, each once
@@ -188,8 +191,8 @@ def test_monthly_404_then_published_replaces_the_daily_days_once(spark, tmp_path
     month = json.loads(s.read_text(manifest_key(MONTH)))
     assert len(month["days"]) == 31 and month["rows"] == 31 * 40
     # a config over a few days of that month is served from the monthly days: no daily fetched
-    few = P.ingest_stage(
-        P.RunContext(_cfg(store, root.as_uri(), "2025-01-10", "2025-01-12", "data.dataset=trades"))
+    few = ingest_stage.run(
+        RunContext(_cfg(store, root.as_uri(), "2025-01-10", "2025-01-12", "data.dataset=trades"))
     )
     assert [p["source"] for p in few.meta["partitions"]] == ["BTCUSDT-trades-2025-01.zip"] * 3
     assert few.meta["summary"]["served_from_lake"] == 3 and few.meta["summary"]["files"] == 0

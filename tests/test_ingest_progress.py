@@ -11,9 +11,9 @@ import pytest
 from faultserver import FaultServer
 
 from btsys.data import binance as bn
-from btsys.data import ingest as ing
 from btsys.data.progress import IngestProgress, TaskProgress
 from btsys.data.synthetic import generate_mirror
+from btsys.stages import ingest as ingest_stage
 from btsys.storage import LocalStorage
 
 
@@ -56,10 +56,10 @@ def test_progress_moves_inside_a_file_that_is_still_downloading(spark, tmp_path,
     size = (site / sf.rel).stat().st_size
     srv = FaultServer(str(site), trickle_bps=max(size // 6, 1000))  # about 6 s for the zip
     srv.faults["/" + sf.rel] = ["trickle"]
-    monkeypatch.setattr(ing, "PROGRESS_EVERY_S", 0.5)
+    monkeypatch.setattr(ingest_stage, "PROGRESS_EVERY_S", 0.5)
     try:
         with caplog.at_level(logging.INFO, logger="btsys.data.ingest"):
-            out = ing.run_ingest(
+            out = ingest_stage.build(
                 spark,
                 {"market": "spot", "symbols": ["BTCUSDT"], "start": "2025-01-01", "end": "2025-01-01"},
                 LocalStorage(str(tmp_path / "store")),

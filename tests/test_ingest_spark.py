@@ -14,8 +14,9 @@ import pytest
 from conftest import BINANCE_SAMPLES
 
 from btsys.data import binance as bn
-from btsys.data.ingest import IngestError, manifest_key, read_funding, read_ticks, run_ingest
+from btsys.data.ingest import IngestError, manifest_key, read_funding, read_ticks
 from btsys.data.synthetic import generate_mirror
+from btsys.stages.ingest import build as run_ingest
 from btsys.storage import LocalStorage, storage_from_dict
 
 # Spark's Python workers inherit the environment the JVM was started with, so the dummy AWS

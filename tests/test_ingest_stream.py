@@ -191,6 +191,7 @@ def assert_same(days: dict, man: dict, ref: dict) -> None:
 
 
 # --------------------------------------------------------------------------- real samples
+@pytest.mark.slow
 def test_real_cm_sample_equals_the_reference_at_tiny_and_default_blocks(tmp_path):
     with zipfile.ZipFile(os.path.join(BINANCE_SAMPLES, CM_REL)) as zf:
         payload = zf.read(zf.namelist()[0])
@@ -294,6 +295,7 @@ def random_files(draw):
     return _random_csv(draw)
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(f=random_files(), blocks=st.lists(st.integers(64, 400), min_size=2, max_size=3, unique=True))
 def test_random_files_equal_the_reference_at_every_block_size(tmp_path_factory, f, blocks):

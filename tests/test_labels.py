@@ -97,7 +97,7 @@ def test_concurrency_and_uniqueness_by_hand():
 
 def test_return_attribution_by_hand():
     t0, t1 = np.array([0, 1]), np.array([2, 3])
-    c = num_concurrent_events(6, t0, t1)  # [1, 2, 2, 1, 0, 0]
+    np.testing.assert_array_equal(num_concurrent_events(6, t0, t1), [1, 2, 2, 1, 0, 0])
     r = np.diff(np.log(CLOSE))  # r[k] is the return into bar k + 1
     w0 = abs(r[0] / 2 + r[1] / 2)  # bars 1, 2 (concurrency 2, 2)
     w1 = abs(r[1] / 2 + r[2] / 1)  # bars 2, 3 (concurrency 2, 1)

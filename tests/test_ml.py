@@ -1,4 +1,5 @@
-"""ML strategy: purged K-fold and embargo, walk-forward schedule, out-of-sample learning, bet sizing, MLflow."""
+"""ML strategy: purged K-fold and embargo, walk-forward schedule, out-of-sample learning, bet sizing,
+MLflow."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pandas as pd
 import pytest
 from test_features import random_bars
 
+from btsys.report.models import log_model_info
 from btsys.signals import StrategyError, generate_signals
 from btsys.signals.labels import triple_barrier
-from btsys.signals.ml import PurgedKFold, bet_size, log_model_info, walk_forward_folds, walk_forward_proba
+from btsys.signals.ml import PurgedKFold, bet_size, walk_forward_folds, walk_forward_proba
 from btsys.signals.strategies import strategy_params
 
 
@@ -67,7 +69,7 @@ def test_walk_forward_folds_purge_embargo_and_window():
     # the schedule and training sets of earlier blocks do not depend on later data
     t1_cut, _, _ = triple_barrier(close[:350], ev[ev < 350], 0.01, vertical_bars=15)
     cut = walk_forward_folds(ev[ev < 350], t1_cut, 350, 100, 120, 5, 200)
-    for a, b in zip(cut[:2], folds[:2]):
+    for a, b in zip(cut[:2], folds[:2], strict=True):
         assert (a.start, a.stop) == (b.start, b.stop)
         np.testing.assert_array_equal(a.train, b.train)
 

@@ -202,10 +202,6 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on_joblib(tmp_path):
 
 def test_end_to_end_python_m_btsys_demo_multirun(tmp_path):
     """The real pipeline: ``python -m btsys -m +experiment=demo`` over a 2 x 2 grid."""
-    import importlib.util
-
-    if importlib.util.find_spec("btsys.backtest.run") is None:
-        pytest.skip("btsys.backtest.run (the pipeline's backtest stage) has not landed yet")
     env = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="Agg")
     cmd = [
         sys.executable,

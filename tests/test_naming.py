@@ -6,6 +6,7 @@ import pytest
 from test_report import compose
 from test_report_helpers import make_result
 
+from btsys.config import compose as compose_config
 from btsys.report import mlflow_log as ml
 from btsys.report import naming
 
@@ -24,8 +25,9 @@ def test_run_name_is_strategy_params_symbols_and_bar_kind(tmp_path):
         naming.describe(_plain(tmp_path, "data.symbols=[BTCUSDT]"))
         == "ma_cross fast=10 slow=50 BTCUSDT dollar"
     )
+    time_bars = ml.plain_config(compose_config(["strategy=rsi_reversion", "bars=time"]))  # not the demo's
     assert (
-        naming.describe(_plain(tmp_path, "strategy=rsi_reversion", "bars=time"))
+        naming.describe(time_bars)
         == "rsi_reversion window=14 lower=30.0 upper=70.0 exit=50.0 BTCUSDT,ETHUSDT time 1h"
     )
     syms = "data.symbols=[AAAUSDT,BBBUSDT,CCCUSDT,DDDUSDT,EEEUSDT]"
@@ -84,6 +86,7 @@ def test_sweep_names_show_the_swept_values(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_logged_run_name_tags_and_params(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "data.symbols=[BTCUSDT]", "mlflow.charts=false")

@@ -12,6 +12,8 @@ from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from btsys import pipeline as P
+from btsys.stages import bars, ingest
+from btsys.stages.cache import CacheEntry, cached, lookup
 from btsys.storage import LocalStorage
 
 
@@ -20,33 +22,74 @@ def _cfg(overrides=()):
         return compose("config", overrides=["+experiment=demo", *overrides])
 
 
+def _listing(key="in1"):
+    """An ingest entry as the bars key sees it (its key and lake version)."""
+    return CacheEntry("ingest", key, "p", {"lake_version": "v1"})
+
+
 def test_same_config_same_key_and_relevant_change_new_key():
     a, b = _cfg(), _cfg()
-    assert P.stage_key("bars", a.bars, "in1") == P.stage_key("bars", b.bars, "in1")
-    base = P.stage_key("bars", a.bars, "in1")
-    assert P.stage_key("bars", a.bars, "in2") != base  # input changed
-    assert P.stage_key("bars", _cfg(["bars.threshold=123"]).bars, "in1") != base
-    assert P.stage_key("bars", _cfg(["bars=volume"]).bars, "in1") != base
+    assert bars.key(a, _listing()) == bars.key(b, _listing())
+    base = bars.key(a, _listing())
+    assert bars.key(a, _listing("in2")) != base  # input changed
+    assert bars.key(_cfg(["bars.threshold=123"]), _listing()) != base
+    assert bars.key(_cfg(["bars=volume"]), _listing()) != base
     # keys of other groups do not move the bars key
-    assert P.stage_key("bars", _cfg(["strategy.fast=3"]).bars, "in1") == base
-    # non-determining settings do not either
-    assert P.stage_key("bars", _cfg(["bars.keep_partial=true"]).bars, "in1") == base
-    assert P.stage_key("ingest", _cfg(["data.source.retries=9"]).data) == P.stage_key("ingest", a.data)
-    assert P.stage_key("ingest", _cfg(["data.symbols=[BTCUSDT]"]).data) != P.stage_key("ingest", a.data)
+    assert bars.key(_cfg(["strategy.fast=3"]), _listing()) == base
+    # non-determining settings do not either, nor the same value written otherwise
+    assert bars.key(_cfg(["bars.keep_partial=true"]), _listing()) == base
+    assert bars.key(_cfg(["bars.threshold=1000000"]), _listing()) == base  # the demo's 1.0e6
+    assert ingest.key(_cfg(["data.source.retries=9"])) == ingest.key(a)
+    assert ingest.key(_cfg(["data.symbols=[BTCUSDT]"])) != ingest.key(a)
     # the synthetic demo's listing: its mirror is generated, so download settings do not count
     for o in ("data.source.file_deadline_s=5", "data.source.timeout_s=1", "data.quality.gap_s=60"):
-        assert P.ingest_key(_cfg([o])) == P.ingest_key(a), o
+        assert ingest.key(_cfg([o])) == ingest.key(a), o
     for o in ("data.max_bad_row_fraction=0.5", "data.synthetic.seed=8"):
-        assert P.ingest_key(_cfg([o])) != P.ingest_key(a), o
+        assert ingest.key(_cfg([o])) != ingest.key(a), o
+
+
+def _plain_cfg(overrides=()):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_bars_key_and_params_hold_only_the_selected_kinds_settings():
+    """One schema per kind family: a setting another family uses is refused (so it can change
+    neither the bars' key nor the logged params), and fixed thresholds ignore the dynamic ones."""
+    from hydra.errors import ConfigCompositionException
+
+    from btsys.bars import BarsConfigError, BarSpec
+    from btsys.report.mlflow_log import param_items
+
+    for kind, foreign in (("time", "threshold=2"), ("dollar", "ewma_span=5"), ("tick_run", "interval=1h")):
+        with pytest.raises(ConfigCompositionException) as e:
+            _plain_cfg([f"bars={kind}", f"bars.{foreign}"])
+        assert foreign.split("=")[0] in str(e.value) + str(e.value.__cause__ or "")
+    with pytest.raises(BarsConfigError, match=r"unknown bars option\(s\) \['threshold'\] for time bars"):
+        BarSpec.from_config({"kind": "time", "interval": "1h", "threshold": 2.0})
+    time_bars = _plain_cfg(["bars=time"])
+    assert bars.section(time_bars) == {"kind": "time", "interval": "1h"}
+    assert {k for k in param_items(time_bars) if k.startswith("bars.")} == {
+        "bars.kind",
+        "bars.interval",
+        "bars.keep_partial",
+    }
+    fixed = [bars.key(_plain_cfg(["bars=dollar", f"bars.bars_per_day={n}"]), _listing()) for n in (2, 1e6)]
+    assert fixed[0] == fixed[1]  # a fixed threshold does not read bars_per_day
+    dynamic = [
+        bars.key(
+            _plain_cfg(["bars=dollar", "bars.threshold_mode=dynamic", f"bars.bars_per_day={n}"]), _listing()
+        )
+        for n in (2, 1e6)
+    ]
+    assert dynamic[0] != dynamic[1]
 
 
 def test_pipeline_keys_chain(tmp_path):
     """The bars key depends on the ingest key: another data range means other bars."""
-    cfg = _cfg()
-    k1 = P.stage_key("bars", cfg.bars, P.stage_key("ingest", cfg.data))
-    cfg2 = _cfg(["data.end=2025-01-02"])
-    k2 = P.stage_key("bars", cfg2.bars, P.stage_key("ingest", cfg2.data))
-    assert k1 != k2
+    cfg, cfg2 = _cfg(), _cfg(["data.end=2025-01-02"])
+    assert ingest.key(cfg) != ingest.key(cfg2)
+    assert bars.key(cfg, _listing(ingest.key(cfg))) != bars.key(cfg2, _listing(ingest.key(cfg2)))
 
 
 def _build_writer(value):
@@ -66,16 +109,16 @@ def test_cached_hit_and_force(tmp_path, caplog):
         store.write_text(f"{prefix}/out.txt", f"run{len(calls)}")
         return {"n": len(calls)}
 
-    e1 = P.cached(store, "bars", "k1", build)
+    e1 = cached(store, "bars", "k1", build)
     assert not e1.hit and e1.meta == {"n": 1}
-    with caplog.at_level("INFO", logger="btsys.pipeline"):
-        e2 = P.cached(store, "bars", "k1", build)
+    with caplog.at_level("INFO", logger="btsys.stages"):
+        e2 = cached(store, "bars", "k1", build)
     assert e2.hit and e2.prefix == e1.prefix and len(calls) == 1
     assert "cache hit" in caplog.text
-    e3 = P.cached(store, "bars", "k1", build, force=True)
+    e3 = cached(store, "bars", "k1", build, force=True)
     assert not e3.hit and len(calls) == 2 and e3.prefix != e1.prefix
     assert store.read_text(f"{e3.prefix}/out.txt") == "run2"
-    assert P.lookup(store, "bars", "k1").prefix == e3.prefix
+    assert lookup(store, "bars", "k1").prefix == e3.prefix
 
 
 def test_killed_run_is_never_trusted(tmp_path):
@@ -86,9 +129,9 @@ def test_killed_run_is_never_trusted(tmp_path):
         raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        P.cached(store, "bars", "k", dies)
-    assert P.lookup(store, "bars", "k") is None  # half-written attempt is not an entry
-    e = P.cached(store, "bars", "k", lambda p: store.write_text(f"{p}/ok.txt", "ok") or {"ok": 1})
+        cached(store, "bars", "k", dies)
+    assert lookup(store, "bars", "k") is None  # half-written attempt is not an entry
+    e = cached(store, "bars", "k", lambda p: store.write_text(f"{p}/ok.txt", "ok") or {"ok": 1})
     assert not e.hit and store.read_text(f"{e.prefix}/ok.txt") == "ok"
 
 
@@ -100,10 +143,11 @@ def _race(root, i, q):
             store.write_text(f"{prefix}/part-{j}.txt", "x" * 1000)
         return {"writer": i}
 
-    e = P.cached(store, "bars", "same", build)
+    e = cached(store, "bars", "same", build)
     q.put(e.prefix)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_leave_one_intact_entry(tmp_path):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -114,7 +158,7 @@ def test_concurrent_writers_leave_one_intact_entry(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     store = LocalStorage(str(tmp_path))
-    entry = P.lookup(store, "bars", "same")
+    entry = lookup(store, "bars", "same")
     assert entry is not None
     files = store.list(entry.prefix)
     assert len(files) == 50 and all(store.read_text(f) == "x" * 1000 for f in files)

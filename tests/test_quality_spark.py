@@ -12,10 +12,13 @@ import pyarrow as pa
 import pytest
 
 from btsys.bars import build_bars
-from btsys.bars.job import load_bars, run_bars, split_segments
-from btsys.data.ingest import read_ticks, run_ingest
-from btsys.data.quality import DAY_US, run_quality
+from btsys.bars.lake import load_bars, split_segments
+from btsys.data.ingest import read_ticks
+from btsys.data.quality import DAY_US
 from btsys.data.synthetic import generate_mirror
+from btsys.stages.bars import build as run_bars
+from btsys.stages.ingest import build as run_ingest
+from btsys.stages.quality import build as run_quality
 from btsys.storage import LocalStorage
 from btsys.universe import UniverseSpec, compute_membership, members_at
 

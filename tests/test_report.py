@@ -12,10 +12,10 @@ from conftest import CONF_DIR
 from test_report_helpers import T0, make_result, prices
 
 import btsys.config  # noqa: F401  (registers the schemas)
+from btsys.backtest.enums import DAY_US
 from btsys.backtest.split import split_metrics, split_table, walk_forward_windows
 from btsys.report import charts
 from btsys.report import mlflow_log as ml
-from btsys.report.stats import DAY_US
 from btsys.report.tearsheet import render_tearsheet
 
 DESIGN_METRICS = {
@@ -82,7 +82,7 @@ def test_charts_handle_no_trades_and_short_series():
     ts = T0 + np.arange(30, dtype=np.int64) * 3_600_000_000
     from types import SimpleNamespace
 
-    flat = SimpleNamespace(ts=ts, equity=np.full(30, 1e4), trades=pd.DataFrame(), metrics={})
+    flat = SimpleNamespace(ts=ts, equity=np.full(30, 1e4), init_cash=1e4, trades=pd.DataFrame(), metrics={})
     out = charts.render_charts(flat, prices={"X": (ts, np.full(30, 5.0))})
     assert set(out) == set(charts.CHART_NAMES)
     assert all(p[:4] == b"\x89PNG" for p in out.values())
@@ -93,7 +93,7 @@ def test_monthly_returns_table_known_values():
     # January +10 %, February -10 %, March 0 %.
     days = pd.to_datetime(["2025-01-01", "2025-01-31", "2025-02-28", "2025-03-15"], utc=True)
     ts = days.asi8 // 1000 + 3_600_000_000
-    tab = charts.monthly_returns_table(ts, np.array([100.0, 110.0, 99.0, 99.0]))
+    tab = charts.monthly_returns_table(ts, np.array([100.0, 110.0, 99.0, 99.0]), 100.0)
     assert list(tab.index) == [2025]
     np.testing.assert_allclose(tab.loc[2025, [1, 2, 3]].to_numpy(), [0.10, -0.10, 0.0], atol=1e-12)
     assert tab.loc[2025, [4, 12]].isna().all()
@@ -102,8 +102,8 @@ def test_monthly_returns_table_known_values():
 def test_rolling_sharpe_uses_only_past_returns():
     ts = T0 + np.arange(100, dtype=np.int64) * DAY_US
     eq = 100 * np.cumprod(1 + np.random.default_rng(1).normal(0.001, 0.02, 100))
-    full = charts.rolling_sharpe_series(ts, eq, 10)
-    cut = charts.rolling_sharpe_series(ts[:60], eq[:60], 10)
+    full = charts.rolling_sharpe_series(ts, eq, 100.0, 10)
+    cut = charts.rolling_sharpe_series(ts[:60], eq[:60], 100.0, 10)
     np.testing.assert_allclose(full.iloc[:60].to_numpy(), cut.to_numpy())  # the future changes nothing
     assert full.iloc[:9].isna().all() and full.iloc[9:].notna().all()
 
@@ -187,6 +187,7 @@ def test_split_metrics_known_values():
 
 
 # --------------------------------------------------------------------------- MLflow
+@pytest.mark.slow
 def test_log_run_params_metrics_tags_artifacts(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     long_syms = [f"SYM{i:04d}USDT" for i in range(60)]  # a list param far over 500 characters
@@ -254,6 +255,7 @@ def test_log_run_disabled_touches_nothing(tmp_path, monkeypatch, result):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "name=broken")
@@ -272,6 +274,7 @@ def test_log_run_failure_is_recorded_and_run_closed(tmp_path, monkeypatch, resul
     assert ml.find_logged_run(cfg) is None  # a failed run is never reused
 
 
+@pytest.mark.slow
 def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
     monkeypatch.chdir(tmp_path)
     cfg = compose(
@@ -295,6 +298,7 @@ def test_log_run_walk_forward_metrics(tmp_path, monkeypatch, result):
     assert "walk_forward.csv" in {a.path for a in client.list_artifacts(rid)}
 
 
+@pytest.mark.slow
 def test_log_sweep_table_one_run_plus_top_k_children(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = compose(tmp_path, "sweep.mode=kernel", "sweep.top_k=3")

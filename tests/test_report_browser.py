@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(TESTS), "bench"))
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium")
 
 
+@pytest.mark.slow
 def test_tearsheet_screenshot_is_not_blank(tmp_path):
     from tearsheet_screenshot import demo_tearsheet, screenshot
 

@@ -81,7 +81,13 @@ def _arrays(sig):
     return {k: v for k, v in out.items() if v is not None}
 
 
-@pytest.mark.parametrize("cfg", STRATEGY_CFGS, ids=lambda c: c.get("model", c["name"]))
+#: the gradient-boosted model's refits take seconds: in the full suite only
+LOOK_AHEAD_CASES = [
+    pytest.param(c, marks=pytest.mark.slow) if c.get("model") == "hist_gb" else c for c in STRATEGY_CFGS
+]
+
+
+@pytest.mark.parametrize("cfg", LOOK_AHEAD_CASES, ids=lambda c: c.get("model", c["name"]))
 def test_no_look_ahead(cfg):
     """Drop or change every bar after t: all signals (and sizes, indicators) at or before t are unchanged."""
     bars = random_bars(420, seed=21)

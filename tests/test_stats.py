@@ -155,19 +155,6 @@ def test_pbo_input_errors_name_the_problem():
     assert stats.choose_splits(100) == 16 and stats.choose_splits(7) == 2 and stats.choose_splits(3) == 0
 
 
-# --------------------------------------------------------------------------- return helpers
-def test_daily_returns_last_equity_per_utc_day():
-    day = stats.DAY_US
-    ts = np.array([0, day // 2, day + 1, day + 5, 3 * day + 7], dtype=np.int64)
-    eq = np.array([100.0, 110.0, 99.0, 121.0, 133.1])
-    days, r = stats.daily_returns(ts, eq)
-    np.testing.assert_array_equal(days, [0, day, 3 * day])
-    np.testing.assert_allclose(r, [0.10, 0.10, 0.10])
-    with pytest.raises(ValueError, match=r"ts\[2\]"):
-        stats.daily_returns(np.array([0, 5, 3]), np.ones(3))
-    assert stats.max_drawdown([100, 120, 90, 130]) == pytest.approx(0.25)
-
-
 def test_pbo_vectorised_block_sums_equal_the_row_loop():
     # The built-in metrics use per-block sums; a callable metric goes through the rows. Same answer.
     m = np.random.default_rng(5).normal(0.0002, 0.01, (96, 12))

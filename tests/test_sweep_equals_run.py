@@ -22,9 +22,9 @@ from omegaconf import OmegaConf
 from btsys.backtest.enums import METRIC_NAMES, OrderKind
 from btsys.backtest.grid import trial_config
 from btsys.backtest.metrics import BENCHMARK_METRICS
-from btsys.backtest.run import backtest_frames
 from btsys.backtest.sweep import sweep_frames
 from btsys.config import BacktestConfig
+from btsys.stages.backtest import backtest_frames
 
 H = 3_600_000_000
 T0 = 1_735_689_600_000_000
@@ -234,9 +234,9 @@ def test_every_strategy_trades_in_the_property_test_data():
 def test_top_k_child_runs_logged_after_a_kernel_sweep_equal_their_rows(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from btsys.backtest.grid import run_grid
-    from btsys.pipeline import CacheEntry
     from btsys.report import mlflow_log as ml
+    from btsys.stages.cache import CacheEntry
+    from btsys.stages.sweep import run as run_grid
     from btsys.storage import LocalStorage
 
     monkeypatch.chdir(tmp_path)

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from test_report_helpers import HOUR_US, T0, make_result, prices
 
+from btsys.backtest.enums import DAY_US
+from btsys.backtest.metrics import period_returns
 from btsys.report import charts
 from btsys.report.drawdowns import drawdown_periods
-from btsys.report.stats import DAY_US
 from btsys.report.tearsheet import duration_text, fmt_value, render_tearsheet, trades_view
 
 MIN5_US = DAY_US // 288
@@ -57,7 +58,7 @@ def test_return_period_is_daily_for_long_runs_and_finer_for_short_ones():
 def test_period_returns_known_values_and_empty_buckets():
     # bars at 00:10, 00:50, 02:30 (no bar in hour 1): hours 0, 1, 2 -> equity 100 -> 110, 110, 99
     ts = T0 + np.array([10, 50, 150], dtype=np.int64) * 60_000_000
-    starts, r = charts.period_returns(ts, np.array([100.0, 110.0, 99.0]), HOUR_US)
+    starts, r = period_returns(ts, np.array([100.0, 110.0, 99.0]), 100.0, HOUR_US)
     np.testing.assert_array_equal(starts, T0 + np.arange(3, dtype=np.int64) * HOUR_US)
     np.testing.assert_allclose(r, [0.10, 0.0, -0.10])
 
@@ -66,13 +67,13 @@ def test_period_returns_and_rolling_sharpe_have_no_look_ahead():
     ts, close = prices(24 * 12, 4)
     eq = 1e4 * close / close[0]
     cut = 24 * 7
-    full = charts.period_returns(ts, eq, HOUR_US)[1]
-    part = charts.period_returns(ts[:cut], eq[:cut], HOUR_US)[1]
+    full = period_returns(ts, eq, 1e4, HOUR_US)[1]
+    part = period_returns(ts[:cut], eq[:cut], 1e4, HOUR_US)[1]
     np.testing.assert_array_equal(full[:cut], part)
     perturbed = eq.copy()
     perturbed[cut:] *= 1.5  # a different future
-    a = charts.rolling_sharpe_series(ts, eq, 48, HOUR_US)
-    b = charts.rolling_sharpe_series(ts, perturbed, 48, HOUR_US)
+    a = charts.rolling_sharpe_series(ts, eq, 1e4, 48, HOUR_US)
+    b = charts.rolling_sharpe_series(ts, perturbed, 1e4, 48, HOUR_US)
     np.testing.assert_array_equal(a.iloc[:cut].to_numpy(), b.iloc[:cut].to_numpy())
     assert not np.allclose(a.iloc[cut + 1 :].to_numpy(), b.iloc[cut + 1 :].to_numpy(), equal_nan=True)
 
@@ -80,17 +81,17 @@ def test_period_returns_and_rolling_sharpe_have_no_look_ahead():
 def test_rolling_sharpe_of_a_ten_day_run_spans_whole_days():
     ts, close = prices(24 * 10, 5)
     period, _ = charts.return_period(ts)
-    n = len(charts.period_returns(ts, close, period)[1])
+    n = len(period_returns(ts, close, close[0], period)[1])
     w = charts.rolling_window(n, period)
     assert period == HOUR_US and w == 48  # 2 days of hourly returns, not a 3-day window of 10 days
-    assert charts.rolling_sharpe_series(ts, close, w, period).notna().sum() == n - w + 1
+    assert charts.rolling_sharpe_series(ts, close, close[0], w, period).notna().sum() == n - w + 1
 
 
 def test_returns_histogram_leaves_out_flat_periods():
     ts = T0 + np.arange(24 * 10, dtype=np.int64) * HOUR_US
     eq = np.full(len(ts), 1e4)
     eq[100:130] = 1e4 * np.cumprod(1 + np.linspace(-0.01, 0.01, 30))  # in the market for 30 hours
-    r, flat, name = charts.histogram_returns(ts, eq)
+    r, flat, name = charts.histogram_returns(ts, eq, 1e4)
     assert name == "hourly"
     assert flat + len(r) == len(ts) and len(r) == 31 and np.all(r != 0)  # one return per hour
 

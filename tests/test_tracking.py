@@ -66,6 +66,7 @@ def test_a_new_folder_is_created_and_relative_paths_are_to_the_cwd(tmp_path, mon
     assert (tmp_path / "runs").is_dir()
 
 
+@pytest.mark.slow
 def test_artifacts_live_beside_the_database_not_in_the_cwd(tmp_path, monkeypatch):
     cwd, store = tmp_path / "cwd", tmp_path / "store"
     cwd.mkdir()
@@ -80,6 +81,7 @@ def test_artifacts_live_beside_the_database_not_in_the_cwd(tmp_path, monkeypatch
     assert sorted(os.listdir(cwd)) == []
 
 
+@pytest.mark.slow
 def test_experiments_are_tagged_model_development_when_created_or_first_used(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from mlflow.tracking import MlflowClient

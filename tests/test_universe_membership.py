@@ -128,6 +128,7 @@ def _end(n_days):
     return str((pd.Timestamp("2025-01-01") + pd.Timedelta(days=n_days - 1)).date())
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(cases())
 def test_changing_data_on_or_after_an_instant_leaves_its_membership_unchanged(case):
@@ -162,6 +163,7 @@ def test_changing_data_on_or_after_an_instant_leaves_its_membership_unchanged(ca
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(cases())
 def test_a_symbol_that_appears_later_changes_no_earlier_membership(case):

@@ -13,6 +13,7 @@ import pytest
 
 from btsys import pipeline as P
 from btsys.config import compose
+from btsys.stages.cache import lookup
 from btsys.universe import UniverseSpec, compute_membership, members_at
 
 pytestmark = pytest.mark.slow
@@ -109,11 +110,11 @@ def test_only_members_are_entered_and_leavers_are_closed(demo):
     assert (trades["exit_reason"] == "universe_exit").any()
     # LTC's data ends on Jan 18; it leaves at the Jan 21 rebalance: a position still open then is
     # closed at its last close (DELISTED) on the first bar time at or after that instant
-    from btsys.bars.job import load_bars
+    from btsys.bars.lake import load_bars
     from btsys.storage import LocalStorage
 
     store = LocalStorage(str(tmp / "store"))
-    last_close = load_bars(store, P.lookup(store, "bars", out["bars_key"]), "LTCUSDT")["close"].iloc[-1]
+    last_close = load_bars(store, lookup(store, "bars", out["bars_key"]), "LTCUSDT")["close"].iloc[-1]
     late = trades[
         (trades["symbol"] == "LTCUSDT") & (trades["exit_time"] >= pd.Timestamp("2025-01-19", tz="UTC"))
     ]
@@ -154,19 +155,27 @@ def test_stage_quality_prints_the_summary_table(demo, capsys, monkeypatch):
     assert out["quality_missing"] == 38 and "bars_key" not in out
 
 
+def _worst_interior_gap(tmp, out) -> pd.Series:
+    """The quality row of BTC's interior day with the longest gap (a policy just under it drops it)."""
+    from btsys.storage import LocalStorage
+
+    store = LocalStorage(str(tmp / "store"))
+    q = store.read_parquet(lookup(store, "quality", out["quality_key"]).meta["path"]).to_pandas()
+    btc = q[(q["symbol"] == "BTCUSDT") & ~q["date"].isin(["2025-01-01", "2025-01-31"])]
+    return btc.sort_values("max_gap_s", kind="stable").iloc[-1]
+
+
 def test_policy_excludes_days_and_bars_restart(demo, monkeypatch):
     from btsys.storage import LocalStorage
 
     tmp, out = demo
     monkeypatch.chdir(tmp)
     store = LocalStorage(str(tmp / "store"))
-    q = store.read_parquet(P.lookup(store, "quality", out["quality_key"]).meta["path"]).to_pandas()
-    btc = q[(q["symbol"] == "BTCUSDT") & ~q["date"].isin(["2025-01-01", "2025-01-31"])]
-    worst = btc.sort_values("max_gap_s", kind="stable").iloc[-1]  # an interior day of BTC
-    res = P.run(_cfg(tmp, [f"data.quality.max_gap_s={float(worst['max_gap_s']) - 1e-3}", "stage=backtest"]))
+    worst = _worst_interior_gap(tmp, out)
+    res = P.run(_cfg(tmp, [f"data.quality.max_gap_s={worst['max_gap_s'] - 1e-3}", "stage=backtest"]))
     assert res["quality_excluded_days"] >= 1 + 38  # at least that day and every missing day
     assert res["bars_key"] != out["bars_key"]
-    segs = P.lookup(store, "bars", res["bars_key"]).meta["symbols"]["BTCUSDT"]["segments"]
+    segs = lookup(store, "bars", res["bars_key"]).meta["symbols"]["BTCUSDT"]["segments"]
     assert any(a["last"] < worst["date"] < b["first"] for a, b in zip(segs, segs[1:], strict=False))
     assert np.isfinite(res["final_value"])
 
@@ -190,3 +199,29 @@ def test_jobs_entry_points_share_the_pipelines_quality_and_bars(demo, capsys, mo
     text = capsys.readouterr().out
     assert q["quality_key"] == out["quality_key"] and q["cache_hit"] and "total: 372 symbol-days" in text
     assert _job("bars").main(args)["bars_key"] == out["bars_key"]
+
+
+def test_load_of_a_universe_run_equals_the_logged_run(demo, monkeypatch):
+    """btsys.load recomputes the backtest with the run's membership (members only, leavers closed)
+    and its quality policy: the metrics equal the logged ones, from the config and from the run id."""
+    import warnings
+
+    import btsys
+
+    tmp, out = demo
+    monkeypatch.chdir(tmp)
+    overrides = [*SMALL, f"storage.root={tmp / 'store'}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a recomputed metric that differs from the logged one warns
+        by_id = btsys.load(out["mlflow_run_id"], tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    by_cfg = btsys.load(overrides)
+    for run in (by_id, by_cfg):
+        assert run.result.metrics["final_value"] == out["final_value"]
+        assert run.result.metrics["n_trades"] == out["n_trades"]
+        kinds = set(run.result.orders["reason"])
+        assert {"universe_exit", "delisted"} <= kinds
+    policy = [f"data.quality.max_gap_s={_worst_interior_gap(tmp, out)['max_gap_s'] - 1e-3}", "stage=backtest"]
+    res = P.run(_cfg(tmp, policy))
+    loaded = btsys.load([*overrides, *policy[:1]])
+    assert loaded.keys["bars"] == res["bars_key"] != out["bars_key"]
+    assert loaded.result.metrics["final_value"] == res["final_value"]

@@ -10,10 +10,9 @@ from omegaconf import OmegaConf
 from test_sweep_equals_run import FRAMES, FUNDING, _frame, random_universe
 
 from btsys.backtest.grid import trial_config
-from btsys.backtest.run import StageResult, backtest_frames
 from btsys.backtest.split import walk_forward_windows
-from btsys.backtest.walk_forward import walk_forward
 from btsys.config import BacktestConfig
+from btsys.stages.backtest import StageResult, backtest_frames, walk_forward
 
 GRID = {"strategy.fast": [3, 6, 10], "strategy.slow": [20, 40], "backtest.risk.stop_loss": [0.0, 0.02]}
 SPLIT = {"enabled": True, "reoptimize": True, "train_bars": 120, "test_bars": 50, "gap_bars": 5}
@@ -144,8 +143,8 @@ def test_the_backtest_stage_runs_the_walk_forward_when_asked(tmp_path):
     from conftest import CONF_DIR
     from hydra import compose, initialize_config_dir
 
-    from btsys.backtest.run import run_backtest_stage
-    from btsys.pipeline import CacheEntry
+    from btsys.stages.backtest import run as run_backtest_stage
+    from btsys.stages.cache import CacheEntry
     from btsys.storage import LocalStorage
 
     store = LocalStorage(str(tmp_path))

@@ -1,7 +1,7 @@
 """Numba kernels of the sweeps: every combination of a grid in one parallel call.
 
 A combination is decoded from its index (mixed radix over the grid's axes, the last axis fastest:
-``itertools.product`` order) into the kernel's inputs: the parameter vector (``enums.P_*``), the
+``itertools.product`` order) into the kernel's inputs: the parameter vector (``enums.Param``), the
 strategy's indicator rows and scalars, the volatility series of ``vol_target`` and, for
 ``xs_momentum``, the rebalance schedule. Its signals then come from the strategy's own kernel
 (``btsys.signals._strategies_nb``) and its backtest from the engine's own event loop
@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 from btsys.backtest._nb import portfolio_nb, simulate_nb, xs_params_nb
-from btsys.backtest.enums import N_METRICS, P_DIRECTION, P_SIZE, P_SIZE_MODE, SizeMode
+from btsys.backtest.enums import N_METRICS, Direction, Param, SizeMode
 from btsys.signals._strategies_nb import rule_signals_nb, xs_momentum_signals_nb, xs_scores_nb
 
 AX_PARAM = 0
@@ -46,7 +46,6 @@ AX_ROWS = 2
 AX_VOL = 3
 AX_REB = 4
 
-_ALL = SizeMode.ALL
 #: columns of ``out`` after the engine's metrics: alpha, beta, information ratio
 N_BENCH = 3
 
@@ -112,8 +111,8 @@ def decode_nb(c, kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0, p, r
             aux[0] = int(v)
         else:
             aux[1] = int(v)
-    if p[P_SIZE_MODE] == _ALL:
-        p[P_SIZE] = np.inf  # all available cash: the size value is not used
+    if p[Param.SIZE_MODE] == SizeMode.ALL:
+        p[Param.SIZE] = np.inf  # all available cash: the size value is not used
 
 
 @njit(cache=True)
@@ -188,7 +187,6 @@ def sweep_single_nb(
         lx = np.zeros(n, dtype=np.bool_)
         se = np.zeros(n, dtype=np.bool_)
         sx = np.zeros(n, dtype=np.bool_)
-        eqb = np.empty(hi - lo)
         dret = np.empty(bench.shape[0])
         m = np.empty(N_METRICS)
         mb = np.empty(N_BENCH)
@@ -197,17 +195,17 @@ def sweep_single_nb(
         sp = np.empty_like(sp0)
         aux = np.empty_like(aux0)
         none = le[0:0]
-        empty = eqb[0:0]
+        empty = dret[0:0]
         prev = np.full(rows.shape[0] + sp.shape[0] + 1, np.nan)  # signal inputs of the last combination
         for c in range(th * n_comb // nth, (th + 1) * n_comb // nth):  # a block: neighbours share signals
             decode_nb(c, kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0, p, rows, sp, aux)
             if _new_signal_inputs_nb(rows, sp, aux[1], prev):
                 rule_signals_nb(code, close, ind, rows, sp, lo, hi, le, lx, se, sx)
-            d = p[P_DIRECTION]
-            a_le = le[lo:hi] if d != 1.0 else none
-            a_lx = lx[lo:hi] if d != 1.0 else none
-            a_se = se[lo:hi] if d != 0.0 else none
-            a_sx = sx[lo:hi] if d != 0.0 else none
+            d = p[Param.DIRECTION]
+            a_le = le[lo:hi] if d != Direction.SHORT else none
+            a_lx = lx[lo:hi] if d != Direction.SHORT else none
+            a_se = se[lo:hi] if d != Direction.LONG else none
+            a_sx = sx[lo:hi] if d != Direction.LONG else none
             simulate_nb(
                 ts[lo:hi],
                 open_[lo:hi],
@@ -224,7 +222,7 @@ def sweep_single_nb(
                 empty,
                 p,
                 False,
-                eqb,
+                empty,
                 empty,
                 empty,
                 orders0,
@@ -327,7 +325,6 @@ def sweep_portfolio_nb(
         b4 = np.zeros((4, nmax), dtype=np.bool_)
         score_b = np.empty(nmax)
         score = np.full((T, K), np.nan)
-        eqb = np.empty(hi - lo)
         dret = np.empty(bench.shape[0])
         m = np.empty(N_METRICS)
         mb = np.empty(N_BENCH)
@@ -348,7 +345,9 @@ def sweep_portfolio_nb(
             elif fresh:
                 for k in range(K):
                     _symbol_signals_nb(code, k, closes, nbars, rowsof, blo, bhi, ind, rows, sp, b4, g4)
-            d = p[P_DIRECTION]
+            d = p[Param.DIRECTION]
+            long_ok = d != Direction.SHORT
+            short_ok = d != Direction.LONG
             w = slice(lo, hi)
             n_ord, n_tr = portfolio_nb(
                 ts[w],
@@ -358,18 +357,18 @@ def sweep_portfolio_nb(
                 low[w],
                 close[w],
                 volume[w],
-                g4[0, w] if d != 1.0 else flat[w],
-                g4[1, w] if d != 1.0 else flat[w],
-                g4[2, w] if d != 0.0 else flat[w],
-                g4[3, w] if d != 0.0 else flat[w],
+                g4[0, w] if long_ok else flat[w],
+                g4[1, w] if long_ok else flat[w],
+                g4[2, w] if short_ok else flat[w],
+                g4[3, w] if short_ok else flat[w],
                 funding[w],
                 vol_all[aux[0]][w],
                 score[0:0, 0:0],
                 member[w],
                 p,
                 False,
-                eqb,
-                eqb[0:0],
+                dret[0:0],
+                dret[0:0],
                 score[0:0, 0:0],
                 orders0,
                 trades0,

@@ -20,21 +20,7 @@ import numpy as np
 import pandas as pd
 
 from btsys.backtest import _nb
-from btsys.backtest.enums import (
-    CHECK_CLOSE,
-    CHECK_HIGH,
-    CHECK_LOW,
-    CHECK_OPEN,
-    CHECK_TS,
-    DAY_US,
-    N_METRICS,
-    P_IMPACT,
-    P_INIT_CASH,
-    P_SIZE_MODE,
-    SizeMode,
-    order_dt,
-    trade_dt,
-)
+from btsys.backtest.enums import DAY_US, N_METRICS, Check, Param, SizeMode, order_dt, trade_dt
 from btsys.backtest.inputs import prices_and_clock
 from btsys.backtest.options import KW_DEFAULTS as _D
 from btsys.backtest.options import _get, build_params, options_from_config
@@ -66,7 +52,7 @@ def _f64(name: str, x: Any, n: Optional[int], *, positive: bool = False) -> np.n
 def ohlc_arrays(close, open, high, low, who: str, check: bool = True):
     """Validated float64 close/open/high/low (open/high/low default to close).
 
-    ``check=False`` converts and checks shapes only, and also returns the ``CHECK_*`` mask of the
+    ``check=False`` converts and checks shapes only, and also returns the ``enums.Check`` mask of the
     given arrays, for a kernel that validates values in its own pass (:func:`simulate`)."""
     c = _f64("close", close, None, positive=check)
     n = c.shape[0]
@@ -78,10 +64,10 @@ def ohlc_arrays(close, open, high, low, who: str, check: bool = True):
     if check:
         return c, o, h, lo
     mask = (
-        CHECK_CLOSE
-        | (0 if open is None else CHECK_OPEN)
-        | (0 if high is None else CHECK_HIGH)
-        | (0 if low is None else CHECK_LOW)
+        Check.CLOSE
+        | (0 if open is None else Check.OPEN)
+        | (0 if high is None else Check.HIGH)
+        | (0 if low is None else Check.LOW)
     )
     return c, o, h, lo, mask
 
@@ -129,7 +115,7 @@ def signal_arrays(direction: str, n: int, entries, exits, short_entries=None, sh
 def bar_times(ts, n: int, check: bool = True) -> np.ndarray:
     """Bar times as int64 µs. ``None`` (no calendar time) -> zeros: the kernels then see one
     day, and the caller reports the calendar metrics as NaN (``result.make_result``).
-    ``check=False``: shape only (the caller's kernel checks the order, ``CHECK_TS``)."""
+    ``check=False``: shape only (the caller's kernel checks the order, ``Check.TS``)."""
     if ts is None:
         return np.zeros(n, dtype=np.int64)
     a = np.asarray(ts)
@@ -356,8 +342,8 @@ def simulate(
     t = bar_times(ts, n, check=False)
     # the zero clock of bars without times passes the order check too; checking it keeps the
     # no-times run on the timed run's code path (measured: ~10 % faster than skipping the check)
-    check |= CHECK_TS
-    if volume is None and p[P_IMPACT] > 0:
+    check |= Check.TS
+    if volume is None and p[Param.IMPACT] > 0:
         raise ValueError("simulate: `slippage_impact` > 0 needs `volume`")
     v = volume_array(volume, n)
     le, lx, se, sx = signal_arrays(direction, n, entries, exits, short_entries, short_exits)
@@ -365,7 +351,9 @@ def simulate(
     fund = funding_per_bar(clock, funding_ts, funding_rate)
     with np.errstate(invalid="ignore", divide="ignore"):  # prices not checked yet: no warnings
         vol_est = (
-            realised_vol(c, clock, int(vol_window)) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros(0)
+            realised_vol(c, clock, int(vol_window))
+            if p[Param.SIZE_MODE] == SizeMode.VOL_TARGET
+            else np.zeros(0)
         )
     d = getattr(direction, "value", direction)
     none = np.zeros(0, dtype=np.bool_)  # an unused signal pair is not read by the kernel
@@ -516,19 +504,20 @@ def _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check=0, ti
         trade_records=trades[:n_tr].copy(),
         metric_vector=m,
         close=c,
-        init_cash=float(p[P_INIT_CASH]),
+        init_cash=float(p[Param.INIT_CASH]),
     )
 
 
 # --------------------------------------------------------------------------- config mapping
-BAR_COLUMNS = ("ts_close", "open", "high", "low", "close")
+#: the bar-table columns :func:`simulate_from_config` reads (``volume`` too, when there)
+PRICE_COLUMNS = ("ts_close", "open", "high", "low", "close")
 
 
 def _bars_arrays(bars: pd.DataFrame, where: str = "bars") -> dict:
-    missing = [k for k in BAR_COLUMNS if k not in bars.columns]
+    missing = [k for k in PRICE_COLUMNS if k not in bars.columns]
     if missing:
         raise KeyError(f"{where}: missing bar column(s) {missing}; have {list(bars.columns)}")
-    out = {k: bars[k].to_numpy() for k in BAR_COLUMNS}
+    out = {k: bars[k].to_numpy() for k in PRICE_COLUMNS}
     out["volume"] = bars["volume"].to_numpy() if "volume" in bars.columns else None
     return out
 

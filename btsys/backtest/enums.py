@@ -1,126 +1,183 @@
-"""Enums, parameter slots, metric slots and record dtypes of the backtest engine, declared once.
+"""Enums, parameter and metric slots and record dtypes of the backtest engine, declared once.
 
-The numba kernels take every scalar option through one float64 parameter vector (so a sweep can
-vary any of them per combination) and return metrics in one float64 vector; the slot indices
-below are the only place where those layouts are defined.
+Enums and slot layouts are ``NamedTuple`` instances (vectorbt's pattern): numba reads a global
+named tuple as a compile-time constant, so kernels use them directly (``OrderKind.STOP_LOSS``,
+``p[Param.FEE]``, ``out[Metric.SHARPE]``), and the Python-side name tables (config choices, labels
+of result frames, metric names) are derived from their field names below.
+
+The kernels take every scalar option through one float64 parameter vector (so a sweep can vary
+any of them per combination) and return metrics in one float64 vector: :data:`Param` and
+:data:`Metric` are the only definitions of those layouts.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
-class FillMode:
-    NEXT_OPEN = 0  # a signal on bar i fills at bar i+1's open (default, no look-ahead)
-    CLOSE = 1  # a signal on bar i fills at bar i's close
+class FillModeT(NamedTuple):
+    NEXT_OPEN: int = 0  # a signal on bar i fills at bar i+1's open (default, no look-ahead)
+    CLOSE: int = 1  # a signal on bar i fills at bar i's close
 
 
-class Direction:
-    LONG = 0
-    SHORT = 1
-    BOTH = 2
+FillMode = FillModeT()
 
 
-class SizeMode:
-    ALL = 0  # all available cash, fees included: notional = cash / (1/leverage + fee)
-    QTY = 1  # fixed base quantity
-    NOTIONAL = 2  # fixed quote notional
-    PERCENT = 3  # fraction of equity used as margin (notional = value * equity * leverage)
-    VOL_TARGET = 4  # notional = equity * target_vol / realised annualised vol
+class DirectionT(NamedTuple):
+    """Which sides a backtest may open."""
+
+    LONG: int = 0
+    SHORT: int = 1
+    BOTH: int = 2
 
 
-class OrderKind:
-    """Why an order was placed (``orders['kind']``)."""
-
-    ENTRY = 0
-    EXIT = 1  # exit signal (or the exit half of a reversal)
-    STOP_LOSS = 2
-    TRAILING_STOP = 3
-    TAKE_PROFIT = 4
-    LIQUIDATION = 5
-    TIME_STOP = 6
-    KILL_SWITCH = 7  # maximum-drawdown kill switch
-    UNIVERSE_EXIT = 8  # left the dynamic universe: closed on its first bar after leaving
-    DELISTED = 9  # left the universe after its data ended: closed at its last close
+Direction = DirectionT()
 
 
-#: Names of the integer codes of the order and trade records (readable result frames).
-ORDER_KIND_LABELS = {
-    OrderKind.ENTRY: "entry",
-    OrderKind.EXIT: "exit_signal",
-    OrderKind.STOP_LOSS: "stop_loss",
-    OrderKind.TRAILING_STOP: "trailing_stop",
-    OrderKind.TAKE_PROFIT: "take_profit",
-    OrderKind.LIQUIDATION: "liquidation",
-    OrderKind.TIME_STOP: "time_stop",
-    OrderKind.KILL_SWITCH: "kill_switch",
-    OrderKind.UNIVERSE_EXIT: "universe_exit",
-    OrderKind.DELISTED: "delisted",
-    -1: "open",  # trade_dt.exit_kind of a position still open at the end
-}
-SIDE_LABELS = {1: "buy", -1: "sell"}
-TRADE_DIRECTION_LABELS = {1: "long", -1: "short"}
+class SizeModeT(NamedTuple):
+    ALL: int = 0  # all available cash, fees included: notional = cash / (1/leverage + fee)
+    QTY: int = 1  # fixed base quantity
+    NOTIONAL: int = 2  # fixed quote notional
+    PERCENT: int = 3  # fraction of equity used as margin (notional = value * equity * leverage)
+    VOL_TARGET: int = 4  # notional = equity * target_vol / realised annualised vol
 
 
-FILL_NAMES = {"next_open": FillMode.NEXT_OPEN, "close": FillMode.CLOSE}
-DIRECTION_NAMES = {"long": Direction.LONG, "short": Direction.SHORT, "both": Direction.BOTH}
-SIZE_MODE_NAMES = {
-    "all": SizeMode.ALL,
-    "qty": SizeMode.QTY,
-    "notional": SizeMode.NOTIONAL,
-    "percent": SizeMode.PERCENT,
-    "vol_target": SizeMode.VOL_TARGET,
-}
+SizeMode = SizeModeT()
+
+
+class OrderKindT(NamedTuple):
+    """Why an order was placed (``orders['kind']``, ``trades['exit_kind']``)."""
+
+    ENTRY: int = 0
+    EXIT_SIGNAL: int = 1  # exit signal (or the exit half of a reversal)
+    STOP_LOSS: int = 2
+    TRAILING_STOP: int = 3
+    TAKE_PROFIT: int = 4
+    LIQUIDATION: int = 5
+    TIME_STOP: int = 6
+    KILL_SWITCH: int = 7  # maximum-drawdown kill switch
+    UNIVERSE_EXIT: int = 8  # left the dynamic universe: closed on its first bar after leaving
+    DELISTED: int = 9  # left the universe after its data ended: closed at its last close
+
+
+OrderKind = OrderKindT()
+#: ``trades['exit_kind']`` of a position still open at the end
+OPEN_TRADE = -1
+
+
+class SideT(NamedTuple):
+    """``orders['side']``."""
+
+    BUY: int = 1
+    SELL: int = -1
+
+
+Side = SideT()
+
+
+class TradeDirectionT(NamedTuple):
+    """``trades['direction']``."""
+
+    LONG: int = 1
+    SHORT: int = -1
+
+
+TradeDirection = TradeDirectionT()
+
+
+class CheckT(NamedTuple):
+    """Bits of ``simulate_nb``'s ``check``: the inputs its single pass validates."""
+
+    CLOSE: int = 1
+    OPEN: int = 2
+    HIGH: int = 4
+    LOW: int = 8
+    TS: int = 16
+
+
+Check = CheckT()
+
+
+def choices(enum: NamedTuple) -> dict:
+    """``{name: code}`` of an enum, names in lower case (config values such as ``"next_open"``)."""
+    return {name.lower(): code for name, code in enum._asdict().items()}
+
+
+def labels(enum: NamedTuple) -> dict:
+    """``{code: name}`` of an enum, names in lower case (labels of result frames)."""
+    return {code: name for name, code in choices(enum).items()}
+
+
+FILL_NAMES = choices(FillMode)
+DIRECTION_NAMES = choices(Direction)
+SIZE_MODE_NAMES = choices(SizeMode)
+ORDER_KIND_LABELS = {**labels(OrderKind), OPEN_TRADE: "open"}
+SIDE_LABELS = labels(Side)
+TRADE_DIRECTION_LABELS = labels(TradeDirection)
+
 
 # --------------------------------------------------------------------------- parameter vector
-P_INIT_CASH = 0
-P_FEE = 1  # taker fee fraction (market orders)
-P_FEE_FIXED = 2  # quote per order
-P_MIN_FEE = 3  # quote per order
-P_SLIPPAGE = 4  # fraction of price, against the order
-P_IMPACT = 5  # impact coefficient: extra slippage = impact * (qty / volume) ** exponent
-P_IMPACT_EXP = 6
-P_FILL = 7
-P_SIZE_MODE = 8
-P_SIZE = 9
-P_MIN_QTY = 10
-P_STEP = 11
-P_LEVERAGE = 12
-P_MMR = 13  # maintenance margin rate
-P_STOP_LOSS = 14
-P_TAKE_PROFIT = 15
-P_TRAILING_STOP = 16
-P_TIME_STOP = 17  # bars; 0 = off
-P_COOLDOWN = 18  # bars; 0 = off
-P_MAX_POSITION = 19  # quote notional; inf = off
-P_MAX_LEVERAGE = 20  # notional / equity; inf = off
-P_MAX_DRAWDOWN = 21  # fraction; 0 = off
-P_DIRECTION = 22  # Direction: which sides may be opened
-P_MAKER_FEE = 23  # accepted and validated; only market orders exist today (they pay taker)
-N_PARAMS = 24
+class ParamT(NamedTuple):
+    """Slots of the kernels' float64 parameter vector ``p``."""
+
+    INIT_CASH: int = 0
+    FEE: int = 1  # taker fee fraction (market orders)
+    FEE_FIXED: int = 2  # quote per order
+    MIN_FEE: int = 3  # quote per order
+    SLIPPAGE: int = 4  # fraction of price, against the order
+    IMPACT: int = 5  # impact coefficient: extra slippage = impact * (qty / volume) ** exponent
+    IMPACT_EXP: int = 6
+    FILL: int = 7  # FillMode
+    SIZE_MODE: int = 8  # SizeMode
+    SIZE: int = 9
+    MIN_QTY: int = 10
+    STEP: int = 11
+    LEVERAGE: int = 12
+    MMR: int = 13  # maintenance margin rate
+    STOP_LOSS: int = 14
+    TAKE_PROFIT: int = 15
+    TRAILING_STOP: int = 16
+    TIME_STOP: int = 17  # bars; 0 = off
+    COOLDOWN: int = 18  # bars; 0 = off
+    MAX_POSITION: int = 19  # quote notional; inf = off
+    MAX_LEVERAGE: int = 20  # notional / equity; inf = off
+    MAX_DRAWDOWN: int = 21  # fraction; 0 = off
+    DIRECTION: int = 22  # Direction: which sides may be opened
+    MAKER_FEE: int = 23  # accepted and validated; only market orders exist today (they pay taker)
+
+
+Param = ParamT()
+N_PARAMS = len(Param)
+
 
 # --------------------------------------------------------------------------- metric vector
-METRIC_NAMES = (
-    "total_return",
-    "annual_return",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "calmar",
-    "win_rate",
-    "profit_factor",
-    "n_trades",
-    "exposure",
-    "fees_paid",
-    "funding_paid",
-    "max_drawdown_duration",
-    "expectancy",
-    "turnover",
-    "final_value",
-    "open_position",
-)
-M = {name: i for i, name in enumerate(METRIC_NAMES)}
-N_METRICS = len(METRIC_NAMES)
+class MetricT(NamedTuple):
+    """Slots of the kernels' float64 metric vector; the names (lower case) are the metric keys."""
+
+    TOTAL_RETURN: int = 0
+    ANNUAL_RETURN: int = 1
+    SHARPE: int = 2
+    SORTINO: int = 3
+    MAX_DRAWDOWN: int = 4
+    CALMAR: int = 5
+    WIN_RATE: int = 6
+    PROFIT_FACTOR: int = 7
+    N_TRADES: int = 8
+    EXPOSURE: int = 9
+    FEES_PAID: int = 10
+    FUNDING_PAID: int = 11
+    MAX_DRAWDOWN_DURATION: int = 12
+    EXPECTANCY: int = 13
+    TURNOVER: int = 14
+    FINAL_VALUE: int = 15
+    OPEN_POSITION: int = 16
+
+
+Metric = MetricT()
+METRIC_NAMES = tuple(choices(Metric))
+N_METRICS = len(Metric)
 
 # --------------------------------------------------------------------------- records
 order_dt = np.dtype(
@@ -128,7 +185,7 @@ order_dt = np.dtype(
         ("idx", np.int64),  # bar index of the fill
         ("ts", np.int64),  # µs, the fill bar's ts (its ts_close)
         ("col", np.int64),  # symbol index (0 for a single-asset backtest)
-        ("side", np.int8),  # +1 buy, -1 sell
+        ("side", np.int8),  # Side
         ("kind", np.int8),  # OrderKind
         ("size", np.float64),  # base quantity, positive
         ("price", np.float64),  # fill price including slippage
@@ -141,9 +198,9 @@ trade_dt = np.dtype(
         ("col", np.int64),
         ("entry_idx", np.int64),
         ("exit_idx", np.int64),
-        ("direction", np.int8),
+        ("direction", np.int8),  # TradeDirection
         ("is_open", np.int8),
-        ("exit_kind", np.int8),
+        ("exit_kind", np.int8),  # OrderKind, OPEN_TRADE while open
         ("size", np.float64),
         ("entry_price", np.float64),
         ("exit_price", np.float64),
@@ -155,11 +212,3 @@ trade_dt = np.dtype(
 )
 
 DAY_US = 86_400_000_000
-
-# --------------------------------------------------------------------------- fused input checks
-# bits of simulate_nb's ``check``: which inputs the event loop validates in its single pass
-CHECK_CLOSE = 1
-CHECK_OPEN = 2
-CHECK_HIGH = 4
-CHECK_LOW = 8
-CHECK_TS = 16

@@ -1,48 +1,29 @@
-"""Whole-grid sweeps inside one run: ``sweep.mode=kernel`` (one numba call on the driver) and
-``sweep.mode=spark`` (the grid split into chunks, each chunk a Spark task calling the same sweep
-on that executor's copy of the frames).
+"""The grid of a whole-grid sweep (``sweep.grid``): its axes, its objective, the ranking of its
+rows, a row's config, and how it is cut into chunks for Spark tasks.
 
 The grid is ``sweep.grid``: dotted config keys -> lists of values, e.g.
 ``{"strategy.fast": [5, 10], "strategy.slow": [50, 100], "backtest.risk.stop_loss": [0, 0.02]}``.
-Every combination is checked before anything is computed (:func:`btsys.backtest.sweep.plan_from_config`).
-A row is one parameter set evaluated as the run evaluates it: with several ``data.symbols``, the
-shared-cash portfolio of all of them (with a dynamic universe, ``universe=top_n``, of its
-members). Combinations are enumerated in ``itertools.product`` order.
-Spark chunks are *sub-grids* (a fixed index on the leading keys and a slice of one key, the
-trailing keys whole), described by one integer per task: the driver creates ``n_chunks`` integers
-and nothing per combination, and the chunks concatenated in id order give exactly the kernel-mode
-table, row for row. The top ``sweep.top_k`` rows are run again by the pipeline's own backtest
-(:func:`btsys.backtest.run.backtest_frames`) for their child runs, which therefore equal them.
+Combinations are enumerated in ``itertools.product`` order. Spark chunks are *sub-grids* (a fixed
+index on the leading keys and a slice of one key, the trailing keys whole), described by one
+integer per task (:func:`chunk_plan`, :func:`chunk_grid`): the driver creates ``n_chunks``
+integers and nothing per combination, and the chunks concatenated in id order give exactly the
+kernel-mode table, row for row. The sweep stage (:mod:`btsys.stages.sweep`) runs them.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from btsys.backtest.enums import METRIC_NAMES
 from btsys.backtest.metrics import BENCHMARK_METRICS
-from btsys.backtest.result import BacktestResult
-from btsys.backtest.run import backtest_frames, load_stage_inputs
-from btsys.backtest.sweep import SweepError, check_frames, evaluate, grid_axes, plan_from_config, sweep_frames
+from btsys.backtest.sweep import SweepError, grid_axes
 
 log = logging.getLogger("btsys.backtest")
-
-
-@dataclass
-class GridResult:
-    table: pd.DataFrame  # one row per combination: params + metrics
-    param_cols: List[str]
-    objective: str
-    top_results: List[Tuple[Dict[str, Any], BacktestResult]]
-    best_metrics: Dict[str, float]
-    returns: pd.DataFrame  # daily returns: index UTC day (µs), one column per table row
 
 
 def grid_of(cfg: Any) -> Dict[str, list]:
@@ -123,122 +104,3 @@ def chunk_grid(
     for a in range(axis + 1, len(keys)):
         sub[keys[a]] = values[a]
     return sub
-
-
-# --------------------------------------------------------------------------- spark
-_EXECUTOR_FRAMES: Dict[Tuple[str, str], pd.DataFrame] = {}
-
-
-def _executor_frame(store_dict: dict, path: str, keep_partial: bool) -> pd.DataFrame:
-    """The bars/features frame of a symbol, read from the store once per executor Python worker."""
-    from btsys.storage import storage_from_dict
-
-    key = (repr(sorted(store_dict.items())), path)
-    if key not in _EXECUTOR_FRAMES:
-        df = storage_from_dict(store_dict).read_parquet(path).to_pandas()
-        if "is_partial" in df.columns and not keep_partial:
-            df = df[~df["is_partial"].to_numpy(bool)].reset_index(drop=True)
-        _EXECUTOR_FRAMES[key] = df
-    return _EXECUTOR_FRAMES[key]
-
-
-def _chunk_task(ids, store_dict, paths, cfg_dict, keys, values, plan, keep_partial, funding, universe):
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.create(cfg_dict)
-    frames = {sym: _executor_frame(store_dict, path, keep_partial) for sym, path in paths}
-    for chunk in ids:
-        sub = chunk_grid(keys, values, plan, chunk)
-        table, daily = sweep_frames(cfg, frames, sub, funding=funding, daily_returns=True, universe=universe)
-        daily.columns = [str(c) for c in daily.columns]
-        tbuf, dbuf = io.BytesIO(), io.BytesIO()
-        table.to_parquet(tbuf, index=False)
-        daily.to_parquet(dbuf)
-        yield chunk, tbuf.getvalue(), dbuf.getvalue()
-
-
-def spark_sweep(
-    spark,
-    store,
-    paths: List[Tuple[str, str]],
-    cfg: Any,
-    keys: List[str],
-    values: List[list],
-    keep_partial: bool = False,
-    funding: Optional[Dict[str, pd.DataFrame]] = None,
-    universe: Optional[pd.DataFrame] = None,
-) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate the grid over the symbols ``[(symbol, storage path), ...]`` in Spark tasks, one
-    chunk of combinations per task; rows in kernel order. Returns the metrics table and the
-    daily returns (one column per table row). ``universe`` (the membership table, one row per
-    rebalance) travels with the tasks."""
-    from omegaconf import OmegaConf
-
-    plan = chunk_plan([len(v) for v in values], int(cfg.sweep.chunk_size))
-    n_tasks = plan[2]
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    cfg_dict.pop("hydra", None)
-    store_dict = store.to_dict()
-    sc = spark.sparkContext
-    parts = min(n_tasks, max(1, sc.defaultParallelism * 4))
-    log.info(
-        "spark sweep: %d combinations over %d symbol(s) in %d chunks on %d partitions",
-        int(np.prod([len(v) for v in values])),
-        len(paths),
-        n_tasks,
-        parts,
-    )
-    blobs = sorted(
-        sc.parallelize(range(n_tasks), parts)
-        .mapPartitions(
-            lambda it: _chunk_task(
-                it, store_dict, paths, cfg_dict, keys, values, plan, keep_partial, funding, universe
-            )
-        )
-        .collect(),
-        key=lambda b: b[0],
-    )
-    table = pd.concat([pd.read_parquet(io.BytesIO(t)) for _, t, _ in blobs], ignore_index=True)
-    daily = pd.concat([pd.read_parquet(io.BytesIO(d)) for _, _, d in blobs], axis=1)
-    daily.columns = range(daily.shape[1])
-    return table, daily
-
-
-# --------------------------------------------------------------------------- driver
-def run_grid(
-    cfg: Any, store, feats_entry, ingest_entry, spark=None, universe: Optional[pd.DataFrame] = None
-) -> GridResult:
-    """Sweep ``cfg.sweep.grid`` over the run's frames (all of ``data.symbols`` together; members
-    only with a ``universe`` membership table); run the top K again through the pipeline's
-    backtest for their reports."""
-    grid = grid_of(cfg)
-    sweep_plan = plan_from_config(cfg, grid)  # every combination checked before anything runs
-    objective, maximize = check_objective(cfg)
-    frames, funding = load_stage_inputs(cfg, store, feats_entry, ingest_entry)
-    check_frames(sweep_plan, frames)
-    keys, values = list(grid), list(grid.values())
-    if spark is not None:
-        paths = [(s, feats_entry.meta["symbols"][s]["path"]) for s in frames]
-        table, daily = spark_sweep(
-            spark, store, paths, cfg, keys, values, bool(cfg.bars.keep_partial), funding, universe
-        )
-    else:
-        table, daily = evaluate(sweep_plan, frames, funding, daily_returns=True, universe=universe)
-    daily.columns = table.index
-    order = ranking(table, objective, maximize)
-    top = []
-    for i in order[: int(cfg.sweep.top_k)]:
-        params = {k: table[k].iloc[int(i)] for k in keys}  # per column: dtypes kept
-        params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
-        trial = trial_config(cfg, params)
-        top.append((params, backtest_frames(trial, frames, funding, universe=universe).result))
-    best = dict(top[0][1].metrics) if top else {}
-    if top:
-        log.info(
-            "sweep best of %d: %s=%.6g with %s",
-            len(table),
-            objective,
-            best.get(objective, float("nan")),
-            " ".join(f"{k}={v}" for k, v in top[0][0].items()),
-        )
-    return GridResult(table, keys, objective, top, best, daily)

@@ -1,6 +1,13 @@
-"""Performance metrics of an equity curve and its trades (DESIGN.md metric keys).
+"""Performance metrics of an equity curve and its trades: the one home of their definitions (the
+metric names of docs/DESIGN.md).
 
-Definitions (shared by the streaming metrics of the event loop and :func:`compute_metrics`):
+The kernels compute them in numba (``_nb.equity_metrics_nb``, ``finish_metrics_nb``); the Python
+functions here (:func:`period_returns`, :func:`sharpe`, :func:`drawdown`) are the same definitions
+for the reports, the walk-forward windows and the sweep statistics, and
+``tests/test_metrics.py`` checks that they agree with the kernels. Nothing else in btsys defines
+a return series, a Sharpe ratio or a drawdown.
+
+Definitions:
 
 * daily returns: last equity per UTC day, calendar days without bars carried forward (0 return),
   the first day measured against the initial cash; Sharpe = mean / std (ddof 1) * sqrt(365);
@@ -37,6 +44,7 @@ from btsys.backtest import _nb
 from btsys.backtest.enums import DAY_US, METRIC_NAMES, N_METRICS
 
 __all__ = [
+    "ANNUAL_DAYS",
     "BENCHMARK_METRICS",
     "CALENDAR_METRICS",
     "METRIC_NAMES",
@@ -44,6 +52,10 @@ __all__ = [
     "buy_and_hold",
     "compute_metrics",
     "daily_returns",
+    "drawdown",
+    "period_returns",
+    "rolling_sharpe",
+    "sharpe",
 ]
 
 #: Metrics added to every result's ``metrics`` next to the kernel's ``METRIC_NAMES``.
@@ -61,7 +73,8 @@ CALENDAR_METRICS = (
     "information_ratio",
 )
 
-_ANNUAL_DAYS = 365.0
+#: Days per year of the annualisation (crypto trades every day).
+ANNUAL_DAYS = 365.0
 
 
 def metrics_dict(m: np.ndarray) -> dict:
@@ -69,15 +82,21 @@ def metrics_dict(m: np.ndarray) -> dict:
     return {k: float(m[i]) for i, k in enumerate(METRIC_NAMES)}
 
 
-def day_ends(ts: np.ndarray) -> np.ndarray:
-    """Row of the last bar of each UTC day, from the first bar's day to the last bar's; a day
-    without bars repeats the previous day's row (its return is 0). ``ts`` must be sorted."""
-    d0, d1 = int(ts[0] // DAY_US), int(ts[-1] // DAY_US)
+def period_ends(ts: np.ndarray, period_us: int = DAY_US) -> np.ndarray:
+    """Row of the last bar of each ``period_us`` bucket (epoch-aligned: UTC days for ``DAY_US``)
+    from the first bar's bucket to the last bar's; a bucket without bars repeats the previous
+    bucket's row (its return is 0). ``ts`` must be sorted."""
+    d0, d1 = int(ts[0] // period_us), int(ts[-1] // period_us)
     ends = np.empty(d1 - d0 + 1, dtype=np.int64)
-    starts = np.arange(d0 + 1, d1 + 1, dtype=np.int64) * DAY_US
+    starts = np.arange(d0 + 1, d1 + 1, dtype=np.int64) * period_us
     ends[:-1] = np.searchsorted(ts, starts, side="left") - 1
     ends[-1] = ts.shape[0] - 1
     return ends
+
+
+def day_ends(ts: np.ndarray) -> np.ndarray:
+    """:func:`period_ends` of UTC days."""
+    return period_ends(ts, DAY_US)
 
 
 def _simple_returns(v: np.ndarray, start_value: float) -> np.ndarray:
@@ -88,11 +107,65 @@ def _simple_returns(v: np.ndarray, start_value: float) -> np.ndarray:
         return np.where(prev > 0.0, v / prev - 1.0, 0.0)
 
 
-def daily_returns(ts, values, start_value: float) -> np.ndarray:
-    """Daily simple returns of a value path (last value per UTC day, the first day against
-    ``start_value``): the definition the kernels' Sharpe and Sortino use."""
+def period_returns(ts, values, start_value: float, period_us: int = DAY_US) -> tuple[np.ndarray, np.ndarray]:
+    """Simple returns of a value path per ``period_us`` bucket: the last value of each bucket
+    against the previous bucket's, the first against ``start_value`` (a backtest's initial cash);
+    a bucket without bars has return 0. A bucket's return uses bars up to its end only.
+
+    Returns ``(bucket start µs, returns)``; empty arrays for an empty path. Raises ``ValueError``
+    naming the first bar whose ``ts`` goes backwards.
+    """
     t = np.asarray(ts, dtype=np.int64)
-    return _simple_returns(np.asarray(values, dtype=np.float64)[day_ends(t)], start_value)
+    v = np.asarray(values, dtype=np.float64)
+    if t.ndim != 1 or t.shape != v.shape:
+        raise ValueError(f"ts {t.shape} and values {v.shape} must be 1-D and of equal length")
+    if t.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    back = np.flatnonzero(np.diff(t) < 0)
+    if back.size:
+        k = int(back[0]) + 1
+        raise ValueError(f"ts must be non-decreasing; ts[{k}]={t[k]} < ts[{k - 1}]={t[k - 1]}")
+    starts = np.arange(int(t[0] // period_us), int(t[-1] // period_us) + 1, dtype=np.int64) * period_us
+    return starts, _simple_returns(v[period_ends(t, period_us)], start_value)
+
+
+def daily_returns(ts, values, start_value: float) -> np.ndarray:
+    """:func:`period_returns` per UTC day: the daily returns of the kernels' Sharpe and Sortino
+    (one per calendar day from the first bar's to the last bar's)."""
+    return period_returns(ts, values, start_value, DAY_US)[1]
+
+
+def sharpe(returns, periods: float = ANNUAL_DAYS) -> np.ndarray | float:
+    """Sharpe ratio of simple returns (zero risk-free rate): ``mean / std(ddof=1) * sqrt(periods)``;
+    NaN with fewer than two returns or zero dispersion. ``periods=1`` gives the per-observation
+    ratio (the deflated Sharpe ratio's); a 2-D array gives one ratio per column."""
+    r = np.asarray(returns, dtype=np.float64)
+    n = r.shape[0]
+    if n < 2:
+        return np.full(r.shape[1:], np.nan) if r.ndim > 1 else float("nan")
+    sd = r.std(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(sd > 0.0, r.mean(axis=0) / sd * math.sqrt(periods), np.nan)
+    return out if r.ndim > 1 else float(out)
+
+
+def rolling_sharpe(returns, window: int, periods: float = ANNUAL_DAYS) -> np.ndarray:
+    """:func:`sharpe` of each trailing ``window`` of returns (NaN until the window is full): the
+    value at ``t`` uses returns up to ``t`` only."""
+    s = pd.Series(np.asarray(returns, dtype=np.float64))
+    roll = s.rolling(window, min_periods=window)
+    sd = roll.std(ddof=1).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0.0, roll.mean().to_numpy() / sd * math.sqrt(periods), np.nan)
+
+
+def drawdown(values, start_value: float) -> np.ndarray:
+    """Drawdown per bar from the running peak (``start_value`` included), a fraction <= 0; its
+    minimum is ``-max_drawdown``."""
+    v = np.asarray(values, dtype=np.float64)
+    peak = np.maximum.accumulate(np.maximum(v, start_value)) if v.size else v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(peak > 0.0, v / peak - 1.0, 0.0)
 
 
 def buy_and_hold(close, init_cash: float, rows: Optional[np.ndarray] = None) -> np.ndarray:
@@ -129,11 +202,8 @@ def benchmark_metrics(ts: Optional[np.ndarray], equity, init_cash: float, close)
     if var_b > 0.0:
         beta = float(np.cov(r, b, ddof=1)[0, 1]) / var_b
         out["beta"] = beta
-        out["alpha"] = (float(r.mean()) - beta * float(b.mean())) * _ANNUAL_DAYS
-    active = r - b
-    sd = float(np.std(active, ddof=1))
-    if sd > 0.0:
-        out["information_ratio"] = float(active.mean()) / sd * math.sqrt(_ANNUAL_DAYS)
+        out["alpha"] = (float(r.mean()) - beta * float(b.mean())) * ANNUAL_DAYS
+    out["information_ratio"] = sharpe(r - b)  # the Sharpe ratio of the active returns
     return out
 
 

@@ -1,7 +1,7 @@
 """The table of backtest options: the one place that knows each option of the ``backtest`` config.
 
 Every row of :data:`OPTIONS` names an option's config path (``backtest.fees.taker``), its kernel
-parameter slot (``enums.P_*``), its :func:`~btsys.backtest.simulate` keyword (``fees``), its unit,
+parameter slot (``enums.Param``), its :func:`~btsys.backtest.simulate` keyword (``fees``), its unit,
 its bounds, whether a kernel/Spark sweep may vary it, and its one default. From the table come:
 
 * the config -> keyword mapping (:func:`options_from_config`) and the keyword -> kernel mapping
@@ -24,36 +24,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
-from btsys.backtest.enums import (
-    DIRECTION_NAMES,
-    FILL_NAMES,
-    N_PARAMS,
-    P_COOLDOWN,
-    P_DIRECTION,
-    P_FEE,
-    P_FEE_FIXED,
-    P_FILL,
-    P_IMPACT,
-    P_IMPACT_EXP,
-    P_INIT_CASH,
-    P_LEVERAGE,
-    P_MAKER_FEE,
-    P_MAX_DRAWDOWN,
-    P_MAX_LEVERAGE,
-    P_MAX_POSITION,
-    P_MIN_FEE,
-    P_MIN_QTY,
-    P_MMR,
-    P_SIZE,
-    P_SIZE_MODE,
-    P_SLIPPAGE,
-    P_STEP,
-    P_STOP_LOSS,
-    P_TAKE_PROFIT,
-    P_TIME_STOP,
-    P_TRAILING_STOP,
-    SIZE_MODE_NAMES,
-)
+from btsys.backtest.enums import DIRECTION_NAMES, FILL_NAMES, N_PARAMS, SIZE_MODE_NAMES, Param
 from btsys.errors import ConfigError
 
 INF = math.inf
@@ -139,60 +110,84 @@ class Option:
 _FRACTION = "fraction (0.001 = 0.1 %)"
 #: The backtest options; ``backtest.split`` (walk-forward windows) is not an option of one backtest.
 OPTIONS: tuple[Option, ...] = (
-    Option("backtest.init_cash", "init_cash", P_INIT_CASH, "quote currency", 10_000.0, lo_open=True),
-    Option("backtest.fill", "fill", P_FILL, "next_open | close", "next_open", choices=FILL_NAMES),
+    Option("backtest.init_cash", "init_cash", Param.INIT_CASH, "quote currency", 10_000.0, lo_open=True),
+    Option("backtest.fill", "fill", Param.FILL, "next_open | close", "next_open", choices=FILL_NAMES),
     Option(
-        "backtest.direction", "direction", P_DIRECTION, "long | short | both", "long", choices=DIRECTION_NAMES
+        "backtest.direction",
+        "direction",
+        Param.DIRECTION,
+        "long | short | both",
+        "long",
+        choices=DIRECTION_NAMES,
     ),
-    Option("backtest.fees.taker", "fees", P_FEE, _FRACTION + " of notional", 0.0005, hi=1.0),
+    Option("backtest.fees.taker", "fees", Param.FEE, _FRACTION + " of notional", 0.0005, hi=1.0),
     # limit orders do not exist yet: the maker fee is checked and logged but changes nothing
     Option(
-        "backtest.fees.maker", "maker_fee", P_MAKER_FEE, _FRACTION, 0.0002, lo=-1.0, hi=1.0, sweepable=False
+        "backtest.fees.maker",
+        "maker_fee",
+        Param.MAKER_FEE,
+        _FRACTION,
+        0.0002,
+        lo=-1.0,
+        hi=1.0,
+        sweepable=False,
     ),
-    Option("backtest.fees.fixed", "fee_fixed", P_FEE_FIXED, "quote currency per order", 0.0),
-    Option("backtest.fees.min_fee", "min_fee", P_MIN_FEE, "quote currency per order", 0.0),
+    Option("backtest.fees.fixed", "fee_fixed", Param.FEE_FIXED, "quote currency per order", 0.0),
+    Option("backtest.fees.min_fee", "min_fee", Param.MIN_FEE, "quote currency per order", 0.0),
     Option(
-        "backtest.slippage.bps", "slippage", P_SLIPPAGE, "basis points of price", 1.0, hi=1e4, divisor=1e4
+        "backtest.slippage.bps", "slippage", Param.SLIPPAGE, "basis points of price", 1.0, hi=1e4, divisor=1e4
     ),
-    Option("backtest.slippage.impact", "slippage_impact", P_IMPACT, "coefficient of (qty / bar volume)", 0.0),
     Option(
-        "backtest.slippage.impact_exponent", "impact_exponent", P_IMPACT_EXP, "exponent", 0.5, lo_open=True
+        "backtest.slippage.impact", "slippage_impact", Param.IMPACT, "coefficient of (qty / bar volume)", 0.0
     ),
-    Option("backtest.size.mode", "size_mode", P_SIZE_MODE, "sizing mode", "all", choices=SIZE_MODE_NAMES),
+    Option(
+        "backtest.slippage.impact_exponent",
+        "impact_exponent",
+        Param.IMPACT_EXP,
+        "exponent",
+        0.5,
+        lo_open=True,
+    ),
+    Option("backtest.size.mode", "size_mode", Param.SIZE_MODE, "sizing mode", "all", choices=SIZE_MODE_NAMES),
     Option(
         "backtest.size.value",
         "size",
-        P_SIZE,
+        Param.SIZE,
         "qty | notional | fraction | annual vol, by mode",
         1.0,
         lo_open=True,
         inf_ok=True,
     ),
-    Option("backtest.size.min_qty", "min_qty", P_MIN_QTY, "base quantity", 0.0),
-    Option("backtest.size.step", "step", P_STEP, "base quantity", 0.0),
+    Option("backtest.size.min_qty", "min_qty", Param.MIN_QTY, "base quantity", 0.0),
+    Option("backtest.size.step", "step", Param.STEP, "base quantity", 0.0),
     Option("backtest.size.vol_window", "vol_window", None, "bars", 50, lo=2.0, integer=True),
-    Option("backtest.leverage", "leverage", P_LEVERAGE, "x (notional / margin)", 1.0, lo_open=True),
-    Option("backtest.maintenance_margin", "maintenance_margin", P_MMR, _FRACTION, 0.005, hi=0.999),
+    Option("backtest.leverage", "leverage", Param.LEVERAGE, "x (notional / margin)", 1.0, lo_open=True),
+    Option("backtest.maintenance_margin", "maintenance_margin", Param.MMR, _FRACTION, 0.005, hi=0.999),
     Option(
-        "backtest.risk.stop_loss", "stop_loss", P_STOP_LOSS, _FRACTION + " from entry; 0 = off", 0.0, hi=1.0
+        "backtest.risk.stop_loss",
+        "stop_loss",
+        Param.STOP_LOSS,
+        _FRACTION + " from entry; 0 = off",
+        0.0,
+        hi=1.0,
     ),
     Option(
-        "backtest.risk.take_profit", "take_profit", P_TAKE_PROFIT, _FRACTION + " from entry; 0 = off", 0.0
+        "backtest.risk.take_profit", "take_profit", Param.TAKE_PROFIT, _FRACTION + " from entry; 0 = off", 0.0
     ),
     Option(
         "backtest.risk.trailing_stop",
         "trailing_stop",
-        P_TRAILING_STOP,
+        Param.TRAILING_STOP,
         _FRACTION + " from the best price; 0 = off",
         0.0,
         hi=1.0,
     ),
-    Option("backtest.risk.time_stop_bars", "time_stop", P_TIME_STOP, "bars; 0 = off", 0, integer=True),
-    Option("backtest.risk.cooldown_bars", "cooldown", P_COOLDOWN, "bars; 0 = off", 0, integer=True),
+    Option("backtest.risk.time_stop_bars", "time_stop", Param.TIME_STOP, "bars; 0 = off", 0, integer=True),
+    Option("backtest.risk.cooldown_bars", "cooldown", Param.COOLDOWN, "bars; 0 = off", 0, integer=True),
     Option(
         "backtest.risk.max_position",
         "max_position",
-        P_MAX_POSITION,
+        Param.MAX_POSITION,
         "quote notional; inf = off",
         INF,
         lo_open=True,
@@ -201,7 +196,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "backtest.risk.max_leverage",
         "max_leverage",
-        P_MAX_LEVERAGE,
+        Param.MAX_LEVERAGE,
         "x (notional / equity); inf = off",
         INF,
         lo_open=True,
@@ -210,7 +205,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "backtest.risk.max_drawdown",
         "max_drawdown",
-        P_MAX_DRAWDOWN,
+        Param.MAX_DRAWDOWN,
         _FRACTION + " from the peak; 0 = off",
         0.0,
         hi=1.0,
@@ -305,7 +300,7 @@ KW_DEFAULTS["size_mode"] = None  # inferred from size: inf -> "all" (as config s
 
 def build_params(**kw: Any) -> np.ndarray:
     """Check keyword options (``simulate``'s names, kernel units) and pack the kernel's parameter
-    vector (``enums.P_*``). Missing keywords take their table default; ``size_mode=None`` means
+    vector (``enums.Param``). Missing keywords take their table default; ``size_mode=None`` means
     ``"all"`` when ``size`` is infinite and ``"qty"`` otherwise."""
     unknown = set(kw) - set(KW_DEFAULTS)
     if unknown:

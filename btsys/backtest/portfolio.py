@@ -25,7 +25,7 @@ from btsys.backtest.engine import (
     realised_vol,
     window_slice,
 )
-from btsys.backtest.enums import N_METRICS, P_IMPACT, P_INIT_CASH, P_SIZE_MODE, SizeMode, order_dt, trade_dt
+from btsys.backtest.enums import N_METRICS, Param, SizeMode, order_dt, trade_dt
 from btsys.backtest.inputs import bar_tables, per_symbol
 from btsys.backtest.options import _get, build_params, options_from_config
 from btsys.backtest.result import make_result
@@ -244,7 +244,7 @@ def simulate_portfolio(
     vol_window = int(opts.pop("vol_window"))
     p = build_params(**opts)
     tl = timeline(bars, funding if _get(bt_cfg, "funding", False) else None)
-    if p[P_IMPACT] > 0 and tl.volume.shape[0] == 0:
+    if p[Param.IMPACT] > 0 and tl.volume.shape[0] == 0:
         raise ValueError("simulate_portfolio: slippage impact needs a `volume` column in every bar table")
     direction = getattr(opts.get("direction", "long"), "value", opts.get("direction", "long"))
     le, lx, se, sx = direction_signals(
@@ -267,7 +267,7 @@ def simulate_portfolio(
             np.float64,
             1.0,
         )
-    vol_est = tl.vol_target(vol_window) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros((0, 0))
+    vol_est = tl.vol_target(vol_window) if p[Param.SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros((0, 0))
     member = member_grid(universe, tl.symbols, tl.ts)
     return _run(tl, le, lx, se, sx, vol_est, scale, member, p, window)
 
@@ -321,7 +321,7 @@ def _run(tl: Timeline, le, lx, se, sx, vol_est, scale, member, p, window=None) -
         trade_records=trades[:n_tr].copy(),
         metric_vector=m,
         close=tl.close,
-        init_cash=float(p[P_INIT_CASH]),
+        init_cash=float(p[Param.INIT_CASH]),
         symbols=tl.symbols,
     )
 
@@ -380,9 +380,9 @@ def simulate_cross_sectional(
     vol_window = int(opts.pop("vol_window"))
     p = build_params(**opts)
     _nb.xs_params_nb(p, top_n, bottom_n)
-    if p[P_IMPACT] > 0 and tl.volume.shape[0] == 0:
+    if p[Param.IMPACT] > 0 and tl.volume.shape[0] == 0:
         raise ValueError("simulate_portfolio: slippage impact needs a `volume` column in every bar table")
-    vol_est = tl.vol_target(vol_window) if p[P_SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros((0, 0))
+    vol_est = tl.vol_target(vol_window) if p[Param.SIZE_MODE] == SizeMode.VOL_TARGET else np.zeros((0, 0))
     return _run(tl, *sig, vol_est, np.zeros((0, 0)), member, p, window)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from btsys.backtest.enums import DAY_US, ORDER_KIND_LABELS, SIDE_LABELS, TRADE_DIRECTION_LABELS
-from btsys.backtest.metrics import CALENDAR_METRICS, benchmark_metrics, buy_and_hold, metrics_dict
+from btsys.backtest.metrics import CALENDAR_METRICS, benchmark_metrics, buy_and_hold, drawdown, metrics_dict
 
 __all__ = ["BacktestResult", "make_result"]
 
@@ -128,8 +128,7 @@ class BacktestResult:
     def drawdown(self) -> np.ndarray:
         """Per-bar drawdown from the running peak (initial cash included), <= 0; its minimum is
         ``-metrics['max_drawdown']``."""
-        peak = np.maximum.accumulate(np.maximum(self.equity, self.init_cash))
-        return self.equity / peak - 1.0
+        return drawdown(self.equity, self.init_cash)
 
     # ------------------------------------------------------------------ readable records
     def _symbol_cols(self, df: pd.DataFrame, col: np.ndarray) -> pd.DataFrame:

@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from btsys.backtest.metrics import compute_metrics
 from btsys.errors import ConfigError
-from btsys.report.stats import PERIODS_PER_YEAR, daily_returns, max_drawdown, sharpe, sortino
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -95,32 +95,20 @@ def _bar_returns(equity: np.ndarray) -> np.ndarray:
     return r
 
 
+#: the figures of a window (the backtest's own metric definitions, :mod:`btsys.backtest.metrics`)
+SEGMENT_METRICS = ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown")
+
+
 def _segment_metrics(ts: np.ndarray, bar_ret: np.ndarray, idx: np.ndarray) -> dict:
-    """Metrics of the curve compounded from the returns of bars ``idx`` (sorted, unique)."""
+    """Metrics of the curve compounded from the returns of bars ``idx`` (sorted, unique), starting
+    at 1 just before the first of them: :func:`~btsys.backtest.metrics.compute_metrics` of that
+    curve, so a window's Sharpe is the Sharpe of a run over the window's bars (daily returns, a
+    calendar day between two windows without bars of the union counting as a flat day)."""
     if len(idx) == 0:
-        nan = float("nan")
-        return {
-            "sharpe": nan,
-            "sortino": nan,
-            "total_return": nan,
-            "annual_return": nan,
-            "max_drawdown": nan,
-            "n_bars": 0,
-        }
+        return {**dict.fromkeys(SEGMENT_METRICS, float("nan")), "n_bars": 0}
     curve = np.cumprod(1.0 + bar_ret[idx])
-    # the curve starts at 1 just before the first bar of the segment
-    days, dr = daily_returns(np.r_[ts[idx][0], ts[idx]], np.r_[1.0, curve])
-    total = float(curve[-1] - 1.0)
-    span_days = float(max(len(days), 1))  # UTC calendar days touched (the daily-resampling basis)
-    ann = float((1.0 + total) ** (PERIODS_PER_YEAR / span_days) - 1.0) if total > -1 else -1.0
-    return {
-        "sharpe": sharpe(dr),
-        "sortino": sortino(dr),
-        "total_return": total,
-        "annual_return": ann,
-        "max_drawdown": max_drawdown(np.r_[1.0, curve]),
-        "n_bars": int(len(idx)),
-    }
+    m = compute_metrics(ts[idx], curve, 1.0)
+    return {**{k: m[k] for k in SEGMENT_METRICS}, "n_bars": int(len(idx))}
 
 
 def _ts_of(result: Any, n: int) -> np.ndarray:
@@ -198,7 +186,7 @@ def split_metrics(result: Any, split_cfg: Any) -> dict:
         per_oos.append(_segment_metrics(ts, r, b)["sharpe"])
     agg_is = _segment_metrics(ts, r, np.unique(np.concatenate(is_idx)))
     agg_oos = _segment_metrics(ts, r, np.unique(np.concatenate(oos_idx)))
-    for k in ("sharpe", "sortino", "total_return", "annual_return", "max_drawdown"):
+    for k in SEGMENT_METRICS:
         out[f"is_{k}"] = agg_is[k]
         out[f"oos_{k}"] = agg_oos[k]
 

@@ -4,11 +4,11 @@ A sweep evaluates what a run evaluates. Each combination's signals come from its
 kernel (``btsys.signals._strategies_nb``, over indicator series computed once per distinct
 window) and its backtest from the engine's own event loop: ``simulate_nb`` for one symbol,
 ``portfolio_nb`` (shared cash) for several symbols and for ``xs_momentum`` — exactly what the
-pipeline's backtest stage runs for that config, members only with a dynamic universe. So each row
-equals the run of its parameters, every metric of the run (``METRIC_NAMES`` and the benchmark
-metrics) included (``tests/test_sweep_equals_run.py``). Memory: the bars, one row per distinct
-indicator series, per-thread signal, equity and daily-return buffers and one metrics row per
-combination.
+backtest stage (``btsys.stages.backtest``) runs for that config, members only with a dynamic
+universe. So each row equals the run of its parameters, every metric of the run
+(``METRIC_NAMES`` and the benchmark metrics) included (``tests/test_sweep_equals_run.py``).
+Memory: the bars, one row per distinct indicator series, per-thread signal, equity and
+daily-return buffers and one metrics row per combination.
 
 Every value and every combination of the grid is checked before anything is computed
 (:func:`plan_from_config`): strategy constraints (``strategy.fast < strategy.slow``), ranges of
@@ -438,7 +438,7 @@ def sweep_frames(
     """Sweep ``grid`` (dotted config keys -> lists, as ``sweep.grid`` holds them, e.g.
     ``{"strategy.fast": [5, 10], "backtest.risk.stop_loss": [0, 0.02]}``) over the run config
     ``cfg`` on ``frames`` (symbol -> frame, as the backtest stage loads them). Keys not in the grid
-    keep their config values. Each row equals the pipeline's backtest of ``cfg`` with that
+    keep their config values. Each row equals the backtest stage's backtest of ``cfg`` with that
     combination set (``universe``: the run's membership table); parameter columns are in the
     config's units. See :func:`evaluate`."""
     plan = plan_from_config(cfg, grid)

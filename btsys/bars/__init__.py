@@ -1,7 +1,8 @@
 """Bars: time, tick, volume, dollar, imbalance and run bars from an ordered tick stream.
 
-``build_bars`` (in memory) and the Spark job ``btsys.bars.job.run_bars`` use the same resumable
-numba kernels, so the bars of a distributed run equal those of one pass over the whole stream.
+``build_bars`` (in memory) and the bars stage (``btsys.stages.bars``: one Spark task per symbol,
+:func:`btsys.bars.lake.symbol_task`) use the same resumable numba kernels, so the bars of a
+distributed run equal those of one pass over the whole stream.
 """
 
 from btsys.bars.api import (
@@ -16,12 +17,11 @@ from btsys.bars.api import (
     build_bars,
     tick_arrays,
 )
-from btsys.bars.job import load_bars, run_bars
+from btsys.bars.lake import load_bars
 
 __all__ = [
     "build_bars",
     "load_bars",
-    "run_bars",
     "BarStream",
     "BarSpec",
     "BarsInputError",

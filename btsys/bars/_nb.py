@@ -93,9 +93,33 @@ def new_state() -> tuple[np.ndarray, np.ndarray]:
     return ist, fst
 
 
+# ---------------------------------------------------------------- shared per-tick helpers
+# Every bar kernel runs the same per-tick steps, in this order: ``tick_ok_nb`` (else
+# ``tick_error_nb``), ``tick_rule_nb``, ``buy_flag_nb``, ``bar_add_nb`` with ``measure_nb``'s
+# amount, and ``emit_bar_nb`` when the bar closes. They are inlined (numba IR), so the compiled
+# loops are those of hand-written code.
+_inline = nb.njit(cache=True, inline="always")
+
+
+@_inline
+def tick_ok_nb(t, ti, p, q, d, sd, last_ts, last_tid):
+    """Whether a tick is valid and after ``(last_ts, last_tid)``: branch-free (ties in ``ts`` are
+    common in real data and a data-dependent branch would be mispredicted)."""
+    return (
+        (p > 0.0)
+        & (p < _INF)
+        & (q > 0.0)
+        & (q < _INF)
+        & (d > 0.0)
+        & (d < _INF)
+        & (sd <= 2)
+        & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
+    )
+
+
 @nb.njit(cache=True)
-def _err_code_nb(p, q, d, sd):
-    """Why a tick failed the (branch-free) validity test; the ordering check comes last."""
+def tick_error_nb(p, q, d, sd):
+    """Why a tick failed :func:`tick_ok_nb` (``ERR_*``); the ordering check comes last."""
     if not (p > 0.0 and p < _INF):
         return ERR_PRICE
     if not (q > 0.0 and q < _INF):
@@ -105,6 +129,54 @@ def _err_code_nb(p, q, d, sd):
     if sd > 2:
         return ERR_SIDE
     return ERR_ORDER
+
+
+@_inline
+def tick_rule_nb(p, lastp, trs):
+    """The tick-rule sign after price ``p``: the sign of the last non-zero price change, ``trs``
+    when unchanged (branch-free; ``lastp`` is 0.0 before the first tick: the first sign is +1)."""
+    sg = np.int64(p > lastp) - np.int64(p < lastp)
+    return sg + np.int64(sg == 0) * trs
+
+
+@_inline
+def buy_flag_nb(sd, trs):
+    """1.0 for a buy (taker buy, or unknown side with tick-rule sign +1), else 0.0: ``q * flag``
+    is exactly ``q`` or +0.0."""
+    return np.float64((sd == 0) | ((sd == 2) & (trs > 0)))
+
+
+@_inline
+def measure_nb(measure, q, d):
+    """A tick's amount under ``measure`` (``M_*``): 1, ``qty`` or ``quote_qty``."""
+    if measure == M_DOLLAR:
+        return d
+    if measure == M_VOLUME:
+        return q
+    return 1.0
+
+
+@_inline
+def bar_add_nb(h, lo, vol, qvol, pv, buy, p, q, d, fb):
+    """The open bar's ``(high, low, volume, quote volume, sum p*q, buy volume)`` after a tick."""
+    return max(h, p), min(lo, p), vol + q, qvol + d, pv + p * q, buy + q * fb
+
+
+@_inline
+def emit_bar_nb(out_i, out_f, k, ts_open, ts_close, n, o, h, lo, c, vol, qvol, buy, pv, thr):
+    """Write a finished bar into output row ``k``."""
+    out_i[k, 0] = ts_open
+    out_i[k, 1] = ts_close
+    out_i[k, 2] = n
+    out_f[k, 0] = o
+    out_f[k, 1] = h
+    out_f[k, 2] = lo
+    out_f[k, 3] = c
+    out_f[k, 4] = vol
+    out_f[k, 5] = qvol
+    out_f[k, 6] = buy
+    out_f[k, 7] = pv / vol
+    out_f[k, 8] = thr
 
 
 @nb.njit(cache=True, nogil=True)
@@ -153,30 +225,15 @@ def threshold_bars_nb(
         d = quote[i]
         sd = side[i]
         ti = tid[i]
-        # branch-free validity and ordering test (no data-dependent branches: ties in ts are
-        # common in real data and would be mispredicted)
-        ok = (
-            (p > 0.0)
-            & (p < _INF)
-            & (q > 0.0)
-            & (q < _INF)
-            & (d > 0.0)
-            & (d < _INF)
-            & (sd <= 2)
-            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
-        )
-        if not ok:
-            err = _err_code_nb(p, q, d, sd)
+        if not tick_ok_nb(t, ti, p, q, d, sd, last_ts, last_tid):
+            err = tick_error_nb(p, q, d, sd)
         if err != 0:
             break
-        # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
-        sg = np.int64(p > lastp) - np.int64(p < lastp)
-        trs = sg + np.int64(sg == 0) * trs
+        trs = tick_rule_nb(p, lastp, trs)
         last_ts = t
         last_tid = ti
         lastp = p
-        is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
-        fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
+        fb = buy_flag_nb(sd, trs)
         if has == 0:
             has = 1
             ts_open = t
@@ -190,36 +247,15 @@ def threshold_bars_nb(
             n = 0
             acc = 0.0
             thr = threshold
-        h = max(h, p)
-        lo = min(lo, p)  # branch-free (p is finite here)
+        h, lo, vol, qvol, pv, buy = bar_add_nb(h, lo, vol, qvol, pv, buy, p, q, d, fb)
         c = p
         ts_close = t
         n += 1
-        vol += q
-        qvol += d
-        pv += p * q
-        buy += q * fb
-        if measure == M_DOLLAR:
-            m = d
-        elif measure == M_VOLUME:
-            m = q
-        else:
-            m = 1.0
+        m = measure_nb(measure, q, d)
         acc += m
         day_total += m
         if acc >= thr:
-            out_i[n_out, 0] = ts_open
-            out_i[n_out, 1] = ts_close
-            out_i[n_out, 2] = n
-            out_f[n_out, 0] = o
-            out_f[n_out, 1] = h
-            out_f[n_out, 2] = lo
-            out_f[n_out, 3] = c
-            out_f[n_out, 4] = vol
-            out_f[n_out, 5] = qvol
-            out_f[n_out, 6] = buy
-            out_f[n_out, 7] = pv / vol
-            out_f[n_out, 8] = thr
+            emit_bar_nb(out_i, out_f, n_out, ts_open, ts_close, n, o, h, lo, c, vol, qvol, buy, pv, thr)
             n_out += 1
             has = 0
         i += 1
@@ -294,49 +330,20 @@ def time_bars_nb(
         d = quote[i]
         sd = side[i]
         ti = tid[i]
-        # branch-free validity and ordering test (no data-dependent branches: ties in ts are
-        # common in real data and would be mispredicted)
-        ok = (
-            (p > 0.0)
-            & (p < _INF)
-            & (q > 0.0)
-            & (q < _INF)
-            & (d > 0.0)
-            & (d < _INF)
-            & (sd <= 2)
-            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
-        )
-        if not ok:
-            err = _err_code_nb(p, q, d, sd)
-        if bin_us > 0:
-            b = t // bin_us
-        else:
-            b = bins[i]
+        if not tick_ok_nb(t, ti, p, q, d, sd, last_ts, last_tid):
+            err = tick_error_nb(p, q, d, sd)
+        b = t // bin_us if bin_us > 0 else bins[i]
         if err == 0 and has != 0 and b < cur:
             err = ERR_BIN
         if err != 0:
             break
-        # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
-        sg = np.int64(p > lastp) - np.int64(p < lastp)
-        trs = sg + np.int64(sg == 0) * trs
+        trs = tick_rule_nb(p, lastp, trs)
         last_ts = t
         last_tid = ti
         lastp = p
-        is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
-        fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
+        fb = buy_flag_nb(sd, trs)
         if has != 0 and b != cur:
-            out_i[n_out, 0] = ts_open
-            out_i[n_out, 1] = ts_close
-            out_i[n_out, 2] = n
-            out_f[n_out, 0] = o
-            out_f[n_out, 1] = h
-            out_f[n_out, 2] = lo
-            out_f[n_out, 3] = c
-            out_f[n_out, 4] = vol
-            out_f[n_out, 5] = qvol
-            out_f[n_out, 6] = buy
-            out_f[n_out, 7] = pv / vol
-            out_f[n_out, 8] = label
+            emit_bar_nb(out_i, out_f, n_out, ts_open, ts_close, n, o, h, lo, c, vol, qvol, buy, pv, label)
             n_out += 1
             has = 0
         if has == 0:
@@ -351,15 +358,10 @@ def time_bars_nb(
             buy = 0.0
             pv = 0.0
             n = 0
-        h = max(h, p)
-        lo = min(lo, p)  # branch-free (p is finite here)
+        h, lo, vol, qvol, pv, buy = bar_add_nb(h, lo, vol, qvol, pv, buy, p, q, d, fb)
         c = p
         ts_close = t
         n += 1
-        vol += q
-        qvol += d
-        pv += p * q
-        buy += q * fb
         i += 1
     ist[I_HAS] = has
     ist[I_TS_OPEN] = ts_open
@@ -385,6 +387,51 @@ def time_bars_nb(
     fst[F_LAST_PRICE] = lastp
     fst[F_THR] = label
     return i, n_out, err
+
+
+# ---------------------------------------------------------------- imbalance/run bar phases
+@_inline
+def flow_threshold_nb(run, warm, e_t, e_a, e_b, fmin, fmax):
+    """A new imbalance/run bar's threshold from the expectations (NaN while warming up)."""
+    if warm == 0:
+        return np.nan
+    et = min(max(e_t, fmin), fmax)
+    if run:
+        return et * max(e_a, e_b)
+    return et * abs(e_a)
+
+
+@_inline
+def flow_add_nb(run, theta, sell, v, fb):
+    """The open bar's ``(theta, sell)`` after a tick of amount ``v`` and buy flag ``fb``
+    (branch-free: ``v * 1.0 == v``, ``v * 0.0 == +0.0``, ``v * -1.0 == -v`` exactly)."""
+    if run:
+        return theta + v * fb, sell + v * (1.0 - fb)
+    return theta + v * (2.0 * fb - 1.0), sell
+
+
+@_inline
+def flow_closes_nb(run, warm, n, theta, sell, thr, min_ticks, max_ticks, warm_len):
+    """Whether the open imbalance/run bar of ``n`` ticks closes at this tick."""
+    if n >= max_ticks:
+        return True
+    if n < min_ticks:
+        return False
+    if warm == 0:
+        return n >= warm_len
+    if run:
+        return max(theta, sell) >= thr
+    return abs(theta) >= thr
+
+
+@_inline
+def flow_expect_nb(warm, n, theta, sell, e_t, e_a, e_b, alpha_t, alpha_a):
+    """``(E[T], E[a], E[b])`` after a bar of ``n`` ticks closed: the warm-up bar sets them, later
+    bars move them by their EWMA."""
+    fn = float(n)
+    if warm == 0:
+        return fn, theta / fn, sell / fn
+    return e_t + alpha_t * (fn - e_t), e_a + alpha_a * (theta / fn - e_a), e_b + alpha_a * (sell / fn - e_b)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -469,30 +516,15 @@ def flow_bars_nb(
         d = quote[i]
         sd = side[i]
         ti = tid[i]
-        # branch-free validity and ordering test (no data-dependent branches: ties in ts are
-        # common in real data and would be mispredicted)
-        ok = (
-            (p > 0.0)
-            & (p < _INF)
-            & (q > 0.0)
-            & (q < _INF)
-            & (d > 0.0)
-            & (d < _INF)
-            & (sd <= 2)
-            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
-        )
-        if not ok:
-            err = _err_code_nb(p, q, d, sd)
+        if not tick_ok_nb(t, ti, p, q, d, sd, last_ts, last_tid):
+            err = tick_error_nb(p, q, d, sd)
         if err != 0:
             break
-        # tick rule, branch-free (lastp is 0.0 before the first tick: the first sign is +1)
-        sg = np.int64(p > lastp) - np.int64(p < lastp)
-        trs = sg + np.int64(sg == 0) * trs
+        trs = tick_rule_nb(p, lastp, trs)
         last_ts = t
         last_tid = ti
         lastp = p
-        is_buy = (sd == 0) | ((sd == 2) & (trs > 0))
-        fb = np.float64(is_buy)  # 1.0 / 0.0: q * fb is exactly q or +0.0
+        fb = buy_flag_nb(sd, trs)
         if has == 0:
             has = 1
             ts_open = t
@@ -506,69 +538,19 @@ def flow_bars_nb(
             n = 0
             theta = 0.0
             sell = 0.0
-            if warm != 0:
-                et = min(max(e_t, fmin), fmax)
-                if run:
-                    thr = et * max(e_a, e_b)
-                else:
-                    thr = et * abs(e_a)
-            else:
-                thr = np.nan
-        h = max(h, p)
-        lo = min(lo, p)  # branch-free (p is finite here)
+            thr = flow_threshold_nb(run, warm, e_t, e_a, e_b, fmin, fmax)
+        h, lo, vol, qvol, pv, buy = bar_add_nb(h, lo, vol, qvol, pv, buy, p, q, d, fb)
         c = p
         ts_close = t
         n += 1
-        vol += q
-        qvol += d
-        pv += p * q
-        buy += q * fb
-        if measure == M_DOLLAR:
-            v = d
-        elif measure == M_VOLUME:
-            v = q
-        else:
-            v = 1.0
-        if run:  # branch-free: v * 1.0 == v, v * 0.0 == +0.0, v * -1.0 == -v exactly
-            theta += v * fb
-            sell += v * (1.0 - fb)
-        else:
-            theta += v * (2.0 * fb - 1.0)
-        close = False
-        if n >= max_ticks:
-            close = True
-        elif n >= min_ticks:
-            if warm == 0:
-                close = n >= warm_len
-            elif run:
-                close = max(theta, sell) >= thr
-            else:
-                close = abs(theta) >= thr
-        if close:
-            out_i[n_out, 0] = ts_open
-            out_i[n_out, 1] = ts_close
-            out_i[n_out, 2] = n
-            out_f[n_out, 0] = o
-            out_f[n_out, 1] = h
-            out_f[n_out, 2] = lo
-            out_f[n_out, 3] = c
-            out_f[n_out, 4] = vol
-            out_f[n_out, 5] = qvol
-            out_f[n_out, 6] = buy
-            out_f[n_out, 7] = pv / vol
-            out_f[n_out, 8] = thr
+        v = measure_nb(measure, q, d)
+        theta, sell = flow_add_nb(run, theta, sell, v, fb)
+        if flow_closes_nb(run, warm, n, theta, sell, thr, min_ticks, max_ticks, warm_len):
+            emit_bar_nb(out_i, out_f, n_out, ts_open, ts_close, n, o, h, lo, c, vol, qvol, buy, pv, thr)
             n_out += 1
             has = 0
-            fn = float(n)
-            if warm == 0:
-                warm = 1
-                e_t = fn
-                e_a = theta / fn
-                e_b = sell / fn
-            else:
-                e_t += alpha_t * (fn - e_t)
-                e_a += alpha_a * (theta / fn - e_a)
-                e_b += alpha_a * (sell / fn - e_b)
+            e_t, e_a, e_b = flow_expect_nb(warm, n, theta, sell, e_t, e_a, e_b, alpha_t, alpha_a)
+            warm = 1
         i += 1
     ist[I_HAS] = has
     ist[I_TS_OPEN] = ts_open
@@ -678,28 +660,13 @@ def _segment_nb(ts, tid, price, qty, quote, side, s, e, start, fresh, ist, fst, 
         d = quote[i]
         sd = side[i]
         ti = tid[i]
-        ok &= (
-            (p > 0.0)
-            & (p < _INF)
-            & (q > 0.0)
-            & (q < _INF)
-            & (d > 0.0)
-            & (d < _INF)
-            & (sd <= 2)
-            & ((t > last_ts) | ((t == last_ts) & (ti > last_tid)))
-        )
-        sg = np.int64(p > lastp) - np.int64(p < lastp)
-        trs = sg + np.int64(sg == 0) * trs
+        ok &= tick_ok_nb(t, ti, p, q, d, sd, last_ts, last_tid)
+        trs = tick_rule_nb(p, lastp, trs)
         last_ts = t
         last_tid = ti
         lastp = p
-        fb = np.float64((sd == 0) | ((sd == 2) & (trs > 0)))
-        h = max(h, p)
-        lo = min(lo, p)
-        vol += q
-        qvol += d
-        pv += p * q
-        buy += q * fb
+        fb = buy_flag_nb(sd, trs)
+        h, lo, vol, qvol, pv, buy = bar_add_nb(h, lo, vol, qvol, pv, buy, p, q, d, fb)
         n += 1
     seg_i[g, 0] = ts_open
     seg_i[g, 1] = ts[e - 1]
@@ -714,6 +681,32 @@ def _segment_nb(ts, tid, price, qty, quote, side, s, e, start, fresh, ist, fst, 
     seg_f[g, 6] = buy
     seg_f[g, 7] = pv
     return ok
+
+
+@nb.njit(cache=True, nogil=True)
+def _bar_closes_nb(qty, quote, measure, threshold, start, end, closes, has, acc, thr, day_total):
+    """Pass 1 of :func:`threshold_bars_par_nb`: the rows where bars close, into ``closes`` (at most
+    its length), with exactly the accumulator arithmetic of :func:`threshold_bars_nb`; returns
+    ``(closes found, next row, has, acc, thr, day_total)``."""
+    room = closes.shape[0]
+    k = 0
+    i = start
+    while i < end:
+        if has == 0:
+            has = 1
+            acc = 0.0
+            thr = threshold
+        m = measure_nb(measure, qty[i], quote[i])
+        acc += m
+        day_total += m
+        i += 1
+        if acc >= thr:
+            closes[k] = i - 1
+            k += 1
+            has = 0
+            if k == room:
+                break
+    return k, i, has, acc, thr, day_total
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -743,30 +736,9 @@ def threshold_bars_par_nb(
     day_total = fst[F_DAY_TOTAL]
     thr0 = thr if has != 0 else threshold  # threshold of the first bar of this call
     closes = np.empty(min(room, end - start), dtype=np.int64)
-    k = 0
-    i = start
-    while i < end:
-        if has == 0:
-            has = 1
-            acc = 0.0
-            thr = threshold
-        if measure == M_DOLLAR:
-            m = quote[i]
-        elif measure == M_VOLUME:
-            m = qty[i]
-        else:
-            m = 1.0
-        acc += m
-        day_total += m
-        if acc >= thr:
-            closes[k] = i
-            k += 1
-            has = 0
-            if k == room:
-                i += 1
-                break
-        i += 1
-    stop = i
+    k, stop, has, acc, thr, day_total = _bar_closes_nb(
+        qty, quote, measure, threshold, start, end, closes, has, acc, thr, day_total
+    )
     last_end = closes[k - 1] + 1 if k > 0 else start
     nseg = k + (1 if stop > last_end else 0)
     # ---- pass 2: per-bar reductions and validation, in parallel

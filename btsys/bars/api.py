@@ -3,10 +3,10 @@
 :class:`BarStream` is the one implementation: it is fed the ticks of one symbol in order, in any
 number of pieces (record batches, files, days), carries the complete kernel state between pieces,
 and so produces exactly the bars of one pass over the whole stream however the stream is cut.
-:func:`build_bars` (in memory) and the Spark job (:mod:`btsys.bars.job`, one stream per symbol)
+:func:`build_bars` (in memory) and the bars stage (:mod:`btsys.bars.lake`, one stream per symbol)
 both use it.
 
-Output: the bar table of DESIGN.md (``ts_open``, ``ts_close``, ``open``, ``high``, ``low``,
+Output: the bar table of docs/DESIGN.md (``ts_open``, ``ts_close``, ``open``, ``high``, ``low``,
 ``close``, ``volume``, ``quote_volume``, ``buy_volume``, ``n_ticks``, ``vwap``) plus
 ``threshold`` (the threshold the bar was built with) and ``is_partial`` (True only on a trailing
 bar that has not closed; such a row exists only when asked for with ``keep_partial``).
@@ -17,15 +17,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from btsys.bars import _nb
+from btsys.config import FlowBarsConfig, ThresholdBarsConfig, TimeBarsConfig
 from btsys.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 DAY_US = 86_400_000_000
 
 TICK_COLUMNS = ["ts", "trade_id", "price", "qty", "quote_qty", "is_buyer_maker"]
+#: The bar table of docs/DESIGN.md (every bar kind, every reader): the one list of its columns.
 BAR_COLUMNS = [
     "ts_open",
     "ts_close",
@@ -45,30 +47,15 @@ BAR_COLUMNS = [
     "buy_volume",
     "n_ticks",
     "vwap",
-    "threshold",
-    "is_partial",
-    "first_trade_id",
-    "last_trade_id",
 ]
+#: What the bars stage writes: the bar table plus ``threshold`` (the bar's threshold; time bars: the
+#: bin's length in µs, NaN for calendar bins; flow bars: NaN during the warm-up), ``is_partial`` and
+#: ``first_trade_id`` / ``last_trade_id`` (the ids of its first and last tick).
 BAR_SCHEMA = pa.schema(
-    [
-        ("ts_open", pa.int64()),
-        ("ts_close", pa.int64()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("quote_volume", pa.float64()),
-        ("buy_volume", pa.float64()),
-        ("n_ticks", pa.int64()),
-        ("vwap", pa.float64()),
-        ("threshold", pa.float64()),
-        ("is_partial", pa.bool_()),
-        # the trade ids of the bar's first and last tick: its trades in the lake (intrabar=ticks)
-        ("first_trade_id", pa.int64()),
-        ("last_trade_id", pa.int64()),
-    ]
+    [(c, pa.int64() if c in ("ts_open", "ts_close", "n_ticks") else pa.float64()) for c in BAR_COLUMNS]
+    + [("threshold", pa.float64()), ("is_partial", pa.bool_())]
+    # the trade ids of the bar's first and last tick: its trades in the lake (intrabar=ticks)
+    + [("first_trade_id", pa.int64()), ("last_trade_id", pa.int64())]
 )
 
 THRESHOLD_KINDS = {"tick": _nb.M_TICK, "volume": _nb.M_VOLUME, "dollar": _nb.M_DOLLAR}
@@ -90,115 +77,148 @@ class BarsConfigError(ConfigError):
 
 
 # --------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
+#: The kind family of each kind: its config schema is ``btsys.config.BARS_SCHEMAS[family]``.
+KIND_FAMILY = {
+    "time": "time",
+    **dict.fromkeys(THRESHOLD_KINDS, "threshold"),
+    **dict.fromkeys(FLOW_KINDS, "flow"),
+}
+
+
 class BarSpec:
-    """Validated bar settings (the ``bars`` config group, as a plain picklable object).
+    """Validated bar settings: the fields (and the defaults) of the selected kind's family schema
+    in :mod:`btsys.config` (:class:`TimeBarSpec`, :class:`ThresholdBarSpec`, :class:`FlowBarSpec`).
+    Build one with :meth:`from_config`."""
 
-    Field meanings are those of :class:`btsys.config.BarsConfig`.
-    """
+    kind: str
 
-    kind: str = "dollar"
-    threshold: Optional[float] = None
-    threshold_mode: str = "fixed"
-    bars_per_day: float = 50.0
-    lookback_days: int = 7
-    warmup: str = "first_day"
-    interval: str = "1h"
-    expected_ticks_init: float = 1000.0
-    ewma_span: int = 20
-    imbalance_init: Optional[float] = None
-    imbalance_span: Optional[int] = None
-    min_ticks: int = 10
-    max_ticks: int = 1_000_000
+    @staticmethod
+    def from_config(cfg: Any = None, **overrides: Any) -> "BarSpec":
+        """From a ``bars`` config node (DictConfig, dataclass or mapping) plus keyword overrides.
 
+        ``kind`` selects the family; a key that is not a setting of that family (``threshold`` for
+        time bars, a misspelt key) raises :class:`BarsConfigError` naming it.
+        """
+        d = {k: getattr(v, "value", v) for k, v in _plain(cfg).items()}
+        d.update(overrides)
+        kind = d.get("kind")
+        if kind not in KIND_FAMILY:
+            raise BarsConfigError(f"bars.kind must be one of {KINDS}, got {kind!r}")
+        cls = _SPECS[KIND_FAMILY[kind]]
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d) - names)
+        if bad:
+            family = KIND_FAMILY[kind]
+            raise BarsConfigError(
+                f"unknown bars option(s) {bad} for {kind} bars; {family} bars take {sorted(names)}"
+            )
+        return cls(**d)
+
+    @property
+    def dynamic(self) -> bool:
+        """A threshold that follows the trailing daily measure (``threshold_mode: dynamic``)."""
+        return False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def determining(self) -> dict:
+        """The settings the bars depend on: the bars stage's cache key. ``keep_partial`` concerns
+        readers only; the dynamic-threshold settings count only in dynamic mode."""
+        return {k: v for k, v in self.to_dict().items() if k not in self._not_determining()}
+
+    def _not_determining(self) -> set:
+        return {"keep_partial"}
+
+    def _float(self, name: str, lo: float, lo_open: bool = False, required: bool = False) -> None:
+        """Check (and cast) a float setting: finite, ``> lo`` (``lo_open``) or ``>= lo``."""
+        v = getattr(self, name)
+        if v is None and not required:
+            return
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            f = float("nan")
+        if not (np.isfinite(f) and (f > lo if lo_open else f >= lo)):
+            bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
+            need = "is required and " if v in (None, MISSING) else ""
+            raise BarsConfigError(
+                f"bars.{name} {need}must be a finite number {bound} for {self.kind} bars, got {v!r}"
+            )
+        setattr(self, name, f)
+
+    def _int(self, name: str, lo: int) -> None:
+        """Check (and cast) an integer setting ``>= lo`` (``None`` stays ``None``)."""
+        v = getattr(self, name)
+        if v is None:
+            return
+        try:
+            ok = not isinstance(v, bool) and float(v).is_integer() and int(v) >= lo
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise BarsConfigError(f"bars.{name} must be a whole number >= {lo}, got {v!r}")
+        setattr(self, name, int(v))
+
+
+@dataclasses.dataclass
+class TimeBarSpec(BarSpec, TimeBarsConfig):
     def __post_init__(self):
-        k = self.kind
-        if k not in KINDS:
-            raise BarsConfigError(f"bars.kind must be one of {KINDS}, got {k!r}")
+        interval_us(self.interval)  # raises on a bad interval
+
+
+@dataclasses.dataclass
+class ThresholdBarSpec(BarSpec, ThresholdBarsConfig):
+    def __post_init__(self):
+        self.threshold_mode = getattr(self.threshold_mode, "value", self.threshold_mode)
+        self._float("threshold", 0.0, lo_open=True, required=True)
         if self.threshold_mode not in ("fixed", "dynamic"):
             raise BarsConfigError(
                 f"bars.threshold_mode must be fixed or dynamic, got {self.threshold_mode!r}"
             )
-        if k in THRESHOLD_KINDS:
-            if self.threshold is None or not (np.isfinite(self.threshold) and self.threshold > 0):
-                raise BarsConfigError(
-                    f"bars.threshold must be a finite number > 0 for {k} bars "
-                    f"(also the warm-up threshold of dynamic mode), got {self.threshold!r}"
-                )
-            if self.threshold_mode == "dynamic":
-                if not (np.isfinite(self.bars_per_day) and self.bars_per_day > 0):
-                    raise BarsConfigError(f"bars.bars_per_day must be > 0, got {self.bars_per_day!r}")
-                if int(self.lookback_days) < 1:
-                    raise BarsConfigError(f"bars.lookback_days must be >= 1, got {self.lookback_days!r}")
-                if self.warmup not in WARMUPS:
-                    raise BarsConfigError(f"bars.warmup must be one of {WARMUPS}, got {self.warmup!r}")
-        if k == "time":
-            interval_us(self.interval)  # raises on a bad interval
-        if k in FLOW_KINDS:
-            if not (np.isfinite(self.expected_ticks_init) and self.expected_ticks_init >= 1):
-                raise BarsConfigError(
-                    f"bars.expected_ticks_init must be >= 1, got {self.expected_ticks_init!r}"
-                )
-            if int(self.ewma_span) < 1:
-                raise BarsConfigError(f"bars.ewma_span must be >= 1, got {self.ewma_span!r}")
-            if self.imbalance_span is not None and int(self.imbalance_span) < 1:
-                raise BarsConfigError(f"bars.imbalance_span must be >= 1, got {self.imbalance_span!r}")
-            if not (1 <= int(self.min_ticks) <= int(self.max_ticks)):
-                raise BarsConfigError(
-                    f"bars.min_ticks and bars.max_ticks must satisfy 1 <= min_ticks <= "
-                    f"max_ticks, got {self.min_ticks!r}, {self.max_ticks!r}"
-                )
-            if self.imbalance_init is not None and not (
-                np.isfinite(self.imbalance_init) and self.imbalance_init > 0
-            ):
-                raise BarsConfigError(f"bars.imbalance_init must be > 0 or null, got {self.imbalance_init!r}")
+        if self.dynamic:
+            self._float("bars_per_day", 0.0, lo_open=True)
+            self._int("lookback_days", 1)
+            if self.warmup not in WARMUPS:
+                raise BarsConfigError(f"bars.warmup must be one of {WARMUPS}, got {self.warmup!r}")
 
     @property
     def dynamic(self) -> bool:
-        return self.kind in THRESHOLD_KINDS and self.threshold_mode == "dynamic"
+        return self.threshold_mode == "dynamic"
 
-    @classmethod
-    def from_config(cls, cfg: Any = None, **overrides: Any) -> "BarSpec":
-        """From a ``bars`` config node (DictConfig, dataclass or mapping) plus keyword overrides.
+    def _not_determining(self) -> set:
+        fixed_only = set() if self.dynamic else {"bars_per_day", "lookback_days", "warmup"}
+        return {"keep_partial"} | fixed_only
 
-        Unknown keys raise :class:`BarsConfigError`; ``keep_partial`` is accepted and ignored
-        (it concerns readers, not the bars computed).
-        """
-        d: dict = {}
-        if cfg is not None:
-            try:
-                from omegaconf import DictConfig, OmegaConf
 
-                if isinstance(cfg, DictConfig):
-                    cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-            except ImportError:  # pragma: no cover
-                pass
-            if dataclasses.is_dataclass(cfg):
-                cfg = dataclasses.asdict(cfg)
-            d.update(dict(cfg))
-        d.update(overrides)
-        d.pop("keep_partial", None)
-        names = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(d) - names)
-        if bad:
-            raise BarsConfigError(f"unknown bars option(s) {bad}; known: {sorted(names | {'keep_partial'})}")
-        d = {k: getattr(v, "value", v) for k, v in d.items()}
-        if d.get("kind", "dollar") not in THRESHOLD_KINDS and d.get("threshold_mode") == "dynamic":
-            log.warning(
-                "bars.threshold_mode=dynamic applies to tick/volume/dollar bars only; ignored for %s bars",
-                d.get("kind"),
+@dataclasses.dataclass
+class FlowBarSpec(BarSpec, FlowBarsConfig):
+    def __post_init__(self):
+        self._float("expected_ticks_init", 1.0)
+        self._int("ewma_span", 1)
+        self._int("imbalance_span", 1)
+        self._int("min_ticks", 1)
+        self._int("max_ticks", 1)
+        if self.min_ticks > self.max_ticks:
+            raise BarsConfigError(
+                f"bars.min_ticks and bars.max_ticks must satisfy 1 <= min_ticks <= "
+                f"max_ticks, got {self.min_ticks!r}, {self.max_ticks!r}"
             )
-            d["threshold_mode"] = "fixed"
-        for key in ("threshold", "bars_per_day", "expected_ticks_init", "imbalance_init"):
-            if d.get(key) is not None:
-                d[key] = float(d[key])
-        for key in ("lookback_days", "ewma_span", "min_ticks", "max_ticks", "imbalance_span"):
-            if d.get(key) is not None:
-                d[key] = int(d[key])
-        return cls(**d)
+        self._float("imbalance_init", 0.0, lo_open=True)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+
+_SPECS = {"time": TimeBarSpec, "threshold": ThresholdBarSpec, "flow": FlowBarSpec}
+
+
+def _plain(cfg: Any) -> dict:
+    """A ``bars`` config node (DictConfig, dataclass, mapping or None) as a plain dict."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return dict(cfg)
 
 
 def interval_us(interval: str):
@@ -352,7 +372,7 @@ class BarStream:
         self.day_thresholds: dict[int, float] = {}
         self._day: Optional[int] = None
         self._first_day: Optional[int] = None
-        self._thr = float(s.threshold) if s.threshold is not None else np.nan
+        self._thr = float(s.threshold) if isinstance(s, ThresholdBarSpec) else np.nan
         self._bin_us = 0
         self._offset = None
         if s.kind == "time":
@@ -637,10 +657,12 @@ def build_bars(
     Returns
     -------
     pandas.DataFrame
-        One row per bar, columns :data:`BAR_COLUMNS`.
+        One row per bar, the columns of :data:`BAR_SCHEMA` (the bar table and ``threshold``,
+        ``is_partial``).
     """
     if spec is None:
-        spec = BarSpec.from_config(None, kind=kind, threshold=threshold, **options)
+        given = {"threshold": threshold} if threshold is not None else {}
+        spec = BarSpec.from_config(None, kind=kind, **given, **options)
     stream = BarStream(spec)
     stream.feed(ticks)
     return stream.to_pandas(keep_partial)

@@ -10,7 +10,7 @@ A ``base_url`` is the site root (``https://data.binance.vision``), a ``file://``
 loopback ``http://127.0.0.1:PORT``; the relative path above is appended to it.
 
 Parsing (:class:`CsvReader`, :func:`tick_batches`) streams one CSV member through
-``pyarrow.csv.open_csv`` block by block into tick-table batches (DESIGN.md columns, column types
+``pyarrow.csv.open_csv`` block by block into tick-table batches (docs/DESIGN.md columns, column types
 forced, never pandas row loops): a UTF-8 BOM stripped, header present or not, ``True``/``true``
 booleans, CRLF or LF, ms or µs timestamps detected per file and normalised to µs, float64 prices.
 Every batch comes with the CSV line number of each row, so messages name real lines. Rows that do
@@ -43,7 +43,7 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9_]{2,32}$")
 #: Parser version: bump when parsing/validation changes what lands in the lake (re-ingests files).
 PARSER_VERSION = 2
 
-#: Tick table schema (DESIGN.md).
+#: Tick table schema (docs/DESIGN.md).
 TICK_SCHEMA = pa.schema(
     [
         ("ts", pa.int64()),
@@ -585,7 +585,7 @@ def _to_us(t: np.ndarray, info: ParseInfo, name: str) -> np.ndarray:
 def tick_batches(
     reader: CsvReader, market: str, dataset: str, symbol: str, contract_sizes: Mapping[str, float]
 ) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """A trades/aggTrades :class:`CsvReader` as tick-table batches (DESIGN.md columns, file order,
+    """A trades/aggTrades :class:`CsvReader` as tick-table batches (docs/DESIGN.md columns, file order,
     µs timestamps) with their CSV lines.
 
     ``quote_qty`` is ``price * qty`` for spot and USD-M and ``qty * contract_size`` for COIN-M

@@ -1,8 +1,9 @@
-"""Binance ingest as a Spark job: source zips -> verified, validated Parquet tick lake.
+"""Binance ingest: source zips -> verified, validated Parquet tick lake.
 
 Memory is bounded by one day of one symbol, never by a file. The driver plans the files
-(:func:`btsys.data.binance.plan_files`: monthly for complete months, daily for the rest) and runs
-one Spark task per file (:func:`ingest_file`), in two waves:
+(:func:`plan_request`, :func:`btsys.data.binance.plan_files`: monthly for complete months, daily
+for the rest); the ingest stage (:mod:`btsys.stages.ingest`) runs one Spark task per file
+(:func:`file_task` over :func:`ingest_file`), in two waves:
 
 1. the planned files. A task fetches the ``.CHECKSUM`` (missing while the zip exists: the file
    *failed*, it is not a missing day); if the file's manifest has that SHA-256 and the parser
@@ -19,11 +20,11 @@ one Spark task per file (:func:`ingest_file`), in two waves:
 
 Then, per (market, dataset, symbol), :func:`btsys.data.lake.commit_series` moves the staged days
 into the lake under the series lock: one file per day, the best source per day, trade ids
-duplicated across days kept once, every affected manifest rewritten. The driver writes
-``<listing_prefix>/listing.json`` (with each day's version) and logs a summary table.
+duplicated across days kept once, every affected manifest rewritten. :func:`publish_listing`
+writes ``<listing_prefix>/listing.json`` (with each day's version) and logs a summary table.
 
-Files that failed make the job raise :class:`IngestError` after everything else was committed, so
-the pipeline caches no incomplete listing and the rerun retries exactly those files; missing
+Files that failed make :func:`publish_listing` raise :class:`IngestError` after everything else
+was committed, so no incomplete listing is cached and the rerun retries exactly those files; missing
 days are an error only with ``data.require_complete=true``; a run where every file asked for is
 missing stops at once with one line naming what was asked for and the first URL tried.
 
@@ -40,7 +41,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 import uuid
 from typing import Any, Iterable, Iterator, Mapping, Optional
@@ -63,7 +63,7 @@ from btsys.data.download import (
     parse_checksum,
 )
 from btsys.data.lake import Series
-from btsys.data.progress import IngestProgress, TaskProgress
+from btsys.data.progress import TaskProgress
 from btsys.data.validate import TickValidator, day_number, day_string
 from btsys.errors import ConfigError, DataError
 from btsys.failpoint import failpoint
@@ -75,7 +75,6 @@ log = logging.getLogger("btsys.data.ingest")
 FUNDING_ROOT = "funding"
 TMP = "tmp/ingest"
 STALE_RUN_S = 6 * 3600  # staging left by a killed run is deleted by the runs after this
-PROGRESS_EVERY_S = 10.0  # plain progress lines (logs, CI): at most this often, and only when moved
 
 
 class IngestError(DataError):
@@ -471,8 +470,12 @@ def _ingest_funding(sf, store, path: str, settings, man: dict) -> None:
     )
 
 
-# --------------------------------------------------------------------------- the Spark job
-def _task_fn(store_dict: dict, settings: dict):
+# --------------------------------------------------------------------------- the tasks
+def file_task(store_dict: dict, settings: dict):
+    """The function a Spark task maps over its partition of file tasks (``SourceFile`` dicts):
+    each file through :func:`ingest_file`, yielding its manifest as JSON; a file that raises is
+    reported ``failed`` with the error, never lost."""
+
     def run(it: Iterator[dict]) -> Iterator[str]:
         from btsys.logs import setup_logging
 
@@ -503,43 +506,6 @@ def _task_fn(store_dict: dict, settings: dict):
         pa.set_cpu_count(old_threads)
 
     return run
-
-
-def _run_tasks(spark, store: Storage, files: list[bn.SourceFile], settings: dict, what: str) -> list[dict]:
-    """One Spark task per file (biggest first), with live progress while they run."""
-    if not files:
-        return []
-    files = sorted(files, key=lambda f: (f.period != "monthly", f.symbol, f.first))
-    tasks = [sf.to_dict() for sf in files]
-    sc = spark.sparkContext
-    sc.setJobDescription(f"btsys ingest: {len(tasks)} {what}")
-    box: dict = {}
-
-    def collect():
-        try:
-            box["out"] = rdd.collect()
-        except BaseException as e:  # re-raised in the driver thread
-            box["err"] = e
-
-    par = max(1, int(sc.defaultParallelism))  # cores per concurrently running task
-    settings = {
-        **settings,
-        "progress": f"{settings['staging']}/progress/{what.replace(' ', '-')}",
-        "threads": max(1, par // min(len(tasks), par)),
-    }
-    rdd = sc.parallelize(tasks, len(tasks)).mapPartitions(_task_fn(store.to_dict(), settings))
-    progress = IngestProgress(store, settings["progress"], len(tasks), log_every_s=PROGRESS_EVERY_S)
-    th = threading.Thread(target=collect, name="btsys-ingest-collect", daemon=True)
-    th.start()
-    try:
-        while th.is_alive():
-            th.join(timeout=0.5 if progress.tty else 2.0)
-            progress.poll()
-    finally:
-        progress.close()
-    if "err" in box:
-        raise box["err"]
-    return [json.loads(x) for x in box["out"]]
 
 
 def _days(first: str, last: str) -> list[str]:
@@ -767,51 +733,60 @@ def _all_missing(market, dataset, symbols, data, base_url, manifests, partitions
     )
 
 
-def run_ingest(
-    spark,
+class Request:
+    """One ingest request, planned on the driver (:func:`plan_request`): what to fetch, the task
+    settings, the lake indexes read so far, the files the lake already serves and the files of a
+    trusted earlier listing. The stage runs the waves of files as Spark tasks
+    (:func:`file_task`), :func:`commit_files` and :func:`publish_listing`."""
+
+    def __init__(self, data: dict, base_url: str, market: str, dataset: str, symbols: list, files: list):
+        self.data, self.base_url = data, base_url
+        self.market, self.dataset, self.symbols, self.files = market, dataset, symbols, files
+        self.settings: dict = {}
+        self.indexes: dict = {}
+        self.served: set = set()
+        self.trusted: dict[str, dict] = {}
+        self.t0 = time.perf_counter()
+
+    @property
+    def staging(self) -> str:
+        return self.settings["staging"]
+
+    def first_wave(self) -> list[bn.SourceFile]:
+        """The planned files the lake does not serve and no trusted listing holds."""
+        return [f for f in self.files if f not in self.served and f.name not in self.trusted]
+
+    def second_wave(self, manifests: list[dict]) -> list[bn.SourceFile]:
+        """Daily files for the days the first wave's monthly files did not cover."""
+        start, end = self.data.get("start"), self.data.get("end")
+        return [f for f in _uncovered_dailies(manifests, start, end) if f.name not in self.trusted]
+
+
+def plan_request(
     data_cfg: Any,
     store: Storage,
     base_url: str,
-    listing_prefix: str,
     force: bool = False,
     trust: Optional[Mapping[str, Any]] = None,
-) -> dict:
-    """The ingest Spark job (see the module docstring). Returns the listing dict.
+) -> Request:
+    """Check the ``data`` settings and plan the files (monthly for complete months, daily for the
+    rest, funding with ``data.funding``) before anything is fetched.
 
-    Parameters
-    ----------
-    force : re-download and re-parse every file (the lake is rewritten with what they give).
-    trust : a previous listing of the same request; its files that were ``ok`` and whose days are
-        unchanged in the lake are taken as they are, without asking the source again (a rerun
-        then asks only for the files that were missing or failed).
-
-    Returns
-    -------
-    dict
-        ``partitions``: ``[{market, dataset, symbol, date, path, rows, version, source, ...}]``
-        sorted by (symbol, date); ``funding``: ``[{market, symbol, month, path, rows, file,
-        sha256}]``; ``files``: one manifest per source file; ``summary``: counts;
-        ``lake_version``: a hash of every partition's version. Also written to
-        ``<listing_prefix>/listing.json``.
-
-    Raises
-    ------
-    ValueError
-        bad ``data`` settings (symbol, market, dates), before anything is fetched.
-    IngestError
-        every file asked for was missing; some files failed or were quarantined; or
-        (``data.require_complete``) files were missing.
+    ``force``: every file again. ``trust``: a previous listing of the same request; its files that
+    were ``ok`` and whose days are unchanged in the lake are taken as they are (a rerun then asks
+    only for the files that were missing or failed). Staging left by runs killed long ago is
+    removed. Raises :class:`~btsys.errors.ConfigError` naming the bad ``data`` key.
     """
-    t0 = time.perf_counter()
     data = to_plain(data_cfg)
     market, dataset, symbols = _check_request(data)
     start, end = data.get("start"), data.get("end")
     files = bn.plan_files(market, dataset, symbols, start, end)
     if data.get("funding"):
         files += bn.plan_funding(market, symbols, start, end)
-    settings = task_settings(data, base_url, getattr(store, "endpoint_url", None))
+    req = Request(data, base_url, market, dataset, symbols, files)
+    req.settings = task_settings(data, base_url, getattr(store, "endpoint_url", None))
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    settings.update(staging=f"{TMP}/{run_id}", force=bool(force))
+    req.settings.update(staging=f"{TMP}/{run_id}", force=bool(force))
     _clean_old_runs(store)
     log.info(
         "ingest: %d files (%s %s %s %s..%s) from %s",
@@ -823,22 +798,39 @@ def run_ingest(
         end,
         redact_url(base_url),
     )
-    indexes: dict = {}
-    served = set() if force else _served_by_monthly(store, files, settings["base"], indexes)
-    trusted = {} if force or not trust else _trusted(store, trust, indexes)
-    wave1 = [f for f in files if f not in served and f.name not in trusted]
-    try:
-        manifests = list(trusted.values()) + _run_tasks(spark, store, wave1, settings, "files")
-        wave2 = [f for f in _uncovered_dailies(manifests, start, end) if f.name not in trusted]
-        if wave2:
-            log.info("ingest: %d daily files for days the monthly files do not cover", len(wave2))
-        manifests += _run_tasks(spark, store, wave2, settings, "daily files")
-        failpoint("ingest.commit.start")
-        indexes.update(commit_files(store, manifests, settings["staging"]))
-    finally:
-        store.delete_prefix(settings["staging"])
-    report = _listing(store, data, market, dataset, symbols, base_url, manifests, indexes, len(served), t0)
-    problem = _all_missing(market, dataset, symbols, data, base_url, manifests, report["partitions"])
+    if not force:
+        req.served = _served_by_monthly(store, files, req.settings["base"], req.indexes)
+        req.trusted = _trusted(store, trust, req.indexes) if trust else {}
+    return req
+
+
+def publish_listing(store: Storage, req: Request, manifests: list[dict], listing_prefix: str) -> dict:
+    """After the commit: the listing of the request written to ``<listing_prefix>/listing.json``
+    and the summary table logged. Returns the listing with brief manifests (what the cache
+    marker keeps).
+
+    Raises
+    ------
+    IngestError
+        every file asked for was missing; some files failed or were quarantined; or
+        (``data.require_complete``) files were missing.
+    """
+    data = req.data
+    report = _listing(
+        store,
+        data,
+        req.market,
+        req.dataset,
+        req.symbols,
+        req.base_url,
+        manifests,
+        req.indexes,
+        len(req.served),
+        req.t0,
+    )
+    problem = _all_missing(
+        req.market, req.dataset, req.symbols, data, req.base_url, manifests, report["partitions"]
+    )
     if problem:
         raise IngestError(
             problem,
@@ -846,9 +838,10 @@ def run_ingest(
             hint="check data.symbols, data.market, data.dataset, data.start/end and data.source.base_url",
         )
     failpoint("ingest.listing")
+    uri = store.uri(f"{listing_prefix.rstrip('/')}/listing.json")
     store.write_text(f"{listing_prefix.rstrip('/')}/listing.json", json.dumps(report, sort_keys=True))
     log.info("ingest summary\n%s", format_summary(report))
-    _raise_problems(report, data, store.uri(f"{listing_prefix.rstrip('/')}/listing.json"))
+    _raise_problems(report, data, uri)
     return {**report, "files": [_brief(m) for m in report["files"]]}
 
 

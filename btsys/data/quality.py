@@ -1,4 +1,4 @@
-"""Data quality per symbol and UTC day, from the tick lake and the ingest manifests (a Spark job).
+"""Data quality per symbol and UTC day, from the tick lake and the ingest manifests.
 
 One row per candidate symbol and day of ``[data.start, data.end]``, days without data included:
 
@@ -29,9 +29,10 @@ One row per candidate symbol and day of ``[data.start, data.end]``, days without
 ============== =========================================================================
 
 The lake is read through the ingest listing's entries (:func:`btsys.data.lake.read_day`, which
-checks each day's rows and version): Spark tasks over the symbol-day files (pyarrow inside the
-tasks, as the bars job does; no tick reaches the driver); the driver joins the small per-day rows
-with the manifests of the days' source files (the listing's, else the store's).
+checks each day's rows and version): the quality stage (:mod:`btsys.stages.quality`) runs Spark
+tasks over the symbol-day files (:func:`day_rows`, pyarrow inside the tasks; no tick reaches the
+driver); :func:`quality_table` joins the small per-day rows with the manifests of the days' source
+files (the listing's, else the store's).
 
 Policy (``data.quality.min_coverage``, ``max_gap_s``; default: report only): :func:`apply_policy`
 marks days with coverage below ``min_coverage`` or a longest gap above ``max_gap_s`` as
@@ -41,16 +42,13 @@ marks days with coverage below ``min_coverage`` or a longest gap above ``max_gap
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import math
 import re
-import time
 from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from btsys.data.lake import Series, read_day, read_json
 from btsys.errors import ConfigError, DataError
@@ -138,7 +136,9 @@ def day_row(store: Storage, part: Mapping[str, Any], gap_us: int) -> dict:
     return row
 
 
-def _task(parts: Iterable[dict], store_dict: dict, gap_us: int):
+def day_rows(parts: Iterable[dict], store_dict: dict, gap_us: int):
+    """The function a Spark task maps over its partition of the listing's symbol-day entries:
+    :func:`day_row` of each."""
     store = storage_from_dict(store_dict)
     failpoint("quality.task.read")
     for part in parts:
@@ -215,21 +215,9 @@ def source_rows(
     return pd.DataFrame(list(out.values())).reindex(columns=cols)
 
 
-def run_quality(
-    spark,
-    store: Storage,
-    listing: Mapping[str, Any],
-    gap_s: float,
-    out_prefix: str,
-    symbols: Optional[list] = None,
-) -> dict:
-    """The quality job: Spark tasks over the listing's symbol-day files, the table written to
-    ``<out_prefix>/quality.parquet``. Returns ``{"path", "summary"}``.
-
-    ``listing`` is the ingest listing (``partitions``, ``files`` manifests, ``start``, ``end``,
-    ``symbols``); ``symbols`` overrides the listing's symbols (the day grid's rows).
-    """
-    t0 = time.perf_counter()
+def listing_days(listing: Mapping[str, Any]) -> list[dict]:
+    """The listing's symbol-day entries in (symbol, date) order; a symbol-day listed twice is an
+    error (one file per day)."""
     parts = sorted(listing.get("partitions") or [], key=lambda p: (str(p["symbol"]), str(p["date"])))
     days = [(p["symbol"], p["date"]) for p in parts]
     if len(set(days)) != len(days):
@@ -237,29 +225,18 @@ def run_quality(
             "quality: the ingest listing names a symbol-day twice (one file per day expected)",
             hint="run the ingest again (force=true) to list the lake as it is now",
         )
-    gap_us = int(round(float(gap_s) * 1e6))
-    rows: list[dict] = []
-    if parts:
-        par = max(1, int(spark.sparkContext.defaultParallelism))
-        n_slices = min(len(parts), par * 2)  # a few tasks per core: stragglers even out, little overhead
-        fn = functools.partial(_task, store_dict=store.to_dict(), gap_us=gap_us)
-        spark.sparkContext.setJobDescription(f"btsys quality: {len(parts)} symbol-days")
-        rows = spark.sparkContext.parallelize(parts, n_slices).mapPartitions(fn).collect()
-    syms = list(symbols or listing.get("symbols") or sorted({s for s, _ in days}))
+    return parts
+
+
+def quality_table(
+    rows: list[dict], listing: Mapping[str, Any], store: Storage, symbols: Optional[list] = None
+) -> pd.DataFrame:
+    """The symbol x day table from the tasks' per-day rows (:func:`day_rows`) and the listing's
+    manifests. ``symbols`` (default: the listing's) are the day grid's rows."""
+    parts = listing_days(listing)
+    syms = list(symbols or listing.get("symbols") or sorted({p["symbol"] for p in parts}))
     sources = source_rows(parts, list(listing.get("files") or []), store)
-    table = assemble(rows, sources, syms, listing["start"], listing["end"])
-    key = f"{out_prefix.rstrip('/')}/quality.parquet"
-    store.write_parquet(pa.Table.from_pandas(table, preserve_index=False), key)
-    summary = summarize(table)
-    log.info(
-        "quality: %d symbol-days (%d missing, %d truncated) from %d files in %.2fs",
-        summary["days"],
-        summary["missing"],
-        summary["truncated"],
-        len(parts),
-        time.perf_counter() - t0,
-    )
-    return {"path": key, "summary": summary}
+    return assemble(rows, sources, syms, listing["start"], listing["end"])
 
 
 #: per-day statistics of the tasks and their value on a day without data

@@ -34,6 +34,7 @@ import tempfile
 import uuid
 import zipfile
 import zlib
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
@@ -202,7 +203,7 @@ def to_csv(
         if market == "spot":
             cols.append(_bool_col(np.ones(ts.size, bool), True))
     layout = bn.LAYOUTS[(market, dataset)]
-    table = pa.table({name: c for (name, _), c in zip(layout, cols)})
+    table = pa.table({name: c for (name, _), c in zip(layout, cols, strict=True)})
     buf = io.BytesIO()
     if header:
         buf.write((",".join(table.column_names) + "\n").encode())
@@ -236,7 +237,7 @@ def funding_csv(market: str, symbol: str, year: int, month: int, seed: int) -> b
     t_ms = (d0 * US_PER_DAY // 1000) + np.arange(n, dtype=np.int64) * 8 * 3_600_000 + rng.integers(0, 5, n)
     rate = np.round(np.clip(1e-4 + 1.5e-4 * rng.standard_normal(n), -0.003, 0.003), 8)
     lines = ["calc_time,funding_interval_hours,last_funding_rate"]
-    lines += [f"{t},8,{r:.8f}" for t, r in zip(t_ms.tolist(), rate.tolist())]
+    lines += [f"{t},8,{r:.8f}" for t, r in zip(t_ms.tolist(), rate.tolist(), strict=True)]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -285,9 +286,21 @@ def generate_mirror(
         raise ConfigError(f"data.end {e} is before data.start {s}")
     if daily not in ("needed", "all", "none"):
         raise ValueError(f"daily must be needed|all|none, got {daily!r}")
+    m = _Mirror(
+        root=root,
+        start=s,
+        end=e,
+        seed=seed,
+        ticks_per_day=ticks_per_day,
+        annual_vol=annual_vol,
+        monthly=monthly,
+        daily=daily,
+        futures_header=futures_header,
+        unsorted_monthly_futures=unsorted_monthly_futures,
+        us_from=day_number(spot_us_from),
+        compresslevel=compresslevel,
+    )
     cs_table = dict(contract_sizes or {"BTC": 100.0, "default": 10.0})
-    first_day, n_days = day_number(s.isoformat()), (e - s).days + 1
-    us_from = day_number(spot_us_from)
     files = []
     for market in markets:
         market = bn.check_market(market)
@@ -295,79 +308,108 @@ def generate_mirror(
             bn.check_symbol(symbol)
             cs = bn.contract_size(symbol, cs_table) if market == "cm" else 1.0
             lo_day, hi_day, qty_scale = symbol_profile(
-                symbol, (profiles or {}).get(symbol), first_day, n_days
+                symbol, (profiles or {}).get(symbol), m.first_day, m.n_days
             )
             for dataset in datasets if lo_day <= hi_day else ():  # never listed in the range: no files
-                dataset = bn.check_dataset(dataset)
-                ticks = simulate_ticks(
-                    symbol,
-                    market,
-                    lo_day,
-                    hi_day - lo_day + 1,
-                    ticks_per_day,
-                    seed,
-                    annual_vol,
-                    cs,
-                    qty_scale,
+                files += m.tick_files(
+                    market, bn.check_dataset(dataset), symbol, lo_day, hi_day, cs, qty_scale
                 )
-                planned = bn.plan_files(market, dataset, [symbol], s, e) if monthly else []
-                wanted = [f for f in planned if f.period == "monthly"]
-                covered = {d for f in wanted for d in _dates(f)}
-                for i in range(n_days):
-                    day = (s + dt.timedelta(days=i)).isoformat()
-                    if daily == "all" or (daily == "needed" and day not in covered):
-                        wanted.append(bn.source_file(market, dataset, symbol, "daily", day))
-                # files of the listed days only, each with the listed days' ticks
-                for sf in [
-                    f for f in wanted if day_number(f.first) <= hi_day and day_number(f.last) >= lo_day
-                ]:
-                    lo = max(day_number(sf.first), lo_day) - lo_day
-                    hi = min(day_number(sf.last), hi_day) - lo_day + 1
-                    sl = slice(lo * ticks_per_day, hi * ticks_per_day)
-                    part = {k: v[sl] for k, v in ticks.items()}
-                    if market == "spot":
-                        unit, header = ("us" if day_number(sf.first) >= us_from else "ms"), False
-                        if day_number(sf.first) < us_from <= day_number(sf.last):
-                            unit = "ms"  # a month straddling the switch: ms, as before
-                    else:
-                        unit, header = "ms", futures_header
-                    if sf.period == "monthly" and market != "spot" and unsorted_monthly_futures:
-                        part = _jumble(part, _rng(seed, "jumble", sf.name))
-                    payload = to_csv(part, market, dataset, symbol, unit, header, cs)
-                    path = os.path.join(root, *sf.rel.split("/"))
-                    sha = write_zip(path, sf.stem + ".csv", payload, compresslevel)
-                    files.append(
-                        {
-                            "rel": sf.rel,
-                            "rows": int(part["ts"].size),
-                            "csv_bytes": len(payload),
-                            "sha256": sha,
-                            "time_unit": unit,
-                            "header": header,
-                        }
-                    )
             if funding and market != "spot":
-                for sf in bn.plan_funding(market, [symbol], s, e):
-                    y, m = (int(x) for x in sf.label.split("-"))
-                    payload = funding_csv(market, symbol, y, m, seed)
-                    path = os.path.join(root, *sf.rel.split("/"))
-                    sha = write_zip(path, sf.stem + ".csv", payload, compresslevel)
-                    files.append(
-                        {
-                            "rel": sf.rel,
-                            "rows": payload.count(b"\n") - 1,
-                            "csv_bytes": len(payload),
-                            "sha256": sha,
-                            "time_unit": "ms",
-                            "header": True,
-                        }
-                    )
+                files += m.funding_files(market, symbol)
     return {
         "root": os.path.abspath(root),
         "files": files,
         "rows": sum(f["rows"] for f in files if "fundingRate" not in f["rel"]),
         "csv_bytes": sum(f["csv_bytes"] for f in files),
     }
+
+
+@dataclass
+class _Mirror:
+    """The settings of one :func:`generate_mirror` call and the phases that write its files."""
+
+    root: str
+    start: dt.date
+    end: dt.date
+    seed: int
+    ticks_per_day: int
+    annual_vol: float
+    monthly: bool
+    daily: str
+    futures_header: bool
+    unsorted_monthly_futures: bool
+    us_from: int  # day number from which spot timestamps are µs
+    compresslevel: int
+
+    @property
+    def first_day(self) -> int:
+        return day_number(self.start.isoformat())
+
+    @property
+    def n_days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def wanted(self, market: str, dataset: str, symbol: str) -> list[bn.SourceFile]:
+        """Monthly files for complete months (``monthly``), daily files as ``daily`` says."""
+        planned = bn.plan_files(market, dataset, [symbol], self.start, self.end) if self.monthly else []
+        wanted = [f for f in planned if f.period == "monthly"]
+        covered = {d for f in wanted for d in _dates(f)}
+        for i in range(self.n_days):
+            day = (self.start + dt.timedelta(days=i)).isoformat()
+            if self.daily == "all" or (self.daily == "needed" and day not in covered):
+                wanted.append(bn.source_file(market, dataset, symbol, "daily", day))
+        return wanted
+
+    def file_format(self, sf: bn.SourceFile, market: str) -> tuple[str, bool]:
+        """``(time unit, header)`` of a file: spot is µs from ``us_from`` (a month straddling the
+        switch stays ms) without header; futures are ms with ``futures_header``."""
+        if market != "spot":
+            return "ms", self.futures_header
+        if day_number(sf.first) < self.us_from <= day_number(sf.last):
+            return "ms", False
+        return ("us" if day_number(sf.first) >= self.us_from else "ms"), False
+
+    def tick_files(self, market, dataset, symbol, lo_day, hi_day, cs, qty_scale) -> list[dict]:
+        """The files of the listed days ``lo_day..hi_day`` of one symbol, each with its days' ticks."""
+        n_days = hi_day - lo_day + 1
+        ticks = simulate_ticks(
+            symbol, market, lo_day, n_days, self.ticks_per_day, self.seed, self.annual_vol, cs, qty_scale
+        )
+        out = []
+        for sf in self.wanted(market, dataset, symbol):
+            if day_number(sf.first) > hi_day or day_number(sf.last) < lo_day:
+                continue
+            lo = max(day_number(sf.first), lo_day) - lo_day
+            hi = min(day_number(sf.last), hi_day) - lo_day + 1
+            sl = slice(lo * self.ticks_per_day, hi * self.ticks_per_day)
+            part = {k: v[sl] for k, v in ticks.items()}
+            unit, header = self.file_format(sf, market)
+            if sf.period == "monthly" and market != "spot" and self.unsorted_monthly_futures:
+                part = _jumble(part, _rng(self.seed, "jumble", sf.name))
+            payload = to_csv(part, market, dataset, symbol, unit, header, cs)
+            out.append(self._write(sf, payload, int(part["ts"].size), unit, header))
+        return out
+
+    def funding_files(self, market: str, symbol: str) -> list[dict]:
+        """Monthly ``fundingRate`` files of every month touching the range."""
+        out = []
+        for sf in bn.plan_funding(market, [symbol], self.start, self.end):
+            y, m = (int(x) for x in sf.label.split("-"))
+            payload = funding_csv(market, symbol, y, m, self.seed)
+            out.append(self._write(sf, payload, payload.count(b"\n") - 1, "ms", True))
+        return out
+
+    def _write(self, sf: bn.SourceFile, payload: bytes, rows: int, unit: str, header: bool) -> dict:
+        path = os.path.join(self.root, *sf.rel.split("/"))
+        sha = write_zip(path, sf.stem + ".csv", payload, self.compresslevel)
+        return {
+            "rel": sf.rel,
+            "rows": rows,
+            "csv_bytes": len(payload),
+            "sha256": sha,
+            "time_unit": unit,
+            "header": header,
+        }
 
 
 def symbol_profile(
@@ -471,7 +513,7 @@ def _jumble(part: dict, rng: np.random.Generator) -> dict:
     return {key: v[idx] for key, v in part.items()}
 
 
-# --------------------------------------------------------------------------- pipeline entry
+# --------------------------------------------------------------------------- the ingest stage's mirror
 def mirror_key(data_cfg: Any) -> str:
     """Hash of everything that determines the mirror's bytes."""
     from btsys.config import to_plain as _plain

@@ -24,7 +24,7 @@ rsi                Wilder RSI over w changes (0..100)
 macd               EMA_fast(C) - EMA_w(C)  (w is the slow span)               fast (12)
 macd_signal        EMA_signal(macd)                                           fast (12), signal (9)
 macd_hist          macd - macd_signal                                         fast (12), signal (9)
-atr                Wilder average true range                                  relative (0: price units, 1: / C)
+atr                Wilder average true range                                  relative (0: price, 1: / C)
 vwap_dev           C / (sum quote_volume / sum volume over w) - 1
 taker_buy_ratio    sum buy_volume / sum volume over w
 ofi                order-flow imbalance sum(B - S) / sum(B + S), S = V - B
@@ -45,24 +45,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping
 import numpy as np
 import pandas as pd
 
+from btsys.bars.api import BAR_SCHEMA
 from btsys.errors import ConfigError
 from btsys.features import _nb
 
-BAR_COLUMNS = [
-    "ts_open",
-    "ts_close",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "buy_volume",
-    "n_ticks",
-    "vwap",
-]
-#: Bar-table columns plus the extras the bars stage writes; never model inputs by default.
-NON_FEATURE_COLUMNS = BAR_COLUMNS + ["threshold", "is_partial", "first_trade_id", "last_trade_id"]
+#: What the bars stage writes (the bar table and its extras): never model inputs by default.
+NON_FEATURE_COLUMNS = list(BAR_SCHEMA.names)
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -320,7 +308,7 @@ def compute_features(bars: pd.DataFrame, specs: Iterable[Any]) -> pd.DataFrame:
     Parameters
     ----------
     bars : pandas.DataFrame
-        Bar table of one symbol, ordered by ``ts_open`` (DESIGN.md columns).
+        Bar table of one symbol, ordered by ``ts_open`` (docs/DESIGN.md columns).
     specs : iterable
         ``features.specs``: config nodes or dicts with ``name``, ``fn``, ``window``, ``params``.
     """

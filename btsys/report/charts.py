@@ -6,7 +6,9 @@ distribution, rolling Sharpe and trade PnL scatter — from anything shaped like
 ``btsys.backtest.engine.BacktestResult`` (``ts``, ``equity``, ``trades``, optionally
 ``benchmark_equity``). :func:`sweep_heatmap_png` draws the objective over a two-parameter grid.
 
-Short runs stay meaningful: returns are sampled per day when the run spans at least
+Returns, drawdowns and Sharpe ratios are the backtest's own definitions
+(:mod:`btsys.backtest.metrics`; the first return is measured against the initial cash). Short runs
+stay meaningful: returns are sampled per day when the run spans at least
 ``MIN_PERIODS`` days, else per hour (or per 5 minutes), so a 10-day run gets a rolling Sharpe over
 about 60 hourly returns instead of a 3-day window, and the histogram leaves out the returns that
 are exactly zero (bars out of the market) and says how many it left out.
@@ -25,7 +27,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from btsys.report.stats import DAY_US, daily_equity, daily_returns, drawdown_series
+from btsys.backtest.enums import DAY_US
+from btsys.backtest.metrics import drawdown, period_returns, rolling_sharpe
 
 MAX_POINTS = 2000
 DPI = 80
@@ -97,13 +100,17 @@ def _empty(ax, text: str) -> None:
 
 
 def equity_drawdown_png(
-    ts: np.ndarray, equity: np.ndarray, title: str = "Equity", benchmark: Optional[np.ndarray] = None
+    ts: np.ndarray,
+    equity: np.ndarray,
+    start_value: float,
+    title: str = "Equity",
+    benchmark: Optional[np.ndarray] = None,
 ) -> bytes:
     """Equity curve against buy-and-hold (``benchmark``, same start value) on top, drawdown from the
-    running peak (percent) below."""
+    running peak (``start_value`` included; percent) below."""
     eq = np.asarray(equity, dtype=np.float64)
     ts = np.asarray(ts, dtype=np.int64)
-    dd = drawdown_series(eq)
+    dd = drawdown(eq, start_value)
     t, e, d = _bucket(ts, eq, dd)
     fig = _figure(10, 5)
     ax1 = fig.add_axes((0.08, 0.38, 0.9, 0.55))
@@ -240,12 +247,12 @@ def _direction_sign(trades: pd.DataFrame) -> np.ndarray:
     return np.where(np.asarray(d, dtype=np.float64) < 0, -1, 1)
 
 
-def monthly_returns_table(ts: np.ndarray, equity: np.ndarray) -> pd.DataFrame:
-    """Compounded return per calendar month (rows: year, columns: month 1..12; NaN where absent)."""
-    days, last = daily_equity(ts, equity)
+def monthly_returns_table(ts: np.ndarray, equity: np.ndarray, start_value: float) -> pd.DataFrame:
+    """Compounded return per calendar month of the daily returns (rows: year, columns: month
+    1..12; NaN where absent)."""
+    days, r = period_returns(ts, equity, start_value)
     if len(days) == 0:
         return pd.DataFrame(columns=range(1, 13), dtype=float)
-    _, r = daily_returns(ts, equity)
     idx = pd.to_datetime(days, unit="us", utc=True)
     s = pd.Series(r, index=idx)
     monthly = (1.0 + s).groupby([idx.year, idx.month]).prod() - 1.0
@@ -269,9 +276,9 @@ def _cell_labels(ax, im, vals: np.ndarray, fmt: str, fontsize: int) -> None:
             ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=fontsize, color=colour)
 
 
-def monthly_returns_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
+def monthly_returns_png(ts: np.ndarray, equity: np.ndarray, start_value: float) -> bytes:
     """Heatmap of monthly returns (percent), one row per year."""
-    tab = monthly_returns_table(ts, equity)
+    tab = monthly_returns_table(ts, equity, start_value)
     fig = _figure(10, 1.2 + 0.5 * max(len(tab), 1))
     ax = fig.add_axes((0.08, 0.25 if len(tab) <= 2 else 0.12, 0.9, 0.6 if len(tab) <= 2 else 0.78))
     if tab.empty:
@@ -300,42 +307,18 @@ def return_period(ts: np.ndarray) -> tuple[int, str]:
     return PERIODS[-1]
 
 
-def period_returns(
-    ts: np.ndarray, equity: np.ndarray, period_us: int = DAY_US
-) -> tuple[np.ndarray, np.ndarray]:
-    """Simple returns of the equity sampled at the end of each ``period_us`` bucket (epoch-aligned).
-
-    A bucket without bars keeps the previous value (a zero return: nothing was marked); the first
-    return is measured from the first bar's equity, so a bucket's return uses bars up to its end
-    only. Returns (bucket start µs, returns).
-    """
-    ts = np.asarray(ts, dtype=np.int64)
-    eq = np.asarray(equity, dtype=np.float64)
-    if len(ts) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    b = ts // period_us
-    last = np.r_[np.flatnonzero(np.diff(b)), len(b) - 1]  # last bar of each bucket present
-    full = np.arange(b[0], b[-1] + 1)
-    pos = np.searchsorted(b[last], full, side="right") - 1
-    vals = eq[last][pos]
-    prev = np.r_[eq[0], vals[:-1]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(prev != 0, vals / prev - 1.0, 0.0)
-    return full * period_us, r
-
-
-def histogram_returns(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, int, str]:
+def histogram_returns(ts: np.ndarray, equity: np.ndarray, start_value: float) -> tuple[np.ndarray, int, str]:
     """(returns per :func:`return_period` that are not exactly zero, how many were zero: periods
     out of the market, the period's name)."""
     period, name = return_period(ts)
-    _, r = period_returns(ts, equity, period)
+    _, r = period_returns(ts, equity, start_value, period)
     r = r[np.isfinite(r)]
     return r[r != 0.0], int(np.sum(r == 0.0)), name
 
 
-def returns_distribution_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
+def returns_distribution_png(ts: np.ndarray, equity: np.ndarray, start_value: float) -> bytes:
     """Histogram of :func:`histogram_returns`; the flat periods left out are counted in the title."""
-    r, flat, name = histogram_returns(ts, equity)
+    r, flat, name = histogram_returns(ts, equity, start_value)
     r = r * 100.0
     fig = _figure(10, 4)
     ax = fig.add_axes((0.08, 0.14, 0.9, 0.76))
@@ -354,17 +337,14 @@ def returns_distribution_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
 
 
 def rolling_sharpe_series(
-    ts: np.ndarray, equity: np.ndarray, window: int = 30, period_us: int = DAY_US
+    ts: np.ndarray, equity: np.ndarray, start_value: float, window: int = 30, period_us: int = DAY_US
 ) -> pd.Series:
-    """Annualised (365-day years) Sharpe of the trailing ``window`` returns per ``period_us``.
-
-    Uses only returns up to and including each period (no look-ahead); NaN until the window is full.
-    """
-    starts, r = period_returns(ts, equity, period_us)
-    s = pd.Series(r, index=pd.to_datetime(starts, unit="us", utc=True))
-    roll = s.rolling(window, min_periods=window)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return roll.mean() / roll.std(ddof=1) * math.sqrt(365.0 * DAY_US / period_us)
+    """Annualised (365-day years) Sharpe of the trailing ``window`` returns per ``period_us``
+    (:func:`btsys.backtest.metrics.rolling_sharpe`): returns up to and including each period only;
+    NaN until the window is full."""
+    starts, r = period_returns(ts, equity, start_value, period_us)
+    values = rolling_sharpe(r, window, 365.0 * DAY_US / period_us)
+    return pd.Series(values, index=pd.to_datetime(starts, unit="us", utc=True))
 
 
 def rolling_window(n_returns: int, period_us: int) -> int:
@@ -376,11 +356,11 @@ def rolling_window(n_returns: int, period_us: int) -> int:
     return max(24, (n_returns // 4) // per_day * per_day)
 
 
-def rolling_sharpe_png(ts: np.ndarray, equity: np.ndarray) -> bytes:
+def rolling_sharpe_png(ts: np.ndarray, equity: np.ndarray, start_value: float) -> bytes:
     period, name = return_period(ts)
-    n = len(period_returns(ts, equity, period)[1])
+    n = len(period_returns(ts, equity, start_value, period)[1])
     w = rolling_window(n, period)
-    rs = rolling_sharpe_series(ts, equity, w, period)
+    rs = rolling_sharpe_series(ts, equity, start_value, w, period)
     fig = _figure(10, 3.5)
     ax = fig.add_axes((0.08, 0.14, 0.9, 0.74))
     span = _span_text(w * period)
@@ -449,10 +429,13 @@ def render_charts(
     out = {}
     if prices:
         out["price_trades"] = price_trades_png(prices, trades)
-    out["equity_drawdown"] = equity_drawdown_png(ts, eq, title, getattr(result, "benchmark_equity", None))
-    out["monthly_returns"] = monthly_returns_png(ts, eq)
-    out["returns_distribution"] = returns_distribution_png(ts, eq)
-    out["rolling_sharpe"] = rolling_sharpe_png(ts, eq)
+    start = float(result.init_cash)
+    out["equity_drawdown"] = equity_drawdown_png(
+        ts, eq, start, title, getattr(result, "benchmark_equity", None)
+    )
+    out["monthly_returns"] = monthly_returns_png(ts, eq, start)
+    out["returns_distribution"] = returns_distribution_png(ts, eq, start)
+    out["rolling_sharpe"] = rolling_sharpe_png(ts, eq, start)
     out["trade_pnl"] = trade_pnl_png(trades)
     return out
 

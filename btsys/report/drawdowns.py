@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from btsys.report.stats import DAY_US
+from btsys.backtest.enums import DAY_US
 
 COLUMNS = ("peak", "trough", "recovery", "depth", "days", "days_to_trough", "recovered")
 

@@ -217,7 +217,7 @@ def client_for(cfg: Any):
 
 def check_tracking(cfg: Any) -> None:
     """Fail fast (:class:`btsys.errors.TrackingError`, in seconds) when the run could not be logged;
-    the pipeline calls it before computing anything. No-op with ``mlflow.enabled=false``."""
+    the report stage checks it before anything is computed. No-op with ``mlflow.enabled=false``."""
     if _enabled(cfg):
         client_for(cfg)
 
@@ -496,13 +496,15 @@ def _fail_run(client: Any, run_id: str, exc: BaseException) -> None:
 
 
 def returns_frame(result: Any) -> pd.DataFrame:
-    """Daily returns of a result as logged in ``returns.parquet``: ``ts`` (day start, µs), ``ret``."""
-    from btsys.report.stats import DAY_US, daily_returns
+    """Daily returns of a result as logged in ``returns.parquet``: ``ts`` (day start, µs), ``ret``
+    (:func:`btsys.backtest.metrics.period_returns`: the first day against the initial cash)."""
+    from btsys.backtest.enums import DAY_US
+    from btsys.backtest.metrics import period_returns
 
     eq = np.asarray(result.equity, dtype=np.float64)
     ts = getattr(result, "ts", None)
     ts = np.arange(len(eq), dtype=np.int64) * DAY_US if ts is None else np.asarray(ts, dtype=np.int64)
-    days, r = daily_returns(ts, eq)
+    days, r = period_returns(ts, eq, float(result.init_cash))
     return pd.DataFrame({"ts": days.astype(np.int64), "ret": r.astype(np.float64)})
 
 
@@ -659,7 +661,7 @@ def log_run(cfg: Any, result: Any, keys: Optional[Mapping[str, str]] = None) -> 
 def find_logged_run(cfg: Any) -> Optional[str]:
     """Id of a FINISHED trial run in the experiment with this config's hash, or ``None``.
 
-    The pipeline calls it before the backtest and skips the trial when it returns an id (unless
+    The report stage asks it before the backtest and the trial is skipped when it returns an id (unless
     ``force=true``). Inside a multirun the found run is registered as this job's trial, so the
     sweep summary on the new parent run still includes it (``reused=True``).
     """
@@ -725,7 +727,7 @@ def link_reused_trial(
 
 
 def logged_metrics(cfg: Any, run_id: str) -> dict[str, float]:
-    """Metrics of a logged run (what the pipeline returns for a skipped trial's objective)."""
+    """Metrics of a logged run (what a skipped trial returns for its objective)."""
     return dict(client_for(cfg).get_run(run_id).data.metrics)
 
 
@@ -792,67 +794,23 @@ def summarize_sweep(
     -------
     metrics, tags, params : for the summary run.
     """
-    from btsys.report.stats import choose_splits, dsr_from_trials, pbo_cscv
-
     os.makedirs(out_dir, exist_ok=True)
     table.to_parquet(os.path.join(out_dir, "sweep_trials.parquet"))
     table.to_csv(os.path.join(out_dir, "sweep_trials.csv"))
     metrics: dict[str, float] = {"n_trials": float(len(table))}
     tags: dict[str, str] = {"btsys.objective": objective, "btsys.direction": direction}
     params: dict[str, str] = {}
-    ok = table
-    if "status" in table:
-        ok = table[table["status"] == "FINISHED"]
-        metrics["n_failed"] = float((table["status"] == "FAILED").sum())
-    if "reused" in table:
-        metrics["n_reused"] = float(table["reused"].astype(bool).sum())
-    vals = pd.to_numeric(ok[objective], errors="coerce") if objective in ok else pd.Series(dtype=float)
-    vals = vals[np.isfinite(vals)]
-    best_label = None
-    if len(vals):
-        best_label = vals.idxmax() if direction == "maximize" else vals.idxmin()
-        metrics[f"best_{objective}"] = float(vals[best_label])
-        for c in param_cols:
-            params[f"best.{c}"] = str(ok.loc[best_label, c])
-        tags["btsys.best_trial"] = str(best_label)
-    if len(param_cols) == 2 and len(vals):
+    ok = _finished_trials(table, metrics)
+    best_label = _best_trial(ok, param_cols, objective, direction, metrics, params, tags)
+    if len(param_cols) == 2 and best_label is not None:
         from btsys.report.charts import sweep_heatmap_png
 
         with open(os.path.join(out_dir, "sweep_heatmap.png"), "wb") as f:
             f.write(sweep_heatmap_png(ok, param_cols[0], param_cols[1], objective))
-    # deflated Sharpe of the best trial against all trials' Sharpe ratios
     if best_label is not None and "sharpe" in table:
-        br = best_returns
-        if br is None and returns is not None and best_label in returns.columns:
-            br = returns[best_label].to_numpy()
-        if br is not None:
-            d = dsr_from_trials(
-                br, pd.to_numeric(table["sharpe"], errors="coerce").to_numpy(), n_trials=len(table)
-            )
-            metrics.update({k: float(v) for k, v in d.items()})
-    # PBO by CSCV across the trials' daily returns
+        metrics.update(_best_dsr(table, best_label, returns, best_returns))
     if returns is not None and returns.shape[1] >= 2:
-        m = returns.dropna(how="any")
-        s = choose_splits(len(m), n_splits)
-        name = "pbo" if returns_basis == "all" else "pbo_top_k"
-        if s:
-            res = pbo_cscv(m.to_numpy(dtype=np.float64), n_splits=s)
-            metrics[name] = res.pbo
-            metrics[f"{name}_splits"] = float(s)
-            metrics[f"{name}_combinations"] = float(res.n_combinations)
-            metrics[f"{name}_degradation_slope"] = res.degradation_slope
-            pd.DataFrame(
-                {
-                    "logit": res.logits,
-                    "is_best": [str(returns.columns[i]) for i in res.is_best],
-                    "oos_rank": res.oos_rank,
-                    "perf_is": res.perf_is,
-                    "perf_oos": res.perf_oos,
-                }
-            ).to_csv(os.path.join(out_dir, f"{name}_cscv.csv"), index=False)
-        else:
-            tags[f"btsys.{name}_skipped"] = f"only {len(m)} common days of returns: too few for CSCV"
-        tags["btsys.pbo_basis"] = returns_basis
+        _pbo(out_dir, returns, n_splits, returns_basis, metrics, tags)
     with open(os.path.join(out_dir, "sweep_summary.json"), "w") as f:
         json.dump(
             {
@@ -865,6 +823,74 @@ def summarize_sweep(
             indent=1,
         )
     return metrics, tags, params
+
+
+def _finished_trials(table: pd.DataFrame, metrics: dict) -> pd.DataFrame:
+    """The rows that are ranked (``status`` FINISHED when there is a status); counts failed and
+    reused trials into ``metrics``."""
+    ok = table
+    if "status" in table:
+        ok = table[table["status"] == "FINISHED"]
+        metrics["n_failed"] = float((table["status"] == "FAILED").sum())
+    if "reused" in table:
+        metrics["n_reused"] = float(table["reused"].astype(bool).sum())
+    return ok
+
+
+def _best_trial(ok, param_cols, objective: str, direction: str, metrics, params, tags):
+    """The label of the best finished trial by ``objective`` (None when no value is finite);
+    ``best_<objective>``, the ``best.<param>`` params and the ``btsys.best_trial`` tag."""
+    vals = pd.to_numeric(ok[objective], errors="coerce") if objective in ok else pd.Series(dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return None
+    best_label = vals.idxmax() if direction == "maximize" else vals.idxmin()
+    metrics[f"best_{objective}"] = float(vals[best_label])
+    for c in param_cols:
+        params[f"best.{c}"] = str(ok.loc[best_label, c])
+    tags["btsys.best_trial"] = str(best_label)
+    return best_label
+
+
+def _best_dsr(table, best_label, returns, best_returns) -> dict[str, float]:
+    """The deflated Sharpe ratio of the best trial against all trials' Sharpe ratios."""
+    from btsys.report.stats import dsr_from_trials
+
+    br = best_returns
+    if br is None and returns is not None and best_label in returns.columns:
+        br = returns[best_label].to_numpy()
+    if br is None:
+        return {}
+    d = dsr_from_trials(br, pd.to_numeric(table["sharpe"], errors="coerce").to_numpy(), n_trials=len(table))
+    return {k: float(v) for k, v in d.items()}
+
+
+def _pbo(out_dir: str, returns: pd.DataFrame, n_splits: int, basis: str, metrics, tags) -> None:
+    """PBO by CSCV across the trials' daily returns (``pbo`` or, over the top K only,
+    ``pbo_top_k``) and the ``<name>_cscv.csv`` of its splits."""
+    from btsys.report.stats import choose_splits, pbo_cscv
+
+    m = returns.dropna(how="any")
+    s = choose_splits(len(m), n_splits)
+    name = "pbo" if basis == "all" else "pbo_top_k"
+    tags["btsys.pbo_basis"] = basis
+    if not s:
+        tags[f"btsys.{name}_skipped"] = f"only {len(m)} common days of returns: too few for CSCV"
+        return
+    res = pbo_cscv(m.to_numpy(dtype=np.float64), n_splits=s)
+    metrics[name] = res.pbo
+    metrics[f"{name}_splits"] = float(s)
+    metrics[f"{name}_combinations"] = float(res.n_combinations)
+    metrics[f"{name}_degradation_slope"] = res.degradation_slope
+    pd.DataFrame(
+        {
+            "logit": res.logits,
+            "is_best": [str(returns.columns[i]) for i in res.is_best],
+            "oos_rank": res.oos_rank,
+            "perf_is": res.perf_is,
+            "perf_oos": res.perf_oos,
+        }
+    ).to_csv(os.path.join(out_dir, f"{name}_cscv.csv"), index=False)
 
 
 def best_link_tags(client: Any, run_id: str) -> dict[str, str]:

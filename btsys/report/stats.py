@@ -1,7 +1,9 @@
-"""Return series helpers and overfitting statistics across the trials of a sweep.
+"""Overfitting statistics across the trials of a sweep.
 
-* :func:`daily_returns` — last equity per UTC day -> simple daily returns (the convention of the
-  backtest metrics: crypto trades 24/7, so annualisation uses 365 days).
+The return series and the Sharpe ratio they start from are the backtest's own definitions
+(:mod:`btsys.backtest.metrics`: daily returns against the initial cash, 365-day years); nothing
+here redefines them.
+
 * :func:`deflated_sharpe_ratio` — Bailey and López de Prado (2014), "The Deflated Sharpe Ratio:
   Correcting for Selection Bias, Backtest Overfitting and Non-Normality", *Journal of Portfolio
   Management* 40(5). The probability that the best trial's true Sharpe ratio is above the Sharpe
@@ -23,105 +25,13 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-DAY_US = 86_400_000_000
-PERIODS_PER_YEAR = 365
+from btsys.backtest.metrics import ANNUAL_DAYS, sharpe
+
 EULER_GAMMA = 0.5772156649015329
 
 
-# --------------------------------------------------------------------------- return series
-def daily_equity(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Last equity value of each UTC day.
-
-    Parameters
-    ----------
-    ts : int64 array, microseconds since epoch UTC, non-decreasing (one per bar).
-    equity : float64 array, same length.
-
-    Returns
-    -------
-    day_start_us, last_equity : the start of each day present (int64 µs) and the equity at the
-    last bar of that day.
-    """
-    ts = np.asarray(ts)
-    eq = np.asarray(equity, dtype=np.float64)
-    if ts.ndim != 1 or eq.ndim != 1 or len(ts) != len(eq):
-        raise ValueError(
-            f"ts and equity must be 1-d arrays of one length, got shapes {ts.shape} and {eq.shape}"
-        )
-    if len(ts) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    ts = ts.astype(np.int64, copy=False)
-    if np.any(np.diff(ts) < 0):
-        bad = int(np.flatnonzero(np.diff(ts) < 0)[0]) + 1
-        raise ValueError(f"ts must be non-decreasing; ts[{bad}]={ts[bad]} < ts[{bad - 1}]={ts[bad - 1]}")
-    days = np.floor_divide(ts, DAY_US)
-    last = np.r_[np.flatnonzero(np.diff(days)), len(days) - 1]
-    return days[last] * DAY_US, eq[last]
-
-
-def daily_returns(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Simple returns of the last equity per UTC day.
-
-    The first day's return is measured from the first bar's equity (the start of the series), so a
-    series covering ``k`` calendar days gives ``k`` returns and no look-ahead.
-
-    Returns
-    -------
-    day_start_us, returns
-    """
-    days, last = daily_equity(ts, equity)
-    if len(days) == 0:
-        return days, last
-    prev = np.r_[float(np.asarray(equity, dtype=np.float64)[0]), last[:-1]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(prev != 0, last / prev - 1.0, 0.0)
-    return days, r
-
-
-def sharpe(returns: np.ndarray, periods: float = PERIODS_PER_YEAR) -> float:
-    """Annualised Sharpe ratio of simple returns (risk-free 0, sample std, ddof=1); NaN if undefined."""
-    r = np.asarray(returns, dtype=np.float64)
-    r = r[np.isfinite(r)]
-    if len(r) < 2:
-        return float("nan")
-    sd = r.std(ddof=1)
-    if not sd > 0:
-        return float("nan")
-    return float(r.mean() / sd * math.sqrt(periods))
-
-
-def sortino(returns: np.ndarray, periods: float = PERIODS_PER_YEAR) -> float:
-    """Annualised Sortino ratio (downside deviation over all observations, target 0)."""
-    r = np.asarray(returns, dtype=np.float64)
-    r = r[np.isfinite(r)]
-    if len(r) < 2:
-        return float("nan")
-    dd = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-    if not dd > 0:
-        return float("nan")
-    return float(r.mean() / dd * math.sqrt(periods))
-
-
-def max_drawdown(equity: np.ndarray) -> float:
-    """Largest peak-to-trough fall as a positive fraction (0 for a non-falling curve)."""
-    eq = np.asarray(equity, dtype=np.float64)
-    if len(eq) == 0:
-        return 0.0
-    peak = np.maximum.accumulate(eq)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dd = np.where(peak > 0, 1.0 - eq / peak, 0.0)
-    return float(np.max(dd))
-
-
-def drawdown_series(equity: np.ndarray) -> np.ndarray:
-    """Drawdown per bar as a non-positive fraction (``equity / running peak - 1``)."""
-    eq = np.asarray(equity, dtype=np.float64)
-    peak = np.maximum.accumulate(eq) if len(eq) else eq
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(peak > 0, eq / peak - 1.0, 0.0)
-
-
-def deannualise_sharpe(sr_annual: Union[float, np.ndarray], periods: float = PERIODS_PER_YEAR):
+# --------------------------------------------------------------------------- deflated Sharpe
+def deannualise_sharpe(sr_annual: Union[float, np.ndarray], periods: float = ANNUAL_DAYS):
     """Per-observation Sharpe from an annualised one (``SR / sqrt(periods)``)."""
     return (
         np.asarray(sr_annual, dtype=np.float64) / math.sqrt(periods)
@@ -130,7 +40,6 @@ def deannualise_sharpe(sr_annual: Union[float, np.ndarray], periods: float = PER
     )
 
 
-# --------------------------------------------------------------------------- deflated Sharpe
 def _norm_cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
@@ -204,7 +113,7 @@ def deflated_sharpe_ratio(
 def dsr_from_trials(
     best_returns: np.ndarray,
     trial_sharpes_annual: np.ndarray,
-    periods: float = PERIODS_PER_YEAR,
+    periods: float = ANNUAL_DAYS,
     n_trials: Optional[int] = None,
 ) -> dict:
     """DSR of a sweep from the best trial's daily returns and every trial's annualised Sharpe.
@@ -229,9 +138,9 @@ def dsr_from_trials(
         "dsr_skew": float("nan"),
         "dsr_kurtosis": float("nan"),
     }
-    if len(r) < 3 or n < 1 or not r.std(ddof=1) > 0:
+    sr = sharpe(r, periods=1.0) if len(r) >= 3 else float("nan")
+    if n < 1 or not math.isfinite(sr):
         return out
-    sr = float(r.mean() / r.std(ddof=1))
     fin = deannualise_sharpe(srs[np.isfinite(srs)], periods)
     var = float(np.var(fin, ddof=1)) if len(fin) >= 2 else 0.0
     g3, g4 = float(_skew(r, bias=False)), float(_kurt(r, fisher=False, bias=False))
@@ -265,11 +174,11 @@ class PboResult:
 
 
 def _sharpe_cols(m: np.ndarray) -> np.ndarray:
+    """Per-observation Sharpe ratio of each column (:func:`btsys.backtest.metrics.sharpe`); a
+    column without dispersion ranks by the sign of its mean (+inf, -inf, or 0)."""
+    sr = sharpe(m, periods=1.0)
     mu = m.mean(axis=0)
-    sd = m.std(axis=0, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(sd > 0, mu / sd, np.where(mu > 0, np.inf, np.where(mu < 0, -np.inf, 0.0)))
-    return out
+    return np.where(np.isnan(sr), np.where(mu > 0, np.inf, np.where(mu < 0, -np.inf, 0.0)), sr)
 
 
 def _mean_cols(m: np.ndarray) -> np.ndarray:
@@ -305,35 +214,12 @@ def pbo_cscv(
     relative rank ``w = rank / (N + 1)`` (rank 1 = worst) gives the logit ``log(w / (1 - w))``.
     PBO is the share of logits ``<= 0``. Ties in the testing set take the average rank.
     """
-    m = np.asarray(returns, dtype=np.float64)
-    if m.ndim != 2:
-        raise ValueError(f"returns must be a 2-d (T, N) array, got shape {m.shape}")
-    t, n = m.shape
-    if n < 2:
-        raise ValueError(f"PBO needs at least 2 trials (columns), got {n}")
-    if n_splits < 2 or n_splits % 2:
-        raise ValueError(f"n_splits must be an even number >= 2, got {n_splits}")
-    if t < n_splits:
-        raise ValueError(f"returns has {t} rows, fewer than n_splits={n_splits}")
-    if not np.all(np.isfinite(m)):
-        bad = np.argwhere(~np.isfinite(m))[0]
-        raise ValueError(f"returns must be finite; row {bad[0]}, column {bad[1]} is {m[bad[0], bad[1]]}")
+    m = _checked_returns(returns, n_splits)
     if isinstance(metric, str) and metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)} or a function, got {metric!r}")
-    fn = _METRICS[metric] if isinstance(metric, str) else metric
+    t, n = m.shape
     size = t // n_splits
-    blocks = [np.arange(i * size, (i + 1) * size) for i in range(n_splits)]
-    combos = (
-        list(itertools.combinations(range(n_splits), n_splits // 2))
-        if math.comb(n_splits, n_splits // 2) <= max_combinations
-        else None
-    )
-    if combos is None:
-        rng = np.random.default_rng(seed)
-        seen: set = set()
-        while len(seen) < max_combinations:
-            seen.add(tuple(sorted(rng.choice(n_splits, n_splits // 2, replace=False).tolist())))
-        combos = sorted(seen)
+    combos = _combinations(n_splits, max_combinations, seed)
     c_mask = np.zeros((len(combos), n_splits), dtype=bool)
     for i, c in enumerate(combos):
         c_mask[i, list(c)] = True
@@ -350,13 +236,7 @@ def pbo_cscv(
         if sums is not None:
             perf_tr, perf_te = _block_metric(sums, size, c_mask[lo:hi], metric)
         else:
-            perf_tr = np.empty((hi - lo, n))
-            perf_te = np.empty((hi - lo, n))
-            for i in range(lo, hi):
-                train = np.concatenate([blocks[b] for b in np.flatnonzero(c_mask[i])])
-                test = np.concatenate([blocks[b] for b in np.flatnonzero(~c_mask[i])])
-                perf_tr[i - lo] = np.asarray(fn(m[train]), dtype=np.float64)
-                perf_te[i - lo] = np.asarray(fn(m[test]), dtype=np.float64)
+            perf_tr, perf_te = _row_metric(m, size, c_mask[lo:hi], metric)
         b = np.argmax(perf_tr, axis=1)  # first index on ties, like np.argmax
         rows = np.arange(hi - lo)
         chosen = perf_te[rows, b][:, None]
@@ -378,6 +258,51 @@ def pbo_cscv(
         perf_is=perf_is,
         perf_oos=perf_oos,
     )
+
+
+def _checked_returns(returns: np.ndarray, n_splits: int) -> np.ndarray:
+    """The (T, N) returns of a CSCV as float64, or a ``ValueError`` naming what is wrong."""
+    m = np.asarray(returns, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"returns must be a 2-d (T, N) array, got shape {m.shape}")
+    t, n = m.shape
+    if n < 2:
+        raise ValueError(f"PBO needs at least 2 trials (columns), got {n}")
+    if n_splits < 2 or n_splits % 2:
+        raise ValueError(f"n_splits must be an even number >= 2, got {n_splits}")
+    if t < n_splits:
+        raise ValueError(f"returns has {t} rows, fewer than n_splits={n_splits}")
+    if not np.all(np.isfinite(m)):
+        bad = np.argwhere(~np.isfinite(m))[0]
+        raise ValueError(f"returns must be finite; row {bad[0]}, column {bad[1]} is {m[bad[0], bad[1]]}")
+    return m
+
+
+def _combinations(n_splits: int, max_combinations: int, seed: int) -> list[tuple]:
+    """The training sets: every ``S/2`` of the ``S`` blocks, or a seeded random subset of
+    ``max_combinations`` of them when there are more."""
+    half = n_splits // 2
+    if math.comb(n_splits, half) <= max_combinations:
+        return list(itertools.combinations(range(n_splits), half))
+    rng = np.random.default_rng(seed)
+    seen: set = set()
+    while len(seen) < max_combinations:
+        seen.add(tuple(sorted(rng.choice(n_splits, half, replace=False).tolist())))
+    return sorted(seen)
+
+
+def _row_metric(m: np.ndarray, size: int, c_mask: np.ndarray, fn) -> tuple[np.ndarray, np.ndarray]:
+    """Training/testing performance of every trial with a callable metric over the rows."""
+    n_splits, n = c_mask.shape[1], m.shape[1]
+    blocks = [np.arange(i * size, (i + 1) * size) for i in range(n_splits)]
+    perf_tr = np.empty((len(c_mask), n))
+    perf_te = np.empty((len(c_mask), n))
+    for i, mask in enumerate(c_mask):
+        train = np.concatenate([blocks[b] for b in np.flatnonzero(mask)])
+        test = np.concatenate([blocks[b] for b in np.flatnonzero(~mask)])
+        perf_tr[i] = np.asarray(fn(m[train]), dtype=np.float64)
+        perf_te[i] = np.asarray(fn(m[test]), dtype=np.float64)
+    return perf_tr, perf_te
 
 
 def _block_metric(

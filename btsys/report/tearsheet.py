@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from btsys.backtest.enums import OrderKind
+from btsys.backtest.enums import ORDER_KIND_LABELS
 from btsys.report.charts import CHART_NAMES, CHART_TITLES, price_decimals
 from btsys.report.drawdowns import drawdown_periods
 
@@ -195,8 +195,7 @@ def duration_text(seconds: float) -> str:
     return f"{m}m" if m else f"{sec}s"
 
 
-_KIND_NAMES = {v: k.lower().replace("_", " ") for k, v in vars(OrderKind).items() if k.isupper()}
-_KIND_NAMES[OrderKind.EXIT] = "exit signal"
+_KIND_NAMES = {code: label.replace("_", " ") for code, label in ORDER_KIND_LABELS.items()}
 
 
 def kind_name(v: Any) -> str:
@@ -357,13 +356,7 @@ def render_tearsheet(
         )
     parts.append(_cards(metrics, HEADLINE))
     parts.append(_cards(metrics, BENCHMARK, "bench"))
-    order = [n for n in CHART_NAMES if n in charts] + [n for n in charts if n not in CHART_NAMES]
-    for name in order:
-        b64 = base64.b64encode(charts[name]).decode("ascii")
-        parts.append(
-            f"<h2>{html.escape(CHART_TITLES.get(name, name.replace('_', ' ').capitalize()))}</h2>"
-            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
-        )
+    parts += _chart_sections(charts)
     dd = drawdowns_view(result)
     parts.append(f"<h2>Drawdown periods (deepest {TOP_DRAWDOWNS})</h2>")
     parts.append(_table(dd, left=("recovered (UTC)",)) if len(dd) else '<div class="sub">no drawdown</div>')
@@ -371,30 +364,11 @@ def render_tearsheet(
     allm.update(extra_metrics or {})
     parts.append("<h2>Metrics</h2>" + _kv_table({k: allm[k] for k in sorted(allm)}))
     if walk_forward is not None and len(walk_forward):
-        wf = walk_forward.copy()
-        for c in ("train_ts_start", "test_ts_start", "test_ts_end"):
-            if c in wf:
-                wf[c] = [_datetime_text(v) for v in wf[c].astype("int64")]
-        wf = pd.DataFrame({c: [fmt_value(str(c), v) for v in wf[c]] for c in wf.columns})
-        parts.append("<h2>Walk-forward windows</h2>" + _table(wf))
+        parts.append("<h2>Walk-forward windows</h2>" + _table(_walk_forward_view(walk_forward)))
     for name, table in (tables or {}).items():
         shown = pd.DataFrame({c: [fmt_value(str(c), v) for v in table[c]] for c in table.columns})
         parts.append(f"<h2>{html.escape(name)}</h2>" + _table(shown))
-    trades = getattr(result, "trades", None)
-    n = 0 if trades is None else len(trades)
-    parts.append(f"<h2>Trades ({n:,})</h2>")
-    if n:
-        shown = trades
-        if n > MAX_TRADE_ROWS:
-            half = MAX_TRADE_ROWS // 2
-            parts.append(
-                f'<div class="sub">{n:,} trades: first and last {half} shown (all in trades.parquet)</div>'
-            )
-            shown = pd.concat([trades.head(half), trades.tail(half)])
-        view, cls = trades_view(shown, instrument_decimals(prices))
-        parts.append(_table(view, left=("symbol", "side", "exit"), classes=cls))
-    else:
-        parts.append('<div class="sub">no trades</div>')
+    parts += _trades_section(getattr(result, "trades", None), prices)
     if config_yaml:
         parts.append(
             "<h2>Config</h2><details><summary>config.yaml</summary><pre>"
@@ -402,3 +376,42 @@ def render_tearsheet(
         )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _chart_sections(charts: Mapping[str, bytes]) -> list[str]:
+    """Each chart as a titled inline PNG, the known charts first in ``CHART_NAMES`` order."""
+    order = [n for n in CHART_NAMES if n in charts] + [n for n in charts if n not in CHART_NAMES]
+    out = []
+    for name in order:
+        b64 = base64.b64encode(charts[name]).decode("ascii")
+        out.append(
+            f"<h2>{html.escape(CHART_TITLES.get(name, name.replace('_', ' ').capitalize()))}</h2>"
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
+        )
+    return out
+
+
+def _walk_forward_view(walk_forward: pd.DataFrame) -> pd.DataFrame:
+    """The walk-forward windows with their times as UTC dates and every figure formatted."""
+    wf = walk_forward.copy()
+    for c in ("train_ts_start", "test_ts_start", "test_ts_end"):
+        if c in wf:
+            wf[c] = [_datetime_text(v) for v in wf[c].astype("int64")]
+    return pd.DataFrame({c: [fmt_value(str(c), v) for v in wf[c]] for c in wf.columns})
+
+
+def _trades_section(trades: Optional[pd.DataFrame], prices: Optional[Mapping[str, tuple]]) -> list[str]:
+    """The trades table (the first and last ``MAX_TRADE_ROWS / 2`` of a long run)."""
+    n = 0 if trades is None else len(trades)
+    out = [f"<h2>Trades ({n:,})</h2>"]
+    if not n:
+        return out + ['<div class="sub">no trades</div>']
+    shown = trades
+    if n > MAX_TRADE_ROWS:
+        half = MAX_TRADE_ROWS // 2
+        out.append(
+            f'<div class="sub">{n:,} trades: first and last {half} shown (all in trades.parquet)</div>'
+        )
+        shown = pd.concat([trades.head(half), trades.tail(half)])
+    view, cls = trades_view(shown, instrument_decimals(prices))
+    return out + [_table(view, left=("symbol", "side", "exit"), classes=cls)]

@@ -5,10 +5,11 @@
 (``btsys.signals.ml``, ``btsys.signals.labels``) import scikit-learn lazily.
 """
 
+from btsys.signals.base import Signals
 from btsys.signals.rules import RuleError, evaluate_rule, parse_rule
 from btsys.signals.strategies import (
     STRATEGIES,
-    Signals,
+    Strategy,
     StrategyError,
     generate_scores,
     generate_signals,
@@ -19,6 +20,7 @@ __all__ = [
     "RuleError",
     "STRATEGIES",
     "Signals",
+    "Strategy",
     "StrategyError",
     "evaluate_rule",
     "generate_scores",

@@ -23,13 +23,13 @@ AFML 10.1's ``|2 Phi((p - 0.5) / sqrt(p (1 - p))) - 1|``, optionally discretised
 
 The final model (fitted on every labelled event, for inspection and MLflow) is never used for the
 signals; its purged K-fold scores (:class:`PurgedKFold`, ``cv_folds``) and the walk-forward
-fold scores go to ``Signals.model_info``; :func:`log_model_info` logs them to MLflow.
+fold scores go to ``Signals.model_info``; :func:`btsys.report.models.log_model_info` logs them to
+MLflow.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -38,7 +38,8 @@ import pandas as pd
 
 from btsys.features import NON_FEATURE_COLUMNS
 from btsys.signals import labels as L
-from btsys.signals.strategies import Signals, StrategyError
+from btsys.signals.base import Signals
+from btsys.signals.specs import StrategyError
 
 log = logging.getLogger("btsys.signals.ml")
 
@@ -163,7 +164,7 @@ def _importances(model, names: Sequence[str], X, y, w, seed: int) -> Dict[str, f
             model, X[-k:], y[-k:], n_repeats=3, random_state=seed, sample_weight=w[-k:]
         )
         imp = np.asarray(r.importances_mean, dtype=float)
-    return {n: float(v) for n, v in zip(names, imp)}
+    return {n: float(v) for n, v in zip(names, imp, strict=True)}
 
 
 def _scores(y_true, proba, weight=None) -> Dict[str, float]:
@@ -381,71 +382,3 @@ def ml_signals(p: Mapping[str, Any], frame: pd.DataFrame) -> Signals:
         model_info=info,
         indicators={"p_up": proba},
     )
-
-
-# --------------------------------------------------------------------------- MLflow
-def log_model_info(model_info: Optional[dict], artifact_name: str = "model", prefix: str = "") -> None:
-    """Log an ML strategy's fitted model and diagnostics to the ACTIVE MLflow run.
-
-    Logs the final model with ``mlflow.sklearn.log_model`` (name ``artifact_name``), the feature
-    importances (``ml/feature_importances.json`` and metrics ``importance.<feature>``), the
-    walk-forward and purged-CV fold scores (``ml/folds.json``; metrics ``ml_oos_*`` and per-fold
-    ``ml_fold_oos_*`` with ``step`` = fold). A ``None`` or model-less info logs what there is.
-    ``prefix`` (e.g. ``"BTCUSDT."``) goes before every metric name and ``ml/`` file name, so the
-    models of several symbols can share one run.
-    """
-    import mlflow
-
-    if model_info is None:
-        return
-    if mlflow.active_run() is None:
-        raise RuntimeError("log_model_info needs an active MLflow run (call it inside mlflow.start_run())")
-    metrics = {
-        f"{prefix}ml_oos_{k}": float(v)
-        for k, v in (model_info.get("oos") or {}).items()
-        if isinstance(v, (int, float)) and math.isfinite(v)
-    }
-    cv = model_info.get("cv_scores") or []
-    for key in ("accuracy", "auc", "log_loss"):
-        vals = [s[key] for s in cv if key in s]
-        if vals:
-            metrics[f"{prefix}ml_cv_{key}"] = float(np.mean(vals))
-    for name, v in (model_info.get("importances") or {}).items():
-        metrics[f"{prefix}importance.{name}"] = float(v)
-    if metrics:
-        items = list(metrics.items())
-        for i in range(0, len(items), 100):
-            mlflow.log_metrics(dict(items[i : i + 100]))
-    for f in model_info.get("fold_scores") or []:
-        for key in ("oos_accuracy", "oos_auc", "oos_log_loss"):
-            if key in f:
-                mlflow.log_metric(f"{prefix}ml_fold_{key}", float(f[key]), step=int(f["fold"]))
-    mlflow.log_dict(model_info.get("importances") or {}, f"ml/{prefix}feature_importances.json")
-    mlflow.log_dict(
-        {
-            "fold_scores": model_info.get("fold_scores") or [],
-            "cv_scores": cv,
-            "oos": model_info.get("oos") or {},
-            "features": model_info.get("features") or [],
-            "params": model_info.get("params") or {},
-        },
-        f"ml/{prefix}folds.json",
-    )
-    model = model_info.get("model")
-    if model is not None:
-        import mlflow.sklearn
-        from mlflow.models import infer_signature
-
-        ex = model_info.get("input_example")
-        kw = {}
-        if ex is not None:
-            kw["signature"] = infer_signature(ex, model.predict_proba(ex.to_numpy()))
-        # skops refuses tree node storage unless trusted; these are the types of the models this
-        # module fits itself (never of a file read from elsewhere)
-        mlflow.sklearn.log_model(model, name=artifact_name, skops_trusted_types=list(_TRUSTED_TYPES), **kw)
-
-
-_TRUSTED_TYPES = (
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-)

@@ -20,38 +20,20 @@ Conventions shared by every strategy:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
+from btsys import config as C
+from btsys.config import to_plain
 from btsys.features import FeatureError, compute_feature, parse_feature_name
 from btsys.signals import _strategies_nb as snb
+from btsys.signals.base import Signals
+from btsys.signals.ml import ml_signals
 from btsys.signals.rules import RuleError, evaluate_rule, parse_rule, rule_names
 from btsys.signals.specs import SPECS, StrategyError, check_params, close_array, rule_signals
-
-
-@dataclass
-class Signals:
-    """Signals aligned to the rows of the frame they were generated from.
-
-    ``entries``/``exits`` (and the optional short pair) are bool arrays: True = act on the
-    information at that bar's close. ``size`` is an optional per-bar bet size in [0, 1] (fraction
-    of the configured size), ``model_info`` what an ML strategy fitted (see
-    :func:`btsys.signals.ml.log_model_info`).
-    """
-
-    entries: np.ndarray
-    exits: np.ndarray
-    short_entries: Optional[np.ndarray] = None
-    short_exits: Optional[np.ndarray] = None
-    size: Optional[np.ndarray] = None
-    model_info: Optional[dict] = None
-    indicators: Dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.entries.shape[0])
 
 
 # --------------------------------------------------------------------------- config access
@@ -60,19 +42,15 @@ def strategy_params(strategy_cfg: Any) -> Dict[str, Any]:
 
     Accepts a Hydra node, a schema dataclass or a plain dict with ``name``.
     """
-    from btsys.config import STRATEGY_SCHEMAS, to_plain
-
     strategy_cfg = to_plain(strategy_cfg)
     if not isinstance(strategy_cfg, Mapping):
         raise StrategyError(
             f"strategy config must be a mapping with 'name', got {type(strategy_cfg).__name__}"
         )
     name = strategy_cfg.get("name")
-    if name not in STRATEGY_SCHEMAS:
-        raise StrategyError(
-            f"strategy.name {name!r} is not a known strategy; known: {sorted(STRATEGY_SCHEMAS)}"
-        )
-    schema = STRATEGY_SCHEMAS[name]
+    if name not in STRATEGIES:
+        raise StrategyError(f"strategy.name {name!r} is not a known strategy; known: {sorted(STRATEGIES)}")
+    schema = STRATEGIES[name].schema
     fields = {f.name: f for f in dataclasses.fields(schema)}
     unknown = set(strategy_cfg) - set(fields)
     if unknown:
@@ -173,12 +151,6 @@ def rule_columns(frame: pd.DataFrame, exprs) -> Dict[str, np.ndarray]:
     return env
 
 
-def _ml(p: Mapping, frame: pd.DataFrame) -> Signals:
-    from btsys.signals.ml import ml_signals
-
-    return ml_signals(p, frame)
-
-
 def _xs(p: Mapping, frame: pd.DataFrame) -> Signals:
     raise StrategyError(
         "strategy xs_momentum is cross-sectional: call btsys.signals.generate_scores("
@@ -186,15 +158,34 @@ def _xs(p: Mapping, frame: pd.DataFrame) -> Signals:
     )
 
 
-STRATEGIES = {
-    "ma_cross": _rule_kernel,  # long while SMA(fast) > SMA(slow) of close; short while below
-    "ema_cross": _rule_kernel,  # the same with EMAs
-    "rsi_reversion": _rule_kernel,  # buy below `lower`, sell above `exit`; shorts mirrored at `upper`
-    "bollinger_breakout": _rule_kernel,  # long above the upper band until below the middle band
-    "momentum": _rule_kernel,  # long while the `lookback`-bar log return > threshold; short < -threshold
-    "rule": rule,
-    "ml_classifier": _ml,
-    "xs_momentum": _xs,
+@dataclass(frozen=True)
+class Strategy:
+    """One strategy: its config schema (``btsys.config``, registered as ``strategy=<name>`` with
+    ``conf/strategy/<name>.yaml``) and its signal function ``(params, frame) -> Signals``."""
+
+    schema: type
+    signals: Callable[[Mapping[str, Any], pd.DataFrame], Signals]
+
+    @property
+    def name(self) -> str:
+        return self.schema.name
+
+
+#: Every strategy, by name: the one table (``strategy.name`` -> schema and signal function).
+STRATEGIES: Dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy(C.MaCrossConfig, _rule_kernel),  # long while SMA(fast) > SMA(slow); short while below
+        Strategy(C.EmaCrossConfig, _rule_kernel),  # the same with EMAs
+        Strategy(
+            C.RsiReversionConfig, _rule_kernel
+        ),  # buy below `lower`, sell above `exit`; shorts at `upper`
+        Strategy(C.BollingerBreakoutConfig, _rule_kernel),  # long above the upper band until the middle
+        Strategy(C.MomentumConfig, _rule_kernel),  # long while the lookback log return > threshold
+        Strategy(C.RuleConfig, rule),
+        Strategy(C.MlClassifierConfig, ml_signals),
+        Strategy(C.XsMomentumConfig, _xs),
+    )
 }
 
 
@@ -211,7 +202,7 @@ def generate_signals(strategy_cfg: Any, frame: pd.DataFrame) -> Signals:
     p = strategy_params(strategy_cfg)
     if not isinstance(frame, pd.DataFrame):
         raise StrategyError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
-    sig = STRATEGIES[p["name"]](p, frame)
+    sig = STRATEGIES[p["name"]].signals(p, frame)
     n = len(frame)
     for k in ("entries", "exits", "short_entries", "short_exits"):
         v = getattr(sig, k)

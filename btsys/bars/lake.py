@@ -1,17 +1,18 @@
-"""The bars stage as a Spark job: tick lake (Parquet) -> one bar table per symbol.
+"""Bars from the tick lake: one symbol's day files streamed in order -> its bar table in the store.
 
 Design (exact by construction): a bar may cross day, file and partition boundaries, and where a
 threshold bar closes depends on where the previous one closed (``>=`` with overflow discarded), so
-per-piece partial sums cannot be merged exactly without the carried state. Each symbol is one Spark
-task that streams its lake files in order through one :class:`~btsys.bars.api.BarStream`, carrying
-the kernel state from file to file; symbols run in parallel. Files are read with pyarrow inside the
+per-piece partial sums cannot be merged exactly without the carried state. Each symbol is one task
+(:func:`symbol_task`; the bars stage, :mod:`btsys.stages.bars`, runs one Spark task per symbol,
+in parallel) that streams its lake files in order through one :class:`~btsys.bars.api.BarStream`,
+carrying the kernel state from file to file. Files are read with pyarrow inside the
 Python worker (the Parquet decode dominates the cost; Spark's own reader is several times slower
 here) while the next file is prefetched on a thread, and the symbol's bar table is written by the
 task itself through the :class:`~btsys.storage.Storage`, so no tick ever reaches the driver.
 
 Each written table holds the completed bars plus, if the stream ended inside a bar, that trailing
 bar flagged ``is_partial=True``; :func:`load_bars` drops it unless ``keep_partial=True``. So the
-output does not depend on ``bars.keep_partial`` (which is why the pipeline leaves it out of the key).
+output does not depend on ``bars.keep_partial`` (which is why the stage leaves it out of the key).
 
 **Excluded days** (the data-quality policy, :mod:`btsys.data.quality`): bars are not built across
 an excluded day. The symbol's stream is cut into segments at its excluded days, whose ticks are
@@ -25,8 +26,6 @@ over that segment's ticks alone.
 from __future__ import annotations
 
 import contextlib
-import functools
-import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +38,6 @@ from btsys.bars.api import DAY_US, TICK_COLUMNS, BarsInputError, BarSpec, BarStr
 from btsys.data.lake import read_day
 from btsys.failpoint import failpoint
 from btsys.storage import Storage, storage_from_dict
-
-log = logging.getLogger(__name__)
 
 
 def bars_key(out_prefix: str, symbol: str) -> str:
@@ -148,10 +145,12 @@ def _arrow_threads(n: int):
             pa.set_cpu_count(old)
 
 
-def _symbol_task(
+def symbol_task(
     item: tuple[str, list[list[dict]]], spec_dict: dict, store_dict: dict, out_prefix: str, threads: int = 1
 ) -> dict:
-    """Spark task: bars of one symbol, written to the store; returns that symbol's small meta.
+    """The bars stage's Spark task: bars of one symbol, written to the store; returns that symbol's
+    small meta (``symbol``, ``path``, ``n_bars``, ``partial``, ``n_ticks``, ``n_files``, ``seconds``,
+    and ``segments``/``thresholds`` when there are several segments / dynamic thresholds).
 
     ``item`` is ``(symbol, segments)``: its lake files in stream order, cut at excluded days (one
     segment without exclusions; see the module docstring). ``threads``: cores this task may use
@@ -161,7 +160,7 @@ def _symbol_task(
     symbol, segments = item
     t0 = time.perf_counter()
     store = storage_from_dict(store_dict)
-    spec = BarSpec(**spec_dict)
+    spec = BarSpec.from_config(spec_dict)
     streams, tables = [], []
     with _arrow_threads(threads):
         failpoint("bars.task.read")
@@ -202,67 +201,6 @@ def _symbol_task(
         days = {d: v for st in streams for d, v in st.day_thresholds.items()}
         meta["thresholds"] = {_day_str(d): v for d, v in sorted(days.items())}
     return meta
-
-
-def run_bars(
-    spark,
-    bars_cfg: Any,
-    store: Storage,
-    ingest_entry: Any,
-    out_prefix: str,
-    excluded: Optional[Mapping[str, Iterable[str]]] = None,
-) -> dict:
-    """Bars stage: one Spark task per symbol over the lake files listed by the ingest entry.
-
-    Parameters
-    ----------
-    spark : SparkSession
-    bars_cfg : the ``bars`` config node (or mapping / :class:`BarSpec`)
-    store : Storage holding the lake; bars are written to it too
-    ingest_entry : CacheEntry (or its ``meta`` dict) whose ``meta["partitions"]`` lists
-        ``{"market", "symbol", "date", "path", "rows"}``
-    out_prefix : storage prefix to write under (``{out_prefix}/symbol={SYM}/bars.parquet``)
-    excluded : ``{symbol: [date, ...]}`` days left out, bars restarting after each (module docstring)
-
-    Returns
-    -------
-    dict
-        ``{"kind": ..., "symbols": {SYM: {"path", "n_bars", "partial", "n_ticks", "n_files", ...}}}``
-    """
-    spec = bars_cfg if isinstance(bars_cfg, BarSpec) else BarSpec.from_config(bars_cfg)
-    meta_in = ingest_entry if isinstance(ingest_entry, Mapping) else getattr(ingest_entry, "meta", None)
-    if not isinstance(meta_in, Mapping) or "partitions" not in meta_in:
-        raise BarsInputError("ingest entry has no meta['partitions'] listing the tick lake files")
-    groups = plan_symbols(list(meta_in["partitions"]))
-    excluded = excluded or {}
-    segs = {sym: split_segments(parts, excluded.get(sym)) for sym, parts in groups.items()}
-    # biggest symbols first, so they do not start last
-    items = sorted(segs.items(), key=lambda kv: -sum(int(p.get("rows") or 0) for s in kv[1] for p in s))
-    out = {"kind": spec.kind, "symbols": {}}
-    if not items:
-        return out
-    # cores per concurrently running task: all of them when one symbol runs alone (the decode
-    # of its files is multi-threaded), one each when there are at least as many symbols as cores
-    par = max(1, int(spark.sparkContext.defaultParallelism))
-    threads = max(1, par // min(len(items), par))
-    fn = functools.partial(
-        _symbol_task,
-        spec_dict=spec.to_dict(),
-        store_dict=store.to_dict(),
-        out_prefix=out_prefix,
-        threads=threads,
-    )
-    t0 = time.perf_counter()
-    results = spark.sparkContext.parallelize(items, len(items)).map(fn).collect()
-    for r in sorted(results, key=lambda r: r["symbol"]):
-        out["symbols"][r.pop("symbol")] = r
-    log.info(
-        "bars: %d symbols, %d ticks in %.2fs",
-        len(results),
-        sum(r["n_ticks"] for r in results),
-        time.perf_counter() - t0,
-    )
-    return out
 
 
 def load_bars(store: Storage, entry: Any, symbol: str, keep_partial: bool = False) -> pd.DataFrame:
