@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from btsys.backtest.ticks import FrameTrades
-from btsys.bar_trades import LakeTrades
 from btsys.bars.api import BarSpec, BarStream, build_bars
 from btsys.data import lake
 from btsys.data.lake import Series, read_trade_ranges, write_day
 from btsys.errors import TradesMissing
+from btsys.stages.bar_trades import LakeTrades
 from btsys.storage import LocalStorage
 
 DAY = 86_400_000_000

@@ -6,7 +6,7 @@ indices ``bars`` it returns the trades of each bar in (ts, trade_id) order, bar 
 ``engine.simulate``); where the trades come from is the source's business:
 
 * :class:`FrameTrades`: trades in memory (a tick table), e.g. in notebooks and tests;
-* ``btsys.bar_trades.LakeTrades``: the tick lake the bars were built from (the pipeline).
+* ``btsys.stages.bar_trades.LakeTrades``: the tick lake the bars were built from (the pipeline).
 
 Both find a bar's trades by its ``first_trade_id`` / ``last_trade_id`` (bar-table columns) and
 check that they are exactly ``n_ticks`` trades: a bar whose trades are not all there stops the
@@ -77,6 +77,44 @@ def bar_ids(bars: pd.DataFrame, who: str) -> dict:
     for c, dt in (("ts_open", np.int64), ("ts_close", np.int64), ("open", np.float64), ("close", np.float64)):
         out[c] = bars[c].to_numpy(dt) if c in bars.columns else None
     return out
+
+
+def trade_source(intrabar: str, ticks: Any, bars: Optional[pd.DataFrame]) -> Optional[TradeSource]:
+    """The trade source of a ``simulate`` call: None for ``intrabar="ohlc"``; ``ticks`` itself when
+    it is a source (callable); a :class:`FrameTrades` over a tick table and the bar table."""
+    if intrabar != "ticks":
+        if ticks is not None:
+            raise ValueError("simulate: `ticks` is only read with intrabar='ticks'")
+        return None
+    if callable(ticks):
+        return ticks
+    if ticks is None:
+        raise ValueError(
+            "simulate: intrabar='ticks' needs `ticks`: the bars' trades (a tick table with ts, trade_id, "
+            "price) or a trade source such as btsys.stages.bar_trades.LakeTrades"
+        )
+    if bars is None:
+        raise ValueError(
+            "simulate: intrabar='ticks' with a tick table needs `close` to be the bar table (with "
+            f"{', '.join(TRADE_ID_COLUMNS)}) to find each bar's trades"
+        )
+    return FrameTrades(ticks, bars)
+
+
+def funding_instants(ts_close: np.ndarray, ft: Optional[np.ndarray], fr: Optional[np.ndarray]):
+    """Funding events as per-bar instants ``(offsets n+1, times, rates)``: bar i's are
+    ``times[offsets[i]:offsets[i+1]]``, an event belonging to the first bar whose close is at or
+    after it (its trade at or after the instant); events after the last bar are dropped."""
+    n = ts_close.shape[0]
+    if ft is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    order = np.argsort(ft, kind="stable")
+    ft, fr = ft[order], fr[order]
+    bar = np.searchsorted(ts_close, ft, side="left")
+    keep = bar < n
+    ft, fr, bar = ft[keep], fr[keep], bar[keep]
+    off = np.searchsorted(bar, np.arange(n + 1), side="left").astype(np.int64)
+    return off, np.ascontiguousarray(ft, dtype=np.int64), np.ascontiguousarray(fr, dtype=np.float64)
 
 
 class FrameTrades:
