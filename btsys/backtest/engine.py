@@ -276,8 +276,8 @@ def simulate(
         ``direction="short"/"both"``). An entry and an exit on the same bar cancel each other.
     open, high, low : default to ``close`` (then stops can only trigger at closes/opens).
     init_cash : quote currency.
-    fees : taker fee fraction (all orders are market orders); ``fee_fixed`` quote per order;
-        ``min_fee`` per order; ``maker_fee``: resting limits (the take profit with ``intrabar="ticks"``).
+    fees : taker fee fraction (market orders and stops); ``fee_fixed`` quote per order; ``min_fee``
+        per order; ``maker_fee``: resting limits (the take profit, limit entries).
     slippage : fraction of price against the order; ``slippage_impact`` adds
         ``impact * (qty / volume_of_last_completed_bar) ** impact_exponent`` (needs ``volume``).
     fill : ``"next_open"`` (signal at bar i fills at open[i+1]; no next bar, no fill) or ``"close"``.
@@ -285,9 +285,12 @@ def simulate(
         ``size_mode`` ``qty`` (default for finite size), ``notional``, ``percent`` (margin as a
         fraction of equity) or ``vol_target`` (annual vol target; realised vol over ``vol_window``
         bars). ``min_qty``: smaller orders are skipped; ``step``: quantities round down to it.
-    leverage, maintenance_margin : isolated margin; liquidation at the liquidation price.
+    leverage, maintenance_margin : isolated margin; a liquidation (at the liquidation price) loses
+        the position's margin.
     stop_loss, take_profit, trailing_stop : fractions from the entry (trailing: from the best
-        price since entry), resolved inside the bar from high/low, the worse first.
+        price since entry), resolved inside the bar from high/low, the worse first (or from the
+        bar's trades, ``intrabar="ticks"``); the take profit is a resting limit (at the target,
+        maker fee, ``fill_rule``).
     time_stop : exit after this many bars in a position; cooldown : bars after an exit during which
         no entry fills; max_position : notional cap (quote); max_leverage : notional / equity cap;
         max_drawdown : kill switch (fraction from the equity peak) that flattens and stops trading.
@@ -304,8 +307,8 @@ def simulate(
         (:mod:`btsys.backtest.ticks`, e.g. ``btsys.stages.bar_trades.LakeTrades``). Only the bars needed
         are asked for; missing trades raise :class:`~btsys.errors.TradesMissing`. The result's
         ``intrabar`` dict and metrics add :data:`INTRABAR_METRICS` (against the same run with
-        ``"ohlc"``). ``fill_rule``: resting limits (limit entries; the take profit with ``"ticks"``)
-        fill on a trade beyond their price (``"through"``) or at it (``"touch"``).
+        ``"ohlc"``). ``fill_rule``: resting limits (the take profit, limit entries) fill on a
+        trade (``"ohlc"``: a range) beyond their price (``"through"``) or at it (``"touch"``).
     order_type, limit_offset, time_in_force : ``"market"`` entries fill at the next open (or the
         close); ``"limit"`` entries rest at ``close * (1 -/+ limit_offset)`` from the bar after the
         signal for ``time_in_force`` bars (README, "Limit entry orders"; maker fee, no slippage;

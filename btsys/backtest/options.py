@@ -161,7 +161,7 @@ OPTIONS: tuple[Option, ...] = (
         "through | touch",
         "through",
         choices=FILL_RULE_NAMES,
-        sweepable=False,  # limit entries: single-symbol runs only
+        sweepable=False,  # a fill convention, not a strategy parameter
     ),
     Option(
         "backtest.direction",
@@ -172,7 +172,7 @@ OPTIONS: tuple[Option, ...] = (
         choices=DIRECTION_NAMES,
     ),
     Option("backtest.fees.taker", "fees", Param.FEE, _FRACTION + " of notional", 0.0005, hi=1.0),
-    # resting limits pay it: the take profit with intrabar=ticks
+    # resting limits pay it: the take profit and limit entries
     Option(
         "backtest.fees.maker",
         "maker_fee",
