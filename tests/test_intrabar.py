@@ -262,3 +262,25 @@ def test_future_trades_do_not_change_the_past(rule):
     np.testing.assert_array_equal(oa[oa["idx"] < k], ob[ob["idx"] < k])
     np.testing.assert_array_equal(a.equity[:k], b.equity[:k])
     assert not np.array_equal(a.equity, b.equity[: len(a.equity)])
+
+
+def test_a_window_reads_the_trades_of_its_own_bars():
+    """``window=(a, b)`` asks the source for bar indices of the whole table: the run equals the
+    same run over the bars a..b alone."""
+    ticks, bars, sig, funding, r = case(5, "all", "both")  # tick bars
+    a, b = len(bars) // 4, len(bars) * 3 // 4
+    le, lx, se, sx = sig
+    kw = dict(
+        stop_loss=r.stop_loss, take_profit=r.take_profit, trailing_stop=r.trailing_stop, direction="both"
+    )
+    win = simulate(
+        bars, le, lx, short_entries=se, short_exits=sx, window=(a, b), intrabar="ticks", ticks=ticks, **kw
+    )
+    part = bars.iloc[a:b].reset_index(drop=True)
+    w = slice(a, b)
+    alone = simulate(
+        part, le[w], lx[w], short_entries=se[w], short_exits=sx[w], intrabar="ticks", ticks=ticks, **kw
+    )
+    np.testing.assert_array_equal(win.equity, alone.equity)
+    np.testing.assert_array_equal(win.order_records["price"], alone.order_records["price"])
+    assert win.intrabar["intrabar_bars"] == alone.intrabar["intrabar_bars"] > 0
