@@ -344,6 +344,14 @@ class RiskConfig:
 
 
 @dataclass
+class OrdersConfig:
+    type: str = "market"  # market | limit: entries at the next open, or resting limits
+    offset_bps: float = 0.0  # limit entries: distance from the signal close, basis points
+    time_in_force_bars: int = 1  # limit entries: bars active, from the bar after the signal
+    fill_rule: str = "through"  # through | touch: resting limits fill beyond their price, or at it
+
+
+@dataclass
 class SplitConfig:
     """Walk-forward windows in bars (see btsys.backtest.split)."""
 
@@ -360,6 +368,8 @@ class SplitConfig:
 class BacktestConfig:
     init_cash: float = 10_000.0
     fill: str = "next_open"  # next_open | close (choices: btsys.backtest.options)
+    intrabar: str = "ohlc"  # ohlc | ticks: bars that reach a level are resolved from their trades
+    orders: OrdersConfig = field(default_factory=OrdersConfig)
     direction: str = "long"  # long | short | both
     fees: FeesConfig = field(default_factory=FeesConfig)
     slippage: SlippageConfig = field(default_factory=SlippageConfig)

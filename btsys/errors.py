@@ -55,6 +55,10 @@ class DataError(UserError, ValueError):
     """Input data cannot be used as it is (names the file or row)."""
 
 
+class TradesMissing(DataError):
+    """The trades of a bar are not where the bar says (``intrabar=ticks``): names the bar and day."""
+
+
 class TrackingError(UserError, RuntimeError):
     """The MLflow tracking store cannot be used (names ``mlflow.tracking_uri``)."""
 

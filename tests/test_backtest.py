@@ -205,8 +205,8 @@ def test_long_liquidation_at_liquidation_price():
     assert r.order_records["kind"][1] == OrderKind.LIQUIDATION
     assert r.orders["idx"][1] == 2
     assert r.orders["price"][1] == pytest.approx(liq)
-    # remaining maintenance margin returns: margin 100 + 10 * (liq - 100)
-    assert r.final_value == pytest.approx(10_000 + 10 * (liq - 100))
+    # the isolated margin (10 * 100 / 10) is lost, nothing returns (no fee either)
+    assert r.final_value == pytest.approx(10_000 - 100)
     assert r.position[2] == 0.0
 
 
@@ -227,8 +227,8 @@ def test_short_liquidation_and_gap_through_level():
     )
     liq = 100 * (1 + 0.2) / (1 + 0.005)
     assert r.order_records["kind"][1] == OrderKind.LIQUIDATION
-    assert r.orders["price"][1] == pytest.approx(liq)  # gapped through: filled at the level
-    assert r.final_value == pytest.approx(10_000 - 10 * (liq - 100))
+    assert r.orders["price"][1] == pytest.approx(liq)  # gapped through: recorded at the level
+    assert r.final_value == pytest.approx(10_000 - 10 * 100 / 5)  # the isolated margin is lost
 
 
 # --------------------------------------------------------------------------- stops
@@ -273,7 +273,7 @@ def test_short_stops_mirror():
     assert r.orders["price"][1] == pytest.approx(102.0)
     r = simulate(c, sig(4, 0), sig(4), take_profit=0.05, **kw)
     assert r.orders["price"][1] == pytest.approx(95.0)
-    assert r.final_value == pytest.approx(10_005.0)
+    assert r.final_value == pytest.approx(10_005.0 - 95.0 * 0.0002)  # a resting limit: maker fee
 
 
 def test_trailing_stop_from_previous_highs():

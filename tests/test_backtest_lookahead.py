@@ -51,7 +51,8 @@ CASES = {
     "stops": {"stop_loss": 0.01, "take_profit": 0.02, "trailing_stop": 0.015},
     "time_cooldown": {"time_stop": 5, "cooldown": 3},
     "kill_switch": {"max_drawdown": 0.1},
-    "liquidation": {"leverage": 25.0, "maintenance_margin": 0.01},
+    # a liquidation loses the isolated margin: a fifth of equity per position keeps the run trading
+    "liquidation": {"leverage": 25.0, "maintenance_margin": 0.01, "size": 0.2, "size_mode": "percent"},
     "caps": {"max_position": 3000.0, "max_leverage": 0.5},
     "impact_fees": {"slippage_impact": 0.2, "fee_fixed": 0.5, "min_fee": 1.0},
     "funding": {"funding": True},

@@ -47,6 +47,7 @@ from typing import NamedTuple, get_type_hints
 import numpy as np
 from numba import njit, prange
 
+from btsys.backtest._intrabar_nb import funding_until_nb, reaches_nb, walk_trades_nb
 from btsys.backtest.enums import DAY_US, OPEN_TRADE, Check, Metric, OrderKind, Param, SizeMode
 
 _SQRT365 = math.sqrt(365.0)
@@ -101,6 +102,11 @@ class Params(NamedTuple):
     max_dd_kill: float
     allow_long: bool
     allow_short: bool
+    maker: float  # maker fee: resting limits (limit entries; the take profit with intrabar=ticks)
+    touch: bool  # a resting limit fills at its price (else only beyond it)
+    limit: bool  # entries are limit orders
+    offset: float  # a limit entry's distance from the signal close (fraction)
+    tif: int  # bars a limit entry stays active
 
 
 class Position(NamedTuple):
@@ -246,7 +252,24 @@ def params_nb(p):
         p[Param.MAX_DRAWDOWN],
         p[Param.DIRECTION] != 1.0,  # long or both
         p[Param.DIRECTION] != 0.0,  # short or both
+        p[Param.MAKER_FEE],
+        p[Param.FILL_RULE] == 1.0,
+        p[Param.ORDER_TYPE] == 1.0,
+        p[Param.LIMIT_OFFSET],
+        int(p[Param.TIME_IN_FORCE]),
     )
+
+
+@_jit
+def fill_params_nb(prm, fee):
+    """``prm`` for a limit's fill: no slippage or impact, the fee rate ``fee`` (maker, or taker
+    for a limit marketable when it becomes active)."""
+    return Params(
+        prm.init_cash, fee, prm.fee_fixed, prm.min_fee, 0.0, 0.0, prm.impact_exp, prm.fill_close,
+        prm.size_mode, prm.size, prm.min_qty, prm.step, prm.lev, prm.mmr, prm.sl, prm.tp, prm.tsl,
+        prm.time_stop, prm.cooldown, prm.max_pos, prm.max_lev, prm.max_dd_kill, prm.allow_long,
+        prm.allow_short, prm.maker, prm.touch, prm.limit, prm.offset, prm.tif,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- entry sizing
@@ -358,7 +381,7 @@ def _target_nb(side, pe, tp):
 
 
 @_jit
-def intrabar_exit_nb(side, o, h, lo, pe, extreme, sl, tp, tsl, liq):
+def intrabar_exit_nb(side, o, h, lo, pe, extreme, sl, tp, tsl, liq, touch):
     """Exit triggered inside a bar: ``(kind, raw price)``, kind -1 when none.
 
     ``extreme`` is the best price since entry *before* this bar (highest high for a long, lowest
@@ -368,15 +391,15 @@ def intrabar_exit_nb(side, o, h, lo, pe, extreme, sl, tp, tsl, liq):
     prot, kp = _protective_nb(side, pe, extreme, sl, tsl, liq)
     tpl = _target_nb(side, pe, tp)
     best, worst = (h, lo) if side > 0 else (lo, h)
-    if _beyond_nb(side, o, tpl):
-        return OrderKind.TAKE_PROFIT, o
+    if _past_nb(side, o, tpl) or (touch and o == tpl):  # a resting limit: at its price
+        return OrderKind.TAKE_PROFIT, tpl
     if kp >= 0 and _beyond_nb(-side, o, prot):  # gap through the protective level
         if kp == OrderKind.LIQUIDATION or (liq > 0.0 and _beyond_nb(-side, o, liq)):
             return OrderKind.LIQUIDATION, liq
         return kp, o
     if kp >= 0 and _beyond_nb(-side, worst, prot):
         return kp, prot
-    if _beyond_nb(side, best, tpl):
+    if _past_nb(side, best, tpl) or (touch and best == tpl):
         return OrderKind.TAKE_PROFIT, tpl
     return -1, 0.0
 
@@ -481,13 +504,19 @@ def open_position_nb(
 
 @_helper
 def close_position_nb(cash, lg, col, row, bar, ts_i, kind, px, ps, prm):
-    """Close the whole position at ``px``: fee, pnl and trade statistics, the order and trade
-    records; returns ``(cash, flat position)`` (its last exit at ``bar``)."""
+    """Close the whole position at ``px`` paying the taker fee: fee, pnl and trade statistics,
+    the order and trade records; returns ``(cash, flat position)`` (its last exit at ``bar``)."""
+    f = fee_nb(abs(ps.size) * px, prm.fee, prm.fee_fixed, prm.min_fee)
+    return settle_nb(cash, lg, col, row, bar, ts_i, kind, px, ps.size * (px - ps.price), f, ps)
+
+
+@_helper
+def settle_nb(cash, lg, col, row, bar, ts_i, kind, px, gross, f, ps):
+    """Close the whole position recorded at ``px`` with the gross pnl ``gross`` and the fee ``f``
+    (:func:`close_position_nb`; a liquidation loses the margin: ``gross = -margin``, no fee)."""
     q = abs(ps.size)
     side = -1 if ps.size > 0.0 else 1
     notional = q * px
-    f = fee_nb(notional, prm.fee, prm.fee_fixed, prm.min_fee)
-    gross = ps.size * (px - ps.price)
     pnl = gross - ps.fee - f - ps.funding
     acc = lg.acc
     acc[_Acc.FEES] += f
@@ -535,14 +564,25 @@ def stop_exit_nb(cash, lg, col, row, bar, ts_i, o, h, lo, vol_ref, ps, prm):
     """Phase 2: the intra-bar exit (stop, trailing stop, target, liquidation) of a position whose
     levels the bar reaches (:func:`stop_hit_nb`); ``(cash, position)``."""
     side = 1 if ps.size > 0.0 else -1
-    k, px_raw = intrabar_exit_nb(side, o, h, lo, ps.price, ps.extreme, prm.sl, prm.tp, prm.tsl, ps.liq)
+    k, px_raw = intrabar_exit_nb(
+        side, o, h, lo, ps.price, ps.extreme, prm.sl, prm.tp, prm.tsl, ps.liq, prm.touch
+    )
     if k < 0:
         return cash, ps
-    if k == OrderKind.LIQUIDATION:
-        px = px_raw
-    else:
-        px = slip_price_nb(px_raw, -side, prm.slip, prm.impact, prm.impact_exp, abs(ps.size), vol_ref)
-    return close_position_nb(cash, lg, col, row, bar, ts_i, k, px, ps, prm)
+    return bar_exit_nb(cash, lg, col, row, bar, ts_i, k, px_raw, vol_ref, ps, prm)
+
+
+@_helper
+def bar_exit_nb(cash, lg, col, row, bar, ts_i, kind, px_raw, vol_ref, ps, prm):
+    """Close the position for an intra-bar exit (README, "Intrabar fills"): a liquidation loses the
+    isolated margin (no fee), the take profit is a resting limit (at its price, maker fee, no
+    slippage), stops are stop-market orders (``px_raw`` moved by the slippage, taker fee)."""
+    if kind == OrderKind.LIQUIDATION:
+        return settle_nb(cash, lg, col, row, bar, ts_i, kind, px_raw, -ps.margin, 0.0, ps)
+    if kind == OrderKind.TAKE_PROFIT:
+        fee = fee_nb(abs(ps.size) * px_raw, prm.maker, prm.fee_fixed, prm.min_fee)
+        return settle_nb(cash, lg, col, row, bar, ts_i, kind, px_raw, ps.size * (px_raw - ps.price), fee, ps)
+    return exit_at_nb(cash, lg, col, row, bar, ts_i, kind, px_raw, vol_ref, ps, prm)
 
 
 @_inline
@@ -871,6 +911,22 @@ def first_bad_input_nb(ts, open_, high, low, close, check):
 
 
 # --------------------------------------------------------------------------- one asset
+class Ticks(NamedTuple):
+    """The trades inside bars for ``intrabar="ticks"`` (every array of length 0 for ``ohlc``), and
+    what a run reports about them (``out``, ``need``). See :func:`simulate_ticks_nb`."""
+
+    lo: np.ndarray  # int64 per bar: its first trade in ``ts``/``price``; -1: not loaded
+    hi: np.ndarray  # int64 per bar: one past its last trade
+    ts: np.ndarray  # int64 µs, the loaded bars' trades in (ts, trade_id) order
+    price: np.ndarray  # float64
+    f_off: np.ndarray  # int64 n+1: bar i's funding instants are f_ts[f_off[i]:f_off[i+1]]; or length 0
+    f_ts: np.ndarray  # int64 µs
+    f_rate: np.ndarray  # float64
+    # int64 [bars resolved from trades, intrabar disagreements, bars not loaded, limits expired]
+    out: np.ndarray
+    need: np.ndarray  # bool per bar: its trades were needed but not loaded
+
+
 class Bars(NamedTuple):
     """A single asset's inputs (see :func:`simulate_nb`)."""
 
@@ -887,6 +943,22 @@ class Bars(NamedTuple):
     funding: np.ndarray
     vol_est: np.ndarray
     scale: np.ndarray
+    tk: Ticks
+
+
+class Limit(NamedTuple):
+    """A limit entry decided at a close (``backtest.orders.type=limit``), active from ``first``
+    (the next bar) through ``last`` (its time in force) until it fills."""
+
+    side: int  # 0: none
+    price: float
+    first: int
+    last: int
+    scale: float  # bet size of the decision bar
+    vol_est: float  # volatility known at the decision bar (vol_target sizing)
+
+
+_NO_LIMIT = Limit(0, 0.0, -1, -1, 1.0, 0.0)
 
 
 class Sim(NamedTuple):
@@ -901,6 +973,7 @@ class Sim(NamedTuple):
     n_exposed: int  # bars ending with a position
     eq: float  # the last bar's equity
     t_prev: int  # the last bar's time (order check)
+    lim: Limit  # the limit entry waiting for its fill
 
 
 @_inline
@@ -986,28 +1059,232 @@ def _close_phase_nb(cash, lg, bars, i, dx, dk, dd, ps, prm):
 
 
 @_inline
+def _pay_funding_nb(cash, lg, ps, paid):
+    """Funding ``paid`` (negative: received) by the position, out of cash."""
+    lg.acc[_Acc.FUNDING] += paid
+    return cash - paid, _position(
+        ps, ps.size, ps.margin, ps.funding + paid, ps.extreme, ps.prot, ps.last_exit
+    )
+
+
+@_inline
+def _fixed_stop_nb(ps, prm):
+    """The stop-loss level of a position (-inf / +inf: none), without trailing or liquidation."""
+    side = 1.0 if ps.size > 0.0 else -1.0
+    return ps.price * (1.0 - side * prm.sl) if prm.sl > 0.0 else -side * np.inf
+
+
+@_helper
+def _funding_span_nb(tk, i):
+    """``(first, end)`` of bar ``i``'s funding instants in ``tk.f_ts`` (none without funding)."""
+    if tk.f_off.shape[0] == 0:
+        return 0, 0
+    return tk.f_off[i], tk.f_off[i + 1]
+
+
+@_helper
+def _pre_open_ticks_nb(cash, lg, bars, i, ps):
+    """``intrabar="ticks"``, before the open's fills: the funding instants up to the bar's first
+    trade, on the position held then at the previous close. ``(cash, position, next instant)``."""
+    tk = bars.tk
+    f, f_end = _funding_span_nb(tk, i)
+    if f < f_end and ps.size != 0.0:
+        j0 = tk.lo[i]
+        if j0 < 0:
+            tk.need[i] = True
+            return cash, ps, f_end
+        paid, f = funding_until_nb(ps.size, bars.close[i - 1], tk.f_ts, tk.f_rate, f, f_end, tk.ts[j0])
+        cash, ps = _pay_funding_nb(cash, lg, ps, paid)
+    return cash, ps, f
+
+
+@_helper
+def _in_bar_ticks_nb(cash, lg, bars, i, ps, f, prm):
+    """Phases 2 and 3 from the bar's trades (``intrabar="ticks"``), when its range reaches a level
+    or a funding instant falls in it (:func:`_walk_nb`). A bar whose trades are not loaded is
+    marked in ``tk.need`` and resolved by the bar rules for this pass (the caller loads it and
+    runs again)."""
+    tk = bars.tk
+    _, f_end = _funding_span_nb(tk, i)
+    stop = _fixed_stop_nb(ps, prm)
+    reach = ps.guarded and reaches_nb(
+        ps.size, bars.high[i], bars.low[i], stop, ps.tgt, ps.liq, ps.extreme, prm.tsl
+    )
+    if not (f < f_end or reach):
+        return cash, ps
+    if tk.lo[i] < 0:
+        tk.need[i] = True
+        tk.out[2] += 1
+        return _in_bar_nb(cash, lg, bars, i, ps, prm)
+    # a position entered at this first trade has its levels from the next one
+    at = tk.lo[i] if (ps.row == i and not prm.fill_close) else -1
+    return _walk_nb(cash, lg, bars, i, ps, at, f, True, prm)
+
+
+@_helper
+def _walk_nb(cash, lg, bars, i, ps, entered_at, f, compare, prm):
+    """The position through bar ``i``'s (loaded) trades, from the one after ``entered_at`` (-1:
+    held from before the bar, all of them): funding at its instants, then the first exit
+    (:func:`walk_trades_nb`). ``compare``: count a disagreement with the bar rules' exit."""
+    tk = bars.tk
+    _, f_end = _funding_span_nb(tk, i)
+    j0, j1 = tk.lo[i], tk.hi[i]
+    start, prev = j0, (bars.close[i - 1] if i > 0 else tk.price[j0])
+    if entered_at >= 0:
+        start, prev = entered_at + 1, tk.price[entered_at]
+        while f < f_end and tk.f_ts[f] <= tk.ts[entered_at]:
+            f += 1  # before the entry
+    stop = _fixed_stop_nb(ps, prm)
+    kind, j, px, ext, paid, f = walk_trades_nb(
+        ps.size, tk.ts, tk.price, start, j1, prev, stop, ps.tgt, ps.liq, ps.extreme, prm.tsl, prm.touch,
+        tk.f_ts, tk.f_rate, f, f_end,
+    )  # fmt: skip
+    tk.out[0] += 1
+    if compare:
+        side = 1 if ps.size > 0.0 else -1
+        o, h, lo = bars.open[i], bars.high[i], bars.low[i]
+        k_bar, _ = intrabar_exit_nb(
+            side, o, h, lo, ps.price, ps.extreme, prm.sl, prm.tp, prm.tsl, ps.liq, prm.touch
+        )
+        tk.out[1] += k_bar != kind
+    if paid != 0.0:
+        cash, ps = _pay_funding_nb(cash, lg, ps, paid)
+    if kind >= 0:  # a stop-market at the trade's price, the target at its price, a liquidation
+        vol_ref = _at(bars.volume, i - 1, 0.0) if i > 0 else 0.0
+        return bar_exit_nb(cash, lg, 0, i, i, bars.ts[i], kind, px, vol_ref, ps, prm)
+    if prm.tsl > 0.0:  # the best price of the trades walked
+        ext, prot = trailed_nb(ps.size, ps.extreme, ps.prot_fix, ext, ext, prm.tsl)
+        ps = _position(ps, ps.size, ps.margin, ps.funding, ext, prot, ps.last_exit)
+    return cash, ps
+
+
+@_helper
+def _limit_fill_nb(cash, lg, bars, i, lim, px, fee, ps, prm):
+    """A limit entry filled at ``px`` with the fee rate ``fee`` (no slippage): ``(cash, position)``."""
+    return open_position_nb(
+        cash, lg, 0, i, i, bars.ts[i], lim.side, px, cash, cash, 0.0, lim.vol_est, lim.scale, ps,
+        fill_params_nb(prm, fee),
+    )  # fmt: skip
+
+
+@_inline
+def _limit_hit_nb(side, limit, p, touch):
+    """A price ``p`` (a trade, or the bar's low/high) beyond a ``side`` limit (or at it: ``touch``)."""
+    return side * (limit - p) > 0.0 or (touch and p == limit)
+
+
+@_helper
+def _limit_bar_nb(cash, lg, bars, i, lim, ps, prm):
+    """A limit entry filled inside bar ``i`` by the bar rules (``ohlc``, or a ``ticks`` pass that
+    lacks the bar's trades): the new position's protective levels then meet the rest of the range
+    (the worse case), its target waits for the next bar."""
+    side, px = lim.side, lim.price
+    cash, ps = _limit_fill_nb(cash, lg, bars, i, lim, px, prm.maker, ps, prm)
+    if ps.size != 0.0 and ps.guarded:
+        h, lo = (px, bars.low[i]) if side > 0 else (bars.high[i], px)
+        vol_ref = _at(bars.volume, i - 1, 0.0) if i > 0 else 0.0
+        cash, ps = stop_exit_nb(cash, lg, 0, i, i, bars.ts[i], px, h, lo, vol_ref, ps, prm)
+    return cash, ps
+
+
+@_helper
+def _limit_phase_nb(cash, lg, bars, i, lim, ps, f, prm):
+    """A flat bar with an active limit entry (README, "Limit entry orders"): marketable at the
+    bar's first trade when the bar is its first (a taker fill at that trade, then the bar as after
+    a market entry), else filled at its price with the maker fee by the first trade beyond it
+    (``touch``: at it), from the bar's range (:func:`_limit_bar_nb`) or its trades (``ticks``: the
+    rest of the bar is then walked). ``(cash, position, limit left, trail)``: ``trail`` False after
+    a fill inside the bar (the bar's best price may come before it: it does not move the trailing
+    stop; with trades, the walk after the fill did)."""
+    side, px, o = lim.side, lim.price, bars.open[i]
+    tk = bars.tk
+    ticks = tk.lo.shape[0] > 0
+    if i == lim.first and side * (o - px) <= 0.0:
+        cash, ps = _limit_fill_nb(cash, lg, bars, i, lim, o, prm.fee, ps, prm)
+        if ps.size != 0.0:
+            if ticks:
+                cash, ps = _in_bar_ticks_nb(cash, lg, bars, i, ps, f, prm)
+            else:
+                cash, ps = _in_bar_nb(cash, lg, bars, i, ps, prm)
+        return cash, ps, _NO_LIMIT, True
+    if not _limit_hit_nb(side, px, bars.low[i] if side > 0 else bars.high[i], prm.touch):
+        return cash, ps, lim, True
+    if ticks and tk.lo[i] < 0:
+        tk.need[i] = True
+        tk.out[2] += 1
+    if not ticks or tk.lo[i] < 0:
+        cash, ps = _limit_bar_nb(cash, lg, bars, i, lim, ps, prm)
+        return cash, ps, _NO_LIMIT, False
+    j = tk.lo[i] + (1 if i == lim.first else 0)  # the first trade was checked above
+    while j < tk.hi[i] and not _limit_hit_nb(side, px, tk.price[j], prm.touch):
+        j += 1
+    if j == tk.hi[i]:
+        return cash, ps, lim, True
+    cash, ps = _limit_fill_nb(cash, lg, bars, i, lim, px, prm.maker, ps, prm)
+    if ps.size != 0.0:
+        cash, ps = _walk_nb(cash, lg, bars, i, ps, j, f, False, prm)
+    return cash, ps, _NO_LIMIT, False
+
+
+@_inline
+def _limit_at_close_nb(lim, bars, i, dd, halted, prm):
+    """At bar ``i``'s close: the limit entry expires after its last bar (counted in
+    ``tk.out[3]``) or is cancelled by the kill switch; a new entry decision ``dd`` replaces it
+    with a limit at ``close * (1 -/+ offset)``. Returns ``(limit, market entry side)``."""
+    if lim.side != 0 and (lim.last <= i or halted):
+        if lim.last <= i:
+            bars.tk.out[3] += 1
+        lim = _NO_LIMIT
+    if prm.limit and dd != 0:
+        c = bars.close[i]
+        lim = Limit(
+            dd,
+            c * (1.0 - dd * prm.offset),
+            i + 1,
+            i + prm.tif,
+            _at(bars.scale, i, 1.0),
+            _at(bars.vol_est, i, 0.0),
+        )
+        dd = 0
+    return lim, dd
+
+
+@_inline
 def _event_bar_nb(i, s, bars, lg, marks, prm):
     """Bar ``i`` through the five phases, then marked (inputs already checked)."""
     cash, ps = s.cash, s.ps
+    ticks = bars.tk.lo.shape[0] > 0
+    f = 0
+    if ticks:
+        cash, ps, f = _pre_open_ticks_nb(cash, lg, bars, i, ps)
     if s.pend.exit or s.pend.side != 0:
         cash, ps = _open_phase_nb(cash, lg, bars, i, s.pend, s.halted, ps, prm)
-    if ps.size != 0.0:
-        cash, ps = _in_bar_nb(cash, lg, bars, i, ps, prm)
+    lim = s.lim
+    trail = True
+    if ps.size == 0.0 and lim.side != 0 and lim.first <= i and not (s.halted or cooling_nb(ps, i, prm)):
+        cash, ps, lim, trail = _limit_phase_nb(cash, lg, bars, i, lim, ps, f, prm)
+    elif ps.size != 0.0:
+        if ticks:
+            cash, ps = _in_bar_ticks_nb(cash, lg, bars, i, ps, f, prm)
+        else:
+            cash, ps = _in_bar_nb(cash, lg, bars, i, ps, prm)
     c = bars.close[i]
     kpeak, halted, kill_now = kill_nb(equity_nb(cash, ps, c), s.kpeak, s.halted, prm)
     b_le, b_lx, b_se, b_sx = _signals_nb(bars, i)
     dx, dk, dd = close_decision_nb(ps, i, b_le, b_lx, b_se, b_sx, True, kill_now, halted, prm)
+    lim, dd = _limit_at_close_nb(lim, bars, i, dd, halted, prm)
     pend = _NO_ORDER
     if dx or dd != 0:
         cash, ps, pend = _close_phase_nb(cash, lg, bars, i, dx, dk, dd, ps, prm)
-    ps = trail_nb(ps, i, bars.high[i], bars.low[i], prm)
+    if trail:
+        ps = trail_nb(ps, i, bars.high[i], bars.low[i], prm)
     eq = equity_nb(cash, ps, c) if ps.size != 0.0 else cash
     st = stats_push_nb(s.st, bars.ts, i, eq, marks.dacc, marks.daily)
     if lg.store:
         marks.equity[i] = eq
         marks.cash[i] = cash
         marks.position[i] = ps.size
-    return Sim(cash, ps, pend, st, kpeak, halted, s.n_exposed + (ps.size != 0.0), eq, s.t_prev)
+    return Sim(cash, ps, pend, st, kpeak, halted, s.n_exposed + (ps.size != 0.0), eq, s.t_prev, lim)
 
 
 @_inline
@@ -1041,7 +1318,7 @@ def _flat_run_nb(i, s, bars, marks, store, prm, check):
             marks.cash[i] = cash
             marks.position[i] = 0.0
         i += 1
-    return i, Sim(cash, s.ps, s.pend, st, kpeak, s.halted, s.n_exposed, eq, t_prev), bad
+    return i, Sim(cash, s.ps, s.pend, st, kpeak, s.halted, s.n_exposed, eq, t_prev, s.lim), bad
 
 
 @_inline
@@ -1057,9 +1334,20 @@ def _held_run_nb(i, s, bars, lg, marks, prm, check):
     acc_fund = lg.acc[_Acc.FUNDING]
     i0 = i
     bad = False
+    tk = bars.tk
+    ticks = tk.lo.shape[0] > 0
+    stop = _fixed_stop_nb(ps, prm)
     while i < n:
         if ps.guarded and levels_hit_nb(ps.size, prot, ps.tgt, bars.high[i], bars.low[i]):
             break
+        if ticks and (
+            (tk.f_off.shape[0] > 0 and tk.f_off[i + 1] > tk.f_off[i])
+            or (
+                ps.guarded
+                and reaches_nb(ps.size, bars.high[i], bars.low[i], stop, ps.tgt, ps.liq, extreme, prm.tsl)
+            )
+        ):
+            break  # the bar's trades decide
         b_le, b_lx, b_se, b_sx = _signals_nb(bars, i)
         dx, _ = signal_sides_nb(ps.size, b_le, b_lx, b_se, b_sx)
         c = bars.close[i]
@@ -1089,7 +1377,7 @@ def _held_run_nb(i, s, bars, lg, marks, prm, check):
         i += 1
     lg.acc[_Acc.FUNDING] = acc_fund
     ps = _position(ps, ps.size, ps.margin, funding, extreme, prot, ps.last_exit)
-    return i, Sim(cash, ps, s.pend, st, kpeak, s.halted, s.n_exposed + (i - i0), eq, t_prev), bad
+    return i, Sim(cash, ps, s.pend, st, kpeak, s.halted, s.n_exposed + (i - i0), eq, t_prev, s.lim), bad
 
 
 @_helper
@@ -1098,11 +1386,13 @@ def _simulate_run_nb(bars, lg, marks, prm, check):
     phase; returns ``(final state, bad row or -1)``."""
     n = bars.close.shape[0]
     cash = prm.init_cash
-    s = Sim(cash, _FLAT, _NO_ORDER, stats_start_nb(bars.ts, cash), cash, False, 0, cash, bars.ts[0])
+    s = Sim(
+        cash, _FLAT, _NO_ORDER, stats_start_nb(bars.ts, cash), cash, False, 0, cash, bars.ts[0], _NO_LIMIT
+    )
     i = 0
     while i < n:
         bad = False
-        if not (s.pend.exit or s.pend.side != 0):
+        if not (s.pend.exit or s.pend.side != 0 or s.lim.side != 0):
             if s.ps.size == 0.0:
                 i, s, bad = _flat_run_nb(i, s, bars, marks, lg.store, prm, check)
             else:
@@ -1110,7 +1400,7 @@ def _simulate_run_nb(bars, lg, marks, prm, check):
         if i < n and not bad and check != 0:
             ok, t_prev = _row_ok_nb(check, i, bars, s.t_prev)
             bad = not ok
-            s = Sim(s.cash, s.ps, s.pend, s.st, s.kpeak, s.halted, s.n_exposed, s.eq, t_prev)
+            s = Sim(s.cash, s.ps, s.pend, s.st, s.kpeak, s.halted, s.n_exposed, s.eq, t_prev, s.lim)
         if bad:
             return s, i
         if i < n:
@@ -1146,9 +1436,38 @@ def simulate_nb(
     check : bit mask of inputs validated in the same pass (``enums.Check``): close/open/high/low
         must be finite and > 0, ts non-decreasing; 0 when the caller validated them already
     """
-    n = close.shape[0]
+    e_i = np.zeros(0, dtype=np.int64)
+    e_f = np.zeros(0)
+    tk = Ticks(e_i, e_i, e_i, e_f, e_i, e_i, e_f, np.zeros(4, dtype=np.int64), np.zeros(0, dtype=np.bool_))
+    bars = Bars(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, tk)
+    return _simulate_bars_nb(
+        bars, p, store, eq_out, cash_out, pos_out, orders, trades, metrics, daily_out, check
+    )
+
+
+@_jit
+def simulate_ticks_nb(
+    ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, tk, p, store, eq_out,
+    cash_out, pos_out, orders, trades, metrics, daily_out, check,
+):  # fmt: skip
+    """:func:`simulate_nb` with ``intrabar="ticks"``: the bars whose range reaches a level, or that
+    hold a funding instant while a position is held, are resolved from their trades
+    (:func:`_in_bar_ticks_nb`; the rules of the README's "Intrabar fills"). ``tk`` is a
+    :class:`Ticks` (funding as instants in it, ``funding`` of length 0); after the run ``tk.need``
+    marks the bars whose trades were needed but not loaded (the run is then only a pass that finds
+    them) and ``tk.out`` holds the bars resolved, the disagreements with the bar rules, the misses
+    and the limit entries that expired. With ``tk.lo`` of length 0 it is :func:`simulate_nb` (the
+    bar rules, ``funding`` per bar) that also returns ``tk.out[3]``."""
+    bars = Bars(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale, tk)
+    return _simulate_bars_nb(
+        bars, p, store, eq_out, cash_out, pos_out, orders, trades, metrics, daily_out, check
+    )
+
+
+@_jit
+def _simulate_bars_nb(bars, p, store, eq_out, cash_out, pos_out, orders, trades, metrics, daily_out, check):
+    n = bars.close.shape[0]
     prm = params_nb(p)
-    bars = Bars(ts, open_, high, low, close, volume, le, lx, se, sx, funding, vol_est, scale)
     lg = Ledger(store, orders, trades, np.zeros(8), np.zeros(2, dtype=np.int64))
     marks = Marks(eq_out, cash_out, pos_out, np.zeros(4), daily_out)
     s, bad = _simulate_run_nb(bars, lg, marks, prm, check)
@@ -1156,9 +1475,9 @@ def simulate_nb(
         return lg.cnt[0], lg.cnt[1], bad
     is_open = s.ps.size != 0.0
     if is_open and store:
-        record_open_nb(lg, 0, s.ps, n - 1, close[n - 1])
+        record_open_nb(lg, 0, s.ps, n - 1, bars.close[n - 1])
     lg.cnt[1] += is_open
-    stats = stats_finish_nb(s.st, ts, marks.dacc, daily_out)
+    stats = stats_finish_nb(s.st, bars.ts, marks.dacc, daily_out)
     finish_metrics_nb(metrics, prm.init_cash, s.eq, marks.dacc, stats, lg.acc, is_open, s.n_exposed / n, n)
     return lg.cnt[0], lg.cnt[1], -1
 

@@ -12,6 +12,7 @@ value is ``position * close`` as in a spot account.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Optional
 
@@ -20,11 +21,12 @@ import numpy as np
 import pandas as pd
 
 from btsys.backtest import _nb
-from btsys.backtest.enums import DAY_US, N_METRICS, Check, Param, SizeMode, order_dt, trade_dt
+from btsys.backtest.enums import DAY_US, N_METRICS, Check, OrderType, Param, SizeMode, order_dt, trade_dt
 from btsys.backtest.inputs import prices_and_clock
+from btsys.backtest.options import BY_KW, _get, build_params, options_from_config
 from btsys.backtest.options import KW_DEFAULTS as _D
-from btsys.backtest.options import _get, build_params, options_from_config
 from btsys.backtest.result import BacktestResult, make_result
+from btsys.backtest.ticks import FrameTrades, funding_instants, trade_source
 from btsys.features._nb import rolling_std_nb
 
 __all__ = ["BacktestResult", "simulate", "simulate_from_config", "options_from_config", "build_params"]
@@ -149,8 +151,20 @@ def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
     """Sum the funding rates due in each bar: an event at time t belongs to the first bar whose
     close time is >= t; events after the last bar are dropped. ``ts=None``: bars without times,
     which funding events cannot be placed in (an error)."""
-    if funding_ts is None and funding_rate is None:
+    ft, fr = funding_events(ts, funding_ts, funding_rate)
+    if ft is None:
         return np.zeros(0)
+    out = np.zeros(ts.shape[0])
+    idx = np.searchsorted(ts, ft, side="left")
+    keep = idx < ts.shape[0]
+    np.add.at(out, idx[keep], fr[keep])
+    return out
+
+
+def funding_events(ts: Optional[np.ndarray], funding_ts, funding_rate):
+    """Checked funding events ``(times µs int64, rates float64)``, or ``(None, None)`` for none."""
+    if funding_ts is None and funding_rate is None:
+        return None, None
     if ts is None:
         raise ValueError("simulate: funding needs bar times; give `ts`, a DatetimeIndex or `freq=`")
     if funding_ts is None or funding_rate is None:
@@ -167,11 +181,7 @@ def funding_per_bar(ts: np.ndarray, funding_ts, funding_rate) -> np.ndarray:
     if not np.isfinite(fr).all():
         i = int(np.flatnonzero(~np.isfinite(fr))[0])
         raise ValueError(f"simulate: `funding_rate` row {i} is {fr[i]!r}")
-    out = np.zeros(ts.shape[0])
-    idx = np.searchsorted(ts, ft, side="left")
-    keep = idx < ts.shape[0]
-    np.add.at(out, idx[keep], fr[keep])
-    return out
+    return ft, fr
 
 
 def realised_vol(close: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
@@ -239,6 +249,12 @@ def simulate(
     max_position=_D["max_position"],
     max_leverage=_D["max_leverage"],
     max_drawdown=_D["max_drawdown"],
+    order_type=_D["order_type"],
+    limit_offset=_D["limit_offset"],
+    time_in_force=_D["time_in_force"],
+    fill_rule=_D["fill_rule"],
+    intrabar=_D["intrabar"],
+    ticks=None,
     funding_ts=None,
     funding_rate=None,
     size_scale=None,
@@ -260,8 +276,8 @@ def simulate(
         ``direction="short"/"both"``). An entry and an exit on the same bar cancel each other.
     open, high, low : default to ``close`` (then stops can only trigger at closes/opens).
     init_cash : quote currency.
-    fees : taker fee fraction (all orders are market orders); ``fee_fixed`` quote per order;
-        ``min_fee`` per order; ``maker_fee`` is validated and reserved for limit orders.
+    fees : taker fee fraction (market orders and stops); ``fee_fixed`` quote per order; ``min_fee``
+        per order; ``maker_fee``: resting limits (the take profit, limit entries).
     slippage : fraction of price against the order; ``slippage_impact`` adds
         ``impact * (qty / volume_of_last_completed_bar) ** impact_exponent`` (needs ``volume``).
     fill : ``"next_open"`` (signal at bar i fills at open[i+1]; no next bar, no fill) or ``"close"``.
@@ -269,9 +285,12 @@ def simulate(
         ``size_mode`` ``qty`` (default for finite size), ``notional``, ``percent`` (margin as a
         fraction of equity) or ``vol_target`` (annual vol target; realised vol over ``vol_window``
         bars). ``min_qty``: smaller orders are skipped; ``step``: quantities round down to it.
-    leverage, maintenance_margin : isolated margin; liquidation at the liquidation price.
+    leverage, maintenance_margin : isolated margin; a liquidation (at the liquidation price) loses
+        the position's margin.
     stop_loss, take_profit, trailing_stop : fractions from the entry (trailing: from the best
-        price since entry), resolved inside the bar from high/low, the worse first.
+        price since entry), resolved inside the bar from high/low, the worse first (or from the
+        bar's trades, ``intrabar="ticks"``); the take profit is a resting limit (at the target,
+        maker fee, ``fill_rule``).
     time_stop : exit after this many bars in a position; cooldown : bars after an exit during which
         no entry fills; max_position : notional cap (quote); max_leverage : notional / equity cap;
         max_drawdown : kill switch (fraction from the equity peak) that flattens and stops trading.
@@ -279,8 +298,25 @@ def simulate(
         (a fixed pandas offset such as ``"1h"``) spaces the bars evenly from 1970-01-01; with
         none of them the bars have no calendar time: the metrics that need it
         (``metrics.CALENDAR_METRICS``) are NaN with a ``NoCalendarWarning`` and ``result.ts`` is None.
+    intrabar, ticks, fill_rule : ``"ohlc"`` (default) resolves stops, targets and liquidations from
+        open/high/low, the worse first; ``"ticks"`` resolves the bars whose range reaches a level
+        (or that hold a funding instant while a position is held) from their trades, in
+        (ts, trade_id) order (README, "Intrabar fills"). ``ticks`` is then the bars' trades: a
+        tick table (``ts``, ``trade_id``, ``price``) with ``close`` the bar table (its
+        ``first_trade_id``, ``last_trade_id``, ``n_ticks``), or a trade source
+        (:mod:`btsys.backtest.ticks`, e.g. ``btsys.stages.bar_trades.LakeTrades``). Only the bars needed
+        are asked for; missing trades raise :class:`~btsys.errors.TradesMissing`. The result's
+        ``intrabar`` dict and metrics add :data:`INTRABAR_METRICS` (against the same run with
+        ``"ohlc"``). ``fill_rule``: resting limits (the take profit, limit entries) fill on a
+        trade (``"ohlc"``: a range) beyond their price (``"through"``) or at it (``"touch"``).
+    order_type, limit_offset, time_in_force : ``"market"`` entries fill at the next open (or the
+        close); ``"limit"`` entries rest at ``close * (1 -/+ limit_offset)`` from the bar after the
+        signal for ``time_in_force`` bars (README, "Limit entry orders"; maker fee, no slippage;
+        taker at the first trade when already marketable); ``metrics["orders_expired"]`` counts
+        those that never filled.
     funding_ts, funding_rate : funding events of a perpetual; charged at the bar that contains each
-        event on ``position * close`` (longs pay a positive rate, shorts receive it).
+        event on ``position * close`` (longs pay a positive rate, shorts receive it); with
+        ``intrabar="ticks"`` at the instant, on the position held then, at the trade before it.
     size_scale : optional float64 per bar, >= 0 (NaN counts as 0): bet size decided at each bar's
         close; it multiplies the quantity of an entry signalled on that bar (e.g. an ML
         strategy's AFML bet size). ``None``: 1.0 everywhere.
@@ -288,6 +324,7 @@ def simulate(
         ``init_cash``; funding and the ``vol_target`` volatility still come from the bars before
         (a walk-forward window). The result covers the window's bars.
     """
+    close_in = close
     close, a, ts = prices_and_clock(
         close,
         dict(
@@ -309,6 +346,7 @@ def simulate(
         a[k] for k in ("entries", "exits", "open", "high", "low", "volume")
     )
     short_entries, short_exits, size_scale = a["short_entries"], a["short_exits"], a["size_scale"]
+    bars_table = close_in if isinstance(close_in, pd.DataFrame) else None
     # prices and ts are validated inside the kernel's single pass (``check``); shapes here
     c, o, h, lo, check = ohlc_arrays(close, open, high, low, "simulate", check=False)
     n = c.shape[0]
@@ -338,7 +376,12 @@ def simulate(
         max_position=max_position,
         max_leverage=max_leverage,
         max_drawdown=max_drawdown,
+        order_type=order_type,
+        limit_offset=limit_offset,
+        time_in_force=time_in_force,
+        fill_rule=fill_rule,
     )
+    src = trade_source(BY_KW["intrabar"].check(intrabar, "simulate"), ticks, bars_table)
     t = bar_times(ts, n, check=False)
     # the zero clock of bars without times passes the order check too; checking it keeps the
     # no-times run on the timed run's code path (measured: ~10 % faster than skipping the check)
@@ -362,16 +405,41 @@ def simulate(
     elif d == "short":
         le = lx = none
     scale = bet_sizes(size_scale, n)
+    start = 0
     if window is not None:  # inputs before the window are used: check them all, then trade a slice
         ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo, "simulate")
         bar_times(t, n)
         w = window_slice(window, n)
+        start = w.start
         t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale = (
             a[w] for a in (t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale)
         )
         check = 0
+    limit = p[Param.ORDER_TYPE] == OrderType.LIMIT
     try:
-        return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check, clock is not None)
+        if src is None and not limit:
+            return _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check, clock is not None)
+        if src is None:
+            events = funding_instants(t, None, None)
+            run = _run_tk(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check, None, 0, events)
+        else:
+            events = funding_instants(t, *funding_events(clock, funding_ts, funding_rate))
+            none = np.zeros(0)  # funding comes as instants
+            run = _run_tk(
+                t, o, h, lo, c, v, le, lx, se, sx, none, vol_est, scale, p, check, src, start, events
+            )
+        (eq, cash_, pos, orders, trades, m, n_ord, n_tr), tk_out, passes = run
+        res = make_result(
+            ts=t if clock is not None else None, equity=eq, cash=cash_, position=pos,
+            order_records=orders[:n_ord].copy(), trade_records=trades[:n_tr].copy(), metric_vector=m, close=c,
+            init_cash=float(p[Param.INIT_CASH]),
+        )  # fmt: skip
+        if limit:
+            res.metrics["orders_expired"] = float(tk_out[3])
+        if src is None:
+            return res
+        ohlc = _run(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, 0, clock is not None)
+        return _intrabar_result(res, ohlc, tk_out, passes)
     except _BadInput:
         # the kernel stopped at a bad row: the separate checks name the argument and the row
         ohlc_arrays(c, None if o is c else o, None if h is c else h, None if lo is c else lo, "simulate")
@@ -379,6 +447,59 @@ def simulate(
         raise AssertionError(
             "simulate: the kernel reported an invalid input row that the checks did not find"
         ) from None
+
+
+#: what a run with ``intrabar="ticks"`` adds to its metrics (MLflow metric names)
+INTRABAR_METRICS = ("intrabar_bars", "intrabar_share", "intrabar_disagreements", "intrabar_pnl_diff")
+
+
+def _run_tk(t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, p, check, src, start, events):
+    """The event loop with a :class:`~btsys.backtest._nb.Ticks`: ``(kernel outputs, tk.out,
+    passes)``. Without a trade source (``src=None``: the bar rules, e.g. to count expired limit
+    entries) one pass; with one (``intrabar="ticks"``), the trades of the bars a pass needed but
+    did not have are loaded (``src``, bar indices offset by the window's ``start``) and the loop
+    runs again until no bar is missing: the first pass asks for the bars the bar rules reach, a
+    later one only for those where the trades changed the path."""
+    n = c.shape[0]
+    f_off, f_ts, f_rate = events
+    tk_lo = np.full(n if src is not None else 0, -1, dtype=np.int64)
+    tk_hi = tk_lo.copy()
+    tk_ts, tk_px = np.zeros(0, dtype=np.int64), np.zeros(0)
+    passes = 0
+    while True:
+        eq, cash, pos, m = np.empty(n), np.empty(n), np.empty(n), np.empty(N_METRICS)
+        orders, trades = _record_buffers(n)
+        tk = _nb.Ticks(
+            tk_lo, tk_hi, tk_ts, tk_px, f_off, f_ts, f_rate, np.zeros(4, np.int64), np.zeros(n, np.bool_)
+        )
+        n_ord, n_tr, bad = _nb.simulate_ticks_nb(
+            t, o, h, lo, c, v, le, lx, se, sx, fund, vol_est, scale, tk, p, True, eq, cash, pos, orders,
+            trades, m, np.zeros(0), check,
+        )  # fmt: skip
+        if bad >= 0:
+            raise _BadInput(bad)
+        passes += 1
+        need = np.flatnonzero(tk.need)
+        if need.size == 0:
+            return (eq, cash, pos, orders, trades, m, n_ord, n_tr), tk.out, passes
+        off, nts, npx = src(need + start)
+        tk_lo[need] = tk_ts.size + off[:-1]
+        tk_hi[need] = tk_ts.size + off[1:]
+        tk_ts, tk_px = np.concatenate([tk_ts, nts]), np.concatenate([tk_px, npx])
+        check = 0  # checked by the first pass
+
+
+def _intrabar_result(res: BacktestResult, ohlc: BacktestResult, tk_out, passes: int) -> BacktestResult:
+    """``res`` (``intrabar="ticks"``) with :data:`INTRABAR_METRICS` against the same run by the bar
+    rules (``ohlc``) in its metrics and its ``intrabar`` dict."""
+    n = res.equity.shape[0]
+    resolved, disagree = int(tk_out[0]), int(tk_out[1])
+    figures = (float(resolved), resolved / n, float(disagree), res.final_value - ohlc.final_value)
+    extra = dict(zip(INTRABAR_METRICS, figures, strict=True))
+    res.metrics.update(extra)
+    return dataclasses.replace(
+        res, intrabar={**extra, "passes": passes, "ohlc_final_value": ohlc.final_value}
+    )
 
 
 def window_slice(window, n: int) -> slice:
@@ -541,14 +662,18 @@ def simulate_from_config(
     short_exits=None,
     size_scale=None,
     window=None,
+    ticks=None,
 ) -> BacktestResult:
     """Backtest a bar table (``ts_close, open, high, low, close[, volume]``) with a ``backtest``
     config node (OmegaConf or dict). ``funding`` (columns ``ts`` µs, ``rate``) is charged when
-    given and ``bt_cfg.funding`` is true; ``size_scale`` is a per-bar bet size (see :func:`simulate`)."""
+    given and ``bt_cfg.funding`` is true; ``size_scale`` is a per-bar bet size; ``ticks`` the
+    bars' trades for ``backtest.intrabar=ticks`` (see :func:`simulate`)."""
     a = _bars_arrays(bars)
     opts = options_from_config(bt_cfg)
     fts, frate = _funding_arrays(funding) if _get(bt_cfg, "funding", False) else (None, None)
     vol = a["volume"] if (a["volume"] is not None) else None
+    if ticks is not None and not callable(ticks):
+        ticks = FrameTrades(ticks, bars)
     return simulate(
         a["close"],
         entries,
@@ -564,5 +689,6 @@ def simulate_from_config(
         funding_rate=frate,
         size_scale=size_scale,
         window=window,
+        ticks=ticks,
         **opts,
     )

@@ -87,6 +87,36 @@ class TradeDirectionT(NamedTuple):
 TradeDirection = TradeDirectionT()
 
 
+class FillRuleT(NamedTuple):
+    """When a resting limit (the take profit) fills: on a trade strictly beyond it, or at it."""
+
+    THROUGH: int = 0
+    TOUCH: int = 1
+
+
+FillRule = FillRuleT()
+
+
+class OrderTypeT(NamedTuple):
+    """Entries as market orders at the next open, or as limits (``backtest.orders.type``)."""
+
+    MARKET: int = 0
+    LIMIT: int = 1
+
+
+OrderType = OrderTypeT()
+
+
+class IntrabarT(NamedTuple):
+    """How a bar's inside is resolved (``backtest.intrabar``)."""
+
+    OHLC: int = 0  # from open/high/low, the worse case first
+    TICKS: int = 1  # from the bar's trades (bars where a level lies in the range)
+
+
+Intrabar = IntrabarT()
+
+
 class CheckT(NamedTuple):
     """Bits of ``simulate_nb``'s ``check``: the inputs its single pass validates."""
 
@@ -113,6 +143,9 @@ def labels(enum: NamedTuple) -> dict:
 FILL_NAMES = choices(FillMode)
 DIRECTION_NAMES = choices(Direction)
 SIZE_MODE_NAMES = choices(SizeMode)
+FILL_RULE_NAMES = choices(FillRule)
+INTRABAR_NAMES = choices(Intrabar)
+ORDER_TYPE_NAMES = choices(OrderType)
 ORDER_KIND_LABELS = {**labels(OrderKind), OPEN_TRADE: "open"}
 SIDE_LABELS = labels(Side)
 TRADE_DIRECTION_LABELS = labels(TradeDirection)
@@ -145,7 +178,11 @@ class ParamT(NamedTuple):
     MAX_LEVERAGE: int = 20  # notional / equity; inf = off
     MAX_DRAWDOWN: int = 21  # fraction; 0 = off
     DIRECTION: int = 22  # Direction: which sides may be opened
-    MAKER_FEE: int = 23  # accepted and validated; only market orders exist today (they pay taker)
+    MAKER_FEE: int = 23  # resting limits: the take profit (intrabar=ticks)
+    FILL_RULE: int = 24  # FillRule: when a resting limit fills
+    ORDER_TYPE: int = 25  # OrderType of entries
+    LIMIT_OFFSET: int = 26  # fraction of the signal close: a limit's distance from it
+    TIME_IN_FORCE: int = 27  # bars a limit entry stays active
 
 
 Param = ParamT()

@@ -24,7 +24,16 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
-from btsys.backtest.enums import DIRECTION_NAMES, FILL_NAMES, N_PARAMS, SIZE_MODE_NAMES, Param
+from btsys.backtest.enums import (
+    DIRECTION_NAMES,
+    FILL_NAMES,
+    FILL_RULE_NAMES,
+    INTRABAR_NAMES,
+    N_PARAMS,
+    ORDER_TYPE_NAMES,
+    SIZE_MODE_NAMES,
+    Param,
+)
 from btsys.errors import ConfigError
 
 INF = math.inf
@@ -112,6 +121,48 @@ _FRACTION = "fraction (0.001 = 0.1 %)"
 OPTIONS: tuple[Option, ...] = (
     Option("backtest.init_cash", "init_cash", Param.INIT_CASH, "quote currency", 10_000.0, lo_open=True),
     Option("backtest.fill", "fill", Param.FILL, "next_open | close", "next_open", choices=FILL_NAMES),
+    # the trades of the bars (engine.simulate's ``ticks``) are given or not: no kernel slot
+    Option(
+        "backtest.intrabar", "intrabar", None, "ohlc | ticks", "ohlc", choices=INTRABAR_NAMES, sweepable=False
+    ),
+    Option(
+        "backtest.orders.type",
+        "order_type",
+        Param.ORDER_TYPE,
+        "market | limit",
+        "market",
+        choices=ORDER_TYPE_NAMES,
+        sweepable=False,  # limit entries: single-symbol runs only
+    ),
+    Option(
+        "backtest.orders.offset_bps",
+        "limit_offset",
+        Param.LIMIT_OFFSET,
+        "basis points of the signal close",
+        0.0,
+        hi=1e4,
+        divisor=1e4,
+        sweepable=False,  # limit entries: single-symbol runs only
+    ),
+    Option(
+        "backtest.orders.time_in_force_bars",
+        "time_in_force",
+        Param.TIME_IN_FORCE,
+        "bars",
+        1,
+        lo=1.0,
+        integer=True,
+        sweepable=False,  # limit entries: single-symbol runs only
+    ),
+    Option(
+        "backtest.orders.fill_rule",
+        "fill_rule",
+        Param.FILL_RULE,
+        "through | touch",
+        "through",
+        choices=FILL_RULE_NAMES,
+        sweepable=False,  # a fill convention, not a strategy parameter
+    ),
     Option(
         "backtest.direction",
         "direction",
@@ -121,7 +172,7 @@ OPTIONS: tuple[Option, ...] = (
         choices=DIRECTION_NAMES,
     ),
     Option("backtest.fees.taker", "fees", Param.FEE, _FRACTION + " of notional", 0.0005, hi=1.0),
-    # limit orders do not exist yet: the maker fee is checked and logged but changes nothing
+    # resting limits pay it: the take profit and limit entries
     Option(
         "backtest.fees.maker",
         "maker_fee",
@@ -298,6 +349,15 @@ KW_DEFAULTS: Dict[str, Any] = keywords({o.key: o.default for o in OPTIONS})
 KW_DEFAULTS["size_mode"] = None  # inferred from size: inf -> "all" (as config size.mode=all)
 
 
+def market_orders_only(opts: Mapping[str, Any], who: str) -> None:
+    """Refuse limit entries where only market orders are simulated (portfolios, kernel sweeps)."""
+    if getattr(opts.get("order_type"), "value", opts.get("order_type")) == "limit":
+        raise OptionError(
+            f"backtest.orders.type=limit: limit entries are simulated by single-symbol runs (and Hydra "
+            f"sweeps of them); {who} takes market orders (set backtest.orders.type=market)"
+        )
+
+
 def build_params(**kw: Any) -> np.ndarray:
     """Check keyword options (``simulate``'s names, kernel units) and pack the kernel's parameter
     vector (``enums.Param``). Missing keywords take their table default; ``size_mode=None`` means
@@ -314,6 +374,11 @@ def build_params(**kw: Any) -> np.ndarray:
         if o.slot is not None:
             v = o.check(vals[o.kw], "simulate")
             p[o.slot] = float(o.choices[v]) if o.choices is not None else v
+    if getattr(vals["intrabar"], "value", vals["intrabar"]) == "ticks":
+        raise OptionError(
+            "backtest.intrabar=ticks resolves the bars of one symbol from its trades (a single-symbol "
+            "run); portfolios and kernel/Spark sweeps use the bar rules: set backtest.intrabar=ohlc"
+        )
     mode = getattr(vals["size_mode"], "value", vals["size_mode"])
     if mode != "all" and math.isinf(size):
         raise OptionError(f"simulate: `size` must be finite with size_mode={mode!r}")

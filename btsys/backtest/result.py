@@ -88,6 +88,8 @@ class BacktestResult:
     close : the prices the run saw (per bar; portfolios: time x symbol, NaN where a symbol has no bar).
     init_cash : starting value.
     symbols : symbol per ``order_records['col']`` (portfolios; ``[]`` for one asset).
+    intrabar : ``intrabar="ticks"`` runs: what the trades changed (``engine.INTRABAR_METRICS``
+        plus ``passes`` of the engine and ``ohlc_final_value``); None otherwise.
 
     Derived on first access: ``orders``, ``trades`` (DataFrames), ``benchmark_equity``,
     ``drawdown``, ``returns``; ``stats()`` and ``plot()``.
@@ -104,6 +106,7 @@ class BacktestResult:
     close: np.ndarray
     init_cash: float = 10_000.0
     symbols: list = field(default_factory=list)
+    intrabar: Optional[dict] = None
 
     # ------------------------------------------------------------------ per-bar series
     @property

@@ -53,6 +53,7 @@ from btsys.backtest.options import (
     _get,
     build_params,
     config_values,
+    market_orders_only,
     options_from_config,
 )
 from btsys.backtest.portfolio import Timeline, member_grid, rebalance_rows, timeline
@@ -202,6 +203,7 @@ def plan_from_config(cfg: Any, grid: Mapping[str, Any], where: str = "sweep.grid
     if bt is None:
         raise SweepError("the config has no `backtest` section")
     kw = options_from_config(bt)
+    market_orders_only(kw, "a kernel or Spark sweep")
     kw["size"] = config_values(bt)["backtest.size.value"]  # the value a swept size.mode would use
     charge = bool(_get(bt, "funding", False))
     return _plan(spec, strategy, kw, charge, list(zip(keys, values, strict=True)), False, where)
@@ -496,6 +498,7 @@ def sweep(
     if kw["size_mode"] is None:
         kw["size_mode"] = "all" if math.isinf(float(kw["size"])) else "qty"
     build_params(**kw)  # checks the fixed options (simulate's messages)
+    market_orders_only(kw, "a kernel sweep")
     strat = {p: base[p] if p in keys else check_value(spec, p, base[p]) for p in spec.param_names}
     plan = _plan(
         spec, strat, kw, funding_ts is not None, list(zip(keys, values, strict=True)), True, "sweep: "

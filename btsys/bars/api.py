@@ -49,10 +49,13 @@ BAR_COLUMNS = [
     "vwap",
 ]
 #: What the bars stage writes: the bar table plus ``threshold`` (the bar's threshold; time bars: the
-#: bin's length in µs, NaN for calendar bins; flow bars: NaN during the warm-up) and ``is_partial``.
+#: bin's length in µs, NaN for calendar bins; flow bars: NaN during the warm-up), ``is_partial`` and
+#: ``first_trade_id`` / ``last_trade_id`` (the ids of its first and last tick).
 BAR_SCHEMA = pa.schema(
     [(c, pa.int64() if c in ("ts_open", "ts_close", "n_ticks") else pa.float64()) for c in BAR_COLUMNS]
     + [("threshold", pa.float64()), ("is_partial", pa.bool_())]
+    # the trade ids of the bar's first and last tick: its trades in the lake (intrabar=ticks)
+    + [("first_trade_id", pa.int64()), ("last_trade_id", pa.int64())]
 )
 
 THRESHOLD_KINDS = {"tick": _nb.M_TICK, "volume": _nb.M_VOLUME, "dollar": _nb.M_DOLLAR}
@@ -359,6 +362,11 @@ class BarStream:
         self._n_out = 0
         self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_ticks = 0
+        # first and last trade id of each bar, beside out_i/_chunks (see _trade_ids)
+        self._tid_out = np.empty((self.BUF, 2), dtype=np.int64)
+        self._tid_chunks: list[np.ndarray] = []
+        self._open_first_tid = -1  # first trade id of the open bar
+        self._prev_tid = -1  # trade id of the last tick of the previous feed
         # dynamic thresholds
         self.day_totals: dict[int, float] = {}
         self.day_thresholds: dict[int, float] = {}
@@ -433,6 +441,7 @@ class BarStream:
         else:
             self._scan(a, 0, n, source, row0)
         self.n_ticks += n
+        self._prev_tid = int(a["trade_id"][n - 1])
         return self
 
     def _scan(self, a, lo: int, hi: int, source: str, row0: int) -> None:
@@ -444,6 +453,7 @@ class BarStream:
             bins[lo:hi] = _calendar_bins(a["ts"][lo:hi], self._offset)
         i = lo
         while True:
+            n0, i0 = self._n_out, i
             if s.kind in THRESHOLD_KINDS:
                 kern = _nb.threshold_bars_nb
                 par = (
@@ -505,6 +515,7 @@ class BarStream:
                     self._out_f,
                     self._n_out,
                 )
+            self._trade_ids(a["trade_id"], n0, i0, i)
             if err:
                 self._raise(a, i, err, source, row0)
             if self._n_out >= self.BUF:
@@ -512,9 +523,28 @@ class BarStream:
             if i >= hi:
                 return
 
+    def _trade_ids(self, tid: np.ndarray, n0: int, i0: int, i1: int) -> None:
+        """First and last trade id of the bars a kernel call emitted (rows ``n0:_n_out``) after
+        consuming ticks ``i0:i1`` of ``tid``.
+
+        Bars cover the stream without gaps, so from the ticks of the bar still open (``I_N``) the
+        last emitted bar closed ``I_N`` ticks before the end, and each earlier one ``n_ticks``
+        before the next. A bar that opened in an earlier feed takes the remembered first id; a time
+        bar closed by this feed's first tick takes the previous feed's last id."""
+        n_open = int(self.ist[_nb.I_N]) if self.ist[_nb.I_HAS] else 0
+        close = i1 - 1 - n_open  # row of the last emitted bar's closing tick (-1: previous feed)
+        for r in range(self._n_out - 1, n0 - 1, -1):
+            start = close - int(self._out_i[r, 2]) + 1
+            self._tid_out[r, 1] = tid[close] if close >= 0 else self._prev_tid
+            self._tid_out[r, 0] = tid[start] if start >= 0 else self._open_first_tid
+            close = start - 1
+        if n_open and i1 - n_open >= 0:
+            self._open_first_tid = int(tid[i1 - n_open])
+
     def _flush(self) -> None:
         if self._n_out:
             self._chunks.append((self._out_i[: self._n_out].copy(), self._out_f[: self._n_out].copy()))
+            self._tid_chunks.append(self._tid_out[: self._n_out].copy())
             self._n_out = 0
 
     def _raise(self, a, i: int, err: int, source: str, row0: int):
@@ -565,16 +595,28 @@ class BarStream:
                     ]
                 )
             )
+        tids = list(self._tid_chunks)
+        if partial:
+            tids.append(np.array([[self._open_first_tid, ist[_nb.I_LAST_TID]]], dtype=np.int64))
         oi = np.concatenate(ci) if ci else np.empty((0, _nb.N_OUT_I), dtype=np.int64)
         of = np.concatenate(cf) if cf else np.empty((0, _nb.N_OUT_F), dtype=np.float64)
+        ti = np.concatenate(tids) if tids else np.empty((0, 2), dtype=np.int64)
         n_done = len(oi) - int(partial)
         self._chunks = [(oi[:n_done], of[:n_done])] if n_done else []  # merged, for the next call
+        self._tid_chunks = [ti[:n_done]] if n_done else []
         is_partial = np.zeros(len(oi), dtype=bool)
         if partial:
             is_partial[-1] = True
         cols = [oi[:, 0].copy(), oi[:, 1].copy()]
         cols += [of[:, k].copy() for k in range(7)]
-        cols += [oi[:, 2].copy(), of[:, 7].copy(), of[:, 8].copy(), is_partial]
+        cols += [
+            oi[:, 2].copy(),
+            of[:, 7].copy(),
+            of[:, 8].copy(),
+            is_partial,
+            ti[:, 0].copy(),
+            ti[:, 1].copy(),
+        ]
         return pa.Table.from_arrays([pa.array(c) for c in cols], schema=BAR_SCHEMA)
 
     def to_pandas(self, keep_partial: bool = False) -> pd.DataFrame:

@@ -41,7 +41,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from btsys.data.validate import table_version
-from btsys.errors import DataError
+from btsys.errors import DataError, TradesMissing
 from btsys.failpoint import failpoint
 from btsys.storage import LocalStorage, Storage
 
@@ -54,6 +54,11 @@ LOCKS = f"{LAKE}/_locks"
 PART = "part-0.parquet"
 VERSION_META = b"btsys.version"
 MAX_DROPPED_IDS = 10_000  # ids a day dropped as held by earlier days, kept in the index up to this
+#: rows per Parquet row group of a day file: the ``trade_id`` statistics of a group let a reader of
+#: a few id ranges (:func:`read_trade_ranges`) skip the rest of the day (a 2 M-tick day: 123
+#: groups; reading the groups of ~100 bars of such a day took 26-53 ms with 8,192-row groups,
+#: 82-102 ms with 32,768 and 123-150 ms with 131,072, whole-day reads within the noise)
+ROW_GROUP_ROWS = 16_384
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def write_day(store: Storage, key: str, table: pa.Table, version: str) -> None:
     """Write one day's ticks (atomic) with its version in the Parquet metadata."""
     meta = dict(table.schema.metadata or {})
     meta[VERSION_META] = version.encode()
-    store.write_parquet(table.replace_schema_metadata(meta), key)
+    store.write_parquet(table.replace_schema_metadata(meta), key, row_group_size=ROW_GROUP_ROWS)
 
 
 def file_version(table: pa.Table) -> Optional[str]:
@@ -136,6 +141,67 @@ def read_day(store: Storage, part: Mapping[str, Any], columns: Optional[list] = 
             hint="run again: the ingest lists the new day and what depends on it is recomputed",
         )
     return tbl
+
+
+def _groups_in_ranges(pf: pq.ParquetFile, col: int, lo: np.ndarray, hi: np.ndarray) -> list[int]:
+    """Row groups whose ``trade_id`` statistics overlap one of the sorted ranges ``[lo, hi]``
+    (a group without statistics is kept)."""
+    keep = []
+    for g in range(pf.metadata.num_row_groups):
+        st = pf.metadata.row_group(g).column(col).statistics
+        if st is None or not st.has_min_max:
+            keep.append(g)
+            continue
+        k = np.searchsorted(lo, st.max, side="right") - 1  # the last range starting at or before max
+        if k >= 0 and hi[: k + 1].max() >= st.min:
+            keep.append(g)
+    return keep
+
+
+def read_trade_ranges(
+    store: Storage,
+    series: Series,
+    date: str,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    columns: tuple = ("ts", "trade_id", "price"),
+) -> pa.Table:
+    """The trades of one lake day whose ``trade_id`` lies in one of the ranges ``[lo[k], hi[k]]``
+    (ascending ``lo``), in the file's (ts, trade_id) order.
+
+    Only the row groups whose ``trade_id`` statistics overlap a range are read, so a few short
+    ranges read a few groups of the day, not the day. Counting what came back against what was
+    expected is the caller's check (the lake knows no bars).
+
+    Raises
+    ------
+    TradesMissing : the day has no file in this lake.
+    DataError : the file cannot be read (named).
+    """
+    key = series.day_key(date)
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    cols = list(dict.fromkeys([*columns, "trade_id"]))
+    try:
+        if isinstance(store, LocalStorage):
+            pf = pq.ParquetFile(store.arrow_path(key), filesystem=_MMAP_FS)
+        else:
+            fs, _ = store.arrow_fs()
+            pf = pq.ParquetFile(store.arrow_path(key), filesystem=fs)
+    except FileNotFoundError:
+        raise TradesMissing(
+            f"{store.uri(key)}: no such lake day ({series.symbol} {series.dataset} {date})",
+            hint="ingest the day again, or use the lake the bars were built from",
+        ) from None
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise DataError(f"{store.uri(key)}: cannot read: {e}") from e
+    col = pf.schema_arrow.get_field_index("trade_id")
+    groups = _groups_in_ranges(pf, col, lo, hi) if lo.size else []
+    tbl = pf.read_row_groups(groups, columns=cols) if groups else pf.schema_arrow.empty_table().select(cols)
+    ids = tbl["trade_id"].to_numpy()
+    k = np.searchsorted(lo, ids, side="right") - 1
+    mask = (k >= 0) & (ids <= hi[np.maximum(k, 0)])
+    return tbl.filter(pa.array(mask))
 
 
 def read_json(store: Storage, key: str) -> Optional[dict]:

@@ -10,8 +10,9 @@ Chooses the engine entry point from the strategy and the data:
 
 With a dynamic universe (the membership table of :mod:`btsys.universe`), the portfolio and
 cross-sectional engines trade members only. Funding (``backtest.funding=true``) comes from the
-ingested ``fundingRate`` files. With ``backtest.split.reoptimize=true`` the result is the stitched
-out-of-sample backtest of a walk-forward optimisation (:func:`walk_forward`).
+ingested ``fundingRate`` files; with ``backtest.intrabar=ticks`` the trades inside the bars come from
+the tick lake (:class:`btsys.stages.bar_trades.LakeTrades`). With ``backtest.split.reoptimize=true``
+the result is the stitched out-of-sample backtest of a walk-forward optimisation (:func:`walk_forward`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from btsys.backtest.sweep import check_frames, evaluate, plan_from_config
 from btsys.backtest.walk_forward import WINDOW_METRICS, WalkForward, aggregate, bar_times, stitch
 from btsys.config import to_plain
 from btsys.data.ingest import read_funding
+from btsys.data.lake import Series
 from btsys.stages import signals as signals_stage
+from btsys.stages.bar_trades import LakeTrades
 from btsys.stages.cache import CacheEntry
 from btsys.storage import Storage
 
@@ -97,6 +100,15 @@ def load_inputs(cfg: Any, store: Storage, feats_entry: CacheEntry, ingest_entry:
     return frames, funding
 
 
+def lake_trades(cfg: Any, store: Storage, frames: Dict[str, pd.DataFrame]) -> Optional[dict]:
+    """``{symbol: trade source}`` over the tick lake with ``backtest.intrabar=ticks``, else None."""
+    if to_plain(cfg.backtest).get("intrabar", "ohlc") != "ticks":
+        return None
+    data = to_plain(cfg.data)
+    market, dataset = data["market"], data.get("dataset", "trades")
+    return {s: LakeTrades(store, Series(market, dataset, s), f) for s, f in frames.items()}
+
+
 def _per_symbol(sigs: dict, attr: str) -> Optional[dict]:
     """``{symbol: array}`` of one optional Signals field, or None when no symbol has it."""
     d = {s: getattr(g, attr) for s, g in sigs.items()}
@@ -125,7 +137,7 @@ def run(
         return StageResult(
             wf.result, sorted(frames), extra_metrics=wf.metrics, prices=_prices(frames), walk_forward=wf.table
         )
-    return backtest_frames(cfg, frames, funding, universe=universe)
+    return backtest_frames(cfg, frames, funding, universe=universe, trades=lake_trades(cfg, store, frames))
 
 
 def backtest_frames(
@@ -134,11 +146,13 @@ def backtest_frames(
     funding: Optional[Dict[str, pd.DataFrame]] = None,
     window: Optional[tuple] = None,
     universe: Optional[pd.DataFrame] = None,
+    trades: Optional[dict] = None,
 ) -> StageResult:
     """The backtest of ``cfg`` (``strategy``, ``backtest``) on loaded frames: what the backtest
     stage runs, and what every sweep row equals. ``window``: ``(start, stop)`` bars (one symbol
     without a universe) or merged-timeline rows (otherwise) to trade, the earlier ones warming up.
-    ``universe``: the membership table (``Membership.wide()``; None: static)."""
+    ``universe``: the membership table (``Membership.wide()``; None: static). ``trades``:
+    ``{symbol: trade source}`` for ``backtest.intrabar=ticks`` (:func:`lake_trades`)."""
     bt = cfg.backtest
     if signals_stage.is_cross_sectional(cfg):
         p = signals_stage.params(cfg)
@@ -169,6 +183,7 @@ def backtest_frames(
             short_exits=g.short_exits,
             size_scale=g.size,
             window=window,
+            ticks=(trades or {}).get(sym),
         )
     else:
         res = simulate_portfolio(

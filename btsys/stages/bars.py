@@ -25,7 +25,7 @@ from btsys.storage import Storage
 log = logging.getLogger("btsys.stages.bars")
 
 NAME = "bars"
-VERSION = 2
+VERSION = 3  # 3: bar tables carry first_trade_id / last_trade_id
 
 
 def section(cfg: Any) -> dict:
