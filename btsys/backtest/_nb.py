@@ -20,7 +20,9 @@ Bar order of events (bar ``i``)
 2. Intra-bar: stop loss, trailing stop, take profit and liquidation from ``open/high/low``. A gap
    through a level fills at the open; when a protective level and the target both lie inside the
    bar, the protective one (the worse outcome) is assumed to come first.
-3. Funding due in the bar is charged on the position at the bar's close price.
+3. Funding due in the bar is charged on the position at the bar's close price; a position that
+   step 2 closed pays it only when it is a cost (charged before the exit: the order of the
+   instant and the exit inside the bar is unknown, the costlier one is assumed).
 4. At the close: signals, time stop, the universe and the drawdown kill switch decide;
    ``fill="close"`` executes at ``close[i]``, ``"next_open"`` keeps the order for bar ``i+1``.
 5. The trailing extreme moves; equity is marked at the close and the statistics are updated.
@@ -560,15 +562,20 @@ def stop_hit_nb(ps, h, lo):
 
 
 @_helper
-def stop_exit_nb(cash, lg, col, row, bar, ts_i, o, h, lo, vol_ref, ps, prm):
+def stop_exit_nb(cash, lg, col, row, bar, ts_i, o, h, lo, vol_ref, ps, fpay, prm):
     """Phase 2: the intra-bar exit (stop, trailing stop, target, liquidation) of a position whose
-    levels the bar reaches (:func:`stop_hit_nb`); ``(cash, position)``."""
+    levels the bar reaches (:func:`stop_hit_nb`); ``(cash, position)``. ``fpay``: the funding due
+    in the bar on the position (0: none). The bar rules do not know whether its instant came
+    before the exit: a cost (``fpay > 0``) is charged before the exit, a credit is not (the
+    costlier order; README, "Intrabar fills")."""
     side = 1 if ps.size > 0.0 else -1
     k, px_raw = intrabar_exit_nb(
         side, o, h, lo, ps.price, ps.extreme, prm.sl, prm.tp, prm.tsl, ps.liq, prm.touch
     )
     if k < 0:
         return cash, ps
+    if fpay > 0.0:
+        cash, ps = pay_funding_nb(cash, lg, ps, fpay)
     return bar_exit_nb(cash, lg, col, row, bar, ts_i, k, px_raw, vol_ref, ps, prm)
 
 
@@ -586,14 +593,11 @@ def bar_exit_nb(cash, lg, col, row, bar, ts_i, kind, px_raw, vol_ref, ps, prm):
 
 
 @_inline
-def funding_nb(cash, ps, c, rate):
-    """Phase 3: funding ``rate`` due in the bar on the position at the close price ``c``:
-    ``(cash, position, amount paid)`` (the caller adds the amount to the run's funding)."""
-    fpay = ps.size * c * rate
-    return (
-        cash - fpay,
-        _position(ps, ps.size, ps.margin, ps.funding + fpay, ps.extreme, ps.prot, ps.last_exit),
-        fpay,
+def pay_funding_nb(cash, lg, ps, paid):
+    """Funding ``paid`` (negative: received) by the position, out of cash, added to the run's."""
+    lg.acc[_Acc.FUNDING] += paid
+    return cash - paid, _position(
+        ps, ps.size, ps.margin, ps.funding + paid, ps.extreme, ps.prot, ps.last_exit
     )
 
 
@@ -1029,15 +1033,17 @@ def _open_phase_nb(cash, lg, bars, i, pend, halted, ps, prm):
 
 @_inline
 def _in_bar_nb(cash, lg, bars, i, ps, prm):
-    """Phases 2 and 3: intra-bar exits (the volume of the previous bar for impact), funding."""
+    """Phases 2 and 3: intra-bar exits (the volume of the previous bar for impact), funding due
+    in the bar at its close price (on a position the bar exits, only a cost: :func:`stop_exit_nb`)."""
+    fund = bars.funding.shape[0] > 0
+    fpay = ps.size * bars.close[i] * bars.funding[i] if fund else 0.0
     if ps.guarded and stop_hit_nb(ps, bars.high[i], bars.low[i]):
         vol_ref = _at(bars.volume, i - 1, 0.0) if i > 0 else 0.0
         cash, ps = stop_exit_nb(
-            cash, lg, 0, i, i, bars.ts[i], bars.open[i], bars.high[i], bars.low[i], vol_ref, ps, prm
+            cash, lg, 0, i, i, bars.ts[i], bars.open[i], bars.high[i], bars.low[i], vol_ref, ps, fpay, prm
         )
-    if bars.funding.shape[0] > 0 and ps.size != 0.0:
-        cash, ps, fpay = funding_nb(cash, ps, bars.close[i], bars.funding[i])
-        lg.acc[_Acc.FUNDING] += fpay
+    if fund and ps.size != 0.0:
+        cash, ps = pay_funding_nb(cash, lg, ps, fpay)
     return cash, ps
 
 
@@ -1056,15 +1062,6 @@ def _close_phase_nb(cash, lg, bars, i, dx, dk, dd, ps, prm):
     if dd != 0 and ps.size == 0.0 and not cooling_nb(ps, i, prm):
         cash, ps = open_position_nb(cash, lg, 0, i, i, bars.ts[i], dd, c, cash, cash, v, ve, sc, ps, prm)
     return cash, ps, _NO_ORDER
-
-
-@_inline
-def _pay_funding_nb(cash, lg, ps, paid):
-    """Funding ``paid`` (negative: received) by the position, out of cash."""
-    lg.acc[_Acc.FUNDING] += paid
-    return cash - paid, _position(
-        ps, ps.size, ps.margin, ps.funding + paid, ps.extreme, ps.prot, ps.last_exit
-    )
 
 
 @_inline
@@ -1094,7 +1091,7 @@ def _pre_open_ticks_nb(cash, lg, bars, i, ps):
             tk.need[i] = True
             return cash, ps, f_end
         paid, f = funding_until_nb(ps.size, bars.close[i - 1], tk.f_ts, tk.f_rate, f, f_end, tk.ts[j0])
-        cash, ps = _pay_funding_nb(cash, lg, ps, paid)
+        cash, ps = pay_funding_nb(cash, lg, ps, paid)
     return cash, ps, f
 
 
@@ -1148,7 +1145,7 @@ def _walk_nb(cash, lg, bars, i, ps, entered_at, f, compare, prm):
         )
         tk.out[1] += k_bar != kind
     if paid != 0.0:
-        cash, ps = _pay_funding_nb(cash, lg, ps, paid)
+        cash, ps = pay_funding_nb(cash, lg, ps, paid)
     if kind >= 0:  # a stop-market at the trade's price, the target at its price, a liquidation
         vol_ref = _at(bars.volume, i - 1, 0.0) if i > 0 else 0.0
         return bar_exit_nb(cash, lg, 0, i, i, bars.ts[i], kind, px, vol_ref, ps, prm)
@@ -1177,13 +1174,18 @@ def _limit_hit_nb(side, limit, p, touch):
 def _limit_bar_nb(cash, lg, bars, i, lim, ps, prm):
     """A limit entry filled inside bar ``i`` by the bar rules (``ohlc``, or a ``ticks`` pass that
     lacks the bar's trades): the new position's protective levels then meet the rest of the range
-    (the worse case), its target waits for the next bar."""
+    (the worse case), its target waits for the next bar. The bar's funding (at its close price)
+    is charged only when a cost: the fill may have come after the instant."""
     side, px = lim.side, lim.price
     cash, ps = _limit_fill_nb(cash, lg, bars, i, lim, px, prm.maker, ps, prm)
+    if ps.size != 0.0 and bars.funding.shape[0] > 0:
+        fpay = ps.size * bars.close[i] * bars.funding[i]
+        if fpay > 0.0:
+            cash, ps = pay_funding_nb(cash, lg, ps, fpay)
     if ps.size != 0.0 and ps.guarded:
         h, lo = (px, bars.low[i]) if side > 0 else (bars.high[i], px)
         vol_ref = _at(bars.volume, i - 1, 0.0) if i > 0 else 0.0
-        cash, ps = stop_exit_nb(cash, lg, 0, i, i, bars.ts[i], px, h, lo, vol_ref, ps, prm)
+        cash, ps = stop_exit_nb(cash, lg, 0, i, i, bars.ts[i], px, h, lo, vol_ref, ps, 0.0, prm)
     return cash, ps
 
 
@@ -1671,13 +1673,14 @@ def _pf_in_bar_nb(cash, lg, bk, mk, t, k, b, ps, prm):
     """Phases 2 and 3 of symbol ``k``'s bar (its previous bar's volume for impact)."""
     h = mk.high[t, k]
     lo = mk.low[t, k]
+    fund = mk.funding.shape[0] > 0
+    fpay = ps.size * mk.close[t, k] * mk.funding[t, k] if fund else 0.0
     if ps.guarded and stop_hit_nb(ps, h, lo):
         p = bk.prev_t[k]
         vol_ref = mk.volume[p, k] if (mk.volume.shape[0] > 0 and p >= 0) else 0.0
-        cash, ps = stop_exit_nb(cash, lg, k, t, b, mk.ts[t], mk.open[t, k], h, lo, vol_ref, ps, prm)
-    if mk.funding.shape[0] > 0 and ps.size != 0.0:
-        cash, ps, fpay = funding_nb(cash, ps, mk.close[t, k], mk.funding[t, k])
-        lg.acc[_Acc.FUNDING] += fpay
+        cash, ps = stop_exit_nb(cash, lg, k, t, b, mk.ts[t], mk.open[t, k], h, lo, vol_ref, ps, fpay, prm)
+    if fund and ps.size != 0.0:
+        cash, ps = pay_funding_nb(cash, lg, ps, fpay)
     return cash, ps
 
 
