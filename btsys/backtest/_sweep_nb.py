@@ -27,6 +27,11 @@ A combination's row ``out[c]`` holds the engine's metrics (``enums.METRIC_NAMES`
 alpha, beta and the information ratio against the benchmark's daily returns ``bench`` (computed
 once per sweep by ``btsys.backtest.metrics``): :func:`bench_stats_nb` applies the definitions of
 :func:`btsys.backtest.metrics.benchmark_metrics` to the combination's daily returns.
+
+numba's on-disk cache (``cache=True``) of these kernels is keyed on this file only: it does not see
+a change of the ``_nb.py`` functions they call, and a stale cache then runs the old event loop.
+A change of ``_nb.py``'s rules must therefore touch this file too (or the ``__pycache__/*.nbi``
+files must be deleted).
 """
 
 from __future__ import annotations
