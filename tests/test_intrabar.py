@@ -222,19 +222,15 @@ def test_limit_touch_expiry_and_the_stop_after_the_fill():
     assert r.order_records["kind"].tolist() == [0, 2] and r.order_records["idx"].tolist() == [1, 1]
 
 
-def test_limit_entries_are_refused_where_they_are_not_simulated():
+def test_limit_entries_and_ticks_are_refused_by_portfolios():
     from btsys.backtest.portfolio import simulate_portfolio
 
     c = pd.Series(np.linspace(100, 110, 50), index=pd.date_range("2025-01-01", periods=50, freq="h"))
     e = pd.Series(np.arange(50) % 7 == 0, index=c.index)
     with pytest.raises(OptionError, match="backtest.orders.type=limit: .*a portfolio takes market orders"):
         simulate_portfolio({"A": c, "B": c}, {"A": e, "B": e}, {"A": ~e, "B": ~e}, order_type="limit")
-    from btsys.backtest.sweep import sweep
-
-    with pytest.raises(OptionError, match="a kernel sweep takes market orders"):
-        sweep(c, {"fast": [2, 3], "slow": [5]}, strategy="ma_cross", order_type="limit")
-    with pytest.raises(OptionError, match="intrabar=ticks .* kernel/Spark sweeps"):
-        sweep(c, {"fast": [2, 3], "slow": [5]}, strategy="ma_cross", intrabar="ticks")
+    with pytest.raises(OptionError, match="intrabar=ticks .* a portfolio uses the bar rules"):
+        simulate_portfolio({"A": c, "B": c}, {"A": e, "B": e}, {"A": ~e, "B": ~e}, intrabar="ticks")
 
 
 @pytest.mark.parametrize("rule", ["all", "limit", "touch"])

@@ -349,12 +349,18 @@ KW_DEFAULTS: Dict[str, Any] = keywords({o.key: o.default for o in OPTIONS})
 KW_DEFAULTS["size_mode"] = None  # inferred from size: inf -> "all" (as config size.mode=all)
 
 
-def market_orders_only(opts: Mapping[str, Any], who: str) -> None:
-    """Refuse limit entries where only market orders are simulated (portfolios, kernel sweeps)."""
+def one_symbol_only(opts: Mapping[str, Any], who: str) -> None:
+    """Refuse what only single-symbol runs (and their sweeps) simulate, limit entries and
+    ``intrabar=ticks``, where ``who`` (a portfolio, its sweep) takes market orders by the bar rules."""
     if getattr(opts.get("order_type"), "value", opts.get("order_type")) == "limit":
         raise OptionError(
-            f"backtest.orders.type=limit: limit entries are simulated by single-symbol runs (and Hydra "
-            f"sweeps of them); {who} takes market orders (set backtest.orders.type=market)"
+            f"backtest.orders.type=limit: limit entries are simulated by single-symbol runs (and sweeps "
+            f"of them); {who} takes market orders (set backtest.orders.type=market)"
+        )
+    if getattr(opts.get("intrabar"), "value", opts.get("intrabar")) == "ticks":
+        raise OptionError(
+            "backtest.intrabar=ticks resolves the bars of one symbol from its trades (single-symbol runs "
+            f"and sweeps of them); {who} uses the bar rules: set backtest.intrabar=ohlc"
         )
 
 
@@ -374,11 +380,6 @@ def build_params(**kw: Any) -> np.ndarray:
         if o.slot is not None:
             v = o.check(vals[o.kw], "simulate")
             p[o.slot] = float(o.choices[v]) if o.choices is not None else v
-    if getattr(vals["intrabar"], "value", vals["intrabar"]) == "ticks":
-        raise OptionError(
-            "backtest.intrabar=ticks resolves the bars of one symbol from its trades (a single-symbol "
-            "run); portfolios and kernel/Spark sweeps use the bar rules: set backtest.intrabar=ohlc"
-        )
     mode = getattr(vals["size_mode"], "value", vals["size_mode"])
     if mode != "all" and math.isinf(size):
         raise OptionError(f"simulate: `size` must be finite with size_mode={mode!r}")

@@ -27,7 +27,7 @@ from btsys.backtest.engine import (
 )
 from btsys.backtest.enums import N_METRICS, Param, SizeMode, order_dt, trade_dt
 from btsys.backtest.inputs import bar_tables, per_symbol
-from btsys.backtest.options import _get, build_params, market_orders_only, options_from_config
+from btsys.backtest.options import _get, build_params, one_symbol_only, options_from_config
 from btsys.backtest.result import make_result
 from btsys.signals import _strategies_nb as snb
 
@@ -241,7 +241,7 @@ def simulate_portfolio(
         )
     )
     opts = {**options_from_config(bt_cfg), **overrides}
-    market_orders_only(opts, "a portfolio")
+    one_symbol_only(opts, "a portfolio")
     vol_window = int(opts.pop("vol_window"))
     p = build_params(**opts)
     tl = timeline(bars, funding if _get(bt_cfg, "funding", False) else None)
@@ -378,7 +378,7 @@ def simulate_cross_sectional(
         tl.has, sc, member, rebalance_rows(tl.ts, rebalance_every), top_n, bottom_n, *sig
     )
     opts = {**options_from_config(bt_cfg), **overrides}
-    market_orders_only(opts, "a portfolio")
+    one_symbol_only(opts, "a portfolio")
     vol_window = int(opts.pop("vol_window"))
     p = build_params(**opts)
     _nb.xs_params_nb(p, top_n, bottom_n)

@@ -53,10 +53,12 @@ from btsys.backtest.options import (
     _get,
     build_params,
     config_values,
-    market_orders_only,
+    one_symbol_only,
     options_from_config,
 )
 from btsys.backtest.portfolio import Timeline, member_grid, rebalance_rows, timeline
+from btsys.backtest.sweep_runs import evaluate_runs, runs_each
+from btsys.backtest.ticks import TradeSource, trade_source
 from btsys.errors import ConfigError
 from btsys.signals.specs import SPECS, Spec, check_grid, check_value, indicator
 
@@ -203,7 +205,6 @@ def plan_from_config(cfg: Any, grid: Mapping[str, Any], where: str = "sweep.grid
     if bt is None:
         raise SweepError("the config has no `backtest` section")
     kw = options_from_config(bt)
-    market_orders_only(kw, "a kernel or Spark sweep")
     kw["size"] = config_values(bt)["backtest.size.value"]  # the value a swept size.mode would use
     charge = bool(_get(bt, "funding", False))
     return _plan(spec, strategy, kw, charge, list(zip(keys, values, strict=True)), False, where)
@@ -214,6 +215,8 @@ def check_frames(plan: Plan, frames: Mapping[str, pd.DataFrame], where: str = "s
     ``xs_momentum``'s symbols."""
     if not frames:
         raise SweepError("no symbol has bars to sweep")
+    if len(frames) > 1 or plan.spec.code < 0:
+        one_symbol_only(plan.kw, "a portfolio sweep")
     n_max = max(len(f) for f in frames.values())
     windows = [w for _, w in plan.spec.indicators] + (["lookback"] if plan.spec.code < 0 else [])
     for p in dict.fromkeys(windows):
@@ -295,7 +298,9 @@ def _needs_vol(plan: Plan) -> bool:
     return float(SIZE_MODE_NAMES["vol_target"]) in plan.values("backtest.size.mode", option=True)
 
 
-def _table(plan: Plan, out: np.ndarray, benchmark_return: float) -> pd.DataFrame:
+def _table(
+    plan: Plan, out: np.ndarray, benchmark_return: float, extra: Optional[dict] = None
+) -> pd.DataFrame:
     n = out.shape[0]
     cols: Dict[str, Any] = {}
     inner = 1
@@ -309,6 +314,8 @@ def _table(plan: Plan, out: np.ndarray, benchmark_return: float) -> pd.DataFrame
     df[BENCHMARK_METRICS[0]] = benchmark_return
     for j, name in enumerate(BENCHMARK_METRICS[1:]):
         df[name] = out[:, N_METRICS + j]
+    for name, col in (extra or {}).items():
+        df[name] = col
     return df
 
 
@@ -335,23 +342,29 @@ def evaluate(
     daily_returns: bool = False,
     window: Optional[Tuple[int, int]] = None,
     universe: Optional[pd.DataFrame] = None,
+    trades: Optional[Mapping[str, TradeSource]] = None,
 ):
     """Run a checked :class:`Plan` on ``frames`` (symbol -> bar/feature frame); the metrics table
     (one row per combination: the grid's columns, then ``enums.METRIC_NAMES`` and
-    ``metrics.BENCHMARK_METRICS``, as in a run's ``metrics``) and, with
-    ``daily_returns``, the daily returns (index: UTC day start in µs, one column per row).
+    ``metrics.BENCHMARK_METRICS``, as in a run's ``metrics``; with ``intrabar=ticks`` then
+    ``INTRABAR_METRICS``, with limit entries ``orders_expired``) and, with ``daily_returns``, the
+    daily returns (index: UTC day start in µs, one column per row).
 
     ``window``: ``(start, stop)`` bars (one symbol) or merged-timeline rows (several, or with a
     universe) to trade. ``universe``: a dynamic universe's membership table (as
     :func:`btsys.backtest.portfolio.simulate_portfolio` takes it): members trade, on the portfolio
-    path, as the run does."""
+    path, as the run does. ``trades``: ``{symbol: trade source}`` for ``intrabar=ticks``
+    (:mod:`btsys.backtest.sweep_runs` runs each combination; the trades of a bar are read once)."""
+    extra = None
     if plan.spec.code >= 0 and len(frames) == 1 and universe is None:
-        out, daily, ts, bench_return = _evaluate_single(plan, frames, funding, daily_returns, window)
+        out, daily, ts, bench_return, extra = _evaluate_single(
+            plan, frames, funding, daily_returns, window, trades
+        )
     else:
         out, daily, ts, bench_return = _evaluate_portfolio(
             plan, frames, funding, daily_returns, window, universe
         )
-    df = _table(plan, out, bench_return)
+    df = _table(plan, out, bench_return, extra)
     if not daily_returns:
         return df
     first, n_days = _days(ts, True)
@@ -359,16 +372,21 @@ def evaluate(
     return df, pd.DataFrame(daily.T, index=pd.Index(days, name="ts"))
 
 
-def _evaluate_single(plan, frames, funding, daily_returns, window):
+def _evaluate_single(plan, frames, funding, daily_returns, window, trades=None):
     ((sym, frame),) = frames.items()
     a = _bars_arrays(frame, f"bars of {sym}")
     c, o, h, lo = ohlc_arrays(a["close"], a["open"], a["high"], a["low"], "sweep")
     n = c.shape[0]
     t = bar_times(a["ts_close"], n)
+    w = window_slice(window if window is not None else (0, n), n)
+    if runs_each(plan.kw):
+        out, daily, bench, bench_return = _buffers(plan, t[w], c[w], daily_returns)
+        f = funding.get(sym) if funding else None
+        out, extra = evaluate_runs(plan, sym, frame, f, w, daily, (trades or {}).get(sym))
+        return out, daily, t[w], bench_return, extra
     vol = volume_array(a["volume"], n)
     fts, frate = _funding_arrays(funding.get(sym) if funding else None)
     fund = funding_per_bar(t, fts, frate) if plan.charge_funding else np.zeros(0)
-    w = window_slice(window if window is not None else (0, n), n)
     series = _series(plan)
     ind = np.empty((max(len(series["rows"]), 1), n))
     for r, (family, win) in enumerate(series["rows"]):
@@ -382,7 +400,7 @@ def _evaluate_single(plan, frames, funding, daily_returns, window):
         t, o, h, lo, c, vol, fund, vol_all, plan.spec.code, ind, *enc, w.start, w.stop,
         numba.get_num_threads(), bench, np.zeros(0, order_dt), np.zeros(0, trade_dt), out, daily,
     )  # fmt: skip
-    return out, daily, t[w], bench_return
+    return out, daily, t[w], bench_return, None
 
 
 def _padded(tl: Timeline, key: str, fill, dtype) -> np.ndarray:
@@ -395,6 +413,7 @@ def _padded(tl: Timeline, key: str, fill, dtype) -> np.ndarray:
 
 
 def _evaluate_portfolio(plan, frames, funding, daily_returns, window, universe=None):
+    one_symbol_only(plan.kw, "a portfolio sweep")
     tl = timeline(frames, funding if plan.charge_funding else None)
     member = member_grid(universe, tl.symbols, tl.ts)
     if max(plan.values("backtest.slippage.impact", option=True)) > 0 and tl.volume.shape[0] == 0:
@@ -436,16 +455,17 @@ def sweep_frames(
     daily_returns: bool = False,
     window: Optional[Tuple[int, int]] = None,
     universe: Optional[pd.DataFrame] = None,
+    trades: Optional[Mapping[str, TradeSource]] = None,
 ):
     """Sweep ``grid`` (dotted config keys -> lists, as ``sweep.grid`` holds them, e.g.
     ``{"strategy.fast": [5, 10], "backtest.risk.stop_loss": [0, 0.02]}``) over the run config
     ``cfg`` on ``frames`` (symbol -> frame, as the backtest stage loads them). Keys not in the grid
     keep their config values. Each row equals the backtest stage's backtest of ``cfg`` with that
-    combination set (``universe``: the run's membership table); parameter columns are in the
-    config's units. See :func:`evaluate`."""
+    combination set (``universe``: the run's membership table; ``trades``: the trade sources of
+    ``backtest.intrabar=ticks``); parameter columns are in the config's units. See :func:`evaluate`."""
     plan = plan_from_config(cfg, grid)
     check_frames(plan, frames)
-    return evaluate(plan, frames, funding, daily_returns, window, universe)
+    return evaluate(plan, frames, funding, daily_returns, window, universe, trades)
 
 
 def sweep(
@@ -463,6 +483,7 @@ def sweep(
     funding_rate=None,
     daily_returns: bool = False,
     window: Optional[Tuple[int, int]] = None,
+    ticks: Any = None,
     **fixed: Any,
 ):
     """Sweep one symbol's arrays: ``grid`` maps strategy parameters (``fast``, ``window``, ...) and
@@ -473,8 +494,13 @@ def sweep(
     DatetimeIndex gives ``ts``; ``freq=`` spaces bars without times; with neither, the calendar
     metrics are NaN and ``daily_returns``, funding and ``vol_target`` sizing are refused).
 
+    ``intrabar="ticks"`` (with ``ticks``: a tick table, ``close`` then the bar table, or a trade
+    source, as ``simulate`` takes them) and ``order_type="limit"`` run each combination through
+    ``simulate`` (:mod:`btsys.backtest.sweep_runs`), the trades of a bar read once.
+
     Row ``i`` equals ``simulate`` of the strategy's signals (``generate_signals``) with that
     combination. Returns the table (and the daily returns) as :func:`evaluate`."""
+    close_in = close
     from btsys.signals import strategy_params
 
     close, arrs, ts = prices_and_clock(
@@ -498,7 +524,8 @@ def sweep(
     if kw["size_mode"] is None:
         kw["size_mode"] = "all" if math.isinf(float(kw["size"])) else "qty"
     build_params(**kw)  # checks the fixed options (simulate's messages)
-    market_orders_only(kw, "a kernel sweep")
+    bars_table = close_in if isinstance(close_in, pd.DataFrame) else None
+    src = trade_source(BY_KW["intrabar"].check(kw["intrabar"], "simulate"), ticks, bars_table)
     strat = {p: base[p] if p in keys else check_value(spec, p, base[p]) for p in spec.param_names}
     plan = _plan(
         spec, strat, kw, funding_ts is not None, list(zip(keys, values, strict=True)), True, "sweep: "
@@ -526,7 +553,7 @@ def sweep(
         if funding_ts is None or funding_rate is None:
             raise SweepError("sweep: give both `funding_ts` and `funding_rate`, or neither")
         fund = {"": pd.DataFrame({"ts": np.asarray(funding_ts), "rate": np.asarray(funding_rate)})}
-    out = evaluate(plan, frames, fund, daily_returns, window)
+    out = evaluate(plan, frames, fund, daily_returns, window, trades={"": src} if src else None)
     if ts is None:  # a zero clock is one "day": no calendar metric may be computed from it
         out[[k for k in CALENDAR_METRICS if k in out.columns]] = np.nan
     return out

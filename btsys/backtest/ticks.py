@@ -149,3 +149,62 @@ class FrameTrades:
                 hint="pass the ticks the bars were built from",
             ) from None
         return gather(self.ts, self.price, lo, hi)
+
+
+class BarsNotCached(Exception):
+    """A :class:`TradeCache` was asked for bars it does not hold (they are now wanted)."""
+
+
+class TradeCache:
+    """A trade source over ``source`` for ``n_bars`` bars that serves only the bars it holds and
+    keeps what it loads: the cache shared by the runs of a sweep's combinations, so that a bar's
+    trades are read once. Asked for a bar it lacks, it notes it in ``wanted`` and raises
+    :class:`BarsNotCached` (the run stops); :meth:`load` then reads every wanted bar in one call
+    of ``source`` (a day file once for all of them). Memory: 16 bytes a trade held."""
+
+    def __init__(self, source: TradeSource, n_bars: int):
+        self.source = source
+        self.lo = np.full(n_bars, -1, dtype=np.int64)
+        self.hi = np.full(n_bars, -1, dtype=np.int64)
+        self.ts, self.price = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.wanted = np.zeros(n_bars, dtype=np.bool_)
+        self.loads = 0  # calls of ``source``
+
+    def __call__(self, idx: np.ndarray):
+        idx = np.asarray(idx, dtype=np.int64)
+        miss = self.lo[idx] < 0
+        if miss.any():
+            self.wanted[idx[miss]] = True
+            raise BarsNotCached(int(miss.sum()))
+        return gather(self.ts, self.price, self.lo[idx], self.hi[idx])
+
+    def load(self) -> int:
+        """Read the wanted bars (one call of the source); returns how many."""
+        idx = np.flatnonzero(self.wanted)
+        if idx.size:
+            off, ts, price = self.source(idx)
+            self.lo[idx] = self.ts.size + off[:-1]
+            self.hi[idx] = self.ts.size + off[1:]
+            self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)])
+            self.price = np.concatenate([self.price, np.asarray(price, dtype=np.float64)])
+            self.wanted[:] = False
+            self.loads += 1
+        return int(idx.size)
+
+    def run_all(self, run: Callable[[int], Any], n: int) -> list:
+        """``[run(k) for k in range(n)]`` with every run reading its trades from this cache: the
+        runs that asked for bars it lacked run again once all the bars those runs asked for are
+        loaded, until none lacks any (as many rounds as the runs' passes, each round one read)."""
+        out: list = [None] * n
+        todo = list(range(n))
+        while todo:
+            again = []
+            for k in todo:
+                try:
+                    out[k] = run(k)
+                except BarsNotCached:
+                    again.append(k)
+            if again and self.load() == 0:
+                raise AssertionError("TradeCache: runs asked for bars they then did not name")
+            todo = again
+        return out

@@ -133,7 +133,7 @@ def run(
     frames, funding = load_inputs(cfg, store, feats_entry, ingest_entry)
     split = cfg.backtest.split
     if bool(split.enabled) and bool(split.get("reoptimize", False)):
-        wf = walk_forward(cfg, frames, funding, universe)
+        wf = walk_forward(cfg, frames, funding, universe, lake_trades(cfg, store, frames))
         return StageResult(
             wf.result, sorted(frames), extra_metrics=wf.metrics, prices=_prices(frames), walk_forward=wf.table
         )
@@ -207,6 +207,7 @@ def walk_forward(
     frames: Dict[str, pd.DataFrame],
     funding: Optional[dict] = None,
     universe: Optional[pd.DataFrame] = None,
+    trades: Optional[dict] = None,
 ) -> WalkForward:
     """Walk-forward optimisation (``backtest.split.reoptimize=true``).
 
@@ -216,7 +217,8 @@ def walk_forward(
     the out-of-sample bars as :func:`backtest_frames` with a trading window, starting flat with the
     equity the previous out-of-sample window ended with (a position still open at a window's end is
     marked at its last close). Windows count bars of the symbol (one symbol) or rows of the merged
-    timeline (several symbols); with a dynamic universe both parts trade members only.
+    timeline (several symbols); with a dynamic universe both parts trade members only. ``trades``:
+    the trade sources of ``backtest.intrabar=ticks`` (:func:`lake_trades`), for both parts.
 
     The stitched out-of-sample backtest (:func:`btsys.backtest.walk_forward.stitch`) is the
     headline; per window the chosen parameters and the in-sample and out-of-sample figures.
@@ -230,12 +232,14 @@ def walk_forward(
     cash = float(cfg.backtest.init_cash)
     rows, parts = [], []
     for i, (tr, te) in enumerate(windows):
-        table = evaluate(plan, frames, funding, window=(tr.start, tr.stop), universe=universe)
+        table = evaluate(plan, frames, funding, window=(tr.start, tr.stop), universe=universe, trades=trades)
         best_i = int(ranking(table, objective, maximize)[0])
         best = {k: table[k].iloc[best_i] for k in grid}
         best = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in best.items()}
         trial = trial_config(cfg, {**best, "backtest.init_cash": cash})
-        oos = backtest_frames(trial, frames, funding, window=(te.start, te.stop), universe=universe).result
+        oos = backtest_frames(
+            trial, frames, funding, window=(te.start, te.stop), universe=universe, trades=trades
+        ).result
         parts.append(oos)
         rows.append(_window_row(i, tr, te, ts, best, table.iloc[best_i], oos, objective))
         log.info(

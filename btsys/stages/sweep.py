@@ -8,9 +8,12 @@ same sweep on that executor's copy of the frames; the chunks in id order give th
 for row. Every combination is checked before anything is computed
 (:func:`btsys.backtest.sweep.plan_from_config`). A row is one parameter set evaluated as the run
 evaluates it: with several ``data.symbols``, the shared-cash portfolio of all of them (with a
-dynamic universe, of its members). The top ``sweep.top_k`` rows are run again by the backtest
-stage's :func:`~btsys.stages.backtest.backtest_frames` for their child runs, which therefore equal
-them. (``sweep.mode=hydra``, one Hydra job per combination, needs no stage: each job is a run.)
+dynamic universe, of its members). With ``backtest.intrabar=ticks`` (one symbol) each combination
+is run by the engine (:mod:`btsys.backtest.sweep_runs`) and the trades come from the tick lake,
+each bar's read once per chunk (in Spark, by the task that sweeps the chunk). The top
+``sweep.top_k`` rows are run again by the backtest stage's
+:func:`~btsys.stages.backtest.backtest_frames` for their child runs, which therefore equal them.
+(``sweep.mode=hydra``, one Hydra job per combination, needs no stage: each job is a run.)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 from btsys.backtest import BacktestResult
 from btsys.backtest.grid import check_objective, chunk_grid, chunk_plan, grid_of, ranking, trial_config
 from btsys.backtest.sweep import check_frames, evaluate, plan_from_config, sweep_frames
-from btsys.stages.backtest import backtest_frames, load_inputs
+from btsys.stages.backtest import backtest_frames, lake_trades, load_inputs
 from btsys.storage import storage_from_dict
 
 log = logging.getLogger("btsys.stages.sweep")
@@ -64,7 +67,11 @@ def _chunk_task(ids, store_dict, paths, cfg_dict, keys, values, plan, keep_parti
     frames = {sym: _executor_frame(store_dict, path, keep_partial) for sym, path in paths}
     for chunk in ids:
         sub = chunk_grid(keys, values, plan, chunk)
-        table, daily = sweep_frames(cfg, frames, sub, funding=funding, daily_returns=True, universe=universe)
+        # backtest.intrabar=ticks: the chunk's trades, read by this task from the lake once
+        trades = lake_trades(cfg, storage_from_dict(store_dict), frames)
+        table, daily = sweep_frames(
+            cfg, frames, sub, funding=funding, daily_returns=True, universe=universe, trades=trades
+        )
         daily.columns = [str(c) for c in daily.columns]
         tbuf, dbuf = io.BytesIO(), io.BytesIO()
         table.to_parquet(tbuf, index=False)
@@ -132,13 +139,16 @@ def run(
     frames, funding = load_inputs(cfg, store, feats_entry, ingest_entry)
     check_frames(sweep_plan, frames)
     keys, values = list(grid), list(grid.values())
+    trades = lake_trades(cfg, store, frames)
     if spark is not None:
         paths = [(s, feats_entry.meta["symbols"][s]["path"]) for s in frames]
         table, daily = spark_sweep(
             spark, store, paths, cfg, keys, values, bool(cfg.bars.keep_partial), funding, universe
         )
     else:
-        table, daily = evaluate(sweep_plan, frames, funding, daily_returns=True, universe=universe)
+        table, daily = evaluate(
+            sweep_plan, frames, funding, daily_returns=True, universe=universe, trades=trades
+        )
     daily.columns = table.index
     order = ranking(table, objective, maximize)
     top = []
@@ -146,7 +156,7 @@ def run(
         params = {k: table[k].iloc[int(i)] for k in keys}  # per column: dtypes kept
         params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
         trial = trial_config(cfg, params)
-        top.append((params, backtest_frames(trial, frames, funding, universe=universe).result))
+        top.append((params, backtest_frames(trial, frames, funding, universe=universe, trades=trades).result))
     best = dict(top[0][1].metrics) if top else {}
     if top:
         log.info(
