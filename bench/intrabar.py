@@ -16,6 +16,11 @@ target 0.2 %, trailing 0.3 %, funding every 8 h) is then backtested twice over t
 Prints both times, their ratio (goal: ticks within 3x of ohlc), the share of bars whose trades
 were read, the trades and day files read, the passes of the engine, ``intrabar_disagreements``
 and the PnL difference, and the peak RSS of each run over the resident bars (sampled every 10 ms).
+
+Then (``--sweep``, default on) a sweep of the same strategy over 48 combinations (fast x slow x
+stop loss, ``btsys.backtest.sweep``): ``ohlc`` in the sweep kernel against ``ticks`` (each
+combination through ``simulate``, the trades of a bar read once for the whole grid), with the
+trades and day files read, against the trades the 48 runs would read one by one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from _common import parse_args  # noqa: E402  (bench/ is the script folder)
 from bars import PeakRSS  # noqa: E402
 
 from btsys.backtest import simulate  # noqa: E402
+from btsys.backtest.sweep import sweep  # noqa: E402
 from btsys.bars.api import TICK_COLUMNS, BarSpec, BarStream  # noqa: E402
 from btsys.data import lake  # noqa: E402
 from btsys.data.lake import Series, write_day  # noqa: E402
@@ -115,6 +121,41 @@ def run(bars, funding, mode: str, source=None):
     )
 
 
+#: the sweep: 4 x 3 x 4 = 48 combinations
+GRID = {"fast": [3, 5, 8, 12], "slow": [20, 40, 80], "stop_loss": [0.001, 0.0015, 0.002, 0.003]}
+
+
+def sweeps(bars, funding, store, one_run_trades: int) -> None:
+    """The 48-combination sweep with ``ohlc`` (sweep kernel) and ``ticks`` (runs sharing a trade
+    cache), timed with their peak RSS."""
+    me = psutil.Process()
+    rules = {k: v for k, v in RULES.items() if k != "stop_loss"}
+    kw = dict(strategy="ma_cross", funding_ts=funding[0], funding_rate=funding[1], **rules)
+    sweep(bars, {k: v[:1] for k, v in GRID.items()}, **kw)  # compile
+    out = {}
+    for mode in ("ohlc", "ticks"):
+        src = LakeTrades(store, SERIES, bars) if mode == "ticks" else None
+        extra = dict(intrabar="ticks", ticks=src) if mode == "ticks" else {}
+        with PeakRSS(lambda: [me]) as pk:
+            t = time.perf_counter()
+            table = sweep(bars, GRID, **kw, **extra)
+            out[mode] = (time.perf_counter() - t, pk.peak, table, src)
+    (t_o, m_o, tab_o, _), (t_t, m_t, tab_t, src) = out["ohlc"], out["ticks"]
+    n = len(tab_t)
+    print(
+        f"sweep of {n} combinations: ohlc (kernel) {t_o:.2f}s, peak RSS {m_o / 1e6:,.0f} MB; ticks "
+        f"{t_t:.2f}s ({t_t / n * 1e3:.0f} ms a combination), peak RSS {m_t / 1e6:,.0f} MB: "
+        f"{t_t / t_o:.0f} x"
+    )
+    print(
+        f"ticks sweep read {src.trades_read:,} trades in {src.reads} day reads (the bars {n} runs "
+        f"needed, each once; one run of the base strategy alone reads {one_run_trades:,}); "
+        f"intrabar_share {tab_t['intrabar_share'].min():.1%}-{tab_t['intrabar_share'].max():.1%}, "
+        f"disagreements {tab_t['intrabar_disagreements'].sum():,.0f}; the best row by final value: "
+        f"{int(tab_o['final_value'].idxmax())} (ohlc), {int(tab_t['final_value'].idxmax())} (ticks)"
+    )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=30)
@@ -123,6 +164,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each mode (the best is shown)")
     ap.add_argument("--dir", default=None, help="lake directory (default: a temporary one, removed)")
     ap.add_argument("--row-group", type=int, default=lake.ROW_GROUP_ROWS, help="rows per Parquet row group")
+    ap.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the 48-combination sweeps")
     a = parse_args(ap, argv, quick={"days": 2, "ticks_per_day": 50_000, "bars_per_day": 200.0, "repeat": 1})
     per_day = int(a.ticks_per_day)
     lake.ROW_GROUP_ROWS = a.row_group
@@ -184,6 +226,8 @@ def main(argv=None):
             f"ohlc {r_o.final_value:,.2f}, ticks {r_t.final_value:,.2f}: "
             f"intrabar_pnl_diff {ib['intrabar_pnl_diff']:+,.2f}"
         )
+        if a.sweep:
+            sweeps(bars, funding, store, src.trades_read)
     finally:
         if a.dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -171,3 +171,21 @@ def test_kernel_and_spark_sweeps_read_the_lake_and_equal_the_runs(tmp_path, spar
     assert (g.table["intrabar_bars"] > 0).all()
     table, _ = spark_sweep(spark, store, [(SYM, path)], cfg, list(grid), [list(v) for v in grid.values()])
     pd.testing.assert_frame_equal(table, g.table)
+
+
+def test_the_trade_cache_loads_in_batches_of_whole_bars():
+    """With the bars' trade counts, a load asks for batches of about ``batch`` trades; what the
+    runs read is the same as from one load."""
+    from btsys.backtest.ticks import BarsNotCached, TradeCache
+
+    src = Counting(FrameTrades(TICKS, BARS))
+    cache = TradeCache(src, len(BARS), BARS["n_ticks"].to_numpy(), batch=500)
+    want = np.arange(3, len(BARS), 4)
+    with pytest.raises(BarsNotCached):
+        cache(want)
+    assert cache.load() == want.size and cache.load() == 0
+    sizes = [int(BARS["n_ticks"].to_numpy()[a].sum()) for a in src.asked]
+    assert len(src.asked) > 3 and max(sizes) < 500 + BARS["n_ticks"].max()
+    np.testing.assert_array_equal(np.concatenate(src.asked), want)
+    for got, exp in zip(cache(want), FrameTrades(TICKS, BARS)(want), strict=True):
+        np.testing.assert_array_equal(got, exp)

@@ -546,6 +546,8 @@ def sweep(
     )
     if volume is not None:
         frame["volume"] = volume
+    if src is not None and bars_table is not None and "n_ticks" in bars_table.columns:
+        frame["n_ticks"] = bars_table["n_ticks"].to_numpy()  # the trade cache's batches
     frames = {"": frame}
     check_frames(plan, frames, "sweep: ")
     fund = None

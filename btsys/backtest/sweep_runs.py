@@ -83,7 +83,10 @@ def evaluate_runs(
     a = _bars_arrays(frame, f"bars of {sym}")
     fts, frate = _funding_arrays(funding) if plan.charge_funding else (None, None)
     combos = combinations(plan)
-    cache = TradeCache(trades, len(frame)) if _value(plan.kw.get("intrabar")) == "ticks" else None
+    cache = None
+    if _value(plan.kw.get("intrabar")) == "ticks":
+        n_ticks = frame["n_ticks"].to_numpy() if "n_ticks" in frame.columns else None
+        cache = TradeCache(trades, len(frame), n_ticks)
     init = float(plan.kw["init_cash"])
 
     def run(k: int):

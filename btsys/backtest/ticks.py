@@ -159,11 +159,16 @@ class TradeCache:
     """A trade source over ``source`` for ``n_bars`` bars that serves only the bars it holds and
     keeps what it loads: the cache shared by the runs of a sweep's combinations, so that a bar's
     trades are read once. Asked for a bar it lacks, it notes it in ``wanted`` and raises
-    :class:`BarsNotCached` (the run stops); :meth:`load` then reads every wanted bar in one call
-    of ``source`` (a day file once for all of them). Memory: 16 bytes a trade held."""
+    :class:`BarsNotCached` (the run stops); :meth:`load` then reads the wanted bars.
 
-    def __init__(self, source: TradeSource, n_bars: int):
+    Memory: 16 bytes a trade held. With ``n_ticks`` (the bars' trade counts) a load asks the
+    source for batches of about ``batch`` trades (whole bars, ascending) written into arrays sized
+    once, so what a source builds while reading stays bounded by a batch, not by the sweep."""
+
+    def __init__(self, source: TradeSource, n_bars: int, n_ticks=None, batch: int = 2_000_000):
         self.source = source
+        self.n_ticks = None if n_ticks is None else np.asarray(n_ticks, dtype=np.int64)
+        self.batch = int(batch)
         self.lo = np.full(n_bars, -1, dtype=np.int64)
         self.hi = np.full(n_bars, -1, dtype=np.int64)
         self.ts, self.price = np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -178,18 +183,38 @@ class TradeCache:
             raise BarsNotCached(int(miss.sum()))
         return gather(self.ts, self.price, self.lo[idx], self.hi[idx])
 
+    def _batches(self, idx: np.ndarray) -> list:
+        if self.n_ticks is None:
+            return [idx]
+        ends = np.cumsum(self.n_ticks[idx]) // max(self.batch, 1)
+        return np.split(idx, np.flatnonzero(np.diff(ends)) + 1)
+
     def load(self) -> int:
-        """Read the wanted bars (one call of the source); returns how many."""
+        """Read the wanted bars (in batches, see the class); returns how many."""
         idx = np.flatnonzero(self.wanted)
-        if idx.size:
-            off, ts, price = self.source(idx)
-            self.lo[idx] = self.ts.size + off[:-1]
-            self.hi[idx] = self.ts.size + off[1:]
-            self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)])
-            self.price = np.concatenate([self.price, np.asarray(price, dtype=np.float64)])
-            self.wanted[:] = False
+        if idx.size == 0:
+            return 0
+        pos = self.ts.size
+        if self.n_ticks is not None:  # room for all of them, filled batch by batch
+            self._grow(int(self.n_ticks[idx].sum()))
+        for b in self._batches(idx):
+            off, ts, price = self.source(b)
             self.loads += 1
+            n = int(off[-1])
+            if self.n_ticks is None:
+                self._grow(n)
+            self.ts[pos : pos + n] = ts
+            self.price[pos : pos + n] = price
+            self.lo[b], self.hi[b] = pos + off[:-1], pos + off[1:]
+            pos += n
+        if pos != self.ts.size:
+            raise AssertionError("TradeCache: the source returned other trade counts than n_ticks")
+        self.wanted[:] = False
         return int(idx.size)
+
+    def _grow(self, n: int) -> None:
+        self.ts = np.concatenate([self.ts, np.empty(n, dtype=np.int64)])
+        self.price = np.concatenate([self.price, np.empty(n)])
 
     def run_all(self, run: Callable[[int], Any], n: int) -> list:
         """``[run(k) for k in range(n)]`` with every run reading its trades from this cache: the
