@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from intrabar_reference import Rules, simulate_ticks
 
 from btsys.backtest import simulate
 from btsys.backtest.options import OptionError
 from btsys.backtest.ticks import FrameTrades
 from btsys.bars import build_bars
 from btsys.errors import TradesMissing
-from tests.intrabar_reference import Rules, simulate_ticks
 
 T0 = 1_735_689_600_000_000
 KINDS = [

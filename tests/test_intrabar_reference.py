@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from tests.intrabar_reference import (
+from intrabar_reference import (
     ENTRY,
     EXIT,
     LIQUIDATION,
