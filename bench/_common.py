@@ -1,6 +1,6 @@
 """The command line the benchmarks share: ``--quick`` runs tiny sizes.
 
-The test suite runs every ``bench/*.py`` with ``--quick`` (tests/test_bench.py, through
+The test suite runs every ``bench/*.py`` with ``--quick`` (tests/test_workflows.py, through
 ``make bench BENCH=... BENCH_ARGS=--quick``), so a benchmark that no longer imports or runs fails
 the tests; its figures are meaningless at those sizes. A size given explicitly wins over the quick
 one::
