@@ -16,6 +16,7 @@ from btsys.backtest.engine import INTRABAR_METRICS
 from btsys.backtest.enums import METRIC_NAMES
 from btsys.backtest.grid import trial_config
 from btsys.backtest.metrics import BENCHMARK_METRICS
+from btsys.backtest.metrics import daily_returns as daily_returns_of
 from btsys.backtest.options import OptionError
 from btsys.backtest.sweep import sweep, sweep_frames
 from btsys.backtest.ticks import FrameTrades
@@ -121,6 +122,23 @@ def test_the_python_sweep_takes_ticks_and_its_rows_equal_simulate():
         np.testing.assert_array_equal(
             table.iloc[i][ALL_METRICS + list(INTRABAR_METRICS)].to_numpy(float), want
         )
+
+
+def test_the_daily_returns_of_a_ticks_sweep_are_its_runs():
+    """What PBO reads: each row's daily returns equal those of the run of its parameters."""
+    cfg = config({"direction": "both", "intrabar": "ticks", "risk": STOPS})
+    grid = {"strategy.fast": [2, 4], "backtest.risk.stop_loss": [0.0015, 0.003]}
+    table, daily = sweep_frames(cfg, FRAMES, grid, daily_returns=True, trades={SYM: FrameTrades(TICKS, BARS)})
+    assert daily.shape == (2, len(table)) and daily.abs().to_numpy().sum() > 0
+    for i in range(len(table)):
+        run = backtest_frames(
+            trial_config(cfg, row_params(table, i, grid)),
+            FRAMES,
+            None,
+            trades={SYM: FrameTrades(TICKS, BARS)},
+        ).result
+        want = daily_returns_of(BARS["ts_close"].to_numpy(), run.equity, cfg.backtest.init_cash)
+        np.testing.assert_array_equal(daily[i].to_numpy(), want)
 
 
 def test_what_a_ticks_or_limit_sweep_refuses():

@@ -88,23 +88,27 @@ def evaluate_runs(
         n_ticks = frame["n_ticks"].to_numpy() if "n_ticks" in frame.columns else None
         cache = TradeCache(trades, len(frame), n_ticks)
     init = float(plan.kw["init_cash"])
+    names, extra_names = METRIC_NAMES + BENCHMARK_METRICS[1:], extra_columns(plan.kw)
+    ts = a["ts_close"][window]
 
     def run(k: int):
+        """Combination ``k``'s row, extra metrics and daily returns: what the table keeps of its run
+        (not the run's equity and records, so memory follows the rows, as in the sweep kernel)."""
         strat, kw = combos[k]
         g = generate_signals({"name": plan.spec.name, **strat}, frame)
-        return simulate(
+        r = simulate(
             a["close"], g.entries, g.exits, open=a["open"], high=a["high"], low=a["low"], ts=a["ts_close"],
             volume=a["volume"], short_entries=g.short_entries, short_exits=g.short_exits,
             funding_ts=fts, funding_rate=frate, size_scale=g.size, window=(window.start, window.stop),
             ticks=cache, **kw,
         )  # fmt: skip
+        dret = daily_returns_of(ts, r.equity, init) if daily.shape[1] else None
+        return [r.metrics[m] for m in names], [r.metrics[m] for m in extra_names], dret
 
     results = cache.run_all(run, len(combos)) if cache is not None else [run(k) for k in range(len(combos))]
-    names = METRIC_NAMES + BENCHMARK_METRICS[1:]
-    out = np.array([[r.metrics[m] for m in names] for r in results]).reshape(len(results), len(names))
-    extra = {m: np.array([r.metrics[m] for r in results]) for m in extra_columns(plan.kw)}
-    if daily.shape[1]:
-        ts = a["ts_close"][window]
-        for k, r in enumerate(results):
-            daily[k] = daily_returns_of(ts, r.equity, init)
+    out = np.array([row for row, _, _ in results], dtype=np.float64).reshape(len(results), len(names))
+    extra = {m: np.array([ext[i] for _, ext, _ in results]) for i, m in enumerate(extra_names)}
+    for k, (_, _, dret) in enumerate(results):
+        if dret is not None:
+            daily[k] = dret
     return out, extra
