@@ -2,7 +2,7 @@
 #   make demo   # set up .venv, then run the offline demo (synthetic mirror -> Spark -> numba -> MLflow)
 #   make test   # set up .venv, then run the test suite
 # Variables: ARGS (extra overrides for demo/demo-ml), BENCH/BENCH_ARGS (scripts and flags for
-# bench, e.g. BENCH_ARGS=--quick), UI_PORT/MLFLOW_DB (ui). tests/test_makefile.py runs the targets.
+# bench, e.g. BENCH_ARGS=--quick), UI_PORT/MLFLOW_DB (ui), TEST_WORKERS (test). tests/test_workflows.py runs the targets.
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -12,6 +12,7 @@ BENCH ?= $(filter-out bench/_common.py,$(wildcard bench/*.py))
 BENCH_ARGS ?=
 UI_PORT ?= 5000
 MLFLOW_DB ?= mlflow.db
+TEST_WORKERS ?= 2
 
 .PHONY: setup java demo demo-ml test quick lint bench ui clean
 
@@ -44,8 +45,10 @@ demo: setup
 demo-ml: setup
 	$(VPY) -m btsys +experiment=demo_ml $(ARGS)
 
+# two pytest workers (pytest-xdist), each taking whole test files: the suite waits on JVMs, subprocesses
+# and disks often enough that two of them fill the 2 cores (TEST_WORKERS=0 runs in one process)
 test: setup
-	$(VPY) -m pytest
+	$(VPY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # the quick loop while editing: no Spark, nothing slow (under a minute)
 quick: setup

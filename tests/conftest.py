@@ -41,6 +41,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
+    # the longest file first (stable: each file keeps its order): `make test` runs two workers, each
+    # taking whole files (--dist loadfile), and this one would otherwise start last and run alone
+    items.sort(key=lambda item: item.path.name != "test_workflows.py")
 
 
 @pytest.fixture(scope="session")
