@@ -5,7 +5,8 @@ sweep row trades exactly the signals of the run it stands for. A kernel reads pr
 indicator series (the feature library's kernels: a sweep computes each distinct window once) and
 writes four bool arrays: long entry, long exit, short entry, short exit, for bars
 ``[start, stop)`` only (a walk-forward window needs no more; the state before ``start`` is read
-from bar ``start - 1``).
+from bar ``start - 1``). A side whose two arrays have length 0 is skipped (a long-only sweep
+computes no short signals).
 
 Edges, as every rule strategy emits them: ``cond`` *becomes* true at bar ``t`` when it is true at
 ``t`` and false at ``t - 1`` (a condition already true at the first bar counts). State strategies
