@@ -11,7 +11,7 @@ is the process's peak RSS growth measured in a child process per case (``resourc
 The machine may be shared: the load average is printed, and the ratio to the bare loop measured
 in the same run is the figure to compare.
 
-    python bench/backtest.py [--bars 1000000] [--no-vectorbt] [--quick]
+    python bench/backtest.py [--bars 1000000] [--no-vectorbt] [--quick] [--cases sweep,ema_cross]
 """
 
 from __future__ import annotations
@@ -328,6 +328,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bars", type=int, default=1_000_000)
     ap.add_argument("--no-vectorbt", action="store_true")
+    ap.add_argument("--cases", default="", help="comma-separated cases to run (default: all)")
     a = parse_args(ap, quick={"bars": 20_000, "no_vectorbt": True})
     n = a.bars
     try:
@@ -345,6 +346,12 @@ def main() -> None:
     cases = ["simulate", "simulate_no_ts", "sweep", *GRIDS] + (
         ["vbt_simulate", "vbt_sweep"] if have_vbt else []
     )
+    if a.cases:
+        wanted = a.cases.split(",")
+        unknown = set(wanted) - set(cases)
+        if unknown:
+            ap.error(f"unknown cases {sorted(unknown)}; known: {', '.join(cases)}")
+        cases = [c for c in cases if c in wanted]
     for name in cases:
         name, sec, info, peak, floor = run_case(name, n)
         work = n * (1 if "simulate" in name else 100)

@@ -60,7 +60,7 @@ from btsys.backtest.portfolio import Timeline, member_grid, rebalance_rows, time
 from btsys.backtest.sweep_runs import evaluate_runs, runs_each
 from btsys.backtest.ticks import TradeSource, trade_source
 from btsys.errors import ConfigError
-from btsys.signals.specs import SPECS, Spec, check_grid, check_value, indicator
+from btsys.signals.specs import SPECS, Spec, check_grid, check_value, indicators
 
 
 class SweepError(ConfigError):
@@ -389,8 +389,7 @@ def _evaluate_single(plan, frames, funding, daily_returns, window, trades=None):
     fund = funding_per_bar(t, fts, frate) if plan.charge_funding else np.zeros(0)
     series = _series(plan)
     ind = np.empty((max(len(series["rows"]), 1), n))
-    for r, (family, win) in enumerate(series["rows"]):
-        ind[r] = indicator(family, c, win)
+    indicators(series["rows"], c, ind)
     vol_all = np.zeros((len(series["vol"]), 0))
     if _needs_vol(plan):
         vol_all = np.stack([realised_vol(c, t, v) for v in series["vol"]])
@@ -428,8 +427,7 @@ def _evaluate_portfolio(plan, frames, funding, daily_returns, window, universe=N
     series = _series(plan)
     ind = np.full((K, max(len(series["rows"]), 1), closes.shape[1]), np.nan)
     for k in range(K):
-        for r, (family, win) in enumerate(series["rows"]):
-            ind[k, r, : nbars[k]] = indicator(family, closes[k, : nbars[k]], win)
+        indicators(series["rows"], closes[k, : nbars[k]], ind[k, :, : nbars[k]])
     vol_all = np.zeros((len(series["vol"]), 0, 0))
     if _needs_vol(plan):
         vol_all = np.stack([tl.vol_target(v) for v in series["vol"]])

@@ -5,7 +5,8 @@ sweep row trades exactly the signals of the run it stands for. A kernel reads pr
 indicator series (the feature library's kernels: a sweep computes each distinct window once) and
 writes four bool arrays: long entry, long exit, short entry, short exit, for bars
 ``[start, stop)`` only (a walk-forward window needs no more; the state before ``start`` is read
-from bar ``start - 1``).
+from bar ``start - 1``). A side whose two arrays have length 0 is skipped (a long-only sweep
+computes no short signals).
 
 Edges, as every rule strategy emits them: ``cond`` *becomes* true at bar ``t`` when it is true at
 ``t`` and false at ``t - 1`` (a condition already true at the first bar counts). State strategies
@@ -18,7 +19,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from btsys.features import _nb as fnb
 
 # dispatch codes of :func:`rule_signals_nb` (btsys.signals.specs maps strategy names to them)
 CROSS = 0  # ma_cross, ema_cross: indicators (fast, slow)
@@ -27,9 +30,40 @@ BOLLINGER = 2  # indicators (mid, std), scalar (k)
 MOMENTUM = 3  # indicator (log return), scalar (threshold)
 
 
+# indicator family codes of :func:`indicator_nb` (btsys.signals.specs.FAMILIES maps names to them)
+SMA = 0
+EMA = 1
+RSI = 2
+STD = 3
+LOG_RETURN = 4
+
+
+@njit(cache=True)
+def indicator_nb(close, family, window):
+    """One indicator series of close: the feature library's kernel of ``family``."""
+    if family == SMA:
+        return fnb.rolling_mean_nb(close, window)
+    if family == EMA:
+        return fnb.ema_nb(close, window)
+    if family == RSI:
+        return fnb.rsi_nb(close, window)
+    if family == STD:
+        return fnb.rolling_std_nb(close, window, 0)
+    return fnb.log_return_nb(close, window)
+
+
+@njit(cache=True, parallel=True)
+def indicators_nb(close, families, windows, out):
+    """``out[j]``: the series of ``families[j]`` over ``windows[j]`` bars (:func:`indicator_nb`), the
+    rows computed in parallel (a sweep's distinct indicator windows)."""
+    for j in prange(families.shape[0]):
+        out[j] = indicator_nb(close, families[j], windows[j])
+
+
 @njit(cache=True, inline="always")
 def _edge(now, prev):
-    return now and not prev
+    """``now and not prev``, branch-free (the signal loops then vectorise)."""
+    return now & (not prev)
 
 
 @njit(cache=True)
@@ -48,109 +82,123 @@ def state_signals_nb(long_state, short_state, start, stop, le, lx, se, sx):
         ps = b
 
 
+# A side's signals are written only when its arrays are given (length > 0): a long-only sweep
+# writes no short signals. Each side is its own loop over the bars (a loop that tests per bar
+# which sides to write does not vectorise), over views of bars [start, stop) indexed from 0 (a
+# loop from a run-time ``start`` keeps numba's negative-index check per access, which also
+# prevents vectorising: 3 x slower).
+@njit(cache=True, inline="always")
+def _above(sign, x, level):
+    """``sign * x > level`` (``sign`` +-1: the negation is exact, so ``-x > -l`` is ``x < l``)."""
+    return sign * x > level
+
+
+@njit(cache=True)
+def _cross_side_nb(x, y, start, stop, entry, exit_):
+    """Edges of the state ``x > y``: ``entry`` when it becomes true, ``exit_`` when it ends."""
+    prev = x[start - 1] > y[start - 1] if start > 0 else False
+    x, y, entry, exit_ = x[start:stop], y[start:stop], entry[start:stop], exit_[start:stop]
+    for i in range(x.shape[0]):
+        now = x[i] > y[i]
+        entry[i] = _edge(now, prev)
+        exit_[i] = _edge(prev, now)
+        prev = now
+
+
+@njit(cache=True)
+def _level_side_nb(x, sign, level, start, stop, entry, exit_):
+    """Edges of the state ``sign * x > level`` (see :func:`_cross_side_nb`)."""
+    prev = _above(sign, x[start - 1], level) if start > 0 else False
+    x, entry, exit_ = x[start:stop], entry[start:stop], exit_[start:stop]
+    for i in range(x.shape[0]):
+        now = _above(sign, x[i], level)
+        entry[i] = _edge(now, prev)
+        exit_[i] = _edge(prev, now)
+        prev = now
+
+
+@njit(cache=True)
+def _level_edges_nb(x, s1, l1, s2, l2, start, stop, out1, out2):
+    """Rising edges of two conditions on ``x``: ``s1 * x > l1`` into ``out1``, ``s2 * x > l2``
+    into ``out2``."""
+    p1 = _above(s1, x[start - 1], l1) if start > 0 else False
+    p2 = _above(s2, x[start - 1], l2) if start > 0 else False
+    x, out1, out2 = x[start:stop], out1[start:stop], out2[start:stop]
+    for i in range(x.shape[0]):
+        a = _above(s1, x[i], l1)
+        b = _above(s2, x[i], l2)
+        out1[i] = _edge(a, p1)
+        out2[i] = _edge(b, p2)
+        p1 = a
+        p2 = b
+
+
 @njit(cache=True)
 def cross_signals_nb(fast, slow, start, stop, le, lx, se, sx):
     """``ma_cross``/``ema_cross``: long while fast > slow, short while slow > fast."""
-    pl = False
-    ps = False
-    if start > 0:
-        pl = fast[start - 1] > slow[start - 1]
-        ps = slow[start - 1] > fast[start - 1]
-    for i in range(start, stop):
-        a = fast[i] > slow[i]
-        b = slow[i] > fast[i]
-        le[i] = _edge(a, pl)
-        lx[i] = _edge(pl, a)
-        se[i] = _edge(b, ps)
-        sx[i] = _edge(ps, b)
-        pl = a
-        ps = b
+    if le.shape[0] > 0:
+        _cross_side_nb(fast, slow, start, stop, le, lx)
+    if se.shape[0] > 0:
+        _cross_side_nb(slow, fast, start, stop, se, sx)
 
 
 @njit(cache=True)
 def momentum_signals_nb(ret, threshold, start, stop, le, lx, se, sx):
     """``momentum``: long while the look-back log return > threshold, short while < -threshold."""
-    pl = False
-    ps = False
-    if start > 0:
-        pl = ret[start - 1] > threshold
-        ps = -threshold > ret[start - 1]
-    for i in range(start, stop):
-        a = ret[i] > threshold
-        b = -threshold > ret[i]
-        le[i] = _edge(a, pl)
-        lx[i] = _edge(pl, a)
-        se[i] = _edge(b, ps)
-        sx[i] = _edge(ps, b)
-        pl = a
-        ps = b
+    if le.shape[0] > 0:
+        _level_side_nb(ret, 1.0, threshold, start, stop, le, lx)
+    if se.shape[0] > 0:
+        _level_side_nb(ret, -1.0, threshold, start, stop, se, sx)
 
 
 @njit(cache=True)
 def rsi_reversion_signals_nb(rsi, lower, upper, exit_, start, stop, le, lx, se, sx):
     """``rsi_reversion``: long entry when RSI falls below ``lower``, long exit when it rises above
     ``exit_``; short entry above ``upper``, short exit below ``exit_`` (each on its edge)."""
+    if le.shape[0] > 0:
+        _level_edges_nb(rsi, -1.0, -lower, 1.0, exit_, start, stop, le, lx)
+    if se.shape[0] > 0:
+        _level_edges_nb(rsi, 1.0, upper, -1.0, -exit_, start, stop, se, sx)
+
+
+@njit(cache=True)
+def _bollinger_side_nb(close, mid, std, k, sign, start, stop, entry, exit_):
+    """One side of :func:`bollinger_signals_nb` (``sign`` +1: long, -1: short; ``-mid + w`` is
+    exactly ``-(mid - w)``): entry on ``sign * close > sign * mid + k std``, exit on
+    ``sign * mid > sign * close``."""
     pa = False
     pb = False
-    pc = False
-    pd = False
     if start > 0:
-        r = rsi[start - 1]
-        pa = lower > r
-        pb = r > exit_
-        pc = r > upper
-        pd = exit_ > r
-    for i in range(start, stop):
-        r = rsi[i]
-        a = lower > r
-        b = r > exit_
-        c = r > upper
-        d = exit_ > r
-        le[i] = _edge(a, pa)
-        lx[i] = _edge(b, pb)
-        se[i] = _edge(c, pc)
-        sx[i] = _edge(d, pd)
+        j = start - 1
+        pa = sign * close[j] > sign * mid[j] + k * std[j]
+        pb = sign * mid[j] > sign * close[j]
+    close, mid, std = close[start:stop], mid[start:stop], std[start:stop]
+    entry, exit_ = entry[start:stop], exit_[start:stop]
+    for i in range(close.shape[0]):
+        c = sign * close[i]
+        m = sign * mid[i]
+        a = c > m + k * std[i]
+        b = m > c
+        entry[i] = _edge(a, pa)
+        exit_[i] = _edge(b, pb)
         pa = a
         pb = b
-        pc = c
-        pd = d
 
 
 @njit(cache=True)
 def bollinger_signals_nb(close, mid, std, k, start, stop, le, lx, se, sx):
     """``bollinger_breakout``: long entry on a close above ``mid + k std``, long exit on a close
     below ``mid``; short entry below ``mid - k std``, short exit above ``mid``."""
-    pa = False
-    pb = False
-    pc = False
-    pd = False
-    if start > 0:
-        j = start - 1
-        pa = close[j] > mid[j] + k * std[j]
-        pb = mid[j] > close[j]
-        pc = mid[j] - k * std[j] > close[j]
-        pd = close[j] > mid[j]
-    for i in range(start, stop):
-        c = close[i]
-        m = mid[i]
-        w = k * std[i]
-        a = c > m + w
-        b = m > c
-        cc = m - w > c
-        d = c > m
-        le[i] = _edge(a, pa)
-        lx[i] = _edge(b, pb)
-        se[i] = _edge(cc, pc)
-        sx[i] = _edge(d, pd)
-        pa = a
-        pb = b
-        pc = cc
-        pd = d
+    if le.shape[0] > 0:
+        _bollinger_side_nb(close, mid, std, k, 1.0, start, stop, le, lx)
+    if se.shape[0] > 0:
+        _bollinger_side_nb(close, mid, std, k, -1.0, start, stop, se, sx)
 
 
 @njit(cache=True)
 def rule_signals_nb(code, close, ind, rows, sp, start, stop, le, lx, se, sx):
-    """Signals of the single-symbol rule strategy ``code`` over bars ``[start, stop)``.
+    """Signals of the single-symbol rule strategy ``code`` over bars ``[start, stop)`` (a side whose
+    two arrays have length 0 is not computed).
 
     ``ind`` holds indicator series as rows, ``rows`` the rows this strategy reads (its indicator
     slots, see ``btsys.signals.specs``), ``sp`` its scalar parameters.

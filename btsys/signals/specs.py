@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 import numpy as np
 
 from btsys.errors import ConfigError
-from btsys.features import _nb as fnb
 from btsys.signals import _strategies_nb as snb
 
 
@@ -205,19 +204,27 @@ def close_array(frame: Any, who: str) -> np.ndarray:
     return c
 
 
+#: indicator families by their code in ``_strategies_nb.indicator_nb``
+FAMILIES = ("sma", "ema", "rsi", "std", "log_return")
+
+
+def _family_code(family: str) -> int:
+    if family not in FAMILIES:
+        raise KeyError(f"unknown indicator family {family!r}")
+    return FAMILIES.index(family)
+
+
 def indicator(family: str, close: np.ndarray, window: int) -> np.ndarray:
     """One indicator series of close (the feature library's kernels)."""
-    if family == "sma":
-        return fnb.rolling_mean_nb(close, window)
-    if family == "ema":
-        return fnb.ema_nb(close, window)
-    if family == "rsi":
-        return fnb.rsi_nb(close, window)
-    if family == "std":
-        return fnb.rolling_std_nb(close, window, 0)
-    if family == "log_return":
-        return fnb.log_return_nb(close, window)
-    raise KeyError(f"unknown indicator family {family!r}")
+    return snb.indicator_nb(close, _family_code(family), window)
+
+
+def indicators(series: Sequence[Tuple[str, int]], close: np.ndarray, out: np.ndarray) -> None:
+    """The indicator series ``[(family, window), ...]`` of close into the rows of ``out``, in parallel
+    (each as :func:`indicator`)."""
+    families = np.array([_family_code(f) for f, _ in series], dtype=np.int64)
+    windows = np.array([w for _, w in series], dtype=np.int64)
+    snb.indicators_nb(close, families, windows, out)
 
 
 def rule_signals(spec: Spec, params: Mapping[str, Any], close: np.ndarray):
