@@ -219,3 +219,25 @@ def test_a_tick_outside_its_date_partition_is_named(tmp_path):
         ValueError, match=r"AUSDT 2025-01-01: tick at ts .* outside its date partition .*part-0.parquet"
     ):
         day_row(store, part, 300 * S)
+
+
+def test_the_quality_heatmap_is_drawn_once_for_an_unchanged_table():
+    """The jobs of a multirun share their quality table: its heatmap is drawn once, and a changed
+    table is drawn again (never the previous table's chart)."""
+    from btsys.report.quality import quality_heatmap_png
+    from btsys.report.universe import _heatmap, parquet_bytes
+
+    t1 = pd.DataFrame(
+        {
+            "symbol": ["AAAUSDT", "AAAUSDT", "BBBUSDT", "BBBUSDT"],
+            "date": ["2025-01-01", "2025-01-02"] * 2,
+            "coverage": [1.0, 0.5, 0.2, 1.0],
+            "status": ["ok", "truncated", "ok", "ok"],
+        }
+    )
+    first = _heatmap(t1, parquet_bytes(t1))
+    assert first == quality_heatmap_png(t1)
+    assert _heatmap(t1.copy(), parquet_bytes(t1.copy())) is first
+    t2 = t1.assign(coverage=[1.0, 0.5, 0.9, 1.0])
+    second = _heatmap(t2, parquet_bytes(t2))
+    assert second == quality_heatmap_png(t2) and second != first
