@@ -181,6 +181,19 @@ def _units_of_nb(th, nth, unit, n_comb):
     return out[:k]
 
 
+@njit(cache=True, inline="always")
+def _thread_buffers_nb(bench, p0, rows0, sp0, aux0):
+    """A sweep thread's own buffers: daily returns, metrics, benchmark statistics, the decoded inputs
+    (``p``, ``rows``, ``sp``, ``aux``) and ``prev``, the signal inputs of its last combination."""
+    rows = np.empty_like(rows0)
+    sp = np.empty_like(sp0)
+    prev = np.full(rows.shape[0] + sp.shape[0] + 1, np.nan)
+    return (
+        np.empty(bench.shape[0]), np.empty(N_METRICS), np.empty(N_BENCH), np.empty_like(p0), rows, sp,
+        np.empty_like(aux0), prev,
+    )  # fmt: skip
+
+
 @njit(cache=True)
 def _row_nb(c, m, dret, bench, mb, out, daily):
     """Combination ``c``'s row: the engine's metrics, then the benchmark statistics; its daily
@@ -203,16 +216,9 @@ def _single_block_nb(
     lx = np.zeros(n_long, dtype=np.bool_)
     se = np.zeros(n_short, dtype=np.bool_)
     sx = np.zeros(n_short, dtype=np.bool_)
-    dret = np.empty(bench.shape[0])
-    m = np.empty(N_METRICS)
-    mb = np.empty(N_BENCH)
-    p = np.empty_like(p0)
-    rows = np.empty_like(rows0)
-    sp = np.empty_like(sp0)
-    aux = np.empty_like(aux0)
+    dret, m, mb, p, rows, sp, aux, prev = _thread_buffers_nb(bench, p0, rows0, sp0, aux0)
     none = np.zeros(0, dtype=np.bool_)
     empty = dret[0:0]
-    prev = np.full(rows.shape[0] + sp.shape[0] + 1, np.nan)  # signal inputs of the last combination
     for c in combos:
         decode_nb(c, kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0, p, rows, sp, aux)
         if _new_signal_inputs_nb(rows, sp, aux[1], prev):
@@ -365,14 +371,7 @@ def sweep_portfolio_nb(
         b4 = np.zeros((4, nmax), dtype=np.bool_)
         score_b = np.empty(nmax)
         score = np.full((T, K), np.nan)
-        dret = np.empty(bench.shape[0])
-        m = np.empty(N_METRICS)
-        mb = np.empty(N_BENCH)
-        p = np.empty_like(p0)
-        rows = np.empty_like(rows0)
-        sp = np.empty_like(sp0)
-        aux = np.empty_like(aux0)
-        prev = np.full(rows.shape[0] + sp.shape[0] + 1, np.nan)
+        dret, m, mb, p, rows, sp, aux, prev = _thread_buffers_nb(bench, p0, rows0, sp0, aux0)
         for c in range(th * n_comb // nth, (th + 1) * n_comb // nth):
             decode_nb(c, kinds, targets, nvals, vals, rowmap, p0, rows0, sp0, aux0, p, rows, sp, aux)
             fresh = _new_signal_inputs_nb(rows, sp, aux[1], prev)
