@@ -207,7 +207,7 @@ def _get(spec: Any, key: str, default: Any = None) -> Any:
         return spec.get(key, default)
     try:
         return spec[key]  # DictConfig
-    except Exception:
+    except (LookupError, TypeError):  # no such key; not subscriptable (a dataclass)
         return getattr(spec, key, default)
 
 

@@ -293,14 +293,11 @@ def hydra_job(hydra_cfg: Any = None) -> Optional[dict]:
 
     hc = hydra_cfg
     if hc is None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
+        from hydra.core.hydra_config import HydraConfig
 
-            if not HydraConfig.initialized():
-                return None
-            hc = HydraConfig.get()
-        except Exception:
+        if not HydraConfig.initialized():
             return None
+        hc = HydraConfig.get()
     mode = str(_get(hc, "mode", ""))
     if "MULTIRUN" not in mode:
         return None
